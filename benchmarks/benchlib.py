@@ -1,0 +1,264 @@
+"""Shared pieces of the benchmark scripts: Rapid7-shaped Singer records, child processes, output.
+
+Every benchmark compares the product against a baseline measured in the same run, because the
+machines are shared and noisy: absolute times mean little, ratios mean more. Child processes are
+reaped with ``os.wait4`` so that each one's own CPU time and peak RSS are known exactly (not the
+sum over all children, as ``RUSAGE_CHILDREN`` would give).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+STREAM = "events"
+# A fixed epoch (2026-11-01T00:00:00Z) keeps generated data and partitions reproducible.
+BASE_MILLIS = 1_793_491_200_000
+BASE_SEQUENCE = 3_237_201_778_429_120_512  # > 2**53: exact int64 handling matters
+LOG_IDS = [str(uuid.UUID(int=0x5EED_0000_0000_4000_8000_0000_0000_0000 + n)) for n in range(8)]
+LABEL = [{"id": "00000000-0000-0000-0000-000000000006"}]
+
+# The `events` stream as the conventions define it: the API's own fields plus a date-time.
+EVENTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "log_id": {"type": "string"},
+        "timestamp": {"type": "integer"},
+        "sequence_number": {"type": "integer"},
+        "sequence_number_str": {"type": "string"},
+        "message": {"type": ["string", "null"]},
+        "labels": {
+            "type": ["array", "null"],
+            "items": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+        "event_time": {"type": "string", "format": "date-time"},
+    },
+    "required": ["log_id", "timestamp", "sequence_number", "sequence_number_str"],
+}
+KEY_PROPERTIES = ["log_id", "sequence_number_str"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+def schema_line() -> bytes:
+    """The SCHEMA message for the `events` stream, newline-terminated."""
+    message = {
+        "type": "SCHEMA",
+        "stream": STREAM,
+        "schema": EVENTS_SCHEMA,
+        "key_properties": KEY_PROPERTIES,
+        "bookmark_properties": ["event_time"],
+    }
+    return _encode(message) + b"\n"
+
+
+def make_record(index: int) -> dict[str, Any]:
+    """Record number ``index``: deterministic, realistic sizes (about 450 bytes as a line).
+
+    Several records share a millisecond (sequence step 4096 inside it, as the API does); one in
+    64 has a label, one in 50 has a message that is not JSON (Rapid7 messages are raw text).
+    """
+    millis = BASE_MILLIS + index // 3 * 7
+    when = dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC)
+    iso = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if index % 50 == 7:
+        message = f"<134>1 {iso} fw01 kernel - - DROP IN=eth0 SRC=10.1.{index % 250}.9 DPT=443"
+    else:
+        message = _encode(
+            {
+                "timestamp": iso,
+                "user": f"user{index % 977}@corp",
+                "source_ip": f"10.{index % 256}.{index // 256 % 256}.{index % 7 + 1}",
+                "action": "LOGIN",
+                "result": "SUCCESS" if index % 11 else "FAILED",
+                "host": f"host-{index % 131:03d}",
+            }
+        ).decode()
+    sequence = BASE_SEQUENCE + index * 4096
+    return {
+        "log_id": LOG_IDS[index % len(LOG_IDS)],
+        "timestamp": millis,
+        "sequence_number": sequence,
+        "sequence_number_str": str(sequence),
+        "message": message,
+        "labels": LABEL if index % 64 == 5 else [],
+        "event_time": when.isoformat(timespec="microseconds"),
+    }
+
+
+def record_line(index: int) -> bytes:
+    """Record ``index`` as a Singer RECORD line."""
+    message = {
+        "type": "RECORD",
+        "stream": STREAM,
+        "record": make_record(index),
+        "time_extracted": "2026-11-26T07:00:00.000000+00:00",
+    }
+    return _encode(message) + b"\n"
+
+
+def state_line(index: int) -> bytes:
+    """A STATE message naming the last record sent (what a tap emits now and then)."""
+    return _encode({"type": "STATE", "value": {"bookmarks": {STREAM: {"last": index}}}}) + b"\n"
+
+
+def singer_lines(count: int, state_every: int = 10_000) -> Iterator[bytes]:
+    """SCHEMA, ``count`` RECORD lines with a STATE every ``state_every`` records, a final STATE."""
+    yield schema_line()
+    for index in range(count):
+        yield record_line(index)
+        if (index + 1) % state_every == 0:
+            yield state_line(index)
+    yield state_line(count - 1)
+
+
+def write_singer_file(path: Path, count: int) -> int:
+    """Write the Singer stream of ``count`` records to ``path``; return its size in bytes."""
+    size = 0
+    with path.open("wb") as handle:
+        buffer: list[bytes] = []
+        for line in singer_lines(count):
+            buffer.append(line)
+            if len(buffer) >= 4096:
+                size += handle.write(b"".join(buffer))
+                buffer.clear()
+        size += handle.write(b"".join(buffer))
+    return size
+
+
+@dataclass
+class ChildResult:
+    """How one child process ran: wall seconds, own CPU seconds, own peak RSS."""
+
+    returncode: int
+    wall_seconds: float
+    cpu_seconds: float
+    max_rss_mib: float
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    stdin: IO[bytes] | int | None = None,
+    stdout: IO[bytes] | int | None = None,
+    stderr: IO[bytes] | int | None = None,
+    feed: Iterator[bytes] | None = None,
+    env: dict[str, str] | None = None,
+) -> ChildResult:
+    """Run ``argv`` to completion and measure it; ``feed`` streams lines to its stdin."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if feed is not None else stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+    )
+    if feed is not None:
+        assert process.stdin is not None
+        try:
+            buffer: list[bytes] = []
+            for line in feed:
+                buffer.append(line)
+                if len(buffer) >= 2048:
+                    process.stdin.write(b"".join(buffer))
+                    buffer.clear()
+            process.stdin.write(b"".join(buffer))
+        except BrokenPipeError:
+            pass  # the child died early; its return code says why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+    return wait_child(process, started)
+
+
+def wait_child(process: subprocess.Popen[bytes], started: float) -> ChildResult:
+    """Reap ``process`` with ``wait4`` to get its own rusage; ``started`` is perf_counter()."""
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return ChildResult(
+        returncode=process.returncode,
+        wall_seconds=wall,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        max_rss_mib=usage.ru_maxrss / 1024,  # Linux reports KiB
+    )
+
+
+def venv_bin(name: str) -> str:
+    """Path of a console script installed next to this interpreter (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    if not candidate.exists():
+        raise SystemExit(f"{name} not found next to {sys.executable}: install the project first")
+    return str(candidate)
+
+
+def fail_unless_ok(name: str, result: ChildResult, stderr_path: Path | None = None) -> None:
+    """Stop the benchmark loudly when a child failed, showing the end of its stderr."""
+    if result.returncode == 0:
+        return
+    tail = ""
+    if stderr_path is not None and stderr_path.exists():
+        tail = "\n".join(stderr_path.read_text(errors="replace").splitlines()[-20:])
+    raise SystemExit(f"{name} exited with {result.returncode}\n{tail}")
+
+
+def rate(count: float, seconds: float) -> float:
+    """Items per second, guarding against a zero duration."""
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def print_header(title: str, details: dict[str, Any]) -> None:
+    """One line naming the benchmark and its parameters, for the record."""
+    fields = " ".join(f"{key}={value}" for key, value in details.items())
+    print(f"== {title}: {fields}", flush=True)
+
+
+def print_ratio(name: str, value: float, goal: str, met: bool) -> None:
+    """The line the smoke test and the README look for: ``RATIO name=value goal=... met=...``."""
+    print(f"RATIO {name}={value:.3f} goal={goal} met={'yes' if met else 'no'}", flush=True)
+
+
+def profiled(argv: Sequence[str], profile_path: Path) -> list[str]:
+    """``argv`` (a console script and its arguments) run under cProfile, saving to a file."""
+    if Path(argv[0]).name.startswith("python"):
+        argv = argv[1:]  # profile the script the interpreter would run
+    script, *rest = argv
+    return [sys.executable, "-m", "cProfile", "-o", str(profile_path), script, *rest]
+
+
+def print_profile(profile_path: Path, limit: int = 25) -> None:
+    """Print the top of a cProfile file, by own time and by cumulative time."""
+    import pstats
+
+    for order in ("tottime", "cumulative"):
+        print(f"-- profile {profile_path.name} sorted by {order} (top {limit})", flush=True)
+        stats = pstats.Stats(str(profile_path), stream=sys.stdout)
+        stats.strip_dirs().sort_stats(order).print_stats(limit)
+        sys.stdout.flush()
+
+
+def print_run(
+    name: str, items: int, result: ChildResult, unit: str = "records", **extra: Any
+) -> None:
+    """One line of figures for one measured process."""
+    fields = {
+        unit: items,
+        **extra,
+        "wall_s": f"{result.wall_seconds:.2f}",
+        "cpu_s": f"{result.cpu_seconds:.2f}",
+        f"{unit}_per_s": f"{rate(items, result.wall_seconds):.0f}",
+        "max_rss_mib": f"{result.max_rss_mib:.0f}",
+    }
+    print(f"{name}: " + " ".join(f"{key}={value}" for key, value in fields.items()), flush=True)

@@ -1,0 +1,52 @@
+"""Smoke tests: each benchmark script runs end to end on tiny sizes and prints its ratio line.
+
+No speed thresholds here (timings on shared machines are noise); the scripts themselves check
+that every process they time wrote exactly the records it was given.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+PLAIN_TARGET = f"{sys.executable} {BENCHMARKS / 'plain_sdk_target.py'}"
+RATIO_LINE = re.compile(r"^RATIO (\w+)=([0-9.]+|inf) goal=\S+ met=(yes|no)$", re.MULTILINE)
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    """Run ``benchmarks/<script> --quick ARGS``; return its stdout, failing with its output."""
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--quick", *args],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def ratios(output: str) -> dict[str, float]:
+    """The ``RATIO name=value`` lines of a benchmark's output."""
+    return {name: float(value) for name, value, _ in RATIO_LINE.findall(output)}
+
+
+@pytest.mark.parametrize(
+    ("script", "ratio"),
+    [
+        ("target_throughput.py", "target_over_baseline"),
+        ("target_memory.py", "peak_rss_4x_over_1x"),
+    ],
+)
+def test_target_benchmark_scripts_run_with_a_stand_in_target(script, ratio):
+    """The measuring machinery works with any Singer target (here the plain SDK one)."""
+    output = run_benchmark(script, "--target-command", PLAIN_TARGET)
+    assert ratio in ratios(output), output
+    assert ratios(output)[ratio] > 0
