@@ -1,0 +1,11 @@
+"""A local, deterministic Rapid7 Log Search API emulator for tests, demos and benchmarks.
+
+    from tap_rapid7.emulator import EmulatorOptions, running_emulator
+    with running_emulator(EmulatorOptions(seed=7), port=0) as emu:
+        emu.base_url, emu.api_key, emu.log_ids, emu.truth(from_ms, to_ms)
+"""
+
+from tap_rapid7.emulator.options import EmulatorOptions
+from tap_rapid7.emulator.server import RunningEmulator, running_emulator
+
+__all__ = ["EmulatorOptions", "RunningEmulator", "running_emulator"]

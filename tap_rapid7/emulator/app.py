@@ -1,0 +1,542 @@
+"""The emulator's request handling, independent of the HTTP server.
+
+`EmulatorApp.handle()` takes a parsed request and returns a `Response` (or a "drop the
+connection" verdict). Order per API request: latency, forced 429, random faults (drop, 5xx),
+auth (401/403), rate limit (429), then the endpoint. `/_emulator/*` (ground truth, stats) is
+outside the API: no auth, no faults, no rate limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, quote, urlsplit
+
+from tap_rapid7.emulator.data import (
+    BASE_PLACEHOLDER,
+    CONTEXT_REL_PLACEHOLDER,
+    LABELS,
+    Event,
+    SyntheticData,
+)
+from tap_rapid7.emulator.faults import FaultInjector
+from tap_rapid7.emulator.leql import INVALID_STATEMENT_CODE, StatementError, parse_statement
+from tap_rapid7.emulator.options import DATA_FIELDS, EmulatorOptions
+from tap_rapid7.emulator.queries import (
+    Continuation,
+    Position,
+    QuerySpec,
+    Registry,
+    iter_matching,
+    page_events,
+    render_page,
+    running_body,
+    statistics_body,
+)
+from tap_rapid7.emulator.ratelimit import RateLimiter
+
+# Emulator-defined errorCodes (the real ones are unconfirmed except 101009).
+MISSING_WINDOW_CODE = 100000
+INVALID_WINDOW_CODE = 100001
+INVALID_PER_PAGE_CODE = 100003
+PER_PAGE_OVER_MAX_CODE = 100004
+INVALID_BODY_CODE = 100005
+STATS_PER_PAGE_CODE = 101009
+
+NOT_FOUND = {"message": "HTTP 404 Not Found"}
+ORG_ID = "00000000-emulator-org"
+_TIME_RANGE = re.compile(r"^\s*last\s+(\d+)?\s*(minute|hour|day|week)s?\s*$", re.I)
+_UNIT_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+class ApiError(Exception):
+    """An error answer (status + JSON body) raised from deep inside a handler."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+def _bad_request(code: int, message: str) -> ApiError:
+    return ApiError(400, {"errorCode": code, "message": message})
+
+
+def _json(status: int, body: object) -> Response:
+    return Response(status, json.dumps(body, separators=(",", ":")).encode())
+
+
+class EmulatorApp:
+    """State and behaviour of one emulator: options, data, queries, limits, faults, counters."""
+
+    def __init__(self, options: EmulatorOptions) -> None:
+        options.validate()
+        self._lock = threading.RLock()
+        self.options = options
+        self.data = SyntheticData(options)
+        self.registry = Registry()
+        self.limiter = RateLimiter()
+        self.faults = FaultInjector(options.fault_seed)
+        self.counters: Counter[str] = Counter()
+        self.status_counts: Counter[int] = Counter()
+        self._api_requests = 0
+        self._duplicate_served = False
+
+    # ----------------------------------------------------------------- options and clock
+    def update_options(self, **changes: object) -> EmulatorOptions:
+        """Change knobs at runtime (thread-safe); rebuilds data if a data field changed."""
+        with self._lock:
+            unknown = set(changes) - {f.name for f in dataclasses.fields(EmulatorOptions)}
+            if unknown:
+                raise ValueError(f"unknown emulator option(s): {', '.join(sorted(unknown))}")
+            new = dataclasses.replace(self.options, **changes)
+            new.validate()
+            old, self.options = self.options, new
+            if any(getattr(old, name) != getattr(new, name) for name in DATA_FIELDS):
+                self.data = SyntheticData(new)
+            if old.fault_seed != new.fault_seed:
+                self.faults.reseed(new.fault_seed)
+            if changes.get("duplicate_next"):
+                self._duplicate_served = False
+            return new
+
+    def now_ms(self) -> int:
+        fixed = self.options.fixed_now_ms
+        return fixed if fixed is not None else int(time.time() * 1000)
+
+    def rels(self) -> dict[str, str]:
+        if self.options.lowercase_rels:
+            return {"Self": "self", "Next": "next", "Context": "context", "Related": "related"}
+        return {"Self": "Self", "Next": "Next", "Context": "Context", "Related": "Related"}
+
+    # ----------------------------------------------------------------- ground truth
+    def truth(self, from_ms: int, to_ms: int, log_id: str | None = None) -> list[tuple[str, str]]:
+        """Keys of entries visible now with from <= timestamp < to, by (log_id, ts, seq)."""
+        data, now = self.data, self.now_ms()
+        late_ms = self.options.late_arrival_seconds * 1000
+        logs = sorted(data.logs, key=lambda log: log.id)
+        if log_id is not None:
+            if log_id not in data.log_by_id:
+                raise KeyError(log_id)
+            logs = [data.log_by_id[log_id]]
+        keys: list[tuple[str, str]] = []
+        for log in logs:
+            for event in data.iter_log(log.index, from_ms, min(to_ms, now + 1)):
+                if event.ts + int(event.late_fraction * late_ms) <= now:
+                    keys.append((log.id, str(event.seq)))
+        return keys
+
+    def events(self, log_id: str, from_ms: int, to_ms: int, base_url: str) -> list[dict]:
+        """The event dicts the API would serve for one log now (half-open window)."""
+        log = self.data.log_by_id[log_id]
+        spec = self._spec((log.index,), "", from_ms=from_ms, to_ms=to_ms, upper=to_ms,
+                          per_page=1, mrf=False)
+        rel = self.rels()["Context"]
+        return [
+            json.loads(e.fragment.replace(BASE_PLACEHOLDER, base_url)
+                       .replace(CONTEXT_REL_PLACEHOLDER, rel))
+            for e in iter_matching(self.data, spec, None, self.now_ms(),
+                                   self.options.late_arrival_seconds)
+        ]
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {
+                "api_requests": self._api_requests,
+                "requests": dict(self.counters),
+                "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
+                "faults": {
+                    name: self.counters.get(name, 0)
+                    for name in ("dropped", "server_errors", "forced_429", "rate_limited",
+                                 "expired_links", "duplicate_next")
+                },
+                "live_continuations": len(self.registry),
+                "buckets_generated": self.data.buckets_generated,
+            }
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += n
+
+    # ----------------------------------------------------------------- entry point
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
+               host: str) -> Response:
+        parts = urlsplit(target)
+        path, params = parts.path, parse_qs(parts.query, keep_blank_values=True)
+        prefix = ""
+        if path == "/log_search" or path.startswith("/log_search/"):
+            prefix, path = "/log_search", path[len("/log_search"):] or "/"
+        base = f"http://{host}{prefix}"
+        if path.startswith("/_emulator/"):
+            response = self._internal(path, params)
+        else:
+            response = self._api(method, path, params, headers=headers, body=body, base=base)
+        with self._lock:
+            self.status_counts[0 if response.drop else response.status] += 1
+        response.headers.setdefault("Content-Type", "application/json")
+        return response
+
+    def _internal(self, path: str, params: dict[str, list[str]]) -> Response:
+        if path == "/_emulator/stats":
+            return _json(200, self.stats())
+        if path == "/_emulator/truth":
+            try:
+                from_ms, to_ms = int(params["from"][0]), int(params["to"][0])
+            except (KeyError, ValueError):
+                return _json(400, {"message": "from and to (epoch ms integers) are required"})
+            try:
+                keys = self.truth(from_ms, to_ms, params.get("log_id", [None])[0])
+            except KeyError:
+                return _json(404, NOT_FOUND)
+            return _json(200, {"count": len(keys), "keys": [list(k) for k in keys]})
+        return _json(404, NOT_FOUND)
+
+    def _api(self, method: str, path: str, params: dict[str, list[str]], *,
+             headers: Mapping[str, str], body: bytes, base: str) -> Response:
+        opts = self.options
+        family = "query" if path.startswith("/query") else "management"
+        with self._lock:
+            self._api_requests += 1
+            number = self._api_requests
+            self.counters[f"{family}_requests"] += 1
+        if opts.request_latency_ms:
+            time.sleep(opts.request_latency_ms / 1000)
+        key = headers.get("X-Api-Key") or ""
+        drop, error = self.faults.roll(opts.drop_rate, opts.error_rate)
+        peek = self.limiter.check(key, family, budget=opts.rate_limit_budget,
+                                  window_s=opts.rate_limit_window_seconds, now_ms=self.now_ms(),
+                                  consume=False)
+        if number in opts.forced_429_requests():
+            self._count("forced_429")
+            response = _json(429, {"message": "Too Many Requests"})
+            response.headers.update(peek.headers())
+            response.headers["Retry-After"] = "1"
+            return response
+        if drop:
+            self._count("dropped")
+            return Response(0, drop=True)
+        if error is not None:
+            self._count("server_errors")
+            response = _json(error, {"message": "Emulated server error"})
+            response.headers.update(peek.headers())
+            return response
+        if opts.forbidden_api_key is not None and key == opts.forbidden_api_key:
+            response = _json(403, {"message": "Forbidden"})
+            response.headers.update(peek.headers())
+            return response
+        if key != opts.api_key:
+            response = _json(401, {"message": "Unauthorized"})
+            response.headers.update(peek.headers())
+            return response
+        decision = self.limiter.check(key, family, budget=opts.rate_limit_budget,
+                                      window_s=opts.rate_limit_window_seconds,
+                                      now_ms=self.now_ms())
+        if not decision.allowed:
+            self._count("rate_limited")
+            response = _json(429, {"message": "Too Many Requests"})
+            response.headers.update(decision.headers())
+            response.headers["Retry-After"] = str(decision.reset_seconds)
+            return response
+        try:
+            response = self._route(method, path, params, body, base)
+        except ApiError as exc:
+            response = _json(exc.status, exc.body)
+        response.headers.update(decision.headers())
+        return response
+
+    # ----------------------------------------------------------------- routing
+    def _route(self, method: str, path: str, params: dict[str, list[str]], body: bytes,
+               base: str) -> Response:
+        segments = [s for s in path.split("/") if s]
+        data = self.data
+        if method == "GET" and segments[:1] == ["management"]:
+            return self._management(segments[1:], base)
+        if segments[:1] != ["query"]:
+            raise ApiError(404, NOT_FOUND)
+        rest = segments[1:]
+        if method == "POST" and rest == ["logs"]:
+            return self._start_post(params, body, base)
+        if method != "GET":
+            raise ApiError(404, NOT_FOUND)
+        if len(rest) == 2 and rest[0] == "logs":
+            indexes = []
+            for key in rest[1].split(":"):
+                if key not in data.log_by_id:
+                    raise ApiError(404, NOT_FOUND)
+                indexes.append(data.log_by_id[key].index)
+            return self._start(tuple(indexes), _param(params, "query"), params, base)
+        if rest == ["logsets"]:
+            names = params.get("logset_name", [])
+            by_name = {ls.name: ls for ls in data.logsets}
+            if not names or any(n not in by_name for n in names):
+                raise ApiError(404, NOT_FOUND)
+            indexes = sorted({i for n in names for i in by_name[n].log_indexes})
+            return self._start(tuple(indexes), _param(params, "query"), params, base)
+        if len(rest) == 2 and rest[0] == "logsets":
+            logset = data.logset_by_id.get(rest[1])
+            if logset is None:
+                raise ApiError(404, NOT_FOUND)
+            return self._start(logset.log_indexes, _param(params, "query"), params, base)
+        if len(rest) == 2 and rest[0] == "context":
+            return self._context(rest[1], params, base)
+        if len(rest) == 1:
+            return self._continue(rest[0], base)
+        raise ApiError(404, NOT_FOUND)
+
+    # ----------------------------------------------------------------- management
+    def _log_json(self, index: int, base: str) -> dict:
+        log = self.data.logs[index]
+        logset = self.data.logsets[log.logset_index]
+        rel = self.rels()
+        return {
+            "id": log.id, "name": log.name,
+            "logsets_info": [{
+                "id": logset.id, "name": logset.name,
+                "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}",
+                "links": [{"rel": rel["Self"], "href": f"{base}/management/logsets/{logset.id}"}],
+            }],
+            "links": [{"rel": rel["Related"], "href": f"{base}/management/logs/{log.id}/topkeys"}],
+            "retention_period": "default",
+            "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{log.id}",
+            "source_type": "token", "structures": [], "token_seed": None,
+            "tokens": [], "user_data": {"platform_managed": "true"},
+        }
+
+    def _logset_json(self, index: int, base: str) -> dict:
+        logset = self.data.logsets[index]
+        rel = self.rels()
+        return {
+            "id": logset.id, "name": logset.name, "description": None,
+            "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}", "user_data": {},
+            "logs_info": [{
+                "id": self.data.logs[i].id, "name": self.data.logs[i].name,
+                "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{self.data.logs[i].id}",
+                "links": [{"rel": rel["Self"],
+                           "href": f"{base}/management/logs/{self.data.logs[i].id}"}],
+            } for i in logset.log_indexes],
+        }
+
+    def _management(self, rest: list[str], base: str) -> Response:
+        data = self.data
+        if rest == ["logs"]:
+            return _json(200, {"logs": [self._log_json(i, base) for i in range(len(data.logs))]})
+        if rest == ["logsets"]:
+            return _json(200, {"logsets": [self._logset_json(i, base)
+                                           for i in range(len(data.logsets))]})
+        if len(rest) == 2 and rest[0] == "logs" and rest[1] in data.log_by_id:
+            return _json(200, {"log": self._log_json(data.log_by_id[rest[1]].index, base)})
+        if len(rest) == 2 and rest[0] == "logsets" and rest[1] in data.logset_by_id:
+            return _json(200, {"logset": self._logset_json(data.logset_by_id[rest[1]].index,
+                                                           base)})
+        if len(rest) == 2 and rest[0] == "labels":
+            label = LABELS.get(rest[1])
+            if label is None:
+                raise ApiError(404, {"code": 404, "message": "HTTP 404 Not Found"})
+            return _json(200, {"label": label})
+        raise ApiError(404, NOT_FOUND)
+
+    # ----------------------------------------------------------------- starting queries
+    def _start_post(self, params: dict[str, list[str]], body: bytes, base: str) -> Response:
+        try:
+            payload = json.loads(body or b"null")
+            logs = payload["logs"]
+            leql = payload.get("leql") or {}
+            during = leql.get("during") or {}
+            if not isinstance(logs, list) or not logs:
+                raise TypeError("logs")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise _bad_request(INVALID_BODY_CODE, "Body must be JSON {\"logs\": [...], "
+                               "\"leql\": {\"statement\": ..., \"during\": {...}}}") from exc
+        indexes = []
+        for key in logs:
+            if key not in self.data.log_by_id:
+                raise ApiError(404, NOT_FOUND)
+            indexes.append(self.data.log_by_id[key].index)
+        merged = dict(params)
+        for name in ("from", "to", "time_range"):
+            if name in during:
+                merged[name] = [str(during[name])]
+        return self._start(tuple(indexes), leql.get("statement"), merged, base)
+
+    def _window(self, params: dict[str, list[str]]) -> tuple[int, int]:
+        raw_from, raw_to = _param(params, "from"), _param(params, "to")
+        time_range = _param(params, "time_range")
+        if raw_from is None and raw_to is None and time_range:
+            match = _TIME_RANGE.match(time_range)
+            if not match:
+                raise _bad_request(INVALID_WINDOW_CODE, f"Unsupported time_range {time_range!r}")
+            now = self.now_ms()
+            return now - int(match.group(1) or 1) * _UNIT_MS[match.group(2).lower()], now
+        if raw_from is None or raw_to is None:
+            raise _bad_request(MISSING_WINDOW_CODE,
+                               "Both 'from' and 'to' (epoch milliseconds) are required")
+        try:
+            from_ms, to_ms = int(raw_from), int(raw_to)
+        except ValueError as exc:
+            raise _bad_request(INVALID_WINDOW_CODE,
+                               "'from' and 'to' must be integer epoch milliseconds") from exc
+        if from_ms < 0 or to_ms < from_ms:
+            raise _bad_request(INVALID_WINDOW_CODE, "'from' must be >= 0 and <= 'to'")
+        return from_ms, to_ms
+
+    def _spec(self, indexes: tuple[int, ...], statement_text: str | None, *, from_ms: int,
+              to_ms: int, upper: int, per_page: int, mrf: bool) -> QuerySpec:
+        try:
+            statement = parse_statement(statement_text)
+        except StatementError as exc:
+            raise _bad_request(INVALID_STATEMENT_CODE, str(exc)) from exc
+        return QuerySpec(indexes, tuple(self.data.logs[i].id for i in indexes), statement,
+                         from_ms, to_ms, upper, per_page, mrf)
+
+    def _start(self, indexes: tuple[int, ...], statement_text: str | None,
+               params: dict[str, list[str]], base: str) -> Response:
+        opts = self.options
+        from_ms, to_ms = self._window(params)
+        raw_per_page = _param(params, "per_page")
+        per_page = opts.default_per_page
+        if raw_per_page is not None:
+            try:
+                per_page = int(raw_per_page)
+            except ValueError:
+                per_page = 0
+            if per_page < 1:
+                raise _bad_request(INVALID_PER_PAGE_CODE, "'per_page' must be a positive integer")
+            if per_page > opts.max_per_page:
+                if opts.per_page_over_max == "reject":
+                    raise _bad_request(PER_PAGE_OVER_MAX_CODE,
+                                       f"'per_page' must be <= {opts.max_per_page}")
+                per_page = opts.max_per_page
+        mrf = (_param(params, "most_recent_first") or "").lower() == "true"
+        upper = to_ms + 1 if opts.to_inclusive else to_ms
+        spec = self._spec(indexes, statement_text, from_ms=from_ms, to_ms=to_ms, upper=upper,
+                          per_page=per_page, mrf=mrf)
+        if spec.statement.is_count and raw_per_page is not None and opts.reject_per_page_on_stats:
+            raise _bad_request(STATS_PER_PAGE_CODE,
+                               "per_page is not supported for statistical queries")
+        position: Position | None = None
+        raw_seq = _param(params, "sequence_number")
+        if raw_seq is not None and not mrf:
+            try:
+                position = (from_ms, int(raw_seq), -1)
+            except ValueError as exc:
+                raise _bad_request(INVALID_WINDOW_CODE,
+                                   "'sequence_number' must be an integer") from exc
+        self._count("queries_started")
+        now = self.now_ms()
+        entry = Continuation(self.registry.new_id(), spec, position, issued_ms=now,
+                             started=True, started_ms=now)
+        if opts.polls_before_ready == 0 and opts.ready_after_seconds == 0:
+            entry.ready = True
+            return self._finished(entry, base)
+        self.registry.add(entry)
+        return _json(202, running_body(spec, entry.id, 0, f"{base}/query/{entry.id}",
+                                       self.rels()))
+
+    # ----------------------------------------------------------------- continuing queries
+    def _continue(self, entry_id: str, base: str) -> Response:
+        opts = self.options
+        now = self.now_ms()
+        entry, expired = self.registry.get(entry_id, now, opts.link_ttl_seconds)
+        if entry is None:
+            if expired:
+                self._count("expired_links")
+            raise ApiError(404, NOT_FOUND)
+        self_href = f"{base}/query/{entry.id}"
+        immediate = opts.polls_before_ready == 0 and opts.ready_after_seconds == 0
+        with self._lock:
+            if not entry.started:  # a Next link followed for the first time
+                entry.started, entry.started_ms = True, now
+                if opts.next_is_async and not immediate:
+                    return _json(202, running_body(entry.spec, entry.id, 0, self_href,
+                                                   self.rels()))
+                entry.ready = True
+            elif not entry.ready:
+                entry.polls += 1
+                self.counters["polls"] += 1
+                if (entry.polls >= opts.polls_before_ready
+                        and now - entry.started_ms >= opts.ready_after_seconds * 1000):
+                    entry.ready = True
+                else:
+                    progress = min(99, 100 * entry.polls // max(1, opts.polls_before_ready))
+                    return _json(200, running_body(entry.spec, entry.id, progress, self_href,
+                                                   self.rels()))
+        return self._finished(entry, base)
+
+    def _finished(self, entry: Continuation, base: str) -> Response:
+        opts, spec, now = self.options, entry.spec, self.now_ms()
+        if spec.statement.is_count:
+            self._count("statistics_served")
+            return _json(200, statistics_body(self.data, spec, now, opts.late_arrival_seconds))
+        events, next_position = page_events(self.data, spec, entry.position, now,
+                                            opts.late_arrival_seconds)
+        next_href = None
+        if next_position is not None:
+            with self._lock:
+                if opts.duplicate_next and entry.followed_from_next and not self._duplicate_served:
+                    self._duplicate_served = True
+                    self.counters["duplicate_next"] += 1
+                    next_href = f"{base}/query/{entry.id}"
+                else:
+                    cached = self.registry.get(entry.next_id, now, opts.link_ttl_seconds)[0] \
+                        if entry.next_id else None
+                    if cached is None or cached.position != next_position:
+                        cached = Continuation(self.registry.new_id(), spec, next_position,
+                                              issued_ms=now, followed_from_next=True)
+                        self.registry.add(cached)
+                        entry.next_id = cached.id
+                    next_href = f"{base}/query/{cached.id}"
+        with self._lock:
+            self.counters["pages_served"] += 1
+            self.counters["events_served"] += len(events)
+        return Response(200, render_page(spec, events, next_href, base, self.rels()))
+
+    def _context(self, raw_seq: str, params: dict[str, list[str]], base: str) -> Response:
+        """Entries around one entry of one log (the per-event Context link)."""
+        try:
+            seq, ts = int(raw_seq), int(_param(params, "timestamp") or "")
+            log = self.data.log_by_id[_param(params, "log_keys") or ""]
+            per_page = min(self.options.max_per_page, int(_param(params, "per_page") or 50))
+        except (ValueError, KeyError) as exc:
+            raise ApiError(404, NOT_FOUND) from exc
+        kind = (_param(params, "context_type") or "SURROUND").upper()
+        half = per_page // 2 if kind == "SURROUND" else per_page
+        span = 3_600_000
+        before: list[Event] = []
+        after: list[Event] = []
+        now, late = self.now_ms(), self.options.late_arrival_seconds
+        spec = self._spec((log.index,), "", from_ms=max(0, ts - span), to_ms=ts + span,
+                          upper=ts + span, per_page=per_page, mrf=False)
+        for event in iter_matching(self.data, spec, None, now, late):
+            if (event.ts, event.seq) < (ts, seq):
+                before.append(event)
+            elif len(after) < half + 1:
+                after.append(event)
+            else:
+                break
+        picked = (before[-half:] if kind != "AFTER" else []) + \
+                 (after[:half + 1] if kind != "BEFORE" else after[:1])
+        return Response(200, render_page(spec, picked, None, base, self.rels()))
+
+
+def _param(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[0] if values else None
+
+
+def quote_statement(statement: str) -> str:
+    """URL-encode a LEQL statement for the `query` parameter (helper for tests/clients)."""
+    return quote(statement, safe="")

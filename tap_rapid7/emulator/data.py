@@ -1,0 +1,285 @@
+"""Deterministic synthetic logs, log sets and events, generated lazily per time bucket.
+
+Events of one log are generated one minute ("bucket") at a time from a RNG seeded by
+(seed, log, bucket), so any window from the epoch to now costs only the buckets it touches and
+start-up is instant. A bounded LRU keeps recently used buckets.
+
+Sequence numbers (unique per log, always above 2^53, never a multiple of 1024 so a client that
+goes through a float visibly corrupts them):
+
+    seq = SEQ_BASE + slot(ts) * 2^21 + index_in_ms * 4096 + log_offset
+
+`slot(ts)` permutes the milliseconds inside each 1024-ms block, so sequence numbers step by
+4096 inside a millisecond but are not monotonic across milliseconds, as in real samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import json
+import math
+import random
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from tap_rapid7.emulator.options import MAX_EVENTS_PER_MS, EmulatorOptions
+
+BUCKET_MS = 60_000
+SEQ_BASE = 1 << 60
+SEQ_STEP = 4096
+SLOT_WIDTH = SEQ_STEP * MAX_EVENTS_PER_MS  # 2^21
+MAX_TIMESTAMP_MS = (1 << 41) - 1  # keeps every sequence number below 2^63 (year 2039)
+BUCKET_CACHE_SIZE = 4096
+
+# Placeholders inside cached event JSON: the base URL and the Context rel name depend on the
+# request (Host, prefix) and on options, so they are substituted when a page is rendered.
+# json.dumps escapes control characters, so these bytes never occur in real content.
+BASE_PLACEHOLDER = "\x00"
+CONTEXT_REL_PLACEHOLDER = "\x01"
+
+OUT_OF_ORDER_LABEL_ID = "00000000-0000-0000-0000-000000000006"
+LABELLED_JSON = json.dumps([{"id": OUT_OF_ORDER_LABEL_ID}], separators=(",", ":"))
+LABELS = {
+    OUT_OF_ORDER_LABEL_ID: {
+        "id": OUT_OF_ORDER_LABEL_ID,
+        "sn": 6,
+        "name": "Out of order entry",
+        "color": "ff0000",
+        "reserved": True,
+    },
+    "00000000-0000-0000-0000-000000000007": {
+        "id": "00000000-0000-0000-0000-000000000007",
+        "sn": 7,
+        "name": "Out of events",
+        "color": "ffa500",
+        "reserved": True,
+    },
+}
+
+LOG_NAMES = [
+    "Windows Defender", "Active Directory", "Firewall Activity", "DNS Query",
+    "Web Proxy Activity", "Endpoint Agent", "VPN", "Cloud Service Activity",
+]
+LOGSET_NAMES = [
+    "Asset Authentication", "Firewall Activity", "Internal Logs", "Unparsed Data",
+    "Raw Log", "Endpoint Agent", "DNS Query", "Web Proxy Activity",
+]
+USERS = ["alice", "bob", "carol", "dave", "erin", "svc-backup", "Zoë", "José", "Łukasz"]
+UNICODE_SNIPPETS = ["日本語のログ", "Ünïcödé ✓", "Привет, мир", "emoji 🔐🚀", "مرحبا", "ελληνικά"]
+EVENT_TYPES = ["AUTHENTICATION", "PROCESS_START", "DNS_QUERY", "FIREWALL", "FILE_ACCESS"]
+RESULTS = ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS"]
+
+
+class Event(NamedTuple):
+    """One stored entry. (ts, seq, log_index) is its unique sort key across logs."""
+
+    ts: int
+    seq: int
+    log_index: int
+    late_fraction: float  # visible at ts + late_fraction * late_arrival_seconds
+    message: str
+    labelled: bool
+    fragment: str  # the event's JSON with placeholders for base URL and Context rel
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    index: int
+    id: str
+    name: str
+    logset_index: int
+    seq_offset: int  # odd, < 4096: keeps sequence numbers off float-representable values
+    slot_key: int
+
+
+@dataclass(frozen=True)
+class LogsetInfo:
+    index: int
+    id: str
+    name: str
+    log_indexes: tuple[int, ...]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{ms % 1000:03d}Z"
+    )
+
+
+class SyntheticData:
+    """Logs, log sets and lazily generated events for one set of data options."""
+
+    def __init__(self, options: EmulatorOptions) -> None:
+        self.seed = options.seed
+        self.events_per_second = options.events_per_second
+        self.burst_probability = options.burst_probability
+        self.burst_size = options.burst_size
+        rng = random.Random(f"logs-{options.seed}")
+        logset_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4))
+                      for _ in range(options.logset_count)]
+        self.logs: list[LogInfo] = []
+        for i in range(options.log_count):
+            log_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            name = LOG_NAMES[i % len(LOG_NAMES)] + ("" if i < len(LOG_NAMES) else f" {i}")
+            self.logs.append(LogInfo(
+                index=i, id=log_id, name=name, logset_index=i % options.logset_count,
+                seq_offset=(rng.randrange(1, SEQ_STEP) | 1), slot_key=rng.randrange(1024),
+            ))
+        self.logsets: list[LogsetInfo] = [
+            LogsetInfo(
+                index=j, id=logset_ids[j],
+                name=LOGSET_NAMES[j % len(LOGSET_NAMES)]
+                + ("" if j < len(LOGSET_NAMES) else f" {j}"),
+                log_indexes=tuple(log.index for log in self.logs if log.logset_index == j),
+            )
+            for j in range(options.logset_count)
+        ]
+        self.log_by_id = {log.id: log for log in self.logs}
+        self.logset_by_id = {ls.id: ls for ls in self.logsets}
+        self._cache: OrderedDict[tuple[int, int], tuple[list[Event], list[int]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.buckets_generated = 0
+
+    # ----------------------------------------------------------------- sequence numbers
+    def sequence_number(self, log: LogInfo, ts: int, index_in_ms: int) -> int:
+        low = ts & 1023
+        slot = (ts & ~1023) | ((low * 661 + log.slot_key) & 1023)
+        return SEQ_BASE + slot * SLOT_WIDTH + index_in_ms * SEQ_STEP + log.seq_offset
+
+    # ----------------------------------------------------------------- buckets
+    def bucket(self, log_index: int, bucket_index: int) -> tuple[list[Event], list[int]]:
+        """Events of one log in one minute, sorted by (ts, seq), and their timestamps."""
+        key = (log_index, bucket_index)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        events = self._generate(self.logs[log_index], bucket_index)
+        result = (events, [e.ts for e in events])
+        with self._lock:
+            self._cache[key] = result
+            self.buckets_generated += 1
+            while len(self._cache) > BUCKET_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return result
+
+    def _generate(self, log: LogInfo, bucket_index: int) -> list[Event]:
+        start = bucket_index * BUCKET_MS
+        if start > MAX_TIMESTAMP_MS or bucket_index < 0:
+            return []
+        rng = random.Random((self.seed * 1_000_003 + log.index) * (1 << 44) + bucket_index)
+        per_ms: dict[int, int] = {}
+        remaining = _poisson(rng, self.events_per_second * BUCKET_MS / 1000)
+        while remaining > 0:  # ingestion batches: 1..4 entries share one millisecond
+            size = min(remaining, rng.choice((1, 1, 1, 2, 2, 3, 4)))
+            ms = start + rng.randrange(BUCKET_MS)
+            per_ms[ms] = per_ms.get(ms, 0) + size
+            remaining -= size
+        if self.burst_probability and rng.random() < self.burst_probability:
+            ms = start + rng.randrange(BUCKET_MS)
+            size = rng.randint(max(2, self.burst_size // 2), self.burst_size)
+            per_ms[ms] = per_ms.get(ms, 0) + size
+        events: list[Event] = []
+        for ms in sorted(per_ms):
+            for i in range(min(per_ms[ms], MAX_EVENTS_PER_MS)):
+                events.append(self._event(rng, log, ms, i))
+        return events
+
+    def _event(self, rng: random.Random, log: LogInfo, ts: int, index_in_ms: int) -> Event:
+        seq = self.sequence_number(log, ts, index_in_ms)
+        message = _message(rng, ts)
+        labelled = rng.random() < 0.03
+        labels = LABELLED_JSON if labelled else "[]"
+        fragment = (
+            f'{{"timestamp":{ts},"sequence_number":{seq},"sequence_number_str":"{seq}",'
+            f'"log_id":"{log.id}","message":{json.dumps(message, ensure_ascii=False)},'
+            f'"labels":{labels},'
+            f'"links":[{{"rel":"{CONTEXT_REL_PLACEHOLDER}","href":"{BASE_PLACEHOLDER}'
+            f"/query/context/{seq}?per_page=50&timestamp={ts}&log_keys={log.id}"
+            f'&context_type=SURROUND"}}]}}'
+        )
+        return Event(ts, seq, log.index, rng.random(), message, labelled, fragment)
+
+    # ----------------------------------------------------------------- iteration
+    def iter_log(self, log_index: int, lo: int, hi: int, reverse: bool = False
+                 ) -> Iterator[Event]:
+        """Events of one log with lo <= ts < hi, ascending (or descending) by (ts, seq)."""
+        hi = min(hi, MAX_TIMESTAMP_MS + 1)
+        lo = max(lo, 0)
+        if hi <= lo:
+            return
+        first, last = lo // BUCKET_MS, (hi - 1) // BUCKET_MS
+        indexes = range(last, first - 1, -1) if reverse else range(first, last + 1)
+        for b in indexes:
+            events, stamps = self.bucket(log_index, b)
+            i = bisect.bisect_left(stamps, lo)
+            j = bisect.bisect_left(stamps, hi)
+            if i >= j:
+                continue
+            if reverse:
+                yield from reversed(events[i:j])
+            else:
+                yield from events[i:j]
+
+    def iter_logs(self, log_indexes: tuple[int, ...], lo: int, hi: int, reverse: bool = False
+                  ) -> Iterator[Event]:
+        """Events of several logs merged by (ts, seq, log_index)."""
+        streams = [self.iter_log(i, lo, hi, reverse) for i in log_indexes]
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, reverse=reverse)
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 30:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _message(rng: random.Random, ts: int) -> str:
+    """A raw log line: mostly IDR-like JSON text whose own time is earlier than ts."""
+    kind = rng.random()
+    event_time = _iso(ts - rng.randrange(1000, 25_000))
+    user = rng.choice(USERS)
+    ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    if kind < 0.0005:  # a few very long lines (tens of KB)
+        payload = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 ")
+                          for _ in range(64)) * rng.randrange(300, 900)
+        return json.dumps({"timestamp": event_time, "event_type": "BLOB", "user": user,
+                           "payload": payload}, separators=(",", ":"))
+    if kind < 0.005:  # looks like JSON but is not (real messages sometimes are malformed)
+        return (f'{{"timestamp":"{event_time}","event_type":"PROCESS_START",'
+                f'"args":["-c", "x",, ],"user":"{user}",\t"cmd":"unterminated}}')
+    if kind < 0.10:  # plain syslog text
+        return (f"<134>{event_time} host-{rng.randrange(100)} sshd[{rng.randrange(9999)}]: "
+                f"Accepted publickey for {user} from {ip} port 22 ssh2")
+    if kind < 0.15:  # multi-line
+        return (f"{event_time} ERROR [worker-{rng.randrange(16)}] Request failed for {user}\n"
+                "java.lang.IllegalStateException: connection reset\n"
+                "\tat com.example.Client.send(Client.java:42)\n"
+                "\tat com.example.Worker.run(Worker.java:7)")
+    record: dict[str, object] = {
+        "timestamp": event_time,
+        "event_type": rng.choice(EVENT_TYPES),
+        "result": rng.choice(RESULTS),
+        "user": user,
+        "source_ip": ip,
+        "destination": f"host-{rng.randrange(100)}",
+        "logon_type": rng.choice(["NETWORK", "INTERACTIVE", "REMOTE"]),
+    }
+    if kind < 0.20:
+        record["note"] = rng.choice(UNICODE_SNIPPETS)
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,142 @@
+"""Every knob of the emulator in one dataclass.
+
+Defaults behave like the real Log Search service as far as `shared/rapid7-logsearch-api.md`
+knows it; each fault or awkward behaviour can be switched on for a test. Options can change
+while the emulator runs (`RunningEmulator.update_options`), so nothing here is cached by the
+server except the synthetic data, which is rebuilt when a field in `DATA_FIELDS` changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+# Hard limit of events sharing one millisecond in one log: the sequence-number layout reserves
+# this many 4096-steps per millisecond (see data.py), so a burst can never be bigger.
+MAX_EVENTS_PER_MS = 512
+
+# Fields that shape the synthetic data; changing one rebuilds the data model.
+DATA_FIELDS = frozenset(
+    {"seed", "log_count", "logset_count", "events_per_second", "burst_probability", "burst_size"}
+)
+
+
+@dataclass
+class EmulatorOptions:
+    """Behaviour of one emulator instance; every field has a default."""
+
+    # --- identity and auth
+    seed: int = 7
+    """Seed of the synthetic data (log ids, events, messages). Same seed, same data."""
+    api_key: str = "emulator-key"
+    """The only key that is accepted; anything else (or none) gets 401."""
+    forbidden_api_key: str | None = "forbidden-key"
+    """A key that is known but lacks permission: 403. None disables it."""
+
+    # --- data
+    log_count: int = 4
+    logset_count: int = 2
+    events_per_second: float = 3.0
+    """Mean events per second per log (generated lazily per one-minute bucket)."""
+    burst_probability: float = 0.1
+    """Chance per log and minute of a burst: many events in one millisecond."""
+    burst_size: int = 300
+    """Largest burst (a burst has between half this and this many events); <= 512."""
+    late_arrival_seconds: float = 0.0
+    """An event becomes visible up to this long after its timestamp (ingestion lag)."""
+    fixed_now_ms: int | None = None
+    """Freeze the emulator's clock at this epoch-ms (tests move it); None = wall clock."""
+
+    # --- query semantics
+    to_inclusive: bool = False
+    """Whether `to` is inclusive (real behaviour unconfirmed; half-open by default)."""
+    polls_before_ready: int = 2
+    """Polls of the Self link until the page is ready; 0 = 200 with the page at once."""
+    ready_after_seconds: float = 0.0
+    """Additionally, a query is ready only this long after it started (0 = off)."""
+    next_is_async: bool = True
+    """Following a Next link starts a new 202/poll cycle (like a fresh query)."""
+    lowercase_rels: bool = False
+    """Emit `self`/`next`/`context` instead of `Self`/`Next`/`Context`."""
+    default_per_page: int = 50
+    max_per_page: int = 500
+    per_page_over_max: str = "clamp"
+    """What `per_page` > `max_per_page` does: "clamp" it or "reject" with 400."""
+    reject_per_page_on_stats: bool = True
+    """A statistical statement (calculate) with `per_page` gets 400 errorCode 101009."""
+    link_ttl_seconds: float | None = 600.0
+    """Self/Next links expire this long after they were issued (404); None = never."""
+
+    # --- rate limiting
+    rate_limit_budget: int | None = None
+    """Requests per window per key per family (/query vs /management); None = unlimited."""
+    rate_limit_window_seconds: float = 900.0
+
+    # --- faults
+    error_rate: float = 0.0
+    """Share of API requests answered with a random 500/502/503."""
+    drop_rate: float = 0.0
+    """Share of API requests whose connection is closed without any response."""
+    fault_seed: int = 0
+    """Seed of the fault dice: the same request sequence gets the same faults."""
+    force_429_on_request: int | tuple[int, ...] | None = None
+    """API request number(s) (1-based, counted by the emulator) answered with 429."""
+    duplicate_next: bool = False
+    """Once, a Next link repeats the href that was just followed (loop-guard test)."""
+    request_latency_ms: float = 0.0
+    """Delay added to every API request (benchmarks)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the option at fault."""
+        checks: list[tuple[bool, str]] = [
+            (self.log_count >= 1, "log_count must be >= 1"),
+            (self.logset_count >= 1, "logset_count must be >= 1"),
+            (self.events_per_second >= 0, "events_per_second must be >= 0"),
+            (0 <= self.burst_probability <= 1, "burst_probability must be in [0, 1]"),
+            (
+                2 <= self.burst_size <= MAX_EVENTS_PER_MS - 12,
+                f"burst_size must be in [2, {MAX_EVENTS_PER_MS - 12}]",
+            ),
+            (self.late_arrival_seconds >= 0, "late_arrival_seconds must be >= 0"),
+            (self.polls_before_ready >= 0, "polls_before_ready must be >= 0"),
+            (self.ready_after_seconds >= 0, "ready_after_seconds must be >= 0"),
+            (self.max_per_page >= 1, "max_per_page must be >= 1"),
+            (
+                1 <= self.default_per_page <= self.max_per_page,
+                "default_per_page must be in [1, max_per_page]",
+            ),
+            (
+                self.per_page_over_max in ("clamp", "reject"),
+                "per_page_over_max must be 'clamp' or 'reject'",
+            ),
+            (
+                self.link_ttl_seconds is None or self.link_ttl_seconds > 0,
+                "link_ttl_seconds must be > 0 or None",
+            ),
+            (
+                self.rate_limit_budget is None or self.rate_limit_budget >= 0,
+                "rate_limit_budget must be >= 0 or None",
+            ),
+            (self.rate_limit_window_seconds > 0, "rate_limit_window_seconds must be > 0"),
+            (0 <= self.error_rate <= 1, "error_rate must be in [0, 1]"),
+            (0 <= self.drop_rate <= 1, "drop_rate must be in [0, 1]"),
+            (self.request_latency_ms >= 0, "request_latency_ms must be >= 0"),
+            (bool(self.api_key), "api_key must not be empty"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"EmulatorOptions: {message}")
+
+    def forced_429_requests(self) -> frozenset[int]:
+        """`force_429_on_request` as a set of request numbers."""
+        value = self.force_429_on_request
+        if value is None:
+            return frozenset()
+        if isinstance(value, int):
+            return frozenset({value})
+        return frozenset(int(v) for v in value)
+
+
+def option_names() -> list[str]:
+    """Names of all options, in declaration order (used by the CLI)."""
+    return [f.name for f in dataclasses.fields(EmulatorOptions)]

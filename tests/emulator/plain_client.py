@@ -1,0 +1,79 @@
+"""A deliberately plain `requests` client for the Log Search API, written for the tests.
+
+It knows only what the spec says: start a query, poll the Self link while the body has one,
+follow Next links, retry 5xx/429/dropped connections on the same URL at once (tests never
+sleep). It shares no code with the emulator, so agreeing with its ground truth means something.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import requests
+
+RETRY_STATUSES = {429, 500, 502, 503}
+
+
+@dataclass
+class PullResult:
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    pages: int = 0
+    polls: int = 0
+    retries: int = 0
+    statuses: list[int] = field(default_factory=list)
+    next_hrefs: list[str] = field(default_factory=list)
+    repeated_next: int = 0
+
+
+def _links(body: dict) -> dict[str, str]:
+    return {link["rel"].lower(): link["href"] for link in body.get("links") or []}
+
+
+def _get(session: requests.Session, result: PullResult, url: str, max_attempts: int = 50,
+         **kwargs) -> requests.Response:
+    """GET with retries on 5xx, 429 and dropped connections (no real waiting: tests)."""
+    for _ in range(max_attempts):
+        try:
+            response = session.get(url, timeout=10, **kwargs)
+        except requests.ConnectionError:
+            result.retries += 1
+            continue
+        result.statuses.append(response.status_code)
+        if response.status_code in RETRY_STATUSES:
+            result.retries += 1
+            continue
+        response.raise_for_status()
+        return response
+    raise AssertionError(f"gave up on {url} after {max_attempts} attempts")
+
+
+def pull(base_url: str, api_key: str, path: str, params: dict, max_polls: int = 100
+         ) -> PullResult:
+    """Pull every page of one query; returns keys in the order served."""
+    session = requests.Session()
+    session.headers["X-Api-Key"] = api_key
+    result = PullResult()
+    body = _get(session, result, base_url + path, params=params).json()
+    seen_next: set[str] = set()
+    while True:
+        links = _links(body)
+        if "self" in links:
+            result.polls += 1
+            assert result.polls <= max_polls, "query never finished"
+            body = _get(session, result, links["self"]).json()
+            continue
+        result.pages += 1
+        for event in body["events"]:
+            result.events.append(event)
+            result.keys.append((event["log_id"], event["sequence_number_str"]))
+        if "next" not in links:
+            return result
+        href = links["next"]
+        result.next_hrefs.append(href)
+        if href in seen_next:  # loop guard: a Next href that repeats twice is a loop
+            result.repeated_next += 1
+            assert result.repeated_next <= 1, f"Next link loop at {href}"
+        seen_next.add(href)
+        body = _get(session, result, href).json()
+
