@@ -18,13 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, urlsplit
 
-from tap_rapid7.emulator.data import (
-    BASE_PLACEHOLDER,
-    CONTEXT_REL_PLACEHOLDER,
-    LABELS,
-    Event,
-    SyntheticData,
-)
+from tap_rapid7.emulator.data import LABELS, Event, SyntheticData
 from tap_rapid7.emulator.faults import FaultInjector
 from tap_rapid7.emulator.leql import INVALID_STATEMENT_CODE, StatementError, parse_statement
 from tap_rapid7.emulator.options import DATA_FIELDS, EmulatorOptions
@@ -145,10 +139,9 @@ class EmulatorApp:
         log = self.data.log_by_id[log_id]
         spec = self._spec((log.index,), "", from_ms=from_ms, to_ms=to_ms, upper=to_ms,
                           per_page=1, mrf=False)
-        rel = self.rels()["Context"]
+        rel, base = self.rels()["Context"].encode(), base_url.encode()
         return [
-            json.loads(e.fragment.replace(BASE_PLACEHOLDER, base_url)
-                       .replace(CONTEXT_REL_PLACEHOLDER, rel))
+            json.loads(e.render(rel, base))
             for e in iter_matching(self.data, spec, None, self.now_ms(),
                                    self.options.late_arrival_seconds)
         ]

@@ -37,11 +37,7 @@ SLOT_WIDTH = SEQ_STEP * MAX_EVENTS_PER_MS  # 2^21
 MAX_TIMESTAMP_MS = (1 << 41) - 1  # keeps every sequence number below 2^63 (year 2039)
 BUCKET_CACHE_SIZE = 4096
 
-# Placeholders inside cached event JSON: the base URL and the Context rel name depend on the
-# request (Host, prefix) and on options, so they are substituted when a page is rendered.
-# json.dumps escapes control characters, so these bytes never occur in real content.
-BASE_PLACEHOLDER = "\x00"
-CONTEXT_REL_PLACEHOLDER = "\x01"
+FRAGMENT_MID = b'","href":"'
 
 OUT_OF_ORDER_LABEL_ID = "00000000-0000-0000-0000-000000000006"
 LABELLED_JSON = json.dumps([{"id": OUT_OF_ORDER_LABEL_ID}], separators=(",", ":"))
@@ -85,7 +81,13 @@ class Event(NamedTuple):
     late_fraction: float  # visible at ts + late_fraction * late_arrival_seconds
     message: str
     labelled: bool
-    fragment: str  # the event's JSON with placeholders for base URL and Context rel
+    # The event's JSON as bytes, split where the Context rel and the base URL go (both depend
+    # on the request and options): head + rel + FRAGMENT_MID + base + tail.
+    head: bytes
+    tail: bytes
+
+    def render(self, rel: bytes, base: bytes) -> bytes:
+        return b"".join((self.head, rel, FRAGMENT_MID, base, self.tail))
 
 
 @dataclass(frozen=True)
@@ -197,15 +199,14 @@ class SyntheticData:
         message = _message(rng, ts)
         labelled = rng.random() < 0.03
         labels = LABELLED_JSON if labelled else "[]"
-        fragment = (
+        head = (
             f'{{"timestamp":{ts},"sequence_number":{seq},"sequence_number_str":"{seq}",'
             f'"log_id":"{log.id}","message":{json.dumps(message, ensure_ascii=False)},'
-            f'"labels":{labels},'
-            f'"links":[{{"rel":"{CONTEXT_REL_PLACEHOLDER}","href":"{BASE_PLACEHOLDER}'
-            f"/query/context/{seq}?per_page=50&timestamp={ts}&log_keys={log.id}"
-            f'&context_type=SURROUND"}}]}}'
-        )
-        return Event(ts, seq, log.index, rng.random(), message, labelled, fragment)
+            f'"labels":{labels},"links":[{{"rel":"'
+        ).encode()
+        tail = (f"/query/context/{seq}?per_page=50&timestamp={ts}&log_keys={log.id}"
+                '&context_type=SURROUND"}]}').encode()
+        return Event(ts, seq, log.index, rng.random(), message, labelled, head, tail)
 
     # ----------------------------------------------------------------- iteration
     def iter_log(self, log_index: int, lo: int, hi: int, reverse: bool = False

@@ -19,12 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tap_rapid7.emulator.data import (
-    BASE_PLACEHOLDER,
-    CONTEXT_REL_PLACEHOLDER,
-    Event,
-    SyntheticData,
-)
+from tap_rapid7.emulator.data import FRAGMENT_MID, Event, SyntheticData
 from tap_rapid7.emulator.leql import Statement
 
 REGISTRY_MAX_ENTRIES = 100_000
@@ -148,14 +143,18 @@ def render_page(spec: QuerySpec, events: list[Event], next_href: str | None, bas
                 rels: dict[str, str]) -> bytes:
     """The finished page body; event JSON comes pre-rendered from the data cache."""
     head = json.dumps({"logs": list(spec.log_ids), "leql": spec.leql()},
-                      separators=(",", ":"))[:-1]
-    parts = [head, ',"events":[', ",".join(e.fragment for e in events), "]"]
+                      separators=(",", ":"))[:-1].encode()
+    rel, base_bytes = rels["Context"].encode(), base.encode()
+    parts = [head, b',"events":[']
+    for i, event in enumerate(events):
+        if i:
+            parts.append(b",")
+        parts += (event.head, rel, FRAGMENT_MID, base_bytes, event.tail)
+    parts.append(b"]")
     if next_href is not None:
-        parts.append(',"links":' + json.dumps([{"rel": rels["Next"], "href": next_href}]))
-    parts.append("}")
-    text = "".join(parts)
-    text = text.replace(BASE_PLACEHOLDER, base).replace(CONTEXT_REL_PLACEHOLDER, rels["Context"])
-    return text.encode()
+        parts.append(b',"links":' + json.dumps([{"rel": rels["Next"], "href": next_href}]).encode())
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def running_body(spec: QuerySpec, entry_id: str, progress: int, self_href: str,
