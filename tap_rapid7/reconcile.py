@@ -1,0 +1,255 @@
+"""`tap-rapid7-reconcile`: does the dataset hold exactly what the Log Search API counts?
+
+For each log and each time window (hourly by default) it asks the API for a `calculate(count)`
+over that window, reads the dataset's rows and distinct keys for the same window, and reports
+duplicates, missing events, extra keys and rows outside the checked range, naming the parts and
+windows at fault. Exit status: 0 when everything matches, 1 on any mismatch, 2 when the check
+itself could not run (bad arguments, unreadable dataset, API error).
+
+It takes the same settings as the tap (`--config tap.json`, or `--config ENV` for
+`TAP_RAPID7_*` variables, which is what `meltano invoke tap-rapid7:reconcile` provides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+
+from singer_eventlog import redact
+from tap_rapid7.reconcile_dataset import part_files, read_dataset_counts, window_start
+from tap_rapid7.reconcile_report import Report, WindowResult, render_json, render_table
+
+__all__ = ["Counter", "load_config", "main", "parse_duration", "parse_time", "reconcile"]
+
+# (log_id, from_ms, to_ms) -> number of events the API holds in [from_ms, to_ms).
+Counter = Callable[[str, int, int], int]
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_ENV_PREFIX = "TAP_RAPID7_"
+_INT_SETTINGS = {"lag_seconds", "window_seconds", "per_page", "max_concurrent_queries",
+                 "max_retries", "max_restarts"}
+_FLOAT_SETTINGS = {"poll_interval_seconds", "poll_interval_max_seconds", "poll_timeout_seconds",
+                   "backoff_base_seconds", "backoff_max_seconds", "request_timeout_seconds"}
+
+
+class UsageError(Exception):
+    """Bad arguments or settings: reported in one line, exit status 2."""
+
+
+def parse_time(text: str) -> int:
+    """Epoch milliseconds from an integer (epoch ms) or an ISO 8601 time (no zone means UTC)."""
+    text = text.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"not an ISO 8601 time or epoch milliseconds: {text!r}") from exc
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return int(stamp.timestamp() * 1000)
+
+
+def parse_duration(text: str) -> int:
+    """Window length in milliseconds from `3600`, `90s`, `15m`, `1h` or `1d`."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"--window must look like 1h, 15m, 1d or seconds, got {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)] * 1000
+
+
+def _env_value(name: str, raw: str) -> Any:
+    if name == "log_ids":
+        raw = raw.strip()
+        if raw.startswith("["):
+            return json.loads(raw)
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if name in _INT_SETTINGS:
+        return int(raw)
+    if name in _FLOAT_SETTINGS:
+        return float(raw)
+    return raw
+
+
+def load_config(sources: Iterable[str], environ: Mapping[str, str] | None = None) -> dict:
+    """Merge the tap's settings from JSON files and/or `ENV` (`TAP_RAPID7_*`), later wins."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, Any] = {}
+    for source in sources:
+        if source == "ENV":
+            for key, raw in environ.items():
+                if key.startswith(_ENV_PREFIX) and raw != "":
+                    name = key.removeprefix(_ENV_PREFIX).lower()
+                    config[name] = _env_value(name, raw)
+            continue
+        try:
+            loaded = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--config {source}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError(f"--config {source}: expected a JSON object")
+        config.update(loaded)
+    return config
+
+
+def _windows(from_ms: int, to_ms: int, window_ms: int) -> list[tuple[int, int]]:
+    """Aligned windows clipped to `[from_ms, to_ms)` (the first and last may be partial)."""
+    spans = []
+    start = window_start(from_ms, window_ms)
+    while start < to_ms:
+        spans.append((max(start, from_ms), min(start + window_ms, to_ms)))
+        start += window_ms
+    return spans
+
+
+def reconcile(
+    dataset: Path,
+    counter: Counter,
+    *,
+    log_ids: list[str] | None,
+    from_ms: int | None,
+    to_ms: int | None,
+    window_ms: int,
+    stream: str = "events",
+    api: str = "",
+    subset: bool = False,
+    concurrency: int = 2,
+) -> Report:
+    """Compare the API's counts with the dataset for every (log, window) in the range.
+
+    `log_ids` None means every log in the dataset (the CLI adds the API's logs). A range bound
+    of None is taken from the dataset's own first/last row.
+    """
+    stream_dir = dataset / stream
+    if not stream_dir.is_dir():
+        raise UsageError(f"--dataset {dataset}: no {stream}/ directory (is it the output_dir?)")
+    counts = read_dataset_counts(
+        stream_dir, from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
+        log_ids=set(log_ids) if log_ids else None,
+    )  # fmt: skip
+    if from_ms is None or to_ms is None:
+        if counts.min_timestamp is None or counts.max_timestamp is None:
+            raise UsageError("the dataset is empty: pass --from and --to to check a range")
+        from_ms = counts.min_timestamp if from_ms is None else from_ms
+        to_ms = counts.max_timestamp + 1 if to_ms is None else to_ms
+    if from_ms >= to_ms:
+        raise UsageError(f"empty range: --from {from_ms} is not before --to {to_ms}")
+    logs = sorted(set(log_ids) if log_ids else counts.log_ids)
+    jobs = [(log_id, lo, hi) for log_id in logs for lo, hi in _windows(from_ms, to_ms, window_ms)]
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        api_counts = list(pool.map(lambda job: counter(*job), jobs))
+    report = Report(
+        dataset=str(dataset), stream=stream, api=api, from_ms=from_ms, to_ms=to_ms,
+        window_ms=window_ms, parts=counts.parts, subset=subset, strays=counts.strays,
+        stray_samples=counts.stray_samples, duplicate_groups=counts.duplicate_groups,
+    )  # fmt: skip
+    for (log_id, lo, hi), api_count in zip(jobs, api_counts, strict=True):
+        seen = counts.windows.get((log_id, window_start(lo, window_ms)))
+        report.windows.append(WindowResult(
+            log_id=log_id, window_from=lo, window_to=hi, api_count=api_count,
+            rows=seen.rows if seen else 0, distinct=seen.distinct if seen else 0,
+        ))  # fmt: skip
+    return report
+
+
+def _client_counter(config: Mapping[str, Any]) -> tuple[Counter, Callable[[], list[str]], str]:
+    """The tap's own client: `calculate(count)` polled to completion, same retries and auth."""
+    from tap_rapid7.client import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
+
+    client = LogSearchClient.from_config(config)
+    statement = config.get("query") or None
+
+    def count(log_id: str, from_ms: int, to_ms: int) -> int:
+        return client.count(log_id, from_ms, to_ms, statement)
+
+    def list_log_ids() -> list[str]:
+        return [str(log["id"]) for log in client.list_logs() if log.get("id")]
+
+    return count, list_log_ids, client.base_url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (kept separate so the README can quote `--help`)."""
+    parser = argparse.ArgumentParser(
+        prog="tap-rapid7-reconcile",
+        description="Compare Log Search API counts (calculate(count)) with a target-parquet-parts "
+        "dataset, per log and time window. Exit 0 = match, 1 = mismatch, 2 = could not check.",
+    )
+    parser.add_argument("--config", action="append", required=True, metavar="FILE|ENV",
+                        help="the tap's settings (JSON file; ENV reads TAP_RAPID7_* variables); "
+                        "repeatable, later wins")
+    parser.add_argument("--dataset", required=True, type=Path,
+                        help="the target's output_dir (holds events/part-*.parquet)")
+    parser.add_argument("--from", dest="from_", metavar="TIME",
+                        help="start, ISO 8601 or epoch ms (default: the dataset's first row)")
+    parser.add_argument("--to", metavar="TIME",
+                        help="end, exclusive, ISO 8601 or epoch ms (default: after the last row)")
+    parser.add_argument("--window", default="1h", help="window length: 1h (default), 15m, 1d, "
+                        "or seconds")
+    parser.add_argument("--log-id", action="append", dest="log_ids", metavar="ID",
+                        help="check only this log (repeatable; default: the log_ids setting, "
+                        "else every log the API lists or the dataset holds)")
+    parser.add_argument("--stream", default="events", help="stream directory (default: events)")
+    parser.add_argument("--subset", action="store_true",
+                        help="the dataset may hold more than the range: ignore rows outside it")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="count queries run at once (default 2; mind the API's rate limit)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `tap-rapid7-reconcile`."""
+    args = build_parser().parse_args(argv)
+    config: dict[str, Any] = {}
+    try:
+        config = load_config(args.config)
+        from_ms = parse_time(args.from_) if args.from_ else None
+        to_ms = parse_time(args.to) if args.to else None
+        window_ms = parse_duration(args.window)
+        counter, list_log_ids, api = _client_counter(config)
+        log_ids = args.log_ids or list(config.get("log_ids") or [])
+        if not log_ids:
+            if not part_files(args.dataset / args.stream) and (from_ms is None or to_ms is None):
+                raise UsageError("the dataset is empty: pass --from and --to to check a range")
+            log_ids = sorted(set(list_log_ids()) | _dataset_log_ids(args.dataset / args.stream))
+        report = reconcile(
+            args.dataset, counter, log_ids=log_ids, from_ms=from_ms, to_ms=to_ms,
+            window_ms=window_ms, stream=args.stream, api=api, subset=args.subset,
+            concurrency=args.concurrency,
+        )  # fmt: skip
+    except UsageError as exc:
+        print(f"tap-rapid7-reconcile: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # API or dataset failure: one clear line (never the key), exit 2
+        text = redact(f"{type(exc).__name__}: {exc}", [config.get("api_key")])
+        print(f"tap-rapid7-reconcile: could not check: {text}", file=sys.stderr)
+        return 2
+    print(render_json(report) if args.json else render_table(report))
+    return 0 if report.ok else 1
+
+
+def _dataset_log_ids(stream_dir: Path) -> set[str]:
+    """Logs present in the dataset (so a log the API no longer lists is still checked)."""
+    if not stream_dir.is_dir():
+        return set()
+    files = [str(path) for path in part_files(stream_dir)]
+    if not files:
+        return set()
+    table = ds.dataset(files, format="parquet").to_table(columns=["log_id"])
+    return set(table["log_id"].unique().to_pylist())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The result of a reconciliation and how it is shown: a table for people, JSON for machines.
+
+Part of `tap-rapid7-reconcile`. Every mismatch becomes a finding that names the log, the window,
+the parts or the rows at fault, and the text ends with the classic causes of count differences,
+so that "the console says 402 and the lake 18,957" turns into an answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tap_rapid7.reconcile_dataset import DuplicateGroup, StrayRow
+
+__all__ = ["CAUSES", "CLOCK_NOTE", "Report", "WindowResult", "iso", "render_json", "render_table"]
+
+CLOCK_NOTE = (
+    "Counts use each entry's `timestamp` (when Rapid7 received it), the clock that `from`/`to` "
+    "and the tap's windows filter on. The event's own time inside `message` is earlier (seconds "
+    "to hours), so counting by event time gives different numbers for the same window."
+)
+
+CAUSES = {
+    "duplicates": (
+        "Duplicates (same log_id + sequence_number_str more than once): a window counted twice "
+        "(overlapping windows, or a server that treats `to` as inclusive so the boundary "
+        "millisecond comes back in the next window), a page delivered twice (a retried or "
+        "repeated Next link), or a part copied/re-run without the tap's state. The tap drops "
+        "these itself, so parts named above were written twice or by another pipeline."
+    ),
+    "missing": (
+        "Missing (API count above the dataset's distinct keys): a part deleted or never "
+        "written, a sync that has not reached the window yet (see `next_from_millis` in "
+        "`meltano state get`), events that arrived later than `lag_seconds` after their "
+        "timestamp, or a different `query` filter between the tap and this check."
+    ),
+    "extra": (
+        "Extra (dataset holds more distinct keys than the API counts): rows written by another "
+        "filter/query or another account, or events the API no longer returns (retention)."
+    ),
+    "outside": (
+        "Rows outside the checked range: the dataset holds more than [from, to) (pass the range "
+        "the pipeline loaded, or `--subset` to check only inside it), or a window edge "
+        "included twice (an inclusive `to`: rows at exactly `to` belong to the next window)."
+    ),
+}
+
+
+def iso(millis: int) -> str:
+    """Epoch ms as a compact UTC ISO time (ms shown only when not zero)."""
+    stamp = datetime.fromtimestamp(millis / 1000, tz=UTC)
+    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    if millis % 1000:
+        text += f".{millis % 1000:03d}"
+    return text + "Z"
+
+
+@dataclass
+class WindowResult:
+    """One row of the table: the API's count against the dataset for one (log, window)."""
+
+    log_id: str
+    window_from: int
+    window_to: int
+    api_count: int
+    rows: int
+    distinct: int
+
+    @property
+    def duplicates(self) -> int:
+        """Rows beyond the first per key."""
+        return self.rows - self.distinct
+
+    @property
+    def missing(self) -> int:
+        """Events the API counts that the dataset lacks (a deficit of distinct keys)."""
+        return max(self.api_count - self.distinct, 0)
+
+    @property
+    def extra(self) -> int:
+        """Distinct keys the dataset has beyond the API's count."""
+        return max(self.distinct - self.api_count, 0)
+
+    @property
+    def ok(self) -> bool:
+        """True when rows, distinct keys and the API count all agree."""
+        return self.rows == self.distinct == self.api_count
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form including the derived columns."""
+        return {
+            "log_id": self.log_id,
+            "window_from": self.window_from,
+            "window_to": self.window_to,
+            "window_from_iso": iso(self.window_from),
+            "window_to_iso": iso(self.window_to),
+            "api_count": self.api_count,
+            "rows": self.rows,
+            "distinct_keys": self.distinct,
+            "duplicates": self.duplicates,
+            "missing": self.missing,
+            "extra": self.extra,
+            "ok": self.ok,
+        }
+
+
+@dataclass
+class Report:
+    """The whole reconciliation."""
+
+    dataset: str
+    stream: str
+    api: str
+    from_ms: int
+    to_ms: int
+    window_ms: int
+    parts: int
+    subset: bool
+    windows: list[WindowResult] = field(default_factory=list)
+    strays: dict[str, int] = field(default_factory=dict)
+    stray_samples: list[StrayRow] = field(default_factory=list)
+    duplicate_groups: list[DuplicateGroup] = field(default_factory=list)
+
+    def part_name(self, path: str) -> str:
+        prefix = self.dataset.rstrip("/") + "/"
+        return path.removeprefix(prefix)
+
+    @property
+    def findings(self) -> list[tuple[str, str]]:
+        """(kind, sentence) for every problem, most specific first; empty when all is well."""
+        found: list[tuple[str, str]] = []
+        for group in self.duplicate_groups:
+            names = ", ".join(self.part_name(path) for path in group.parts)
+            count = len(group.parts)
+            where = "inside one part" if count == 1 else f"across {count} parts"
+            sample = ", ".join(f"{log}/{seq}" for log, seq in group.sample)
+            found.append(("duplicates", f"duplicate part: {group.keys} keys written {group.rows} "
+                          f"times {where}: {names} (e.g. {sample})"))
+        for window in self.windows:
+            span = f"log {window.log_id} [{iso(window.window_from)}, {iso(window.window_to)})"
+            if window.missing:
+                found.append(("missing", f"missing: {span}: the API counts {window.api_count}, "
+                              f"the dataset has {window.distinct} distinct keys "
+                              f"({window.missing} missing)"))
+            if window.extra:
+                found.append(("extra", f"extra: {span}: the dataset has {window.distinct} distinct "
+                              f"keys, the API counts {window.api_count} ({window.extra} extra)"))
+        if not self.subset:
+            for log_id, count in sorted(self.strays.items()):
+                samples = [row for row in self.stray_samples if row.log_id == log_id][:3]
+                shown = "; ".join(
+                    f"timestamp {iso(row.timestamp)} key {row.sequence_number_str} in "
+                    f"{self.part_name(row.part)}"
+                    for row in samples
+                )
+                found.append(("outside", f"outside the window: {count} rows of log {log_id} lie "
+                              f"outside [{iso(self.from_ms)}, {iso(self.to_ms)}): {shown}"))
+        return found
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is missing, duplicated, extra or out of range."""
+        return not self.findings
+
+
+def render_table(report: Report) -> str:
+    """The human-readable report: header, one row per (log, window), findings, causes."""
+    lines = [
+        f"dataset {report.dataset} (stream {report.stream}, {report.parts} parts) vs {report.api}",
+        f"range [{iso(report.from_ms)}, {iso(report.to_ms)}), windows of "
+        f"{report.window_ms // 1000}s",
+        "",
+    ]
+    header = ("log", "window from (UTC)", "window to (UTC)", "api", "rows", "distinct", "dup",
+              "missing", "extra", "status")
+    rows = [header]
+    for window in report.windows:
+        rows.append((
+            window.log_id[:8], iso(window.window_from), iso(window.window_to),
+            str(window.api_count), str(window.rows), str(window.distinct),
+            str(window.duplicates), str(window.missing), str(window.extra),
+            "ok" if window.ok else "MISMATCH",
+        ))  # fmt: skip
+    total_api = sum(window.api_count for window in report.windows)
+    total_rows = sum(window.rows for window in report.windows)
+    total_distinct = sum(window.distinct for window in report.windows)
+    rows.append(("total", "", "", str(total_api), str(total_rows), str(total_distinct),
+                 str(total_rows - total_distinct),
+                 str(sum(w.missing for w in report.windows)),
+                 str(sum(w.extra for w in report.windows)),
+                 "ok" if all(w.ok for w in report.windows) else "MISMATCH"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric = {3, 4, 5, 6, 7, 8}
+    for row in rows:
+        cells = [cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+                 for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    outside = sum(report.strays.values())
+    logs = dict.fromkeys(window.log_id for window in report.windows)
+    lines.append("logs: " + ", ".join(f"{log_id[:8]} = {log_id}" for log_id in logs))
+    lines.append("")
+    lines.append(f"rows outside the range: {outside}" + (" (ignored: --subset)" if report.subset
+                                                         and outside else ""))
+    findings = report.findings
+    if findings:
+        lines.append("")
+        lines.append(f"MISMATCH: {len(findings)} finding(s)")
+        lines.extend(f"  - {sentence}" for _, sentence in findings)
+        lines.append("")
+        lines.append("Likely causes:")
+        for kind in dict.fromkeys(kind for kind, _ in findings):
+            lines.append(f"  * {CAUSES[kind]}")
+    else:
+        lines.append("OK: every window matches (API count = rows = distinct keys)")
+    lines.append("")
+    lines.append(f"Note: {CLOCK_NOTE}")
+    return "\n".join(lines)
+
+
+def render_json(report: Report) -> str:
+    """The report as one JSON document (stable keys; times as epoch ms and ISO)."""
+    findings = report.findings
+    document = {
+        "ok": report.ok,
+        "dataset": report.dataset,
+        "stream": report.stream,
+        "api": report.api,
+        "from": report.from_ms,
+        "to": report.to_ms,
+        "from_iso": iso(report.from_ms),
+        "to_iso": iso(report.to_ms),
+        "window_seconds": report.window_ms // 1000,
+        "parts": report.parts,
+        "windows": [window.as_dict() for window in report.windows],
+        "totals": {
+            "api_count": sum(w.api_count for w in report.windows),
+            "rows": sum(w.rows for w in report.windows),
+            "distinct_keys": sum(w.distinct for w in report.windows),
+            "duplicates": sum(w.duplicates for w in report.windows),
+            "missing": sum(w.missing for w in report.windows),
+            "extra": sum(w.extra for w in report.windows),
+            "outside": sum(report.strays.values()),
+        },
+        "outside": {"per_log": report.strays, "samples": [asdict(row) for row in
+                                                           report.stray_samples]},
+        "duplicate_parts": [
+            {"parts": [report.part_name(p) for p in group.parts], "keys": group.keys,
+             "rows": group.rows, "sample": [list(key) for key in group.sample]}
+            for group in report.duplicate_groups
+        ],
+        "findings": [{"kind": kind, "message": sentence} for kind, sentence in findings],
+        "causes": {kind: CAUSES[kind] for kind in dict.fromkeys(k for k, _ in findings)},
+        "note": CLOCK_NOTE,
+    }
+    return json.dumps(document, indent=2)
