@@ -1,0 +1,209 @@
+"""Streams of tap-rapid7: ``events`` (one partition per log), ``logs`` and ``logsets``.
+
+The streams hold no HTTP policy: they ask ``LogSearchClient`` (through the tap) for windows of
+records and turn the per-log cursor into SDK state. The cursor is updated right after each
+RECORD is written (``_increment_stream_state`` runs after ``_write_record_message``), so any
+STATE the SDK emits, periodic or final, never points past what has been written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from singer_sdk import Stream
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+
+from tap_rapid7.runner import WindowTask
+from tap_rapid7.windows import (
+    CURSOR_MILLIS_KEY,
+    CURSOR_SEQUENCE_KEY,
+    Cursor,
+    iso_to_millis,
+    plan_windows,
+    sync_end_millis,
+)
+
+if TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context, Record
+
+    from tap_rapid7.tap import TapRapid7
+
+__all__ = ["EventsStream", "LogsStream", "LogsetsStream"]
+
+_LINK = th.ObjectType(th.Property("rel", th.StringType), th.Property("href", th.StringType))
+_REF = th.ObjectType(
+    th.Property("id", th.StringType),
+    th.Property("name", th.StringType),
+    th.Property("rrn", th.StringType),
+    th.Property("links", th.ArrayType(_LINK)),
+)
+
+
+class _TapStream(Stream):
+    """A stream that reaches the shared client and settings through its tap."""
+
+    @property
+    def rapid7(self) -> TapRapid7:
+        return self._tap  # type: ignore[return-value]
+
+
+class EventsStream(_TapStream):
+    """Log entries, pulled window by window per log, resumable inside a millisecond."""
+
+    name = "events"
+    primary_keys = ("log_id", "sequence_number_str")
+    replication_key = "event_time"
+    # Records go out in (timestamp, sequence_number) order per log, so the bookmark may advance
+    # as they go (resumable) instead of only at the end of a partition.
+    is_sorted = True
+    schema = th.PropertiesList(
+        th.Property("log_id", th.StringType, required=True, description="Log the entry is in"),
+        th.Property(
+            "timestamp", th.IntegerType, required=True,
+            description="Entry time in epoch ms, as sent (Rapid7's ingestion time)",
+        ),
+        th.Property(
+            "event_time", th.DateTimeType, required=True,
+            description="`timestamp` as an ISO 8601 UTC date-time (replication key)",
+        ),
+        th.Property(
+            "sequence_number", th.IntegerType, required=True,
+            description="Sequence number (int64, exact)",
+        ),
+        th.Property(
+            "sequence_number_str", th.StringType, required=True,
+            description="Sequence number exactly as sent, as text",
+        ),
+        th.Property("message", th.StringType, description="Raw log line, never re-encoded"),
+        th.Property("labels", th.ArrayType(th.ObjectType(th.Property("id", th.StringType)))),
+    ).to_dict()  # fmt: skip
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plan: dict[str, list[WindowTask]] | None = None
+        self._end_millis: int | None = None
+
+    @property
+    def partitions(self) -> list[dict]:
+        """One partition per log (``log_ids``, or every log ``/management/logs`` lists)."""
+        return [{"log_id": log_id} for log_id in self.rapid7.log_ids]
+
+    def _resume_cursor(self, log_id: str) -> Cursor:
+        """Where ``log_id`` starts: its stored cursor, else ``start_date`` (the later wins)."""
+        state = self.get_context_state({"log_id": log_id})
+        cursor = Cursor.from_state(state)
+        if cursor is None and state.get("replication_key_value"):
+            # A bookmark without our cursor (older state): re-read its millisecond; the
+            # target's key dedupe absorbs the few repeats.
+            cursor = Cursor(iso_to_millis(str(state["replication_key_value"])))
+        start_date = self.config.get("start_date")
+        start_ms = iso_to_millis(start_date) if start_date else None
+        if cursor is None:
+            if start_ms is None:
+                msg = f"start_date is required: the state has no {CURSOR_MILLIS_KEY} for {log_id}"
+                raise ConfigValidationError(msg)
+            return Cursor(start_ms)
+        if start_ms is not None and start_ms > cursor.millis:
+            return Cursor(start_ms)
+        return cursor
+
+    def window_plan(self) -> dict[str, list[WindowTask]]:
+        """Every (log, window) of this sync, in the order the records go out."""
+        if self._plan is None:
+            end_ms = sync_end_millis(
+                self.config.get("end_date"),
+                time.time_ns() // 1_000_000,
+                float(self.config.get("lag_seconds", 300)),
+            )
+            window_ms = int(float(self.config.get("window_seconds", 3600)) * 1000)
+            statement = self.config.get("query") or None
+            plan: dict[str, list[WindowTask]] = {}
+            for log_id in self.rapid7.log_ids:
+                cursor = self._resume_cursor(log_id)
+                windows = plan_windows(cursor.millis, end_ms, window_ms)
+                plan[log_id] = [
+                    WindowTask(log_id, window, cursor if index == 0 else None, statement)
+                    for index, window in enumerate(windows)
+                ]
+            self._end_millis = end_ms
+            self._plan = plan
+        return self._plan
+
+    def get_records(self, context: Context | None) -> Iterable[dict]:
+        """Records of one log, window after window; STATE after each window."""
+        if not context:
+            msg = "the events stream is partitioned by log_id"
+            raise ValueError(msg)
+        log_id = context["log_id"]
+        runner = self.rapid7.window_runner(self.window_plan())
+        for task in self.window_plan()[log_id]:
+            for batch in runner.batches(task):
+                yield from batch
+            self._commit_window_end(context, task)
+
+    def _commit_window_end(self, context: Context, task: WindowTask) -> None:
+        """The whole window went out: the cursor moves to its end, then STATE is written."""
+        state = self.get_context_state(context)
+        state.update(Cursor(task.window.to_ms).state_fields())
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
+        """After the SDK wrote ``latest_record``: advance the bookmark and our exact cursor."""
+        super()._increment_stream_state(latest_record, context=context)
+        state = self.get_context_state(context)
+        state[CURSOR_MILLIS_KEY] = latest_record["timestamp"]
+        state[CURSOR_SEQUENCE_KEY] = latest_record["sequence_number_str"]
+
+    def get_replication_key_signpost(self, context: Context | None = None) -> dt.datetime | None:
+        """No signpost: the bookmark is exact (sorted records), never capped at sync start."""
+        return None
+
+
+class LogsStream(_TapStream):
+    """Logs from ``/management/logs``."""
+
+    name = "logs"
+    primary_keys = ("id",)
+    schema = th.PropertiesList(
+        th.Property("id", th.StringType, required=True),
+        th.Property("name", th.StringType),
+        th.Property("rrn", th.StringType),
+        th.Property("source_type", th.StringType),
+        th.Property("retention_period", th.StringType),
+        th.Property("token_seed", th.StringType),
+        th.Property("tokens", th.ArrayType(th.StringType)),
+        th.Property("structures", th.ArrayType(th.StringType)),
+        th.Property("logsets_info", th.ArrayType(_REF)),
+        th.Property("links", th.ArrayType(_LINK)),
+        th.Property("user_data", th.ObjectType(additional_properties=th.StringType)),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterator[dict]:
+        """One record per log."""
+        yield from self.rapid7.client.list_logs()
+
+
+class LogsetsStream(_TapStream):
+    """Log sets from ``/management/logsets``."""
+
+    name = "logsets"
+    primary_keys = ("id",)
+    schema = th.PropertiesList(
+        th.Property("id", th.StringType, required=True),
+        th.Property("name", th.StringType),
+        th.Property("description", th.StringType),
+        th.Property("rrn", th.StringType),
+        th.Property("logs_info", th.ArrayType(_REF)),
+        th.Property("user_data", th.ObjectType(additional_properties=th.StringType)),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterator[dict]:
+        """One record per log set."""
+        yield from self.rapid7.client.list_logsets()

@@ -1,0 +1,160 @@
+"""The tap end to end over a requests-mock fake: records, STATE shape, exact resume."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tap_rapid7.streams import EventsStream
+from tap_rapid7.tap import TapRapid7
+from tests.tap.fake_api import BASE, FakeLogSearch
+
+BIG = 3237201778429120512
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+
+def make_events() -> dict[str, list[tuple[int, int]]]:
+    """Two logs; bursts in single milliseconds, one right on a window boundary (T0 + 10_000)."""
+    a = [(T0 + i * 700, BIG - i * 8192) for i in range(40)]
+    a += [(T0 + 10_000, BIG + k * 4096) for k in range(7)]  # burst at a window boundary
+    a += [(T0 + 12_345, 1000 + k) for k in range(5)]  # burst inside a window
+    b = [(T0 + i * 1100, 5 * 10**17 + i) for i in range(25)]
+    return {"log-a": a, "log-b": b}
+
+
+def config(**overrides) -> dict:
+    cfg = {
+        "api_key": "unit-key-do-not-leak",
+        "base_url": BASE,
+        "log_ids": ["log-a", "log-b"],
+        "start_date": "2024-01-01T00:00:00Z",
+        "end_date": "2024-01-01T00:00:30Z",
+        "window_seconds": 10,
+        "per_page": 4,
+        "poll_interval_seconds": 0,
+        "backoff_base_seconds": 0,
+        "max_concurrent_queries": 1,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def run_tap(monkeypatch, cfg: dict, state: dict | None = None) -> list[dict]:
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", out)
+    tap = TapRapid7(config=cfg, state=state, setup_mapper=True)
+    tap.sync_all()
+    out.flush()
+    return [json.loads(line) for line in out.buffer.getvalue().decode().splitlines()]
+
+
+def event_records(messages, stream="events"):
+    return [m["record"] for m in messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+
+def partitions(state: dict) -> dict[str, dict]:
+    return {p["context"]["log_id"]: p for p in state["bookmarks"]["events"]["partitions"]}
+
+
+def emitted_keys(records):
+    return [(r["log_id"], r["timestamp"], r["sequence_number"]) for r in records]
+
+
+@pytest.fixture
+def fake(requests_mock):
+    api = FakeLogSearch(make_events())
+    api.install(requests_mock)
+    return api
+
+
+def test_one_sync_emits_exactly_the_window_and_a_final_cursor(monkeypatch, fake):
+    messages = run_tap(monkeypatch, config())
+    records = event_records(messages)
+    end = T0 + 30_000
+    expected = [
+        (log, ts, seq) for log in ("log-a", "log-b") for ts, seq in fake.truth(log, T0, end)
+    ]
+    assert emitted_keys(records) == expected
+    assert all(r["sequence_number_str"] == str(r["sequence_number"]) for r in records)
+    final = [m for m in messages if m["type"] == "STATE"][-1]["value"]
+    for log in ("log-a", "log-b"):
+        part = partitions(final)[log]
+        assert part["next_from_millis"] == end
+        assert part["next_from_sequence_number_str"] == ""
+        assert all(isinstance(v, int | str) for k, v in part.items() if k != "context")
+    # The management stream came through the same client.
+    assert [r["id"] for r in event_records(messages, "logs")] == ["log-a", "log-b"]
+
+
+def test_every_state_matches_exactly_what_was_emitted_before_it(monkeypatch, fake):
+    monkeypatch.setattr(EventsStream, "STATE_MSG_FREQUENCY", 3)  # periodic STATE mid-window
+    messages = run_tap(monkeypatch, config())
+    seen: dict[str, list[tuple[int, int]]] = {"log-a": [], "log-b": []}
+    checked = 0
+    for message in messages:
+        if message["type"] == "RECORD" and message["stream"] == "events":
+            rec = message["record"]
+            seen[rec["log_id"]].append((rec["timestamp"], rec["sequence_number"]))
+        if message["type"] == "STATE" and "events" in message["value"].get("bookmarks", {}):
+            for log, part in partitions(message["value"]).items():
+                if "next_from_millis" not in part:
+                    continue
+                ms, seq = part["next_from_millis"], part["next_from_sequence_number_str"]
+                upto = [
+                    e
+                    for e in fake.events[log]
+                    if e[0] >= T0 and (e[0] < ms or (e[0] == ms and seq != "" and e[1] <= int(seq)))
+                ]
+                assert seen[log] == upto, (log, ms, seq)
+                checked += 1
+    assert checked > 10
+
+
+@pytest.mark.parametrize("cut", [3, 17, 44, 50])
+def test_resume_from_any_emitted_state_is_exact(monkeypatch, requests_mock, cut):
+    """Interrupt after the STATE that follows record #cut; the rerun completes exactly."""
+    monkeypatch.setattr(EventsStream, "STATE_MSG_FREQUENCY", 1)
+    api = FakeLogSearch(make_events())
+    api.install(requests_mock)
+    full = run_tap(monkeypatch, config(log_ids=["log-a"]))
+    records_seen = 0
+    state = None
+    first_part = []
+    for message in full:
+        if message["type"] == "RECORD" and message["stream"] == "events":
+            records_seen += 1
+            first_part.append(message["record"])
+        if message["type"] == "STATE" and records_seen == cut:
+            state = message["value"]
+            break
+    assert state is not None
+    rest = event_records(run_tap(monkeypatch, config(log_ids=["log-a"]), state))
+    assert emitted_keys(first_part + rest) == emitted_keys(event_records(full))
+
+
+def test_to_inclusive_server_and_sync_split_on_a_burst(monkeypatch, requests_mock):
+    api = FakeLogSearch(make_events(), to_inclusive=True)
+    api.install(requests_mock)
+    split = "2024-01-01T00:00:10Z"  # the millisecond that holds the 7-event burst
+    first = run_tap(monkeypatch, config(log_ids=["log-a"], end_date=split))
+    state = [m for m in first if m["type"] == "STATE"][-1]["value"]
+    assert partitions(state)["log-a"]["next_from_millis"] == T0 + 10_000
+    second = run_tap(monkeypatch, config(log_ids=["log-a"]), state)
+    got = emitted_keys(event_records(first) + event_records(second))
+    expected = [("log-a", ts, seq) for ts, seq in api.truth("log-a", T0, T0 + 30_000)]
+    assert got == expected
+    assert sum(1 for _, ts, _ in got if ts == T0 + 10_000) == 7
+
+
+def test_empty_log_ids_reads_every_log_from_management(monkeypatch, fake):
+    records = event_records(run_tap(monkeypatch, config(log_ids=[])))
+    assert {r["log_id"] for r in records} == {"log-a", "log-b"}
+
+
+def test_start_date_is_required_without_state(monkeypatch, fake):
+    cfg = config()
+    del cfg["start_date"]
+    with pytest.raises(Exception, match="start_date"):
+        run_tap(monkeypatch, cfg)
