@@ -205,13 +205,16 @@ class LogSearchClient:
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> LogSearchClient:
         """Build a client from the tap's config dict (the settings in conventions.md)."""
-        names = (
-            "api_key", "region", "base_url", "per_page", "poll_interval_seconds",
-            "poll_interval_max_seconds", "poll_timeout_seconds", "max_retries",
-            "backoff_base_seconds", "backoff_max_seconds", "request_timeout_seconds",
-            "max_restarts",
-        )  # fmt: skip
-        kwargs = {name: config[name] for name in names if config.get(name) is not None}
+        # The SDK reads JSON numbers as Decimal: coerce each setting to the type it means.
+        types: dict[str, Callable[[Any], Any]] = {
+            "api_key": str, "region": str, "base_url": str, "per_page": int,
+            "poll_interval_seconds": float, "poll_interval_max_seconds": float,
+            "poll_timeout_seconds": float, "max_retries": int, "backoff_base_seconds": float,
+            "backoff_max_seconds": float, "request_timeout_seconds": float, "max_restarts": int,
+        }  # fmt: skip
+        kwargs = {
+            name: cast(config[name]) for name, cast in types.items() if config.get(name) is not None
+        }
         kwargs.update(overrides)
         return cls(**kwargs)
 

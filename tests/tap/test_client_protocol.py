@@ -410,3 +410,14 @@ def test_from_config_builds_region_urls_and_validates():
         client_module.LogSearchClient.from_config({"api_key": "k", "region": "mars"})
     with pytest.raises(FatalAPIError, match="per_page"):
         client_module.LogSearchClient.from_config({"api_key": "k", "per_page": 501})
+
+
+def test_from_config_accepts_decimal_numbers_as_the_sdk_parses_them():
+    from decimal import Decimal
+
+    client = client_module.LogSearchClient.from_config(
+        {"api_key": "k", "poll_interval_seconds": Decimal("0.25"), "per_page": Decimal(100)}
+    )
+    assert client.poll_interval_seconds == 0.25
+    assert isinstance(client.poll_interval_seconds, float)
+    assert client.per_page == 100
