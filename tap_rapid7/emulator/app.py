@@ -151,15 +151,21 @@ class EmulatorApp:
             return {
                 "api_requests": self._api_requests,
                 "requests": dict(self.counters),
+                # API responses by status; "0" counts dropped connections
                 "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
                 "faults": {
                     name: self.counters.get(name, 0)
                     for name in ("dropped", "server_errors", "forced_429", "rate_limited",
                                  "expired_links", "duplicate_next")
                 },
+                "connections": self.counters.get("connections", 0),
                 "live_continuations": len(self.registry),
                 "buckets_generated": self.data.buckets_generated,
             }
+
+    def count_connection(self) -> None:
+        """Called by the server for every accepted TCP connection (keep-alive check)."""
+        self._count("connections")
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -178,8 +184,8 @@ class EmulatorApp:
             response = self._internal(path, params)
         else:
             response = self._api(method, path, params, headers=headers, body=body, base=base)
-        with self._lock:
-            self.status_counts[0 if response.drop else response.status] += 1
+            with self._lock:
+                self.status_counts[0 if response.drop else response.status] += 1
         response.headers.setdefault("Content-Type", "application/json")
         return response
 
