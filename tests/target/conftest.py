@@ -1,0 +1,91 @@
+"""Helpers for the target tests: run the target in-process or as a process, read the dataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from target_parquet_parts.target import TargetParquetParts
+
+TARGET_BIN = str(Path(sys.executable).with_name("target-parquet-parts"))
+
+
+class StateCapture(io.TextIOBase):
+    """Stands in for stdout: keeps every STATE line, calling ``on_state`` as each arrives."""
+
+    def __init__(self, on_state: Callable[[Any], None] | None = None) -> None:
+        self.states: list[Any] = []
+        self.on_state = on_state
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            if line.strip():
+                value = json.loads(line)
+                if self.on_state:
+                    self.on_state(value)
+                self.states.append(value)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_target(
+    output_dir: Path,
+    lines: Iterable[str],
+    monkeypatch: pytest.MonkeyPatch,
+    on_state: Callable[[Any], None] | None = None,
+    **config: Any,
+) -> tuple[TargetParquetParts, StateCapture]:
+    """Run the target in-process over ``lines``; return it and the STATE lines it wrote."""
+    capture = StateCapture(on_state)
+    monkeypatch.setattr(sys, "stdout", capture)
+    target = TargetParquetParts(config={"output_dir": str(output_dir), **config})
+    data = "".join(line + "\n" for line in lines).encode("utf-8")
+    try:
+        target.listen(file_input=io.BytesIO(data))
+    finally:
+        monkeypatch.undo()
+    return target, capture
+
+
+def part_files(output_dir: Path) -> list[Path]:
+    """Every file that looks like a part (what a reader's ``**/*.parquet`` glob would see)."""
+    return sorted(output_dir.rglob("*.parquet"))
+
+
+def temp_files(output_dir: Path) -> list[Path]:
+    """Leftover temporary files."""
+    return sorted(output_dir.rglob("*.tmp"))
+
+
+def read_rows(output_dir: Path, stream_dir: str = "events") -> list[dict[str, Any]]:
+    """All rows of a stream directory, part by part (each part read on its own)."""
+    rows: list[dict[str, Any]] = []
+    for part in sorted((output_dir / stream_dir).rglob("*.parquet")):
+        rows.extend(pq.read_table(part).to_pylist())
+    return rows
+
+
+def start_target_process(output_dir: Path, **config: Any) -> subprocess.Popen:
+    """The target as a real process reading a pipe we control."""
+    config_path = output_dir.parent / f"target-config-{os.getpid()}-{id(config)}.json"
+    config_path.write_text(json.dumps({"output_dir": str(output_dir), **config}))
+    return subprocess.Popen(
+        [TARGET_BIN, "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
