@@ -1,0 +1,64 @@
+"""`tap-rapid7-emulator`: flags for every option, loopback only, ready line, clean stop."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tap_rapid7.emulator.cli import build_parser
+from tap_rapid7.emulator.options import EmulatorOptions
+
+
+def test_every_option_has_a_flag_and_flags_convert():
+    parser = build_parser()
+    flags = {a.dest for a in parser._actions}
+    assert {f.name for f in dataclasses.fields(EmulatorOptions)} <= flags
+    args = parser.parse_args([
+        "--no-next-is-async", "--force-429-on-request", "3,7", "--rate-limit-budget", "none",
+        "--link-ttl-seconds", "5", "--events-per-second", "2.5", "--lowercase-rels",
+    ])
+    assert args.next_is_async is False
+    assert args.force_429_on_request == (3, 7)
+    assert args.rate_limit_budget is None
+    assert args.link_ttl_seconds == 5.0
+    assert args.events_per_second == 2.5
+    assert args.lowercase_rels is True
+    defaults = parser.parse_args([])
+    assert defaults.port == 8765
+    assert defaults.api_key == "emulator-key"
+
+
+def test_invalid_option_value_exits_with_the_option_name(capsys):
+    from tap_rapid7.emulator.cli import main
+
+    assert main(["--burst-size", "100000", "--port", "0"]) == 2
+    assert "burst_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serves_on_loopback_and_stops_on_signal(stop_signal):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tap_rapid7.emulator.cli", "--port", "0", "--api-key", "k1",
+         "--seed", "3", "--polls-before-ready", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        base = match.group(1)
+        response = requests.get(f"{base}/management/logs", headers={"X-Api-Key": "k1"},
+                                timeout=10)
+        assert response.status_code == 200
+        assert len(response.json()["logs"]) == 4
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
