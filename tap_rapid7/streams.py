@@ -84,6 +84,9 @@ class EventsStream(_TapStream):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        every = self.config.get("state_every_records")
+        if every:  # the SDK's periodic STATE interval (records), per instance
+            self.STATE_MSG_FREQUENCY = int(every)
         self._plan: dict[str, list[WindowTask]] | None = None
         self._end_millis: int | None = None
 

@@ -95,6 +95,10 @@ class TapRapid7(Tap):
             description="Restarts of one window (expired link, poll timeout) before failing",
         ),
         th.Property(
+            "state_every_records", th.IntegerType, default=10000,
+            description="Also emit STATE every this many records (besides after each window)",
+        ),
+        th.Property(
             "max_concurrent_queries", th.IntegerType, default=4,
             description="Queries in flight at once (logs and next windows); 1 = sequential",
         ),

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from tap_rapid7.streams import EventsStream
 from tap_rapid7.tap import TapRapid7
 from tests.tap.fake_api import BASE, FakeLogSearch
 
@@ -89,8 +88,7 @@ def test_one_sync_emits_exactly_the_window_and_a_final_cursor(monkeypatch, fake)
 
 
 def test_every_state_matches_exactly_what_was_emitted_before_it(monkeypatch, fake):
-    monkeypatch.setattr(EventsStream, "STATE_MSG_FREQUENCY", 3)  # periodic STATE mid-window
-    messages = run_tap(monkeypatch, config())
+    messages = run_tap(monkeypatch, config(state_every_records=3))  # periodic STATE mid-window
     seen: dict[str, list[tuple[int, int]]] = {"log-a": [], "log-b": []}
     checked = 0
     for message in messages:
@@ -115,10 +113,9 @@ def test_every_state_matches_exactly_what_was_emitted_before_it(monkeypatch, fak
 @pytest.mark.parametrize("cut", [3, 17, 44, 50])
 def test_resume_from_any_emitted_state_is_exact(monkeypatch, requests_mock, cut):
     """Interrupt after the STATE that follows record #cut; the rerun completes exactly."""
-    monkeypatch.setattr(EventsStream, "STATE_MSG_FREQUENCY", 1)
     api = FakeLogSearch(make_events())
     api.install(requests_mock)
-    full = run_tap(monkeypatch, config(log_ids=["log-a"]))
+    full = run_tap(monkeypatch, config(log_ids=["log-a"], state_every_records=1))
     records_seen = 0
     state = None
     first_part = []
