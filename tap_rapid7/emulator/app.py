@@ -102,6 +102,7 @@ class EmulatorApp:
             old, self.options = self.options, new
             if any(getattr(old, name) != getattr(new, name) for name in DATA_FIELDS):
                 self.data = SyntheticData(new)
+            self.data.cache_max_events = new.cache_max_events
             if old.fault_seed != new.fault_seed:
                 self.faults.reseed(new.fault_seed)
             if changes.get("duplicate_next"):
@@ -161,6 +162,7 @@ class EmulatorApp:
                 "connections": self.counters.get("connections", 0),
                 "live_continuations": len(self.registry),
                 "buckets_generated": self.data.buckets_generated,
+                "cached_events": self.data.cached_events,
             }
 
     def count_connection(self) -> None:

@@ -2,7 +2,8 @@
 
 Events of one log are generated one minute ("bucket") at a time from a RNG seeded by
 (seed, log, bucket), so any window from the epoch to now costs only the buckets it touches and
-start-up is instant. A bounded LRU keeps recently used buckets.
+start-up is instant. A LRU bounded by the number of cached events (about 1.1 KB each, message
+plus pre-rendered JSON) keeps recently used buckets.
 
 Sequence numbers (unique per log, always above 2^53, never a multiple of 1024 so a client that
 goes through a float visibly corrupts them):
@@ -35,7 +36,6 @@ SEQ_BASE = 1 << 60
 SEQ_STEP = 4096
 SLOT_WIDTH = SEQ_STEP * MAX_EVENTS_PER_MS  # 2^21
 MAX_TIMESTAMP_MS = (1 << 41) - 1  # keeps every sequence number below 2^63 (year 2039)
-BUCKET_CACHE_SIZE = 4096
 
 FRAGMENT_MID = b'","href":"'
 
@@ -122,6 +122,7 @@ class SyntheticData:
         self.events_per_second = options.events_per_second
         self.burst_probability = options.burst_probability
         self.burst_size = options.burst_size
+        self.cache_max_events = options.cache_max_events
         rng = random.Random(f"logs-{options.seed}")
         logset_ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4))
                       for _ in range(options.logset_count)]
@@ -145,8 +146,13 @@ class SyntheticData:
         self.log_by_id = {log.id: log for log in self.logs}
         self.logset_by_id = {ls.id: ls for ls in self.logsets}
         self._cache: OrderedDict[tuple[int, int], tuple[list[Event], list[int]]] = OrderedDict()
+        self._cached_events = 0
         self._lock = threading.Lock()
         self.buckets_generated = 0
+
+    @property
+    def cached_events(self) -> int:
+        return self._cached_events
 
     # ----------------------------------------------------------------- sequence numbers
     def sequence_number(self, log: LogInfo, ts: int, index_in_ms: int) -> int:
@@ -166,10 +172,12 @@ class SyntheticData:
         events = self._generate(self.logs[log_index], bucket_index)
         result = (events, [e.ts for e in events])
         with self._lock:
-            self._cache[key] = result
-            self.buckets_generated += 1
-            while len(self._cache) > BUCKET_CACHE_SIZE:
-                self._cache.popitem(last=False)
+            if key not in self._cache:
+                self._cache[key] = result
+                self._cached_events += len(events)
+                self.buckets_generated += 1
+            while self._cached_events > self.cache_max_events and len(self._cache) > 1:
+                self._cached_events -= len(self._cache.popitem(last=False)[1][0])
         return result
 
     def _generate(self, log: LogInfo, bucket_index: int) -> list[Event]:

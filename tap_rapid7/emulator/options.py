@@ -44,6 +44,8 @@ class EmulatorOptions:
     """Largest burst (a burst has between half this and this many events); <= 512."""
     late_arrival_seconds: float = 0.0
     """An event becomes visible up to this long after its timestamp (ingestion lag)."""
+    cache_max_events: int = 100_000
+    """Bound of the generated-bucket cache, in events (~1.1 KB each)."""
     fixed_now_ms: int | None = None
     """Freeze the emulator's clock at this epoch-ms (tests move it); None = wall clock."""
 
@@ -97,6 +99,7 @@ class EmulatorOptions:
                 2 <= self.burst_size <= MAX_EVENTS_PER_MS - 12,
                 f"burst_size must be in [2, {MAX_EVENTS_PER_MS - 12}]",
             ),
+            (self.cache_max_events >= 0, "cache_max_events must be >= 0"),
             (self.late_arrival_seconds >= 0, "late_arrival_seconds must be >= 0"),
             (self.polls_before_ready >= 0, "polls_before_ready must be >= 0"),
             (self.ready_after_seconds >= 0, "ready_after_seconds must be >= 0"),

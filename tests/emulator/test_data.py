@@ -190,3 +190,22 @@ def test_invalid_options_are_rejected_by_name():
         app.update_options(no_such_knob=1)
     with pytest.raises(ValueError, match="per_page_over_max"):
         app.update_options(per_page_over_max="explode")
+
+
+def test_bucket_cache_is_bounded_and_regeneration_is_identical():
+    window = (NOW_MS - HOUR_MS, NOW_MS - HOUR_MS + 10 * MINUTE_MS)
+    cached = _app(cache_max_events=100_000)
+    first = cached.truth(*window)
+    generated = cached.stats()["buckets_generated"]
+    assert cached.truth(*window) == first
+    assert cached.stats()["buckets_generated"] == generated, "served from the cache"
+    tiny = _app(cache_max_events=0)
+    assert tiny.truth(*window) == first
+    assert tiny.truth(*window) == first
+    assert tiny.stats()["buckets_generated"] == 2 * generated, "nothing stays cached"
+    assert tiny.stats()["cached_events"] <= max(len(b) for b in _bucket_sizes(tiny, window))
+
+
+def _bucket_sizes(app: EmulatorApp, window: tuple[int, int]) -> list[list]:
+    return [app.data.bucket(log.index, b)[0] for log in app.data.logs
+            for b in range(window[0] // MINUTE_MS, window[1] // MINUTE_MS)]
