@@ -22,13 +22,19 @@ fi
 say() { printf '\n== %s\n' "$*"; }
 
 say "installing (dev venv for the emulator and tools, Meltano, then the plugins)"
-install_dev_env
-install_tool meltano 'meltano==4.4.1'
+INSTALL_LOG="$(mktemp)"
+quietly() {  # run an install step; show its output only if it fails
+  if ! "$@" >>"$INSTALL_LOG" 2>&1; then
+    cat "$INSTALL_LOG" >&2; rm -f "$INSTALL_LOG"; echo "install step failed: $*" >&2; exit 1
+  fi
+}
+quietly install_dev_env
+quietly install_tool meltano 'meltano==4.4.1'
 MELTANO="$PWD/.tools/meltano/bin/meltano"
 PY="$PWD/.venv/bin/python"
-"$MELTANO" install >/dev/null 2>"$OUT.install.log" || {
-  cat "$OUT.install.log" >&2; echo "meltano install failed (log above)" >&2; exit 1; }
-rm -f "$OUT.install.log"
+quietly "$MELTANO" install
+rm -f "$INSTALL_LOG"
+echo "ok: .venv, .tools/meltano, .meltano/ (plugin venvs)"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -136,13 +142,19 @@ def iso(ms):
 print(f"dataset: {root}/")
 for stream in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
     files = sorted(str(p) for p in stream.rglob("part-*.parquet"))
-    rows = ds.dataset(files, format="parquet").count_rows() if files else 0
+    dataset = ds.dataset(files, format="parquet")
+    rows = dataset.count_rows() if files else 0
     line = f"  {stream.name:<8} {len(files):>3} parts {rows:>8} rows"
     if stream.name == "events" and rows:
-        table = ds.dataset(files, format="parquet").to_table(columns=["log_id", "timestamp"])
+        table = dataset.to_table(columns=["log_id", "timestamp", "sequence_number_str"])
         span = pc.min_max(table["timestamp"]).as_py()
         logs = len(pc.unique(table["log_id"]))
-        line += f"  {logs} logs, timestamps {iso(span['min'])} .. {iso(span['max'])}"
+        keys = table.group_by(["log_id", "sequence_number_str"]).aggregate([]).num_rows
+        line += (f" ({keys} distinct keys), {logs} logs, timestamps "
+                 f"{iso(span['min'])} .. {iso(span['max'])}")
+    elif rows and "id" in dataset.schema.names:
+        ids = len(pc.unique(dataset.to_table(columns=["id"])["id"]))
+        line += f" ({ids} distinct ids: a full snapshot per run)"
     print(line)
 state = json.loads((out / "state.json").read_text())
 print("state (meltano state get dev:tap-rapid7-to-target-parquet-parts), per log:")
@@ -152,7 +164,7 @@ for partition in state["singer_state"]["bookmarks"]["events"].get("partitions", 
                  "starting_replication_value", "progress_markers"):
         bookmark.pop(drop, None)
     nxt = bookmark.get("next_from_millis")
-    shown = ", ".join(f"{k}={v}" for k, v in bookmark.items())
+    shown = ", ".join(f"{k}={v if v != '' else '(none)'}" for k, v in bookmark.items())
     print(f"  {context.get('log_id', context)}: {shown}" + (f"  ({iso(int(nxt))})" if nxt else ""))
 EOF
 echo "reconcile (tap-rapid7-reconcile, exit status $RECONCILE_STATUS):"
