@@ -17,6 +17,7 @@ goes through a float visibly corrupts them):
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import json
 import math
@@ -27,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import NamedTuple
 
 from tap_rapid7.emulator.options import MAX_EVENTS_PER_MS, EmulatorOptions
@@ -70,6 +72,9 @@ USERS = ["alice", "bob", "carol", "dave", "erin", "svc-backup", "Zoë", "José",
 UNICODE_SNIPPETS = ["日本語のログ", "Ünïcödé ✓", "Привет, мир", "emoji 🔐🚀", "مرحبا", "ελληνικά"]
 EVENT_TYPES = ["AUTHENTICATION", "PROCESS_START", "DNS_QUERY", "FIREWALL", "FILE_ACCESS"]
 RESULTS = ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS"]
+BATCH_SIZES = (1, 1, 1, 2, 2, 3, 4)
+LOGON_TYPES = ["NETWORK", "INTERACTIVE", "REMOTE"]
+LONG_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 "
 
 
 class Event(NamedTuple):
@@ -108,10 +113,13 @@ class LogsetInfo:
     log_indexes: tuple[int, ...]
 
 
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{ms % 1000:03d}Z"
-    )
+    return f"{_iso_second(ms // 1000)}{ms % 1000:03d}Z"
 
 
 class SyntheticData:
@@ -185,16 +193,18 @@ class SyntheticData:
         if start > MAX_TIMESTAMP_MS or bucket_index < 0:
             return []
         rng = random.Random((self.seed * 1_000_003 + log.index) * (1 << 44) + bucket_index)
+        r = rng.random
         per_ms: dict[int, int] = {}
         remaining = _poisson(rng, self.events_per_second * BUCKET_MS / 1000)
         while remaining > 0:  # ingestion batches: 1..4 entries share one millisecond
-            size = min(remaining, rng.choice((1, 1, 1, 2, 2, 3, 4)))
-            ms = start + rng.randrange(BUCKET_MS)
+            size = min(remaining, BATCH_SIZES[int(r() * len(BATCH_SIZES))])
+            ms = start + int(r() * BUCKET_MS)
             per_ms[ms] = per_ms.get(ms, 0) + size
             remaining -= size
-        if self.burst_probability and rng.random() < self.burst_probability:
-            ms = start + rng.randrange(BUCKET_MS)
-            size = rng.randint(max(2, self.burst_size // 2), self.burst_size)
+        if self.burst_probability and r() < self.burst_probability:
+            ms = start + int(r() * BUCKET_MS)
+            smallest = max(2, self.burst_size // 2)
+            size = smallest + int(r() * (self.burst_size - smallest + 1))
             per_ms[ms] = per_ms.get(ms, 0) + size
         events: list[Event] = []
         for ms in sorted(per_ms):
@@ -209,7 +219,7 @@ class SyntheticData:
         labels = LABELLED_JSON if labelled else "[]"
         head = (
             f'{{"timestamp":{ts},"sequence_number":{seq},"sequence_number_str":"{seq}",'
-            f'"log_id":"{log.id}","message":{json.dumps(message, ensure_ascii=False)},'
+            f'"log_id":"{log.id}","message":{encode_basestring(message)},'
             f'"labels":{labels},"links":[{{"rel":"'
         ).encode()
         tail = (f"/query/context/{seq}?per_page=50&timestamp={ts}&log_keys={log.id}"
@@ -259,36 +269,35 @@ def _poisson(rng: random.Random, lam: float) -> int:
 
 
 def _message(rng: random.Random, ts: int) -> str:
-    """A raw log line: mostly IDR-like JSON text whose own time is earlier than ts."""
-    kind = rng.random()
-    event_time = _iso(ts - rng.randrange(1000, 25_000))
-    user = rng.choice(USERS)
-    ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    """A raw log line: mostly IDR-like JSON text whose own time is earlier than ts.
+
+    Written with `random()` arithmetic and f-strings rather than randrange/choice/json.dumps:
+    generation speed bounds the emulator's cold throughput. Values never contain quotes or
+    backslashes, so the f-string JSON is valid.
+    """
+    r = rng.random
+    kind = r()
+    event_time = _iso(ts - 1000 - int(r() * 24_000))
+    user = USERS[int(r() * len(USERS))]
+    ip = f"10.{int(r() * 256)}.{int(r() * 256)}.{1 + int(r() * 254)}"
     if kind < 0.0005:  # a few very long lines (tens of KB)
-        payload = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 ")
-                          for _ in range(64)) * rng.randrange(300, 900)
-        return json.dumps({"timestamp": event_time, "event_type": "BLOB", "user": user,
-                           "payload": payload}, separators=(",", ":"))
+        chunk = "".join(LONG_ALPHABET[int(r() * len(LONG_ALPHABET))] for _ in range(64))
+        payload = chunk * (300 + int(r() * 600))
+        return (f'{{"timestamp":"{event_time}","event_type":"BLOB","user":"{user}",'
+                f'"payload":"{payload}"}}')
     if kind < 0.005:  # looks like JSON but is not (real messages sometimes are malformed)
         return (f'{{"timestamp":"{event_time}","event_type":"PROCESS_START",'
                 f'"args":["-c", "x",, ],"user":"{user}",\t"cmd":"unterminated}}')
     if kind < 0.10:  # plain syslog text
-        return (f"<134>{event_time} host-{rng.randrange(100)} sshd[{rng.randrange(9999)}]: "
+        return (f"<134>{event_time} host-{int(r() * 100)} sshd[{int(r() * 9999)}]: "
                 f"Accepted publickey for {user} from {ip} port 22 ssh2")
     if kind < 0.15:  # multi-line
-        return (f"{event_time} ERROR [worker-{rng.randrange(16)}] Request failed for {user}\n"
+        return (f"{event_time} ERROR [worker-{int(r() * 16)}] Request failed for {user}\n"
                 "java.lang.IllegalStateException: connection reset\n"
                 "\tat com.example.Client.send(Client.java:42)\n"
                 "\tat com.example.Worker.run(Worker.java:7)")
-    record: dict[str, object] = {
-        "timestamp": event_time,
-        "event_type": rng.choice(EVENT_TYPES),
-        "result": rng.choice(RESULTS),
-        "user": user,
-        "source_ip": ip,
-        "destination": f"host-{rng.randrange(100)}",
-        "logon_type": rng.choice(["NETWORK", "INTERACTIVE", "REMOTE"]),
-    }
-    if kind < 0.20:
-        record["note"] = rng.choice(UNICODE_SNIPPETS)
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    note = f',"note":"{UNICODE_SNIPPETS[int(r() * len(UNICODE_SNIPPETS))]}"' if kind < 0.20 else ""
+    return (f'{{"timestamp":"{event_time}","event_type":"{EVENT_TYPES[int(r() * 5)]}",'
+            f'"result":"{RESULTS[int(r() * 4)]}","user":"{user}","source_ip":"{ip}",'
+            f'"destination":"host-{int(r() * 100)}",'
+            f'"logon_type":"{LOGON_TYPES[int(r() * 3)]}"{note}}}')
