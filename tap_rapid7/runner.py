@@ -1,19 +1,28 @@
-"""How the windows of a sync are executed: one after another (``max_concurrent_queries=1``).
+"""How the windows of a sync are executed: one after another, or several queries at once.
 
 A runner turns a ``WindowTask`` into the record batches of that window. The events stream asks
-for the tasks in the order its records must go out (log after log, window after window).
+for the tasks in the order its records must go out (log after log, window after window), so
+records, and therefore STATE, stay in order per log whichever runner is used.
+
+``ConcurrentRunner`` (``max_concurrent_queries`` > 1) runs up to N window queries in worker
+threads, starting them strictly in consumption order, each with a small bounded buffer of pages:
+while the records of the current window go out, the next windows and logs are already being
+polled and paged. Starting in consumption order is what makes it deadlock-free: the window the
+consumer waits for has always been started before any window behind it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from tap_rapid7.client import LogSearchClient, WindowReport
 from tap_rapid7.windows import Cursor, Window
 
-__all__ = ["SequentialRunner", "WindowRunner", "WindowTask"]
+__all__ = ["ConcurrentRunner", "SequentialRunner", "WindowRunner", "WindowTask"]
 
 
 @dataclass(frozen=True)
@@ -46,3 +55,109 @@ class SequentialRunner:
         yield from self.client.read_window(
             task.log_id, task.window, task.resume, task.statement, report
         )
+
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+class ConcurrentRunner:
+    """Up to ``max_concurrent`` window queries in flight; records still handed out in order."""
+
+    def __init__(
+        self,
+        client: LogSearchClient,
+        tasks: Sequence[WindowTask],
+        max_concurrent: int,
+        buffered_pages: int = 4,
+    ) -> None:
+        self.client = client
+        self.max_concurrent = max(1, max_concurrent)
+        self._order = list(tasks)
+        # Bounded memory: at most `buffered_pages` pages wait per started window.
+        self._queues: dict[WindowTask, queue.Queue] = {
+            task: queue.Queue(maxsize=max(1, buffered_pages)) for task in self._order
+        }
+        self._next = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.reports: list[WindowReport] = []
+        self.active = 0
+        self.max_active = 0  # the most window queries ever in flight at once
+
+    def _start(self) -> None:
+        if self._threads:
+            return
+        for number in range(min(self.max_concurrent, len(self._order))):
+            thread = threading.Thread(
+                target=self._work, name=f"logsearch-query-{number}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _claim(self) -> WindowTask | None:
+        with self._lock:
+            if self._stop.is_set() or self._next >= len(self._order):
+                return None
+            task = self._order[self._next]
+            self._next += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            return task
+
+    def _put(self, box: queue.Queue, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                box.put(item, timeout=0.2)  # wakes up now and then to notice a stop
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def _work(self) -> None:
+        while (task := self._claim()) is not None:
+            box = self._queues[task]
+            report = WindowReport(task.log_id, task.window)
+            with self._lock:
+                self.reports.append(report)
+            try:
+                for batch in self.client.read_window(
+                    task.log_id, task.window, task.resume, task.statement, report
+                ):
+                    if not self._put(box, batch):
+                        return
+                if not self._put(box, _DONE):
+                    return
+            except BaseException as error:  # handed to the consuming thread, raised there
+                self._put(box, _Failure(error))
+                return
+            finally:
+                with self._lock:
+                    self.active -= 1
+
+    def batches(self, task: WindowTask) -> Iterator[list[dict]]:
+        """The batches of ``task`` as its worker produces them (starts the workers once)."""
+        self._start()
+        box = self._queues[task]
+        try:
+            while True:
+                item = box.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        except BaseException:
+            self.close()  # an error or an abandoned sync: stop every worker
+            raise
+        finally:
+            self._queues.pop(task, None)
+
+    def close(self) -> None:
+        """Stop starting queries and unblock workers waiting on full buffers."""
+        self._stop.set()

@@ -10,7 +10,7 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
 from tap_rapid7.client import REGIONS, LogSearchClient
-from tap_rapid7.runner import SequentialRunner, WindowRunner, WindowTask
+from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 
 __all__ = ["TapRapid7"]
@@ -125,7 +125,12 @@ class TapRapid7(Tap):
         """The runner for this sync's windows (built once per run)."""
         runner = self.__dict__.get("_window_runner")
         if runner is None:
-            runner = SequentialRunner(self.client)
+            limit = int(self.config.get("max_concurrent_queries") or 1)
+            if limit <= 1:
+                runner = SequentialRunner(self.client)
+            else:
+                tasks = [task for log_id in plan for task in plan[log_id]]
+                runner = ConcurrentRunner(self.client, tasks, limit)
             self.__dict__["_window_runner"] = runner
         return runner
 

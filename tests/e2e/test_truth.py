@@ -53,7 +53,8 @@ def tap_config(emu, **overrides) -> dict:
         "backoff_base_seconds": 0.02,
         "backoff_max_seconds": 0.5,
         "max_retries": 10,
-        "max_concurrent_queries": 1,
+        # The product default (4): concurrent queries; the sequential path is in tests/tap.
+        "max_concurrent_queries": 4,
     }
     config.update(overrides)
     return config

@@ -7,6 +7,7 @@ it; ``to_inclusive`` and ``polls`` reproduce the two server behaviours the tap m
 from __future__ import annotations
 
 import re
+import threading
 from urllib.parse import parse_qs, urlparse
 
 BASE = "https://fake.logsearch"
@@ -22,6 +23,7 @@ class FakeLogSearch:
         self.pending: dict[str, tuple[int, dict]] = {}
         self.counter = 0
         self.starts: list[tuple[str, int, int]] = []
+        self._lock = threading.Lock()  # the tap may query from several threads
 
     def install(self, requests_mock) -> None:
         requests_mock.get(re.compile(re.escape(BASE) + r"/query/logs/[^/?]+"), json=self._query)
@@ -53,7 +55,8 @@ class FakeLogSearch:
         offset = int(qs.get("offset", ["0"])[0])
         per_page = int(qs["per_page"][0])
         if offset == 0:
-            self.starts.append((log, from_ms, to_ms))
+            with self._lock:
+                self.starts.append((log, from_ms, to_ms))
         selected = [
             e
             for e in self.events[log]
@@ -72,9 +75,10 @@ class FakeLogSearch:
             nxt = f"{BASE}/query/logs/{log}?from={from_ms}&to={to_ms}&per_page={per_page}"
             body["links"] = [{"rel": "Next", "href": f"{nxt}&offset={offset + per_page}"}]
         if self.polls:
-            self.counter += 1
-            qid = f"q-{self.counter}"
-            self.pending[qid] = (self.polls, body)
+            with self._lock:
+                self.counter += 1
+                qid = f"q-{self.counter}"
+                self.pending[qid] = (self.polls, body)
             context.status_code = 202
             return {
                 "progress": 0,
@@ -85,8 +89,10 @@ class FakeLogSearch:
 
     def _poll(self, request, context):
         qid = urlparse(request.url).path.rsplit("/", 1)[1]
-        left, body = self.pending[qid]
+        with self._lock:
+            left, body = self.pending[qid]
+            if left > 1:
+                self.pending[qid] = (left - 1, body)
         if left > 1:
-            self.pending[qid] = (left - 1, body)
             return {"progress": 50, "events": [], "links": [{"rel": "Self", "href": request.url}]}
         return body
