@@ -1,0 +1,26 @@
+"""LogSearchClient.count (for reconciliation) against the emulator: half-open whatever `to` does."""
+
+from __future__ import annotations
+
+import pytest
+
+from tap_rapid7.client import LogSearchClient
+from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from tap_rapid7.windows import iso_to_millis
+
+FROM = iso_to_millis("2026-03-01T00:00:00Z")
+TO = iso_to_millis("2026-03-01T00:05:00Z")
+
+
+@pytest.mark.parametrize("to_inclusive", [False, True], ids=["to-exclusive", "to-inclusive"])
+def test_count_equals_truth_of_the_half_open_window(to_inclusive):
+    options = EmulatorOptions(seed=5, log_count=2, burst_probability=0.5, to_inclusive=to_inclusive)
+    with running_emulator(options) as emu:
+        client = LogSearchClient.from_config(
+            {"api_key": emu.api_key, "base_url": emu.base_url, "poll_interval_seconds": 0.001}
+        )
+        for log_id in emu.log_ids:
+            # End on a millisecond that holds events, so an inclusive `to` would over-count.
+            stamps = [e["timestamp"] for e in emu.events(log_id, FROM, TO)]
+            end = max(set(stamps), key=stamps.count)
+            assert client.count(log_id, FROM, end) == len(emu.truth(FROM, end, log_id))
