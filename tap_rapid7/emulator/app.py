@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tap_rapid7.emulator.data import LABELS, Event, SyntheticData
 from tap_rapid7.emulator.faults import FaultInjector
@@ -537,7 +537,3 @@ def _param(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name)
     return values[0] if values else None
 
-
-def quote_statement(statement: str) -> str:
-    """URL-encode a LEQL statement for the `query` parameter (helper for tests/clients)."""
-    return quote(statement, safe="")

@@ -267,3 +267,43 @@ def test_responses_are_json_with_keep_alive(emu, session):
     for _ in range(3):
         session.get(f"{emu.base_url}/management/logs")
     assert emu.stats()["connections"] == 1, "one keep-alive connection served every request"
+
+
+def test_emulator_namespace_errors(emu):
+    base = f"{emu.base_url}/_emulator"
+    assert requests.get(f"{base}/truth", params={"from": 1}, timeout=10).status_code == 400
+    unknown = requests.get(f"{base}/truth", params={"from": 1, "to": 2, "log_id": "nope"},
+                           timeout=10)
+    assert unknown.status_code == 404
+    assert requests.get(f"{base}/nothing", timeout=10).status_code == 404
+
+
+def test_bad_post_bodies_and_context_parameters(emu, session):
+    for body in ({"logs": []}, {"logs": "one"}, {"leql": {}}, []):
+        response = session.post(f"{emu.base_url}/query/logs", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["errorCode"] == 100005
+    bad_context = session.get(f"{emu.base_url}/query/context/123",
+                              params={"timestamp": "x", "log_keys": emu.log_ids[0]})
+    assert bad_context.status_code == 404
+    put = session.put(f"{emu.base_url}/query/logs")
+    assert put.status_code == 501
+
+
+def test_statement_parser_edge_cases(emu):
+    from tap_rapid7.emulator.leql import StatementError, parse_statement
+
+    assert parse_statement("where(\"a (b) c\")").matches("x a (b) c") is True
+    assert parse_statement("WHERE(user=alice) CALCULATE(COUNT)").is_count
+    nested = parse_statement("where(a.b=true)").matches
+    assert nested('{"a": {"b": true}}')
+    assert not nested('{"a": {"b": false}}')
+    assert not nested('{"a": 1}')
+    assert not nested("plain text")
+    assert not nested("{broken")
+    assert parse_statement("where(x=null)").matches('{"x": null}')
+    assert parse_statement("where(n=3)").matches('{"n": 3}')
+    assert parse_statement('where("x)")').matches("a x) b")
+    for bad in ('where("open)', "where(a=b", "where(a(b)", "where((a))", "count()"):
+        with pytest.raises(StatementError):
+            parse_statement(bad)

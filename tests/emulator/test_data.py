@@ -209,3 +209,22 @@ def test_bucket_cache_is_bounded_and_regeneration_is_identical():
 def _bucket_sizes(app: EmulatorApp, window: tuple[int, int]) -> list[list]:
     return [app.data.bucket(log.index, b)[0] for log in app.data.logs
             for b in range(window[0] // MINUTE_MS, window[1] // MINUTE_MS)]
+
+
+def test_low_rates_use_exact_poisson_counts():
+    window = (NOW_MS - HOUR_MS, NOW_MS)
+    count = len(_app(events_per_second=0.1, burst_probability=0).truth(*window))
+    assert 0.8 * 1440 < count < 1.2 * 1440
+
+
+def test_update_options_rebuilds_data_live(emulator_factory):
+    emu = emulator_factory(fixed_now_ms=NOW_MS, seed=1)
+    before = list(emu.log_ids)
+    emu.update_options(seed=2, log_count=3)
+    assert len(emu.log_ids) == 3
+    assert set(emu.log_ids).isdisjoint(before)
+    logs = requests.get(f"{emu.base_url}/management/logs",
+                        headers={"X-Api-Key": emu.api_key}, timeout=10).json()["logs"]
+    assert [log["id"] for log in logs] == emu.log_ids
+    assert emu.options.seed == 2
+    assert emu.now_ms() == NOW_MS

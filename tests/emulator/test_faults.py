@@ -137,3 +137,12 @@ def test_plain_client_gets_truth_over_logsets_with_all_faults(emulator_factory, 
                      window, max_polls=100_000).keys
     truth = emu.truth(window["from"], window["to"])
     assert Counter(keys) == Counter(truth)
+
+
+def test_changing_fault_seed_at_runtime_restarts_the_dice(emulator_factory):
+    options = {"error_rate": 0.5, "fault_seed": 5}
+    fresh = _statuses(emulator_factory(**options), 20)
+    emu = emulator_factory(error_rate=0.5, fault_seed=6)
+    _statuses(emu, 7)
+    emu.update_options(fault_seed=5)
+    assert _statuses(emu, 20) == fresh
