@@ -85,6 +85,7 @@ class Page:
     elapsed_seconds: float
     number: int
     next_href: str | None = None
+    body_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -284,8 +285,12 @@ class LogSearchClient:
                     url, params=params, timeout=self.request_timeout_seconds
                 )
                 content = response.content
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # ChunkedEncodingError is a ConnectionError subclass: a body cut short.
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:  # a dropped connection or a body cut short
                 wait = self.backoff_seconds(attempt)
                 reason = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
                 self._give_up_or_log(
@@ -453,6 +458,7 @@ class LogSearchClient:
                 elapsed_seconds=self._clock() - started,
                 number=number,
                 next_href=next_href,
+                body_keys=sorted(body),
             )
             if not next_href:
                 return
@@ -486,6 +492,10 @@ class LogSearchClient:
             window_from=window.from_ms, window_to=window.to_ms, per_page=self.per_page,
             query_from=query_from,
         )  # fmt: skip
+        # Restarts are bounded per run of restarts that made no progress: a slow consumer can
+        # let links expire many times in a long window, each restart still moving forward.
+        stuck_restarts = 0
+        accepted_at_restart = 0
         while True:
             previous_max: int | None = None
             try:
@@ -500,7 +510,8 @@ class LogSearchClient:
                         "page_max_event_timestamp": page_max,
                         "window_from": window.from_ms, "window_to": window.to_ms,
                         "next_from_millis": filt.next_from_millis(),
-                        "link_rels": page.link_rels, "keys": len(batch), "polls": page.polls,
+                        "link_rels": page.link_rels, "keys": page.body_keys, "accepted": len(batch),
+                        "polls": page.polls,
                         "elapsed_seconds": round(page.elapsed_seconds, 3),
                     }  # fmt: skip
                     log_event(logger, logging.INFO, "logsearch_page_complete", **fields)
@@ -515,10 +526,14 @@ class LogSearchClient:
                 break
             except QueryRestartNeeded as signal:
                 report.restarts += 1
-                if report.restarts > self.max_restarts:
+                progressed = filt.accepted > accepted_at_restart
+                stuck_restarts = 1 if progressed else stuck_restarts + 1
+                accepted_at_restart = filt.accepted
+                if stuck_restarts > self.max_restarts:
                     msg = (
                         f"query for log {log_id!r} window [{window.from_ms}, {window.to_ms}) "
-                        f"restarted {self.max_restarts} times ({signal.reason}); giving up"
+                        f"restarted {self.max_restarts} times without progress "
+                        f"({signal.reason}); giving up (setting max_restarts)"
                     )
                     raise FatalAPIError(msg) from signal
                 query_from = filt.restart_from_ms()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import requests
@@ -421,3 +422,24 @@ def test_from_config_accepts_decimal_numbers_as_the_sdk_parses_them():
     assert client.poll_interval_seconds == 0.25
     assert isinstance(client.poll_interval_seconds, float)
     assert client.per_page == 100
+
+
+def test_many_expiries_that_each_make_progress_do_not_fail_the_window(requests_mock, make_client):
+    # Every Next link expires, but each restarted query gets one page further first.
+    events = [event(1000 + i, i) for i in range(12)]
+
+    def start(request, context):
+        offset = int(request.qs["from"][0]) - 1000
+        chunk = events[offset : offset + 3]
+        more = offset + 3 < len(events)
+        return page(chunk, f"{BASE}/query/expired-{offset}" if more else None)
+
+    requests_mock.get(START_URL, json=start)
+    requests_mock.get(
+        re.compile(re.escape(BASE) + r"/query/expired-\d+"),
+        status_code=404,
+        json={"message": "HTTP 404 Not Found"},
+    )
+    records, report = read_all(make_client(max_restarts=1))
+    assert keys(records) == [(e["timestamp"], e["sequence_number_str"]) for e in events]
+    assert report.restarts == 5  # more than max_restarts, but never two without progress
