@@ -443,7 +443,7 @@ class EmulatorApp:
         if opts.polls_before_ready == 0 and opts.ready_after_seconds == 0:
             entry.ready = True
             return self._finished(entry, base)
-        self.registry.add(entry)
+        self.registry.add(entry, opts.link_ttl_seconds)
         return _json(202, running_body(spec, entry.id, 0, f"{base}/query/{entry.id}",
                                        self.rels()))
 
@@ -497,7 +497,7 @@ class EmulatorApp:
                     if cached is None or cached.position != next_position:
                         cached = Continuation(self.registry.new_id(), spec, next_position,
                                               issued_ms=now, followed_from_next=True)
-                        self.registry.add(cached)
+                        self.registry.add(cached, opts.link_ttl_seconds)
                         entry.next_id = cached.id
                     next_href = f"{base}/query/{cached.id}"
         with self._lock:

@@ -78,11 +78,19 @@ class Registry:
         b = hashlib.sha1(f"{token}b".encode(), usedforsecurity=False).hexdigest()
         return f"{token}:{n}:{a}::{b}:"
 
-    def add(self, entry: Continuation) -> None:
+    def add(self, entry: Continuation, ttl_seconds: float | None = None) -> None:
+        """Store an entry; drop expired ones from the old end (entries are in issue order)."""
         with self._lock:
             self._entries[entry.id] = entry
             while len(self._entries) > REGISTRY_MAX_ENTRIES:
                 self._entries.popitem(last=False)
+            if ttl_seconds is not None:
+                horizon = entry.issued_ms - ttl_seconds * 1000
+                while self._entries:
+                    oldest = next(iter(self._entries.values()))
+                    if oldest.issued_ms >= horizon:
+                        break
+                    self._entries.popitem(last=False)
 
     def get(self, entry_id: str, now_ms: int, ttl_seconds: float | None
             ) -> tuple[Continuation | None, bool]:

@@ -189,3 +189,15 @@ def test_fixed_now_hides_the_future(emulator_factory):
     later = pull(emu.base_url, emu.api_key, f"/query/logs/{log_id}",
                  {"from": NOW_MS - MINUTE_MS, "to": NOW_MS + HOUR_MS})
     assert max(e["timestamp"] for e in later.events) > NOW_MS
+
+
+def test_expired_continuations_are_pruned(emulator_factory, session_for):
+    emu = emulator_factory(fixed_now_ms=NOW_MS, polls_before_ready=1, link_ttl_seconds=60)
+    session = session_for(emu)
+    url = f"{emu.base_url}/query/logs/{emu.log_ids[0]}"
+    for _ in range(3):
+        session.get(url, params=WINDOW)
+    assert emu.stats()["live_continuations"] == 3
+    emu.update_options(fixed_now_ms=NOW_MS + 61_000)
+    session.get(url, params=WINDOW)
+    assert emu.stats()["live_continuations"] == 1
