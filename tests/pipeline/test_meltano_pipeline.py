@@ -1,0 +1,130 @@
+"""End to end through Meltano: `meltano install`, then `meltano run tap-rapid7 target-parquet-parts`
+twice against the emulator; the dataset equals the emulator's ground truth and the second run adds
+only the new events; `meltano state get` holds `next_from_millis` per log.
+
+The project runs from a temporary copy of the repository's sources and `meltano.yml` (so
+`pip_url: -e .` is exercised exactly as written and no `.meltano/` or output lands in the repo).
+Settings come in through environment variables, which beat the `dev` environment's values: the
+emulator's port, an explicit `start_date` and `end_date` (the second run moves `end_date` on, so
+"new events" are exactly the ones in between, without waiting for the clock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from tap_rapid7.reconcile import main as reconcile_main
+from tap_rapid7.timeline import main as timeline_main
+
+pytest_plugins = ["tap_rapid7.emulator.testing"]
+
+REPO = Path(__file__).resolve().parents[2]
+MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".tools" / "meltano" / "bin" / "meltano"))
+STATE_ID = "dev:tap-rapid7-to-target-parquet-parts"
+MINUTE = 60_000
+
+
+def _iso(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of what `pip_url: -e .` installs, plus meltano.yml, in a temp directory."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("meltano.yml", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, root / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("tap_rapid7", "target_parquet_parts", "singer_eventlog"):
+        shutil.copytree(REPO / package, root / package, ignore=ignore)
+    return root
+
+
+def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 300
+             ) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(MELTANO), *args], cwd=project, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"meltano {' '.join(args)} failed ({result.returncode}):\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def _keys(output_dir: Path) -> list[tuple[str, str]]:
+    files = [str(p) for p in sorted((output_dir / "events").rglob("part-*.parquet"))]
+    if not files:
+        return []
+    table = ds.dataset(files, format="parquet").to_table(columns=["log_id",
+                                                                  "sequence_number_str"])
+    return list(zip(table["log_id"].to_pylist(), table["sequence_number_str"].to_pylist(),
+                    strict=True))
+
+
+@pytest.mark.skipif(not MELTANO.exists(), reason=f"Meltano not installed at {MELTANO} "
+                    "(scripts/test.sh installs it; or set MELTANO_BIN)")
+def test_meltano_install_run_twice_matches_truth_and_keeps_state(
+    project, emulator_factory, tmp_path
+):
+    emu = emulator_factory(events_per_second=1.0, burst_probability=0.3, burst_size=40,
+                           polls_before_ready=1)
+    end_2 = (int(time.time() * 1000) // MINUTE - 5) * MINUTE  # safely in the past: all visible
+    end_1 = end_2 - 3 * MINUTE
+    start = end_1 - 15 * MINUTE
+    output_dir = tmp_path / "lake"
+    env = {
+        **os.environ,
+        "MELTANO_CLI_DISABLE_VERSION_CHECK": "true",
+        "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "MELTANO_ENVIRONMENT": "dev",
+        "TAP_RAPID7_BASE_URL": emu.base_url,
+        "TAP_RAPID7_START_DATE": _iso(start),
+        "TAP_RAPID7_END_DATE": _iso(end_1),
+        "TARGET_PARQUET_PARTS_OUTPUT_DIR": str(output_dir),
+    }
+    for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(name, None)  # Meltano builds its own plugin venvs; do not leak ours into them
+
+    _meltano(project, env, "install")
+    first_log = _meltano(project, env, "run", "tap-rapid7", "target-parquet-parts").stderr
+    first = _keys(output_dir)
+    assert sorted(first) == sorted(emu.truth(start, end_1))
+    assert len(first) > 500
+
+    env["TAP_RAPID7_END_DATE"] = _iso(end_2)
+    _meltano(project, env, "run", "tap-rapid7", "target-parquet-parts")
+    second = _keys(output_dir)
+    new = emu.truth(end_1, end_2)
+    assert len(second) - len(first) == len(new) > 0  # only the new events came
+    assert sorted(second) == sorted(emu.truth(start, end_2))
+    assert not [key for key, n in Counter(second).items() if n > 1]
+
+    state = json.loads(_meltano(project, env, "state", "get", STATE_ID).stdout)
+    partitions = state["singer_state"]["bookmarks"]["events"]["partitions"]
+    next_from = {p["context"]["log_id"]: p["next_from_millis"] for p in partitions}
+    assert next_from == dict.fromkeys(emu.log_ids, end_2)
+
+    # The same dataset reconciles against the API's counts, and the run's log draws.
+    config = tmp_path / "tap.json"
+    config.write_text(json.dumps({"api_key": emu.api_key, "base_url": emu.base_url,
+                                  "poll_interval_seconds": 0.01}))
+    assert reconcile_main(["--config", str(config), "--dataset", str(output_dir),
+                           "--from", str(start), "--to", str(end_2), "--window", "5m"]) == 0
+    run_log = tmp_path / "run-1.log"
+    run_log.write_text(first_log)
+    png = tmp_path / "run-1.png"
+    assert timeline_main([str(run_log), "-o", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert not (project / "demo-output").exists()  # the env's output_dir won over meltano.yml
