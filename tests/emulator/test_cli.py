@@ -11,7 +11,8 @@ import sys
 import pytest
 import requests
 
-from tap_rapid7.emulator.cli import build_parser
+from tap_rapid7.emulator.cli import build_parser, main
+from tap_rapid7.emulator.data import SyntheticData
 from tap_rapid7.emulator.options import EmulatorOptions
 
 
@@ -35,8 +36,6 @@ def test_every_option_has_a_flag_and_flags_convert():
 
 
 def test_invalid_option_value_exits_with_the_option_name(capsys):
-    from tap_rapid7.emulator.cli import main
-
     assert main(["--burst-size", "100000", "--port", "0"]) == 2
     assert "burst_size" in capsys.readouterr().err
 
@@ -55,7 +54,9 @@ def test_cli_serves_on_loopback_and_stops_on_signal(stop_signal):
         response = requests.get(f"{base}/management/logs", headers={"X-Api-Key": "k1"},
                                 timeout=10)
         assert response.status_code == 200
-        assert len(response.json()["logs"]) == 4
+        same_seed = SyntheticData(EmulatorOptions(seed=3))
+        assert [log["id"] for log in response.json()["logs"]] == [
+            log.id for log in same_seed.logs], "data is deterministic across processes"
         process.send_signal(stop_signal)
         assert process.wait(timeout=20) == 0
     finally:
