@@ -21,7 +21,8 @@ class FaultInjector:
             self._rng = random.Random(f"faults-{fault_seed}")
 
     def roll(self, drop_rate: float, error_rate: float) -> tuple[bool, int | None]:
-        """Return (drop, error_status) for the next request; two draws every time."""
+        """Return (drop, error_status) for the next request; always three draws, so the
+        dice sequence depends only on the number of requests."""
         with self._lock:
             drop_die, error_die, code_die = (self._rng.random(), self._rng.random(),
                                              self._rng.random())
