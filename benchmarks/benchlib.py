@@ -2,8 +2,9 @@
 
 Every benchmark compares the product against a baseline measured in the same run, because the
 machines are shared and noisy: absolute times mean little, ratios mean more. Child processes are
-reaped with ``os.wait4`` so that each one's own CPU time and peak RSS are known exactly (not the
-sum over all children, as ``RUSAGE_CHILDREN`` would give).
+reaped with ``os.wait4`` so that each one's own CPU time is known exactly (not the sum over all
+children, as ``RUSAGE_CHILDREN`` would give); peak RSS comes from sampling ``VmHWM`` in /proc
+(see ``PeakRssWatcher``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -165,6 +167,7 @@ def run_child(
         stderr=stderr,
         env=env,
     )
+    watcher = PeakRssWatcher(process.pid)
     if feed is not None:
         assert process.stdin is not None
         try:
@@ -180,11 +183,54 @@ def run_child(
         finally:
             with contextlib.suppress(BrokenPipeError):
                 process.stdin.close()
-    return wait_child(process, started)
+    return wait_child(process, started, watcher)
 
 
-def wait_child(process: subprocess.Popen[bytes], started: float) -> ChildResult:
-    """Reap ``process`` with ``wait4`` to get its own rusage; ``started`` is perf_counter()."""
+class PeakRssWatcher:
+    """Samples a process's ``VmHWM`` (its own peak RSS) from /proc until it exits.
+
+    ``ru_maxrss`` from ``wait4`` cannot be used: a child started with vfork/fork inherits the
+    parent's high-water mark at exec time, so a big benchmark process (an emulator holding data)
+    would inflate every child's figure. ``VmHWM`` belongs to the child's own address space and
+    only grows, so the last sample before exit is its peak (within one sampling period).
+    """
+
+    def __init__(self, pid: int, period_seconds: float = 0.02) -> None:
+        self.peak_kib = 0
+        self._path = Path(f"/proc/{pid}/status")
+        self._period = period_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        try:
+            text = self._path.read_text()
+        except OSError:
+            return  # exited (or a zombie whose status no longer has memory lines)
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                return
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self._period)
+
+    def stop(self) -> float:
+        """Stop sampling; return the peak in MiB."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib / 1024
+
+
+def wait_child(
+    process: subprocess.Popen[bytes], started: float, watcher: PeakRssWatcher | None = None
+) -> ChildResult:
+    """Reap ``process`` with ``wait4`` to get its own CPU time; ``started`` is perf_counter()."""
+    if watcher is None:
+        watcher = PeakRssWatcher(process.pid)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -192,7 +238,7 @@ def wait_child(process: subprocess.Popen[bytes], started: float) -> ChildResult:
         returncode=process.returncode,
         wall_seconds=wall,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
-        max_rss_mib=usage.ru_maxrss / 1024,  # Linux reports KiB
+        max_rss_mib=watcher.stop(),
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pyarrow.parquet as pq
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -50,3 +51,31 @@ def test_raw_baseline_writes_every_record_exactly(tmp_path):
     table = pq.ParquetDataset(parts).read()
     written = sorted(table.column("sequence_number").to_pylist())
     assert written == [benchlib.make_record(i)["sequence_number"] for i in range(250)]
+
+
+def test_tap_wall_lower_bound_is_the_longest_chain_or_the_rate_limit():
+    import tap_wall
+
+    from tap_rapid7.emulator import EmulatorOptions
+
+    options = EmulatorOptions(ready_after_seconds=1.0, request_latency_ms=50.0)
+    bounds = tap_wall.lower_bounds([5, 2, 3], options)
+    assert bounds.longest_chain == pytest.approx(5 * 1.05)
+    assert bounds.total_chains == pytest.approx(10 * 1.05)
+    assert bounds.requests == 20
+    assert bounds.unbounded == pytest.approx(5 * 1.05)
+    assert bounds.at_concurrency(1) == pytest.approx(10 * 1.05)
+    assert bounds.at_concurrency(4) == pytest.approx(5 * 1.05)
+    limited = EmulatorOptions(
+        ready_after_seconds=1.0, rate_limit_budget=8, rate_limit_window_seconds=60.0
+    )
+    assert tap_wall.lower_bounds([5, 2, 3], limited).unbounded == 2 * 60.0  # 20 requests: 3 windows
+
+
+def test_peak_rss_is_the_child_own_not_the_parent_high_water_mark():
+    ballast = bytearray(300 * 2**20)  # the parent is big; a vfork'd child must not inherit it
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    result = benchlib.run_child([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    assert result.returncode == 0
+    assert 0 < result.max_rss_mib < 100
+    del ballast

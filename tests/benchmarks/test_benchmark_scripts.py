@@ -43,6 +43,22 @@ def ratios(output: str) -> dict[str, float]:
     [
         ("target_throughput.py", "target_over_baseline"),
         ("target_memory.py", "peak_rss_4x_over_1x"),
+        ("tap_cpu.py", "tap_over_raw_cpu"),
+        ("tap_wall.py", "tap_over_lower_bound"),
+    ],
+)
+def test_benchmark_script_runs_end_to_end_and_prints_its_ratio(script, ratio):
+    """Each benchmark, against the product, on tiny sizes."""
+    output = run_benchmark(script)
+    assert ratio in ratios(output), output
+    assert ratios(output)[ratio] > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "ratio"),
+    [
+        ("target_throughput.py", "target_over_baseline"),
+        ("target_memory.py", "peak_rss_4x_over_1x"),
     ],
 )
 def test_target_benchmark_scripts_run_with_a_stand_in_target(script, ratio):

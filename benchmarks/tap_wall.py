@@ -1,0 +1,231 @@
+"""Tap wall time with realistic latency, against its lower bound and a plain sequential client.
+
+The emulator (in this process) makes every query, and every Next page (``next_is_async``), ready
+only ``ready_after_seconds`` after it starts, and every request takes ``request_latency_ms``.
+8 logs x 1 hour, with enough events per log that each needs several pages.
+
+Lower bound, computed from those parameters: a page cannot arrive sooner than R + L after the
+request that starts it (R = ready_after_seconds, L = latency: the start answers after L, the
+query becomes ready R after that, and the poll that fetches the page takes L, which it can spend
+while the query is still running). A log is a chain of ``pages`` such steps, so
+
+* ``chain(log) = pages(log) * (R + L)``; the lower bound is the longest chain;
+* with k queries in flight at most, it is also at least ``sum(chains) / k``;
+* with a rate-limit budget B per window W, ``ceil(requests / B) - 1`` whole windows must pass
+  (requests >= 2 per page), whichever binds.
+
+Measured: ``tap-rapid7`` with the default ``max_concurrent_queries`` and with 1, from its first
+API request to its exit (its interpreter start-up is shown separately), and a plain sequential
+client in the style of Rapid7's own (poll every 1 s, log after log: raw_logsearch_client.py).
+Every run's event count is checked against the emulator's ground truth.
+Goal: tap (default concurrency) <= 1.3 x the lower bound.
+
+Run: ``.venv/bin/python benchmarks/tap_wall.py [--quick] [--latency-ms 30] [--ready-after 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import benchlib
+import raw_logsearch_client
+from tap_cpu import fixed_window, tap_config
+
+from tap_rapid7.emulator import EmulatorOptions, RunningEmulator, running_emulator
+
+GOAL = 1.3
+
+
+@dataclass
+class Bounds:
+    """The lower bounds of one configuration, in seconds."""
+
+    longest_chain: float
+    total_chains: float
+    rate_limit: float
+    requests: int
+
+    def at_concurrency(self, k: int) -> float:
+        """Lower bound when at most ``k`` queries are in flight."""
+        return max(self.longest_chain, self.total_chains / k, self.rate_limit)
+
+    @property
+    def unbounded(self) -> float:
+        """Lower bound with any number of queries in flight."""
+        return max(self.longest_chain, self.rate_limit)
+
+
+def lower_bounds(pages: list[int], options: EmulatorOptions) -> Bounds:
+    """The bounds described in the module docstring, from the pages each log needs."""
+    step = options.ready_after_seconds + options.request_latency_ms / 1000
+    chains = [count * step for count in pages]
+    requests = 2 * sum(pages)
+    rate_bound = 0.0
+    if options.rate_limit_budget:
+        windows = math.ceil(requests / options.rate_limit_budget) - 1
+        rate_bound = windows * options.rate_limit_window_seconds
+    return Bounds(max(chains), sum(chains), rate_bound, requests)
+
+
+class FirstRequestClock:
+    """Notes when the emulator receives its first API request after ``arm()``."""
+
+    def __init__(self, emulator: RunningEmulator) -> None:
+        self.at: float | None = None
+        self._armed = False
+        original = emulator.app.handle
+
+        def handle(*args: Any, **kwargs: Any) -> Any:
+            if self._armed and self.at is None:
+                self.at = time.perf_counter()
+            return original(*args, **kwargs)
+
+        emulator.app.handle = handle  # type: ignore[method-assign]
+
+    def arm(self) -> None:
+        """Start watching for the next first request."""
+        self.at, self._armed = None, True
+
+
+def count_records(stream: IO[bytes], counts: dict[str, int]) -> None:
+    """Count RECORD lines of the events stream (runs on a thread reading the tap's stdout)."""
+    for line in stream:
+        if line.startswith(b'{"type":"RECORD"') and b'"stream":"events"' in line[:40]:
+            counts["events"] += 1
+
+
+def run_tap(
+    emulator: RunningEmulator,
+    clock: FirstRequestClock,
+    config: dict[str, Any],
+    workdir: Path,
+    name: str,
+) -> tuple[float, float, int]:
+    """Run the tap; return (seconds from first request to exit, start-up seconds, events)."""
+    config_path = workdir / f"{name}.json"
+    config_path.write_text(json.dumps(config))
+    stderr_path = workdir / f"{name}.stderr"
+    counts = {"events": 0}
+    clock.arm()
+    started = time.perf_counter()
+    with stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            [benchlib.venv_bin("tap-rapid7"), "--config", str(config_path)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        reader = threading.Thread(target=count_records, args=(process.stdout, counts))
+        reader.start()
+        result = benchlib.wait_child(process, started)
+        reader.join()
+    benchlib.fail_unless_ok(f"tap-rapid7 ({name})", result, stderr_path)
+    if clock.at is None:
+        raise SystemExit(f"tap-rapid7 ({name}) sent no request")
+    ended = started + result.wall_seconds
+    return ended - clock.at, clock.at - started, counts["events"]
+
+
+def main() -> None:
+    """Run the three clients, print their times, the bounds and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--logs", type=int, help="logs (default 8)")
+    parser.add_argument("--events-per-second", type=float, help="per log (default 0.2)")
+    parser.add_argument("--latency-ms", type=float, help="per request (default 30)")
+    parser.add_argument("--ready-after", type=float, help="seconds per query (default 1.0)")
+    parser.add_argument("--rate-limit-budget", type=int, help="requests per window (default none)")
+    parser.add_argument("--rate-limit-window", type=float, default=900.0)
+    parser.add_argument("--concurrency", type=int, default=4, help="the tap's default, for bounds")
+    args = parser.parse_args()
+    options = EmulatorOptions(
+        seed=5,
+        log_count=args.logs or (2 if args.quick else 8),
+        events_per_second=args.events_per_second or (0.3 if args.quick else 0.2),
+        polls_before_ready=0,
+        ready_after_seconds=args.ready_after or (0.2 if args.quick else 1.0),
+        request_latency_ms=args.latency_ms if args.latency_ms is not None else 30.0,
+        next_is_async=True,
+        rate_limit_budget=args.rate_limit_budget,
+        rate_limit_window_seconds=args.rate_limit_window,
+    )
+    window_seconds = 600 if args.quick else 3600
+    with (
+        running_emulator(options, port=0) as emulator,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        workdir = Path(tmp)
+        log_ids = emulator.log_ids
+        window = fixed_window(window_seconds)
+        per_log = [len(emulator.truth(*window, log_id)) for log_id in log_ids]
+        pages = [max(1, math.ceil(count / 500)) for count in per_log]
+        expected = sum(per_log)
+        bounds = lower_bounds(pages, options)
+        benchlib.print_header(
+            "tap_wall",
+            {
+                "logs": len(log_ids),
+                "window_s": window_seconds,
+                "events": expected,
+                "pages_per_log": ",".join(map(str, pages)),
+                "ready_after_s": options.ready_after_seconds,
+                "latency_ms": options.request_latency_ms,
+                "rate_limit_budget": options.rate_limit_budget,
+            },
+        )
+        print(
+            f"lower_bound: longest_chain_s={bounds.longest_chain:.2f} "
+            f"sum_of_chains_s={bounds.total_chains:.2f} rate_limit_s={bounds.rate_limit:.0f} "
+            f"min_requests={bounds.requests} "
+            f"at_k{args.concurrency}_s={bounds.at_concurrency(args.concurrency):.2f}",
+            flush=True,
+        )
+        clock = FirstRequestClock(emulator)
+        results: dict[str, float] = {}
+        for name, extra in (("tap_default", {}), ("tap_k1", {"max_concurrent_queries": 1})):
+            config = tap_config(emulator, log_ids, window, **extra)
+            sync_seconds, startup, events = run_tap(emulator, clock, config, workdir, name)
+            if events != expected:
+                raise SystemExit(f"{name} emitted {events} events, the window has {expected}")
+            results[name] = sync_seconds
+            print(
+                f"{name}: events={events} sync_wall_s={sync_seconds:.2f} startup_s={startup:.2f}",
+                flush=True,
+            )
+        started = time.perf_counter()
+        pulled = raw_logsearch_client.pull(
+            base_url=emulator.base_url,
+            api_key=emulator.api_key,
+            log_ids=log_ids,
+            from_ms=window[0],
+            to_ms=window[1],
+            poll_interval=1.0,
+        )
+        sequential = time.perf_counter() - started
+        if pulled.events != expected:
+            raise SystemExit(f"sequential client got {pulled.events} events, expected {expected}")
+        print(
+            f"sequential_client: events={pulled.events} wall_s={sequential:.2f} "
+            f"pages={pulled.pages} requests={pulled.requests}",
+            flush=True,
+        )
+    k = args.concurrency
+    at_k = results["tap_default"] / bounds.at_concurrency(k)
+    print(f"context: tap_default/bound_at_k{k}={at_k:.3f}")
+    print(f"context: tap_k1/sum_of_chains={results['tap_k1'] / bounds.at_concurrency(1):.3f}")
+    print(f"context: sequential_client/tap_default={sequential / results['tap_default']:.2f}x")
+    print(f"context: sequential_client/lower_bound={sequential / bounds.unbounded:.2f}x")
+    ratio = results["tap_default"] / bounds.unbounded
+    benchlib.print_ratio("tap_over_lower_bound", ratio, f"<={GOAL}", ratio <= GOAL)
+
+
+if __name__ == "__main__":
+    main()
