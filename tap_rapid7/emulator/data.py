@@ -180,12 +180,13 @@ class SyntheticData:
         events = self._generate(self.logs[log_index], bucket_index)
         result = (events, [e.ts for e in events])
         with self._lock:
+            # An empty bucket weighs 1, so sparse data over long ranges stays bounded too.
             if key not in self._cache:
                 self._cache[key] = result
-                self._cached_events += len(events)
+                self._cached_events += len(events) + 1
                 self.buckets_generated += 1
             while self._cached_events > self.cache_max_events and len(self._cache) > 1:
-                self._cached_events -= len(self._cache.popitem(last=False)[1][0])
+                self._cached_events -= len(self._cache.popitem(last=False)[1][0]) + 1
         return result
 
     def _generate(self, log: LogInfo, bucket_index: int) -> list[Event]:

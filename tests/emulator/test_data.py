@@ -203,7 +203,10 @@ def test_bucket_cache_is_bounded_and_regeneration_is_identical():
     assert tiny.truth(*window) == first
     assert tiny.truth(*window) == first
     assert tiny.stats()["buckets_generated"] == 2 * generated, "nothing stays cached"
-    assert tiny.stats()["cached_events"] <= max(len(b) for b in _bucket_sizes(tiny, window))
+    assert tiny.stats()["cached_events"] <= max(len(b) + 1 for b in _bucket_sizes(tiny, window))
+    sparse = _app(events_per_second=0, burst_probability=0, cache_max_events=50)
+    assert sparse.truth(0, 10 * HOUR_MS) == []
+    assert sparse.stats()["cached_events"] <= 50, "empty buckets count against the bound"
 
 
 def _bucket_sizes(app: EmulatorApp, window: tuple[int, int]) -> list[list]:
