@@ -122,6 +122,9 @@ def test_meltano_install_run_twice_matches_truth_and_keeps_state(
                                   "poll_interval_seconds": 0.01}))
     assert reconcile_main(["--config", str(config), "--dataset", str(output_dir),
                            "--from", str(start), "--to", str(end_2), "--window", "5m"]) == 0
+    invoked = _meltano(project, env, "invoke", "tap-rapid7:reconcile", "--dataset",
+                       str(output_dir), "--from", str(start), "--to", str(end_2), "--json")
+    assert json.loads(invoked.stdout)["totals"]["api_count"] == len(second)
     run_log = tmp_path / "run-1.log"
     run_log.write_text(first_log)
     png = tmp_path / "run-1.png"
