@@ -9,6 +9,8 @@ import pytest
 from singer_eventlog import format_event
 from tap_rapid7.timeline import build_timeline, main, parse_fields, parse_line, parse_lines
 
+pytest_plugins = ["tap_rapid7.emulator.testing"]
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PAGE = {"log_id": "aaaa1111-2222", "page": 2, "status_code": 200, "event_count": 500,
         "events_total": 1000, "link_rels": ["Next"], "polls": 3, "elapsed_seconds": 1.25,
@@ -98,3 +100,45 @@ def test_command_writes_a_png(tmp_path, capsys):
     empty.write_text("nothing here\n")
     assert main([str(empty), "-o", str(tmp_path / "no.png")]) == 2
     assert not (tmp_path / "no.png").exists()
+
+
+def test_png_from_a_real_tap_and_target_run(tmp_path, emulator_factory):
+    """The plugins' own stderr (SDK console format) from a real run against the emulator."""
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    emu = emulator_factory(events_per_second=2.0, polls_before_ready=2, log_count=2,
+                           force_429_on_request=5)
+    end = (emu.now_ms() // 60_000 - 2) * 60_000
+    iso = lambda ms: datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()  # noqa: E731
+    tap_config = tmp_path / "tap.json"
+    tap_config.write_text(json.dumps({
+        "api_key": emu.api_key, "base_url": emu.base_url, "start_date": iso(end - 600_000),
+        "end_date": iso(end), "per_page": 200, "poll_interval_seconds": 0.01,
+        "window_seconds": 300, "backoff_base_seconds": 0.01,
+    }))
+    target_config = tmp_path / "target.json"
+    target_config.write_text(json.dumps({"output_dir": str(tmp_path / "lake"),
+                                         "batch_size_rows": 1000}))
+    bin_dir = Path(sys.executable).parent
+    log = tmp_path / "run.log"
+    with log.open("w") as stderr:
+        tap = subprocess.Popen([str(bin_dir / "tap-rapid7"), "--config", str(tap_config)],
+                               stdout=subprocess.PIPE, stderr=stderr)
+        target = subprocess.run(
+            [str(bin_dir / "target-parquet-parts"), "--config", str(target_config)],
+            stdin=tap.stdout, stdout=subprocess.DEVNULL, stderr=stderr, timeout=120, check=False)
+        tap.stdout.close()
+        assert tap.wait(timeout=60) == 0
+    assert target.returncode == 0, log.read_text()[-3000:]
+    timeline = build_timeline(parse_lines(log.read_text().splitlines()))
+    assert timeline.counts["logsearch_query_start"] == 2 * 2  # two logs, two 5-minute windows
+    assert timeline.counts["logsearch_retry"] >= 1  # the forced 429
+    assert timeline.counts["flush_complete"] >= 2
+    events = len(emu.truth(end - 600_000, end))
+    assert timeline.target_rows[-1][1] == events + len(emu.log_ids) + len(emu.logsets)
+    out = tmp_path / "real.png"
+    assert main([str(log), "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(PNG_MAGIC)
