@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import re
 import sys
@@ -201,12 +202,42 @@ class Timeline:
         for lane, _, _ in self.markers:
             seen.setdefault(lane)
         tap = [lane for lane in seen if lane.startswith("log ")]
+        first = {}
+        for lane in tap:
+            first.setdefault(lane.split(" #")[0], len(first))
+        tap.sort(key=lambda lane: (first[lane.split(" #")[0]], lane))
         return tap + [lane for lane in seen if not lane.startswith("log ")]
 
 
-def _log_lane(fields: dict[str, Any]) -> str:
-    log_id = str(fields.get("log_id", "?"))
-    return f"log {log_id[:8]}"
+class _QueryLanes:
+    """The tap's lanes: one per log, plus one more for each query of that log running at once.
+
+    With `max_concurrent_queries` > 1 the next windows of a log run side by side; giving each
+    running query (log, window_from) the lowest free slot keeps bars from hiding each other.
+    """
+
+    def __init__(self) -> None:
+        self.running: dict[str, dict[Any, int]] = defaultdict(dict)
+
+    @staticmethod
+    def name(log_id: str, slot: int) -> str:
+        return f"log {log_id[:8]}" + (f" #{slot + 1}" if slot else "")
+
+    def start(self, fields: dict[str, Any]) -> str:
+        log_id = str(fields.get("log_id", "?"))
+        used = set(self.running[log_id].values())
+        slot = next(i for i in itertools.count() if i not in used)
+        self.running[log_id][fields.get("window_from")] = slot
+        return self.name(log_id, slot)
+
+    def lane(self, fields: dict[str, Any], *, finish: bool = False) -> str:
+        log_id = str(fields.get("log_id", "?"))
+        slots = self.running[log_id]
+        key = fields.get("window_from")
+        slot = slots.get(key, min(slots.values(), default=0))  # a retry names no window
+        if finish:
+            slots.pop(key, None)
+        return self.name(log_id, slot)
 
 
 def build_timeline(events: list[LogEvent]) -> Timeline:
@@ -215,6 +246,7 @@ def build_timeline(events: list[LogEvent]) -> Timeline:
         raise ValueError("no tap or target events found in the log")
     origin = events[0].ts
     timeline = Timeline(origin=origin)
+    lanes = _QueryLanes()
     last_in_lane: dict[str, float] = {}
     flush_started: dict[str, float] = {}
     tap_total = 0
@@ -224,13 +256,13 @@ def build_timeline(events: list[LogEvent]) -> Timeline:
         fields = event.fields
         timeline.counts[event.name] += 1
         if event.name == "logsearch_query_start":
-            last_in_lane[_log_lane(fields)] = t
+            last_in_lane[lanes.start(fields)] = t
         elif event.name in {"logsearch_page_complete", "logsearch_pagination_stalled"}:
-            lane = _log_lane(fields)
+            lane = lanes.lane(fields)
             elapsed = float(fields.get("elapsed_seconds") or 0.0)
-            start = max(last_in_lane.get(lane, t - elapsed), t - elapsed) if elapsed else (
-                last_in_lane.get(lane, t)
-            )
+            # elapsed_seconds covers this page's request and polls; never reach back past the
+            # previous bar of the lane (a retry's back-off, the previous page).
+            start = max(last_in_lane.get(lane, t - elapsed), t - elapsed)
             polls = int(fields.get("polls") or 0)
             kind = "wait" if polls > 0 else "page"
             label = f"p{fields.get('page', '')}" + (f" ·{polls} polls" if polls else "")
@@ -242,17 +274,16 @@ def build_timeline(events: list[LogEvent]) -> Timeline:
                 tap_total += int(fields.get("event_count") or 0)
                 timeline.tap_events.append((t, tap_total))
         elif event.name == "logsearch_poll":
-            lane = _log_lane(fields) if "log_id" in fields else None
-            if lane:
-                timeline.markers.append((lane, t, "poll"))
+            if "log_id" in fields:
+                timeline.markers.append((lanes.lane(fields), t, "poll"))
         elif event.name == "logsearch_retry":
-            lane = _log_lane(fields)
+            lane = lanes.lane(fields)
             wait = float(fields.get("wait_seconds") or 0.0)
             timeline.spans.append(Span(lane, t, t + wait, "retry", str(fields.get("reason", ""))))
             timeline.markers.append((lane, t, "retry"))
             last_in_lane[lane] = t + wait
         elif event.name == "logsearch_window_complete":
-            timeline.markers.append((_log_lane(fields), t, "window"))
+            timeline.markers.append((lanes.lane(fields, finish=True), t, "window"))
         elif event.name == "flush_start":
             flush_started[str(fields.get("stream", "?"))] = t
         elif event.name == "flush_complete":

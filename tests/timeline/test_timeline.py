@@ -142,3 +142,26 @@ def test_png_from_a_real_tap_and_target_run(tmp_path, emulator_factory):
     out = tmp_path / "real.png"
     assert main([str(log), "-o", str(out)]) == 0
     assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_concurrent_queries_of_one_log_get_their_own_lanes():
+    base = 1_800_000_000.0
+    rows = [
+        (0.0, "logsearch_query_start", {"log_id": "log-a", "window_from": 0}),
+        (0.0, "logsearch_query_start", {"log_id": "log-a", "window_from": 10}),
+        (1.0, "logsearch_page_complete", {"log_id": "log-a", "window_from": 10, "page": 1,
+                                          "event_count": 5, "polls": 1, "elapsed_seconds": 1.0}),
+        (1.5, "logsearch_page_complete", {"log_id": "log-a", "window_from": 0, "page": 1,
+                                          "event_count": 5, "polls": 0, "elapsed_seconds": 1.5}),
+        (1.6, "logsearch_window_complete", {"log_id": "log-a", "window_from": 0}),
+        (1.7, "logsearch_query_start", {"log_id": "log-a", "window_from": 20}),
+        (2.0, "logsearch_page_complete", {"log_id": "log-a", "window_from": 20, "page": 1,
+                                          "event_count": 5, "polls": 0, "elapsed_seconds": 0.3}),
+    ]
+    lines = [json.dumps({"ts": base + t, "message": name, "extra": {"event": name, **fields}})
+             for t, name, fields in rows]
+    timeline = build_timeline(parse_lines(lines))
+    spans = [(s.lane, round(s.start, 2), round(s.end, 2)) for s in timeline.spans]
+    assert spans == [("log log-a #2", 0.0, 1.0), ("log log-a", 0.0, 1.5),
+                     ("log log-a", 1.7, 2.0)]  # the freed first lane is reused
+    assert timeline.lanes == ["log log-a", "log log-a #2"]
