@@ -146,8 +146,15 @@ def _to_record(event: Mapping[str, Any], log_id: str, timestamp: int, seq: int, 
         "sequence_number": seq,
         "sequence_number_str": seq_str,
         "message": message,
-        "labels": event.get("labels") or [],
+        "labels": _labels(event.get("labels")),
     }
+
+
+def _labels(labels: Any) -> list[dict]:
+    """Labels as the schema declares them (``[{"id": ...}]``); usually empty."""
+    if not labels:
+        return []
+    return [{"id": label.get("id")} for label in labels if isinstance(label, dict)]
 
 
 class LogSearchClient:

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Stream
 from singer_sdk import typing as th
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, InvalidStreamSortException
+from singer_sdk.helpers._util import utc_now
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.singerlib import RecordMessage
 
 from tap_rapid7.runner import WindowTask
 from tap_rapid7.windows import (
@@ -60,6 +63,9 @@ class EventsStream(_TapStream):
     # Records go out in (timestamp, sequence_number) order per log, so the bookmark may advance
     # as they go (resumable) instead of only at the end of a partition.
     is_sorted = True
+    # Records are built with the schema's exact types (client._to_record), so the SDK's
+    # per-record conformance pass (a third of the tap's CPU) has nothing to do.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     schema = th.PropertiesList(
         th.Property("log_id", th.StringType, required=True, description="Log the entry is in"),
         th.Property(
@@ -88,6 +94,8 @@ class EventsStream(_TapStream):
         if every:  # the SDK's periodic STATE interval (records), per instance
             self.STATE_MSG_FREQUENCY = int(every)
         self._plan: dict[str, list[WindowTask]] | None = None
+        self._state_dicts: dict[str, dict] = {}
+        self._all_selected: bool | None = None
         self._end_millis: int | None = None
 
     @property
@@ -155,12 +163,66 @@ class EventsStream(_TapStream):
         self.state_manager.is_flushed = False
         self._write_state_message()
 
+    def _every_property_selected(self) -> bool:
+        if self._all_selected is None:
+            mask = self.mask
+            self._all_selected = all(
+                mask.get(("properties", name), True) for name in self.schema["properties"]
+            )
+        return self._all_selected
+
+    def _generate_record_messages(self, record: Record) -> Iterator[RecordMessage]:
+        """The SDK's RECORD generation, minus two per-record passes that cannot change anything.
+
+        With every property selected, pruning deselected properties is a no-op, and the records
+        are already conformed (``TYPE_CONFORMANCE_LEVEL``); stream maps still apply. Together
+        these passes were about a tenth of the tap's CPU per event.
+        """
+        if not self._every_property_selected():
+            yield from super()._generate_record_messages(record)
+            return
+        for stream_map in self.stream_maps:
+            mapped = stream_map.transform(record)
+            if mapped is not None:
+                yield RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
+
+    def generate_child_contexts(
+        self, record: Record, context: Context | None
+    ) -> Iterable[Context | None]:
+        """No child streams here: nothing to generate per record."""
+        if not self.child_streams:
+            return ()
+        return super().generate_child_contexts(record, context)
+
+    def _partition_state(self, context: Context | None) -> dict:
+        """The partition's state dict (the same object inside the tap state), looked up once."""
+        log_id = context["log_id"] if context else ""
+        state = self._state_dicts.get(log_id)
+        if state is None:
+            state = self._state_dicts[log_id] = self.get_context_state(context)
+        return state
+
     def _increment_stream_state(
         self, latest_record: Record, *, context: Context | None = None
     ) -> None:
-        """After the SDK wrote ``latest_record``: advance the bookmark and our exact cursor."""
-        super()._increment_stream_state(latest_record, context=context)
-        state = self.get_context_state(context)
+        """After the SDK wrote ``latest_record``: advance the bookmark and our exact cursor.
+
+        Replaces the SDK's sorted-stream bookkeeping (same fields, same sort check) with one
+        dict lookup per record: it runs for every event and was a visible share of tap CPU.
+        """
+        state = self._partition_state(context)
+        value = latest_record[self.replication_key]
+        previous = state.get("replication_key_value")
+        if previous is not None and value < previous:
+            msg = f"events of {context} out of order: {value} after {previous}"
+            raise InvalidStreamSortException(msg)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = value
         state[CURSOR_MILLIS_KEY] = latest_record["timestamp"]
         state[CURSOR_SEQUENCE_KEY] = latest_record["sequence_number_str"]
 

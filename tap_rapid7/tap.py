@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from typing import Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.singerlib import Message, RecordMessage
 
 from tap_rapid7.client import REGIONS, LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
@@ -16,13 +18,28 @@ from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 __all__ = ["TapRapid7"]
 
 
+class RecordBufferingWriter(MsgSpecWriter):
+    """msgspec writer that flushes stdout at every non-RECORD message instead of every message.
+
+    A flush per record is a system call per event. STATE (and SCHEMA) still flush at once, and
+    they follow the records they cover in the same stream, so a reader never sees a STATE before
+    its records; records after the last STATE may sit in the buffer, as they may in any pipe.
+    """
+
+    def write_message(self, message: Message) -> None:
+        """Write one message; flush unless it is a RECORD."""
+        sys.stdout.buffer.write(self.format_message(message))
+        if not isinstance(message, RecordMessage):
+            sys.stdout.flush()
+
+
 class TapRapid7(Tap):
     """Singer tap for Rapid7 Log Search: events per log, plus logs and log sets."""
 
     name = "tap-rapid7"
     package_name = "tap-rapid7"
     # msgspec writes RECORD lines faster than the default simplejson writer and keeps ints exact.
-    message_writer_class = MsgSpecWriter
+    message_writer_class = RecordBufferingWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(

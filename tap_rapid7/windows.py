@@ -9,6 +9,7 @@ HTTP: the half-open windows ``[from, to)`` a sync is cut into, the per-log resum
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +43,18 @@ def iso_to_millis(value: str | dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+@functools.lru_cache(maxsize=4096)
+def _second_prefix(seconds: int) -> str:
+    return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def millis_to_iso(millis: int) -> str:
-    """ISO 8601 UTC date-time with millisecond precision for an epoch-ms value."""
-    return (_EPOCH + dt.timedelta(milliseconds=millis)).isoformat(timespec="milliseconds")
+    """ISO 8601 UTC date-time with millisecond precision for an epoch-ms value.
+
+    On the per-record path: the date part is cached per second (events arrive in time order).
+    """
+    seconds, rest = divmod(millis, 1000)
+    return f"{_second_prefix(seconds)}.{rest:03d}+00:00"
 
 
 def sync_end_millis(end_date: str | None, now_millis: int, lag_seconds: float) -> int:

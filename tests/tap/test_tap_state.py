@@ -155,3 +155,21 @@ def test_start_date_is_required_without_state(monkeypatch, fake):
     del cfg["start_date"]
     with pytest.raises(Exception, match="start_date"):
         run_tap(monkeypatch, cfg)
+
+
+def test_deselected_properties_and_stream_maps_still_apply(monkeypatch, fake):
+    catalog = TapRapid7(config=config(), parse_env_config=False).catalog_dict
+    for entry in catalog["streams"]:
+        for meta in entry["metadata"]:
+            if meta["breadcrumb"] == ["properties", "labels"]:
+                meta["metadata"]["selected"] = False
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", out)
+    tap = TapRapid7(config=config(stream_maps={"events": {"message": None}}), catalog=catalog)
+    tap.sync_all()
+    out.flush()
+    messages = [json.loads(line) for line in out.buffer.getvalue().decode().splitlines()]
+    records = event_records(messages)
+    assert records
+    assert all("labels" not in r and "message" not in r for r in records)
+    assert all("sequence_number_str" in r for r in records)
