@@ -1,0 +1,150 @@
+"""The whole pipeline, tap-rapid7 | target-parquet-parts, against the sum of its parts.
+
+The emulator (in this process) answers at once (no polls, no latency), so the run is CPU-bound.
+Measured, each as processes:
+
+1. ``tap-rapid7 > /dev/null`` (the tap alone);
+2. ``tap-rapid7 > FILE`` (records the tap's output for step 3; shown, not used in the ratio);
+3. ``target-parquet-parts --input FILE`` (the target alone);
+4. ``tap-rapid7 | target-parquet-parts`` (the pipeline, wall time until both have exited).
+
+Rows written in steps 3 and 4 are checked against the emulator's ground truth. Goal: the pipe
+costs no more than running the parts one after the other, pipeline / (tap + target) <= 1.0; on
+two or more cores it should approach max(tap, target) / (tap + target).
+
+Run: ``.venv/bin/python benchmarks/pipeline.py [--quick] [--events-per-second E]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import benchlib
+import pyarrow.parquet as pq
+from tap_cpu import events_served, fixed_window, tap_config
+
+from tap_rapid7.emulator import EmulatorOptions, running_emulator
+
+GOAL = 1.0
+
+
+def event_rows(output_dir: Path) -> int:
+    """Rows in the complete parts of the events stream under ``output_dir``."""
+    parts = (output_dir / "events").rglob("*.parquet")
+    return sum(pq.ParquetFile(part).metadata.num_rows for part in parts)
+
+
+def main() -> None:
+    """Run the four measurements and print the ratio of the pipe to the sum of its parts."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--events-per-second", type=float, help="per log (default 30)")
+    parser.add_argument("--window-seconds", type=int, help="window length (default 3600)")
+    args = parser.parse_args()
+    eps = args.events_per_second or (2.0 if args.quick else 30.0)
+    window_seconds = args.window_seconds or (600 if args.quick else 3600)
+    options = EmulatorOptions(
+        seed=13,
+        log_count=1,
+        events_per_second=eps,
+        polls_before_ready=0,
+        ready_after_seconds=0.0,
+        request_latency_ms=0.0,
+        next_is_async=False,
+    )
+    with running_emulator(options, port=0) as emulator, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        window = fixed_window(window_seconds)
+        expected = len(emulator.truth(*window))  # also warms the emulator's data cache
+        benchlib.print_header(
+            "pipeline",
+            {"logs": 1, "window_s": window_seconds, "events": expected, "emulator": "no waits"},
+        )
+        tap_config_path = workdir / "tap.json"
+        tap_config_path.write_text(json.dumps(tap_config(emulator, emulator.log_ids, window)))
+        tap_argv = [benchlib.venv_bin("tap-rapid7"), "--config", str(tap_config_path)]
+
+        def target_argv(name: str) -> list[str]:
+            config = workdir / f"{name}-target.json"
+            config.write_text(json.dumps({"output_dir": str(workdir / name)}))
+            return [benchlib.venv_bin("target-parquet-parts"), "--config", str(config)]
+
+        def served_since(before: int, name: str) -> None:
+            served = events_served(emulator) - before
+            if served != expected:
+                raise SystemExit(f"{name}: tap was served {served} events, expected {expected}")
+
+        # 1. the tap alone
+        before = events_served(emulator)
+        with (workdir / "tap-alone.stderr").open("wb") as err:
+            tap_alone = benchlib.run_child(tap_argv, stdout=subprocess.DEVNULL, stderr=err)
+        benchlib.fail_unless_ok("tap-rapid7", tap_alone, workdir / "tap-alone.stderr")
+        served_since(before, "tap alone")
+        benchlib.print_run("tap_alone", expected, tap_alone, unit="events")
+
+        # 2. record the tap's output
+        recorded = workdir / "tap-output.jsonl"
+        before = events_served(emulator)
+        with recorded.open("wb") as out, (workdir / "tap-record.stderr").open("wb") as err:
+            tap_record = benchlib.run_child(tap_argv, stdout=out, stderr=err)
+        benchlib.fail_unless_ok("tap-rapid7", tap_record, workdir / "tap-record.stderr")
+        served_since(before, "tap recording")
+        benchlib.print_run("tap_to_file", expected, tap_record, unit="events")
+
+        # 3. the target alone on the recorded output
+        argv = [*target_argv("target-alone"), "--input", str(recorded)]
+        target_stderr = workdir / "target-alone.stderr"
+        with target_stderr.open("wb") as err:
+            target_alone = benchlib.run_child(argv, stdout=subprocess.DEVNULL, stderr=err)
+        benchlib.fail_unless_ok("target-parquet-parts", target_alone, target_stderr)
+        if (rows := event_rows(workdir / "target-alone")) != expected:
+            raise SystemExit(f"target alone wrote {rows} rows, expected {expected}")
+        benchlib.print_run("target_alone", expected, target_alone)
+
+        # 4. the pipe
+        before = events_served(emulator)
+        started = time.perf_counter()
+        with (
+            (workdir / "pipe-tap.stderr").open("wb") as tap_err,
+            (workdir / "pipe-target.stderr").open("wb") as target_err,
+        ):
+            tap = subprocess.Popen(tap_argv, stdout=subprocess.PIPE, stderr=tap_err)
+            target = subprocess.Popen(
+                target_argv("pipeline"),
+                stdin=tap.stdout,
+                stdout=subprocess.DEVNULL,
+                stderr=target_err,
+            )
+            assert tap.stdout is not None
+            tap.stdout.close()  # the target holds the read end now
+            tap_result = benchlib.wait_child(tap, started)
+            target_result = benchlib.wait_child(target, started)
+        pipe_seconds = time.perf_counter() - started
+        benchlib.fail_unless_ok("tap-rapid7 (pipe)", tap_result, workdir / "pipe-tap.stderr")
+        benchlib.fail_unless_ok(
+            "target-parquet-parts (pipe)", target_result, workdir / "pipe-target.stderr"
+        )
+        served_since(before, "pipeline")
+        if (rows := event_rows(workdir / "pipeline")) != expected:
+            raise SystemExit(f"pipeline wrote {rows} rows, expected {expected}")
+        print(
+            f"pipeline: events={expected} wall_s={pipe_seconds:.2f} "
+            f"tap_cpu_s={tap_result.cpu_seconds:.2f} target_cpu_s={target_result.cpu_seconds:.2f} "
+            f"events_per_s={benchlib.rate(expected, pipe_seconds):.0f}",
+            flush=True,
+        )
+    parts_sum = tap_alone.wall_seconds + target_alone.wall_seconds
+    parts_max = max(tap_alone.wall_seconds, target_alone.wall_seconds)
+    print(f"context: sum_of_parts_s={parts_sum:.2f} slowest_part_s={parts_max:.2f}")
+    print(f"context: pipeline/slowest_part={pipe_seconds / parts_max:.3f}")
+    ratio = pipe_seconds / parts_sum
+    benchlib.print_ratio("pipeline_over_sum_of_parts", ratio, f"<={GOAL}", ratio <= GOAL)
+
+
+if __name__ == "__main__":
+    main()
