@@ -10,8 +10,11 @@ Lifecycle:
 
 * A flush appends the entry and fsyncs the journal **before** the part is renamed into place.
 * When STATE number ``m`` is emitted, the entries of this run with ``state_index < m`` are
-  covered (every record in them arrived before that STATE), so the journal is rewritten without
-  them (temp file, fsync, ``os.replace``, directory fsync).
+  covered (every record in them arrived before that STATE): a ``{"covered": m, "run": ...}``
+  line is appended (no fsync needed: losing it only keeps covered keys a little longer, and
+  those keys only ever drop records that really are in a part). Once the file has grown past
+  ``COMPACT_AFTER_LINES`` it is rewritten with the live entries only (temp file, fsync,
+  ``os.replace``, directory fsync).
 * On start, entries left by an earlier run describe parts holding records *after* the last STATE
   that run emitted. The orchestrator restarts the tap from that STATE, so those records come
   again: their keys are read back from the parts (key columns only) and re-delivered records with
@@ -28,8 +31,8 @@ Crash points (``kill -9`` at any instant):
    contributes no keys. The records are re-delivered and written.
 3. After the rename, before the STATE is emitted: the part exists and is in the journal; the
    re-delivered records are dropped.
-4. After the STATE is written to stdout, before the journal rewrite: the entries stay (harmless:
-   their keys only drop records that really are in a part already).
+4. After the STATE is written to stdout, before the ``covered`` line: the entries stay
+   (harmless: their keys only drop records that really are in a part already).
 5. During a journal append: a torn last line is ignored on load; its part was not renamed yet
    (the rename happens after the append's fsync), so nothing is lost.
 6. During a journal rewrite: ``os.replace`` is atomic; either the old or the new journal is seen.
@@ -63,6 +66,7 @@ JOURNAL_DIR = "_journal"
 JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = "lock"
 _KEY_SEP = "\x1f"
+COMPACT_AFTER_LINES = 1000
 
 
 class OutputDirInUseError(RuntimeError):
@@ -121,6 +125,7 @@ class Journal:
                 f"(lock {self.directory / LOCK_FILE}); give each concurrent run its own output_dir"
             )
             raise OutputDirInUseError(msg) from exc
+        self._lines = 0
         self._entries = self._load()
         self._replay = self._load_replay_keys()
         self._append_fd: int | None = None
@@ -129,11 +134,20 @@ class Journal:
     def _load(self) -> list[JournalEntry]:
         if not self.path.exists():
             return []
-        entries = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        entries: list[JournalEntry] = []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        self._lines = len(lines)
+        for line in lines:
             try:
-                entries.append(JournalEntry(**json.loads(line)))
-            except (ValueError, TypeError):
+                data = json.loads(line)
+                if "covered" in data:
+                    entries = [
+                        e for e in entries
+                        if e.run != data["run"] or e.state_index >= data["covered"]
+                    ]
+                else:
+                    entries.append(JournalEntry(**data))
+            except (ValueError, TypeError, KeyError):
                 logger.warning("ignoring a torn journal line in %s", self.path)
         return entries
 
@@ -195,14 +209,19 @@ class Journal:
             state_index=state_index,
             run=self.run_id,
         )
-        line = (json.dumps(asdict(entry), ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock:
-            if self._append_fd is None:
-                self._append_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                fsync_dir(self.directory)
-            os.write(self._append_fd, line)
-            os.fsync(self._append_fd)
+            self._append(asdict(entry), sync=True)
             self._entries.append(entry)
+
+    def _append(self, data: dict, *, sync: bool) -> None:
+        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._append_fd is None:
+            self._append_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fsync_dir(self.directory)
+        os.write(self._append_fd, line)
+        if sync:
+            os.fdatasync(self._append_fd)
+        self._lines += 1
 
     def covered(self, state_index: int) -> None:
         """STATE number ``state_index`` was emitted: forget this run's parts it covers."""
@@ -211,13 +230,18 @@ class Journal:
                 e for e in self._entries
                 if e.run != self.run_id or e.state_index >= state_index
             ]
-            if len(keep) != len(self._entries):
+            if len(keep) == len(self._entries):
+                return
+            if self._lines >= COMPACT_AFTER_LINES:
                 self._rewrite(keep)
+            else:
+                self._append({"covered": state_index, "run": self.run_id}, sync=False)
+                self._entries = keep
 
     def finish(self, *, clear: bool) -> None:
         """End of a clean run: empty the journal if nothing is left to resume, then unlock."""
         with self._lock:
-            if clear and self._entries:
+            if clear and (self._entries or self._lines):
                 self._rewrite([])
         self.close()
 
@@ -246,3 +270,4 @@ class Journal:
         os.replace(temp, self.path)
         fsync_dir(self.directory)
         self._entries = entries
+        self._lines = len(entries)

@@ -1,9 +1,17 @@
-"""The msgspec Singer reader, counting input lines so every error can name its line."""
+"""The msgspec Singer reader with a tight read loop that numbers input lines.
+
+Line numbers let every error name its line (malformed JSON, unknown message type, RECORD before
+SCHEMA, a record that breaks its schema). The loop replaces ``GenericSingerReader.process_lines``
+(same callbacks, same counters) because the SDK loop costs about a microsecond per line in
+helper calls (``assert_line_requires`` builds a set per line); at 100k+ lines/s that matters.
+"""
 
 from __future__ import annotations
 
+import io
 import sys
 import typing as t
+from collections import Counter, defaultdict
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
@@ -36,17 +44,50 @@ class LineNumberingReader(MsgSpecReader):
         return sys.stdin.buffer
 
     def deserialize_json(self, line: t.Any) -> dict:
-        """Decode one line; count it."""
-        self.line_number += 1
+        """Decode one line (does not count it: ``process_lines`` does)."""
         try:
             message = decoder.decode(line)
         except msgspec.DecodeError as exc:
             msg = f"input line {self.line_number} is not valid JSON ({exc}): {_excerpt(line)}"
             raise InvalidInputLine(msg) from None
-        if not isinstance(message, dict):
-            msg = f"input line {self.line_number} is not a JSON object: {_excerpt(line)}"
+        if type(message) is not dict or "type" not in message:
+            msg = (
+                f"input line {self.line_number} is not a Singer message (a JSON object with "
+                f"a 'type'): {_excerpt(line)}"
+            )
             raise InvalidInputLine(msg)
         return message
+
+    def process_lines(
+        self,
+        file_input: t.IO[t.Any] | None,
+        callbacks: dict[str, t.Callable[[dict], None]],
+    ) -> t.Counter[str]:
+        """Decode each line and hand it to its callback (see module docstring)."""
+        stats: dict[str, int] = defaultdict(int)
+        lines = file_input or self.default_input
+        # A text file (``--input``) is read through its binary buffer: msgspec decodes UTF-8
+        # bytes directly, skipping the text layer's decode.
+        if isinstance(lines, io.TextIOWrapper):
+            lines = lines.buffer
+        decode = decoder.decode
+        get_callback = callbacks.get
+        for line in lines:
+            self.line_number += 1
+            try:
+                message = decode(line)
+                message_type = message["type"]
+                callback = get_callback(message_type)
+            except (msgspec.DecodeError, TypeError, KeyError):
+                message = self.deserialize_json(line)  # raises the precise error
+                message_type = message["type"]
+                callback = get_callback(message_type)
+            if callback is None:
+                self._process_unknown_message(message)
+            else:
+                callback(message)
+            stats[message_type] += 1
+        return Counter(**stats)
 
     def _process_unknown_message(self, message_dict: dict) -> None:
         msg = (

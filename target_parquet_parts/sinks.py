@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import time
 import typing as t
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
-from singer_sdk.exceptions import InvalidRecord
+from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
 from singer_sdk.sinks import BatchSink
 
 from singer_eventlog import log_event
@@ -29,6 +31,12 @@ __all__ = ["ParquetPartsSink"]
 DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
 HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 _SAMPLE_EVERY = 64  # records between two byte-size samples (must be a power of two)
+
+
+class _NoLines:
+    """Stand-in when a caller swapped in a reader that does not number lines."""
+
+    line_number = None
 
 
 class ParquetPartsSink(BatchSink):
@@ -60,10 +68,13 @@ class ParquetPartsSink(BatchSink):
             self.config.get("compression") or "zstd", self.config.get("compression_level")
         )
         self._partition_field = self._resolve_partition_field()
-        self._reader = target.message_reader
+        reader = target.message_reader
+        self._reader = reader if hasattr(reader, "line_number") else _NoLines()
+        self._max_rows = self.max_size
         self._sampled_bytes = 0
         self._samples = 0
         self._bytes_full = False
+        self.fast_path = False  # set by the target when records bypass the SDK pipeline
         target.register_sink(self)
 
     def _resolve_partition_field(self) -> str | None:
@@ -112,21 +123,37 @@ class ParquetPartsSink(BatchSink):
         self._bytes_full = False
 
     def process_record(self, record: dict, context: dict) -> None:
-        """Buffer the record; every 64th one samples the batch's byte size."""
+        """SDK path (stream maps, flattening, metadata...): buffer the record."""
+        self._buffer(record, context)
+
+    def buffer_fast(self, record: dict) -> bool:
+        """Target's fast path: buffer one record as it came from the reader; True when full.
+
+        Does what the SDK's per-record pipeline would do for a stream without maps,
+        flattening, record metadata or per-record validator: count it and buffer it. Types,
+        nullability, required and key properties are checked in bulk at flush.
+        """
+        context = self._pending_batch or self._get_context(record)
+        self._batch_records_read += 1
+        self._total_records_read += 1
+        return self._buffer(record, context)
+
+    def _buffer(self, record: dict, context: dict) -> bool:
         records = context["records"]
         records.append(record)
-        context["lines"].append(getattr(self._reader, "line_number", None))
+        context["lines"].append(self._reader.line_number)
         count = len(records)
         if not (count - 1) & (_SAMPLE_EVERY - 1):
             self._sampled_bytes += len(_json_encoder.encode(record))
             self._samples += 1
             if self._sampled_bytes * count >= self._max_bytes * self._samples:
                 self._bytes_full = True
+        return self._bytes_full or count >= self._max_rows
 
     @property
     def is_full(self) -> bool:
         """Full by rows (``batch_size_rows``) or by approximate bytes (``max_batch_bytes``)."""
-        return self._bytes_full or self.current_size >= self.max_size
+        return self._bytes_full or self.current_size >= self._max_rows
 
     # -- writing --------------------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
@@ -138,6 +165,7 @@ class ParquetPartsSink(BatchSink):
         rows_in = len(records)
         started = time.perf_counter()
         log_event(self.logger, logging.INFO, "flush_start", stream=self.stream_name, rows=rows_in)
+        self._check_key_properties(records, context.get("lines"))
         try:
             table = build_table(records, self.spec)
         except ColumnError as exc:
@@ -181,12 +209,29 @@ class ParquetPartsSink(BatchSink):
             parquet_write_ms=round((finished - built) * 1000, 3),
             flush_total_ms=round((finished - started) * 1000, 3),
         )
+        if self.fast_path:
+            self.record_counter_metric.increment(rows_in)
         self.parts_written.extend(written)
         self.flush_count += 1
         self.rows_flushed += rows_in
         context["records"] = []
         context["lines"] = []
         target.on_sink_flushed(self)
+
+    def _check_key_properties(self, records: list[dict], lines: list | None) -> None:
+        """Every record must carry the stream's key properties (the SDK checks per record)."""
+        for key in self.key_properties:
+            present = sum(map(operator.contains, records, itertools.repeat(key)))
+            if present != len(records):
+                row = next(i for i, r in enumerate(records) if key not in r)
+                line = lines[row] if lines and row < len(lines) else None
+                where = f"input line {line}" if line else f"record {row + 1} of the batch"
+                msg = (
+                    f"stream '{self.stream_name}', {where}: record is missing key property "
+                    f"'{key}' (key properties: {list(self.key_properties)}; record keys: "
+                    f"{list(records[row])})"
+                )
+                raise MissingKeyPropertiesError(msg)
 
     def _split(self, table: pa.Table) -> t.Iterator[tuple[Path, pa.Table]]:
         base = resolve_inside(self.output_dir, self.directory_name)

@@ -24,6 +24,7 @@ class StateCapture(io.TextIOBase):
 
     def __init__(self, on_state: Callable[[Any], None] | None = None) -> None:
         self.states: list[Any] = []
+        self.lines: list[str] = []
         self.on_state = on_state
         self._buffer = ""
 
@@ -32,6 +33,7 @@ class StateCapture(io.TextIOBase):
         while "\n" in self._buffer:
             line, self._buffer = self._buffer.split("\n", 1)
             if line.strip():
+                self.lines.append(line)
                 value = json.loads(line)
                 if self.on_state:
                     self.on_state(value)
@@ -80,12 +82,15 @@ def read_rows(output_dir: Path, stream_dir: str = "events") -> list[dict[str, An
 
 
 def start_target_process(output_dir: Path, **config: Any) -> subprocess.Popen:
-    """The target as a real process reading a pipe we control."""
-    config_path = output_dir.parent / f"target-config-{os.getpid()}-{id(config)}.json"
+    """The target as a real process reading a pipe we control (stderr goes to a file)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{len(list(output_dir.parent.glob('target-*.json')))}"
+    config_path = output_dir.parent / f"target-{tag}.json"
     config_path.write_text(json.dumps({"output_dir": str(output_dir), **config}))
-    return subprocess.Popen(
-        [TARGET_BIN, "--config", str(config_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    with (output_dir.parent / f"target-{tag}.stderr").open("wb") as stderr:
+        return subprocess.Popen(
+            [TARGET_BIN, "--config", str(config_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )

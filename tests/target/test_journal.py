@@ -1,0 +1,96 @@
+"""The exactly-once journal's crash points, one by one."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from target_parquet_parts.journal import Journal, key_strings
+
+
+def _part(out, name, keys):
+    path = out / "events" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"k1": [k[0] for k in keys], "k2": [k[1] for k in keys]}), path)
+    return path
+
+
+def test_replay_keys_come_from_existing_journaled_parts(tmp_path):
+    out = tmp_path
+    first = Journal(out, "run1")
+    landed = _part(out, "part-a.parquet", [("x", 1), ("y", 2)])
+    first.record("events", landed, ["k1", "k2"], 0)
+    # Crash point 2: journaled, but never renamed into place.
+    first.record("events", out / "events" / "part-never.parquet", ["k1", "k2"], 0)
+    first.close()
+    # Crash point 5: a torn last line.
+    with (out / "_journal" / "journal.jsonl").open("a") as handle:
+        handle.write('{"part": "events/part-b.parq')
+    second = Journal(out, "run2")
+    incoming = pa.table({"k1": ["x", "z", "y"], "k2": [1, 3, 2], "v": [10, 30, 20]})
+    kept, dropped = second.drop_replayed("events", incoming, ["k1", "k2"])
+    assert dropped == 2
+    assert kept.column("v").to_pylist() == [30]
+    assert second.drop_replayed("other", incoming, ["k1", "k2"])[1] == 0
+    second.close()
+
+
+def test_covered_entries_are_forgotten_and_the_journal_is_compacted(tmp_path, monkeypatch):
+    journal = Journal(tmp_path, "run")
+    part = _part(tmp_path, "part-a.parquet", [("x", 1)])
+    journal.record("events", part, ["k1", "k2"], 0)
+    journal.record("events", part, ["k1", "k2"], 1)
+    journal.covered(1)  # STATE #1 emitted: the part flushed before it is covered
+    assert [e.state_index for e in journal.entries] == [1]
+    journal.close()
+    reloaded = Journal(tmp_path, "next")
+    assert [e.state_index for e in reloaded.entries] == [1]
+    reloaded.close()
+    from target_parquet_parts import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "COMPACT_AFTER_LINES", 1)
+    again = Journal(tmp_path, "next2")
+    again.record("events", part, ["k1", "k2"], 0)
+    again.covered(1)
+    lines = (tmp_path / "_journal" / "journal.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # rewritten with the live (inherited) entry only
+    again.finish(clear=True)
+    assert (tmp_path / "_journal" / "journal.jsonl").read_text() == ""
+
+
+def test_inherited_entries_survive_this_runs_states(tmp_path):
+    part = _part(tmp_path, "part-a.parquet", [("x", 1)])
+    crashed = Journal(tmp_path, "crashed")
+    crashed.record("events", part, ["k1", "k2"], 5)
+    crashed.close()
+    rerun = Journal(tmp_path, "rerun")
+    rerun.covered(100)
+    assert [e.run for e in rerun.entries] == ["crashed"]
+    rerun.close()
+
+
+def test_key_strings_composite_and_missing_columns():
+    table = pa.table({"a": ["x", None], "b": [1, 2]})
+    assert key_strings(table, ["a", "b"]).to_pylist() == ["x\x1f1", "\x00\x1f2"]
+    assert key_strings(table, ["b"]).to_pylist() == ["1", "2"]
+    assert key_strings(table, ["zzz"]) is None
+
+
+def test_lock_is_exclusive_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    journal = Journal(tmp_path, "holder")
+    try:
+        code = (
+            "import sys; from pathlib import Path; from target_parquet_parts.journal import "
+            "Journal, OutputDirInUseError\n"
+            "try:\n    Journal(Path(sys.argv[1]), 'other')\nexcept OutputDirInUseError:\n"
+            "    sys.exit(3)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False)
+        assert result.returncode == 3
+    finally:
+        journal.close()
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False)
+    assert result.returncode == 0  # released on close
