@@ -58,7 +58,7 @@ def test_clean_dataset_matches_the_apis_counts(lake, capsys):
 
 
 def test_damaged_dataset_fails_and_names_each_problem(lake, capsys):
-    emu, dataset, config, parts = lake
+    _emu, dataset, config, parts = lake
     shutil.copy(parts[0], parts[0].with_name("part-copied.parquet"))
     lost_rows = pq.read_table(parts[3]).num_rows
     parts[3].unlink()
