@@ -83,7 +83,7 @@ class TargetParquetParts(Target):
             th.StringType,
             default="zstd",
             allowed_values=COMPRESSIONS,
-            description="Parquet compression codec.",
+            description="Parquet compression codec: zstd, snappy, gzip, brotli, lz4 or none.",
         ),
         th.Property(
             "compression_level",
@@ -133,6 +133,13 @@ class TargetParquetParts(Target):
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self._records_since_check = 0
+        load_method = self.config.get("load_method") or "append-only"
+        if str(getattr(load_method, "value", load_method)) != "append-only":
+            msg = (
+                f"load_method '{load_method}' is not supported by {self.name}: parts are "
+                "immutable and only ever added, so only 'append-only' is possible"
+            )
+            raise ValueError(msg)
         lag = self.config.get("state_max_lag_seconds")
         self._state_max_lag = DEFAULT_STATE_MAX_LAG_SECONDS if lag is None else float(lag)
 
