@@ -9,6 +9,7 @@ children, as ``RUSAGE_CHILDREN`` would give); peak RSS comes from sampling ``VmH
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import os
@@ -51,6 +52,28 @@ EVENTS_SCHEMA: dict[str, Any] = {
 KEY_PROPERTIES = ["log_id", "sequence_number_str"]
 
 _encode = msgspec.json.Encoder().encode
+
+# The environment of every measured process. PYTHONUNBUFFERED is removed by default: `meltano run`
+# does not set it, so a user's tap and target get block-buffered stdout. Some environments (many
+# Docker images, CI) set it; `--unbuffered` measures that case (see add_env_argument).
+CHILD_ENV: dict[str, str] = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def add_env_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--unbuffered`` flag every benchmark takes."""
+    parser.add_argument(
+        "--unbuffered",
+        action="store_true",
+        help="run the measured processes with PYTHONUNBUFFERED=1 (default: without it)",
+    )
+
+
+def configure_env(args: argparse.Namespace) -> None:
+    """Apply ``--unbuffered`` to ``CHILD_ENV``."""
+    if args.unbuffered:
+        CHILD_ENV["PYTHONUNBUFFERED"] = "1"
+    else:
+        CHILD_ENV.pop("PYTHONUNBUFFERED", None)
 
 
 def schema_line() -> bytes:
@@ -165,7 +188,7 @@ def run_child(
         stdin=subprocess.PIPE if feed is not None else stdin,
         stdout=stdout,
         stderr=stderr,
-        env=env,
+        env=CHILD_ENV if env is None else env,
     )
     watcher = PeakRssWatcher(process.pid)
     if feed is not None:
@@ -267,6 +290,7 @@ def rate(count: float, seconds: float) -> float:
 
 def print_header(title: str, details: dict[str, Any]) -> None:
     """One line naming the benchmark and its parameters, for the record."""
+    details = {**details, "PYTHONUNBUFFERED": CHILD_ENV.get("PYTHONUNBUFFERED", "unset")}
     fields = " ".join(f"{key}={value}" for key, value in details.items())
     print(f"== {title}: {fields}", flush=True)
 

@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--events-per-second", type=float, help="per log (default 30)")
     parser.add_argument("--window-seconds", type=int, help="window length (default 3600)")
+    benchlib.add_env_argument(parser)
     args = parser.parse_args()
+    benchlib.configure_env(args)
     eps = args.events_per_second or (2.0 if args.quick else 30.0)
     window_seconds = args.window_seconds or (600 if args.quick else 3600)
     options = EmulatorOptions(
@@ -113,12 +115,15 @@ def main() -> None:
             (workdir / "pipe-tap.stderr").open("wb") as tap_err,
             (workdir / "pipe-target.stderr").open("wb") as target_err,
         ):
-            tap = subprocess.Popen(tap_argv, stdout=subprocess.PIPE, stderr=tap_err)
+            tap = subprocess.Popen(
+                tap_argv, stdout=subprocess.PIPE, stderr=tap_err, env=benchlib.CHILD_ENV
+            )
             target = subprocess.Popen(
                 target_argv("pipeline"),
                 stdin=tap.stdout,
                 stdout=subprocess.DEVNULL,
                 stderr=target_err,
+                env=benchlib.CHILD_ENV,
             )
             assert tap.stdout is not None
             tap.stdout.close()  # the target holds the read end now

@@ -107,7 +107,9 @@ def main() -> None:
     parser.add_argument("--logs", type=int, default=1, help="logs pulled (default 1)")
     parser.add_argument("--window-seconds", type=int, help="window length (default 3600)")
     parser.add_argument("--profile", action="store_true", help="one more tap run, under cProfile")
+    benchlib.add_env_argument(parser)
     args = parser.parse_args()
+    benchlib.configure_env(args)
     eps = args.events_per_second or (2.0 if args.quick else 50.0)
     window_seconds = args.window_seconds or (600 if args.quick else 3600)
     options = EmulatorOptions(

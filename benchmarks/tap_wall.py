@@ -124,6 +124,7 @@ def run_tap(
             [benchlib.venv_bin("tap-rapid7"), "--config", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=err,
+            env=benchlib.CHILD_ENV,
         )
         reader = threading.Thread(target=count_records, args=(process.stdout, counts))
         reader.start()
@@ -147,7 +148,9 @@ def main() -> None:
     parser.add_argument("--rate-limit-budget", type=int, help="requests per window (default none)")
     parser.add_argument("--rate-limit-window", type=float, default=900.0)
     parser.add_argument("--concurrency", type=int, default=4, help="the tap's default, for bounds")
+    benchlib.add_env_argument(parser)
     args = parser.parse_args()
+    benchlib.configure_env(args)
     options = EmulatorOptions(
         seed=5,
         log_count=args.logs or (2 if args.quick else 8),

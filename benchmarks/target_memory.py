@@ -56,7 +56,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, help="the small run; the large one is 4x (1000000)")
     parser.add_argument("--rows-per-part", type=int, help="batch_size_rows (100000)")
     parser.add_argument("--target-command", help="default: the venv's target-parquet-parts")
+    benchlib.add_env_argument(parser)
     args = parser.parse_args()
+    benchlib.configure_env(args)
     small = args.records or (2_000 if args.quick else 1_000_000)
     rows_per_part = args.rows_per_part or (500 if args.quick else 100_000)
     command = (

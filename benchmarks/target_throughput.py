@@ -147,7 +147,9 @@ def main() -> None:
     parser.add_argument(
         "--target-command", help="the target to measure (default: the venv's target-parquet-parts)"
     )
+    benchlib.add_env_argument(parser)
     args = parser.parse_args()
+    benchlib.configure_env(args)
     command = (
         shlex.split(args.target_command)
         if args.target_command
