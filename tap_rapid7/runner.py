@@ -4,11 +4,12 @@ A runner turns a ``WindowTask`` into the record batches of that window. The even
 for the tasks in the order its records must go out (log after log, window after window), so
 records, and therefore STATE, stay in order per log whichever runner is used.
 
-``ConcurrentRunner`` (``max_concurrent_queries`` > 1) runs up to N window queries in worker
-threads, starting them strictly in consumption order, each with a small bounded buffer of pages:
-while the records of the current window go out, the next windows and logs are already being
-polled and paged. Starting in consumption order is what makes it deadlock-free: the window the
-consumer waits for has always been started before any window behind it.
+``ConcurrentRunner`` (``max_concurrent_queries`` > 1) keeps up to N window queries in flight
+from worker threads that take windows strictly in consumption order, each with a small bounded
+buffer of pages: while the records of the current window go out, the next windows and logs are
+already being polled and paged. Taking windows in consumption order, and holding a query slot
+only while fetching (never while waiting for the consumer), is what makes it deadlock-free: the
+window the consumer waits for was taken before any window behind it and can always get a slot.
 """
 
 from __future__ import annotations
@@ -66,7 +67,13 @@ class _Failure:
 
 
 class ConcurrentRunner:
-    """Up to ``max_concurrent`` window queries in flight; records still handed out in order."""
+    """Up to ``max_concurrent`` window queries in flight; records still handed out in order.
+
+    A query is "in flight" while its next page is being fetched (start or ``Next``, and the
+    polls until that page is ready). Worker threads (twice as many) take windows in the order
+    their records will be needed and hold a slot only while fetching: a worker whose page buffer
+    is full waits for the consumer without holding a slot, so another window can be queried.
+    """
 
     def __init__(
         self,
@@ -74,26 +81,30 @@ class ConcurrentRunner:
         tasks: Sequence[WindowTask],
         max_concurrent: int,
         buffered_pages: int = 4,
+        lookahead: int = 2,
     ) -> None:
         self.client = client
         self.max_concurrent = max(1, max_concurrent)
+        self.workers = min(len(tasks), self.max_concurrent * max(1, lookahead))
         self._order = list(tasks)
-        # Bounded memory: at most `buffered_pages` pages wait per started window.
+        # Bounded memory: at most `buffered_pages` pages wait per started window, and at most
+        # `workers` windows are started ahead of the consumer.
         self._queues: dict[WindowTask, queue.Queue] = {
             task: queue.Queue(maxsize=max(1, buffered_pages)) for task in self._order
         }
+        self._slots = threading.Semaphore(self.max_concurrent)
         self._next = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.reports: list[WindowReport] = []
         self.active = 0
-        self.max_active = 0  # the most window queries ever in flight at once
+        self.max_active = 0  # the most page fetches (queries) ever in flight at once
 
     def _start(self) -> None:
         if self._threads:
             return
-        for number in range(min(self.max_concurrent, len(self._order))):
+        for number in range(self.workers):
             thread = threading.Thread(
                 target=self._work, name=f"logsearch-query-{number}", daemon=True
             )
@@ -106,8 +117,6 @@ class ConcurrentRunner:
                 return None
             task = self._order[self._next]
             self._next += 1
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
             return task
 
     def _put(self, box: queue.Queue, item: object) -> bool:
@@ -119,16 +128,29 @@ class ConcurrentRunner:
             return True
         return False
 
+    def _fetch(self, pages: Iterator[list[dict]]) -> list[dict] | None:
+        """The next batch of a window (None at its end), fetched while holding a slot."""
+        with self._slots:
+            with self._lock:
+                self.active += 1
+                self.max_active = max(self.max_active, self.active)
+            try:
+                return next(pages, None)
+            finally:
+                with self._lock:
+                    self.active -= 1
+
     def _work(self) -> None:
         while (task := self._claim()) is not None:
             box = self._queues[task]
             report = WindowReport(task.log_id, task.window)
             with self._lock:
                 self.reports.append(report)
+            pages = self.client.read_window(
+                task.log_id, task.window, task.resume, task.statement, report
+            )
             try:
-                for batch in self.client.read_window(
-                    task.log_id, task.window, task.resume, task.statement, report
-                ):
+                while (batch := self._fetch(pages)) is not None:
                     if not self._put(box, batch):
                         return
                 if not self._put(box, _DONE):
@@ -136,9 +158,6 @@ class ConcurrentRunner:
             except BaseException as error:  # handed to the consuming thread, raised there
                 self._put(box, _Failure(error))
                 return
-            finally:
-                with self._lock:
-                    self.active -= 1
 
     def batches(self, task: WindowTask) -> Iterator[list[dict]]:
         """The batches of ``task`` as its worker produces them (starts the workers once)."""

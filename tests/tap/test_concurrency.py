@@ -102,3 +102,12 @@ def test_concurrent_sync_emits_exactly_what_a_sequential_one_does(
     concurrent = run_tap(monkeypatch, config(state_every_records=5, max_concurrent_queries=limit))
     strip = [{k: v for k, v in m.items() if k != "time_extracted"} for m in sequential]
     assert [{k: v for k, v in m.items() if k != "time_extracted"} for m in concurrent] == strip
+
+
+def test_never_more_queries_in_flight_than_the_limit():
+    plan = tasks(logs=("a", "b", "c", "d"))
+    runner = ConcurrentRunner(BarrierClient(parties=2), plan, max_concurrent=2, buffered_pages=1)
+    assert runner.workers == 4  # more workers than slots: lookahead without more queries
+    got = drain(runner, plan)
+    assert len(got) == 12 * 10
+    assert runner.max_active == 2
