@@ -33,6 +33,9 @@ __all__ = ["Counter", "load_config", "main", "parse_duration", "parse_time", "re
 
 # (log_id, from_ms, to_ms) -> number of events the API holds in [from_ms, to_ms).
 Counter = Callable[[str, int, int], int]
+# (log_id, from_ms, to_ms) -> {sequence_number_str: timestamp} of the API's events there.
+KeyLister = Callable[[str, int, int], dict[str, int]]
+MAX_LISTED_KEYS = 20
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -125,6 +128,7 @@ def reconcile(
     api: str = "",
     subset: bool = False,
     concurrency: int = 2,
+    key_lister: KeyLister | None = None,
 ) -> Report:
     """Compare the API's counts with the dataset for every (log, window) in the range.
 
@@ -160,14 +164,28 @@ def reconcile(
             log_id=log_id, window_from=lo, window_to=hi, api_count=api_count,
             rows=seen.rows if seen else 0, distinct=seen.distinct if seen else 0,
         ))  # fmt: skip
+    if key_lister is not None:
+        for window in report.windows:
+            if window.missing or window.extra:
+                _diff_keys(window, key_lister, counts.keys_in)
     return report
+
+
+def _diff_keys(window: WindowResult, key_lister: KeyLister,
+               dataset_keys: Callable[[str, int, int], dict[str, int]]) -> None:
+    """Name the keys behind a count difference: pull the window's keys from the API and compare.
+
+    Costs one event query for the window (only windows that do not match get here).
+    """
+    api = key_lister(window.log_id, window.window_from, window.window_to)
+    ours = dataset_keys(window.log_id, window.window_from, window.window_to)
+    window.missing_keys = sorted((api[k], k) for k in api.keys() - ours.keys())[:MAX_LISTED_KEYS]
+    window.extra_keys = sorted((ours[k], k) for k in ours.keys() - api.keys())[:MAX_LISTED_KEYS]
 
 
 def _client_counter(config: Mapping[str, Any]) -> tuple[Counter, Callable[[], list[str]], str]:
     """The tap's own client: `calculate(count)` polled to completion, same retries and auth."""
-    from tap_rapid7.client import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
-
-    client = LogSearchClient.from_config(config)
+    client = _client(config)
     statement = config.get("query") or None
 
     def count(log_id: str, from_ms: int, to_ms: int) -> int:
@@ -177,6 +195,28 @@ def _client_counter(config: Mapping[str, Any]) -> tuple[Counter, Callable[[], li
         return [str(log["id"]) for log in client.list_logs() if log.get("id")]
 
     return count, list_log_ids, client.base_url
+
+
+def _client_key_lister(config: Mapping[str, Any]) -> KeyLister:
+    """The tap's own window reader (exact: half-open, deduplicated), keeping only the keys."""
+    from tap_rapid7.windows import Window  # noqa: PLC0415
+
+    client = _client(config)
+    statement = config.get("query") or None
+
+    def list_keys(log_id: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        keys: dict[str, int] = {}
+        for batch in client.read_window(log_id, Window(from_ms, to_ms), statement=statement):
+            keys.update((r["sequence_number_str"], r["timestamp"]) for r in batch)
+        return keys
+
+    return list_keys
+
+
+def _client(config: Mapping[str, Any]) -> Any:
+    from tap_rapid7.client import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
+
+    return LogSearchClient.from_config(config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the dataset may hold more than the range: ignore rows outside it")
     parser.add_argument("--concurrency", type=int, default=2,
                         help="count queries run at once (default 2; mind the API's rate limit)")
+    parser.add_argument("--list-keys", action="store_true",
+                        help="for windows that do not match, pull their events from the API and "
+                        "name the missing and extra keys (one event query per such window)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -228,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset, counter, log_ids=log_ids, from_ms=from_ms, to_ms=to_ms,
             window_ms=window_ms, stream=args.stream, api=api, subset=args.subset,
             concurrency=args.concurrency,
+            key_lister=_client_key_lister(config) if args.list_keys else None,
         )  # fmt: skip
     except UsageError as exc:
         print(f"tap-rapid7-reconcile: {exc}", file=sys.stderr)

@@ -67,6 +67,18 @@ class DatasetCounts:
     duplicate_groups: list[DuplicateGroup]
     min_timestamp: int | None
     max_timestamp: int | None
+    table: pa.Table | None = None  # the key columns read, kept for a key-level diff
+
+    def keys_in(self, log_id: str, from_ms: int, to_ms: int) -> dict[str, int]:
+        """`sequence_number_str -> timestamp` of one log's rows in `[from_ms, to_ms)`."""
+        if self.table is None:
+            return {}
+        ts = self.table["timestamp"]
+        mask = pc.and_(pc.equal(self.table["log_id"], log_id),
+                       pc.and_(pc.greater_equal(ts, from_ms), pc.less(ts, to_ms)))
+        rows = self.table.filter(mask)
+        return dict(zip(rows["sequence_number_str"].to_pylist(), rows["timestamp"].to_pylist(),
+                        strict=True))
 
 
 def part_files(stream_dir: Path) -> list[Path]:
@@ -155,6 +167,7 @@ def read_dataset_counts(
         duplicate_groups=_duplicate_groups(table, names),
         min_timestamp=min_ts,
         max_timestamp=max_ts,
+        table=table,
     )
 
 

@@ -67,6 +67,9 @@ class WindowResult:
     api_count: int
     rows: int
     distinct: int
+    # Filled by --list-keys for windows that do not match: samples of (timestamp, key).
+    missing_keys: list[tuple[int, str]] | None = None
+    extra_keys: list[tuple[int, str]] | None = None
 
     @property
     def duplicates(self) -> int:
@@ -103,7 +106,19 @@ class WindowResult:
             "missing": self.missing,
             "extra": self.extra,
             "ok": self.ok,
+            **({"missing_keys": [list(k) for k in self.missing_keys]}
+               if self.missing_keys is not None else {}),
+            **({"extra_keys": [list(k) for k in self.extra_keys]}
+               if self.extra_keys is not None else {}),
         }
+
+
+def _keys_note(keys: list[tuple[int, str]] | None) -> str:
+    """`; e.g. key K at T, ...` for a finding, when --list-keys listed them."""
+    if not keys:
+        return ""
+    shown = ", ".join(f"{seq} at {iso(ts)}" for ts, seq in keys[:5])
+    return f"; e.g. {shown}"
 
 
 @dataclass
@@ -143,10 +158,11 @@ class Report:
             if window.missing:
                 found.append(("missing", f"missing: {span}: the API counts {window.api_count}, "
                               f"the dataset has {window.distinct} distinct keys "
-                              f"({window.missing} missing)"))
+                              f"({window.missing} missing)" + _keys_note(window.missing_keys)))
             if window.extra:
                 found.append(("extra", f"extra: {span}: the dataset has {window.distinct} distinct "
-                              f"keys, the API counts {window.api_count} ({window.extra} extra)"))
+                              f"keys, the API counts {window.api_count} ({window.extra} extra)"
+                              + _keys_note(window.extra_keys)))
         if not self.subset:
             for log_id, count in sorted(self.strays.items()):
                 samples = [row for row in self.stray_samples if row.log_id == log_id][:3]

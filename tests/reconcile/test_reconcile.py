@@ -209,3 +209,24 @@ def test_cli_never_prints_the_api_key_on_failure(tmp_path, monkeypatch, capsys):
     assert "could not check" in err
     assert "s3cret-key" not in err
     assert "[REDACTED]" in err
+
+
+def test_key_lister_names_missing_and_extra_keys(tmp_path):
+    events = make_events()
+    parts = write_parts(tmp_path, events)
+    lost = pq.read_table(parts[0]).to_pylist()
+    parts[0].unlink()
+    planted = dict(events[-1], sequence_number_str="77")  # a key the API does not know
+    pq.write_table(pa.Table.from_pylist([planted]), tmp_path / "events" / "part-x.parquet")
+
+    def api_keys(log_id, lo, hi):
+        return {e["sequence_number_str"]: e["timestamp"] for e in events
+                if e["log_id"] == log_id and lo <= e["timestamp"] < hi}
+
+    report = reconcile(tmp_path, truth_counter(events), log_ids=LOGS, from_ms=START,
+                       to_ms=START + 2 * HOUR, window_ms=HOUR, key_lister=api_keys)
+    missing = [key for w in report.windows for key in (w.missing_keys or [])]
+    assert missing == sorted((r["timestamp"], r["sequence_number_str"]) for r in lost)[:20]
+    extra = [key for w in report.windows for key in (w.extra_keys or [])]
+    assert extra == [(planted["timestamp"], "77")]
+    assert any("77 at" in sentence for _, sentence in report.findings)

@@ -74,3 +74,18 @@ def test_damaged_dataset_fails_and_names_each_problem(lake, capsys):
     assert f"({lost_rows} missing)" in out
     assert "key 1 in events/part-stray.parquet" in out
     assert "MISMATCH: 3 finding(s)" in out
+
+
+def test_list_keys_names_the_missing_events(lake, capsys):
+    _emu, dataset, config, parts = lake
+    lost = pq.read_table(parts[3]).to_pylist()
+    parts[3].unlink()
+    args = ["--config", str(config), "--dataset", str(dataset), "--from", str(FROM),
+            "--to", str(NOW_MS), "--list-keys", "--json"]
+    assert main(args) == 1
+    document = json.loads(capsys.readouterr().out)
+    listed = [key for window in document["windows"] for key in window.get("missing_keys", [])]
+    expected = sorted([row["timestamp"], row["sequence_number_str"]] for row in lost)
+    assert listed == expected[:20]
+    assert all(window.get("extra_keys", []) == [] for window in document["windows"])
+    assert "; e.g. " in document["findings"][0]["message"]
