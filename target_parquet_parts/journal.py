@@ -56,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from singer_eventlog import log_event
 from target_parquet_parts.parts import fsync_dir
 
 __all__ = ["Journal", "JournalEntry", "OutputDirInUseError", "key_strings"]
@@ -109,6 +110,7 @@ class Journal:
     """The journal of one ``output_dir`` (thread-safe; sinks flush in parallel)."""
 
     def __init__(self, output_dir: Path, run_id: str) -> None:
+        output_dir = Path(os.path.abspath(output_dir))
         self.output_dir = output_dir
         self.run_id = run_id
         self.directory = output_dir / JOURNAL_DIR
@@ -167,9 +169,9 @@ class Journal:
                 per_stream.setdefault(entry.stream, []).append(keys)
         replay = {s: pa.concat_arrays(arrays) for s, arrays in per_stream.items()}
         for stream, keys in replay.items():
-            logger.info(
-                "journal_loaded stream=%s parts=%d keys=%d", stream,
-                sum(1 for e in self._entries if e.stream == stream), len(keys),
+            log_event(
+                logger, logging.INFO, "journal_loaded", stream=stream,
+                parts=sum(1 for e in self._entries if e.stream == stream), keys=len(keys),
             )
         return replay
 

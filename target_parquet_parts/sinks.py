@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
+import os
 import time
 import typing as t
 from pathlib import Path
@@ -59,7 +60,7 @@ class ParquetPartsSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self.spec = stream_spec(self.schema)
         self.directory_name = sanitize_stream_name(stream_name)
-        self.output_dir = Path(self.config["output_dir"])
+        self.output_dir = Path(os.path.abspath(self.config["output_dir"]))
         self.flush_count = 0
         self.rows_flushed = 0
         self.parts_written: list[WrittenPart] = []

@@ -52,14 +52,13 @@ def run_target(
     **config: Any,
 ) -> tuple[TargetParquetParts, StateCapture]:
     """Run the target in-process over ``lines``; return it and the STATE lines it wrote."""
+    del monkeypatch  # kept in the signature: callers patch other things with it
     capture = StateCapture(on_state)
-    monkeypatch.setattr(sys, "stdout", capture)
     target = TargetParquetParts(config={"output_dir": str(output_dir), **config})
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", capture)
         target.listen(file_input=io.BytesIO(data))
-    finally:
-        monkeypatch.undo()
     return target, capture
 
 

@@ -106,3 +106,16 @@ def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
     assert second.returncode != 0
     assert b"is in use by another target-parquet-parts process" in second.stderr
     assert first.returncode == 0
+
+
+def test_relative_output_dir_with_journal(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tests.target.conftest import run_target
+
+    monkeypatch.chdir(tmp_path)
+    lines = [schema_message()] + [record_message(event(i)) for i in range(5)]
+    lines.append(state_message({"done": 1}))
+    _, capture = run_target(Path("rel-out"), lines, monkeypatch, batch_size_rows=2)
+    assert capture.states == [{"done": 1}]
+    assert len(part_files(tmp_path / "rel-out")) == 3
