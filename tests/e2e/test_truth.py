@@ -194,3 +194,18 @@ def test_e_late_arrivals_covered_by_lag(tmp_path):
         print(without_lag.line("e-lag0"))
         assert without_lag.missing > 0
         assert without_lag.duplicates == without_lag.outside == 0
+
+
+def test_f_expired_links_restart_from_the_cursor(tmp_path):
+    # Sequential, so the emulator's request numbers are deterministic: request 3 is a poll of
+    # the first query; its 429 (Retry-After: 1) outlives the 0.2 s link, so the retry gets 404.
+    options = emulator_options(fault_seed=7, link_ttl_seconds=0.2, force_429_on_request=(3,))
+    with running_emulator(options) as emu:
+        cfg = tap_config(emu, max_concurrent_queries=1, per_page=100)
+        pipe = start(tmp_path, cfg, target_config(tmp_path / "out"))
+        pipe.finish()
+        expired = emu.stats()["faults"]["expired_links"]
+        assert expired >= 1
+        assert "expired link" in pipe.stderr("tap")
+        print(f"E2E case=f expired_links={expired}")
+        check("f", emu, dataset_keys(tmp_path / "out"), START_MS, END_MS)
