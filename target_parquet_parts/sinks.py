@@ -63,7 +63,6 @@ class ParquetPartsSink(BatchSink):
         self.output_dir = Path(os.path.abspath(self.config["output_dir"]))
         self.flush_count = 0
         self.rows_flushed = 0
-        self.parts_written: list[WrittenPart] = []
         self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
         self._writer = PartWriter(
             self.config.get("compression") or "zstd", self.config.get("compression_level")
@@ -212,7 +211,6 @@ class ParquetPartsSink(BatchSink):
         )
         if self.fast_path:
             self.record_counter_metric.increment(rows_in)
-        self.parts_written.extend(written)
         self.flush_count += 1
         self.rows_flushed += rows_in
         context["records"] = []

@@ -237,3 +237,30 @@ def test_json_text_columns_for_shapes_parquet_cannot_hold(tmp_path, monkeypatch)
         {"id": 1, "free": '{"a":[1,{}]}', "mixed": "5", "empty": "{}", "amount": 1.25},
         {"id": 2, "free": "{}", "mixed": '"x"', "empty": None, "amount": 3.0},
     ]
+
+
+def test_sdk_record_path_with_stream_maps_and_metadata(tmp_path, monkeypatch):
+    """Streams with maps or _sdc metadata take the SDK's per-record path: same guarantees."""
+    out = tmp_path / "out"
+    lines = list(events_lines(30, state_every=10))
+    target, capture = run_target(
+        out, lines, monkeypatch, batch_size_rows=20, add_record_metadata=True,
+        stream_maps={"events": {"message": "__NULL__", "seq2": "sequence_number_str + '!'"}},
+    )
+    assert not target._fast_sinks  # the SDK path was used
+    rows = read_rows(out)
+    assert len(rows) == 30
+    assert "message" not in rows[0]
+    assert rows[0]["seq2"] == event(0)["sequence_number_str"] + "!"
+    assert rows[0]["_sdc_received_at"].tzinfo is not None  # date-time parsed column-wise
+    assert [s["bookmarks"]["events"]["last"] for s in capture.states] == [9, 19, 29]
+
+
+def test_validation_off_still_refuses_values_a_column_cannot_hold(tmp_path, monkeypatch):
+    from singer_sdk.exceptions import InvalidRecord
+
+    bad = event(2)
+    bad["timestamp"] = "soon"
+    lines = [schema_message(), record_message(event(1)), record_message(bad)]
+    with pytest.raises(InvalidRecord, match="field 'timestamp'"):
+        run_target(tmp_path / "out", lines, monkeypatch, validate_records=False)
