@@ -140,7 +140,7 @@ def reconcile(
         raise UsageError(f"--dataset {dataset}: no {stream}/ directory (is it the output_dir?)")
     counts = read_dataset_counts(
         stream_dir, from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
-        log_ids=set(log_ids) if log_ids else None,
+        log_ids=set(log_ids) if log_ids else None, subset=subset,
     )  # fmt: skip
     if from_ms is None or to_ms is None:
         if counts.min_timestamp is None or counts.max_timestamp is None:

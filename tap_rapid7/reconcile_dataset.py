@@ -86,25 +86,22 @@ def part_files(stream_dir: Path) -> list[Path]:
     return sorted(stream_dir.rglob("part-*.parquet"))
 
 
-def _load(files: list[Path], log_ids: set[str] | None) -> pa.Table:
-    """Read the key columns of every part, tagged with the part's index."""
-    tables = []
-    wanted = pa.array(sorted(log_ids)) if log_ids else None
-    for index, path in enumerate(files):
-        fragment = ds.dataset(path, format="parquet")
-        missing = [name for name in COLUMNS if name not in fragment.schema.names]
-        if missing:
-            raise ValueError(f"{path}: part has no column(s) {', '.join(missing)}")
-        expression = pc.field("log_id").isin(wanted) if wanted is not None else None
-        table = fragment.to_table(columns=COLUMNS, filter=expression)
-        table = table.cast(pa.schema([("log_id", pa.string()), ("timestamp", pa.int64()),
-                                      ("sequence_number_str", pa.string())]))
-        tables.append(table.append_column("part", pa.array([index] * table.num_rows, pa.int32())))
-    if not tables:
-        return pa.table({"log_id": pa.array([], pa.string()), "timestamp": pa.array([], pa.int64()),
-                         "sequence_number_str": pa.array([], pa.string()),
-                         "part": pa.array([], pa.int32())})
-    return pa.concat_tables(tables)
+_SCHEMA = pa.schema([("log_id", pa.string()), ("timestamp", pa.int64()),
+                     ("sequence_number_str", pa.string())])
+# log_id read dictionary-encoded: counting rows per log outside the range costs almost nothing.
+_FORMAT = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=["log_id"]))
+
+
+def _open(path: Path) -> ds.Dataset:
+    part = ds.dataset(path, format=_FORMAT)
+    missing = [name for name in COLUMNS if name not in part.schema.names]
+    if missing:
+        raise ValueError(f"{path}: part has no column(s) {', '.join(missing)}")
+    return part
+
+
+def _both(left: ds.Expression | None, right: ds.Expression) -> ds.Expression:
+    return right if left is None else (left & right)
 
 
 def window_start(timestamp_ms: int, window_ms: int) -> int:
@@ -119,36 +116,56 @@ def read_dataset_counts(
     to_ms: int | None,
     window_ms: int,
     log_ids: set[str] | None = None,
+    subset: bool = False,
 ) -> DatasetCounts:
     """Count rows and distinct keys per (log, aligned window) inside `[from_ms, to_ms)`.
 
     `from_ms`/`to_ms` of None mean "the dataset's own first and last timestamp" (then nothing can
-    be outside). Rows outside the range are counted per log and sampled, not bucketed.
+    be outside). Only rows inside the range are materialized (the range filter is pushed down to
+    the parquet reader, so row groups outside it are skipped); rows outside are only counted per
+    log and sampled, and with `subset` not even read.
     """
     files = part_files(stream_dir)
-    table = _load(files, log_ids)
     names = [str(path) for path in files]
-    timestamps = table["timestamp"]
-    min_ts = pc.min(timestamps).as_py() if table.num_rows else None
-    max_ts = pc.max(timestamps).as_py() if table.num_rows else None
+    parts = [_open(path) for path in files]
+    by_log = pc.field("log_id").isin(pa.array(sorted(log_ids))) if log_ids else None
+
+    min_ts = max_ts = None
+    if from_ms is None or to_ms is None:
+        for part in parts:
+            stamps = part.to_table(columns=["timestamp"], filter=by_log)["timestamp"]
+            if len(stamps):
+                low_high = pc.min_max(stamps).as_py()
+                min_ts = low_high["min"] if min_ts is None else min(min_ts, low_high["min"])
+                max_ts = low_high["max"] if max_ts is None else max(max_ts, low_high["max"])
     low = from_ms if from_ms is not None else (min_ts or 0)
     high = to_ms if to_ms is not None else ((max_ts or 0) + 1)
+    in_range = (pc.field("timestamp") >= low) & (pc.field("timestamp") < high)
 
-    inside = pc.and_(pc.greater_equal(timestamps, low), pc.less(timestamps, high))
-    stray_table = table.filter(pc.invert(inside))
+    tables = []
     strays: dict[str, int] = defaultdict(int)
-    for log_id in stray_table["log_id"].to_pylist():
-        strays[log_id] += 1
-    samples = [
-        StrayRow(row["log_id"], row["timestamp"], row["sequence_number_str"], names[row["part"]])
-        for row in stray_table.slice(0, MAX_SAMPLES).to_pylist()
-    ]
+    samples: list[StrayRow] = []
+    for index, part in enumerate(parts):
+        table = part.to_table(columns=COLUMNS, filter=_both(by_log, in_range)).cast(_SCHEMA)
+        tables.append(table.append_column("part", pa.array([index] * table.num_rows, pa.int32())))
+        if subset:
+            continue
+        outside = _both(by_log, ~in_range)
+        logs = part.to_table(columns=["log_id"], filter=outside)["log_id"]
+        for entry in pc.value_counts(logs).to_pylist():
+            strays[str(entry["values"])] += entry["counts"]
+        if len(logs) and len(samples) < MAX_SAMPLES:
+            head = part.head(MAX_SAMPLES - len(samples), columns=COLUMNS, filter=outside)
+            samples.extend(
+                StrayRow(row["log_id"], row["timestamp"], row["sequence_number_str"], names[index])
+                for row in head.cast(_SCHEMA).to_pylist()
+            )
+    table = pa.concat_tables(tables) if tables else _SCHEMA.empty_table().append_column(
+        "part", pa.array([], pa.int32()))
 
-    kept = table.filter(inside)
     width = pa.scalar(window_ms, pa.int64())  # integer division truncates: timestamps are > 0
-    buckets = pc.multiply(pc.divide(kept["timestamp"], width), width)
-    kept = kept.append_column("window", buckets)
-    grouped = kept.group_by(["log_id", "window"]).aggregate(
+    buckets = pc.multiply(pc.divide(table["timestamp"], width), width)
+    grouped = table.append_column("window", buckets).group_by(["log_id", "window"]).aggregate(
         [("sequence_number_str", "count"), ("sequence_number_str", "count_distinct")]
     )
     windows = {
@@ -161,7 +178,7 @@ def read_dataset_counts(
     return DatasetCounts(
         parts=len(files),
         windows=windows,
-        log_ids=set(table["log_id"].unique().to_pylist()),
+        log_ids=set(table["log_id"].unique().to_pylist()) | set(strays),
         strays=dict(strays),
         stray_samples=samples,
         duplicate_groups=_duplicate_groups(table, names),
@@ -172,7 +189,7 @@ def read_dataset_counts(
 
 
 def _duplicate_groups(table: pa.Table, names: list[str]) -> list[DuplicateGroup]:
-    """Keys written more than once anywhere in the dataset, grouped by the parts holding them."""
+    """Keys written more than once in the range, grouped by the parts holding them."""
     per_key = table.group_by(["log_id", "sequence_number_str"]).aggregate(
         [("part", "count"), ("part", "distinct")]
     )

@@ -217,8 +217,8 @@ def render_table(report: Report) -> str:
     logs = dict.fromkeys(window.log_id for window in report.windows)
     lines.append("logs: " + ", ".join(f"{log_id[:8]} = {log_id}" for log_id in logs))
     lines.append("")
-    lines.append(f"rows outside the range: {outside}" + (" (ignored: --subset)" if report.subset
-                                                         and outside else ""))
+    lines.append("rows outside the range: not checked (--subset)" if report.subset
+                 else f"rows outside the range: {outside}")
     findings = report.findings
     if findings:
         lines.append("")

@@ -117,14 +117,18 @@ def test_broken_dataset_names_duplicated_part_missing_part_and_stray_row(tmp_pat
     assert set(document["causes"]) == {"duplicates", "missing", "outside"}
 
 
-def test_subset_ignores_rows_outside_the_range_but_still_counts_them(tmp_path):
+def test_subset_checks_only_inside_the_range(tmp_path):
     events = make_events()
     write_parts(tmp_path, events)
+    strict = reconcile(tmp_path, truth_counter(events), log_ids=LOGS, from_ms=START,
+                       to_ms=START + HOUR, window_ms=HOUR)
+    assert sum(strict.strays.values()) == len(events) - sum(w.rows for w in strict.windows) > 0
+    assert {kind for kind, _ in strict.findings} == {"outside"}
     report = reconcile(tmp_path, truth_counter(events), log_ids=LOGS, from_ms=START,
                        to_ms=START + HOUR, window_ms=HOUR, subset=True)
     assert report.ok
-    assert sum(report.strays.values()) == len(events) - sum(w.rows for w in report.windows) > 0
-    assert "(ignored: --subset)" in render_table(report)
+    assert [w.rows for w in report.windows] == [w.rows for w in strict.windows]
+    assert "rows outside the range: not checked (--subset)" in render_table(report)
 
 
 def test_extra_keys_when_the_api_counts_fewer(tmp_path):
