@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR
 
-from target_parquet_parts.arrow_schema import TIMESTAMP_TYPE, FieldSpec, Kind, StreamSpec
+from target_parquet_parts.arrow_schema import FieldSpec, Kind, StreamSpec
 
 __all__ = ["ColumnError", "build_table"]
 
@@ -214,9 +214,3 @@ def build_table(records: list[dict[str, Any]], spec: StreamSpec) -> pa.Table:
     _check_children_presence(records, top, "", has_null)  # type: ignore[arg-type]
     return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
 
-
-def timestamps_as_utc(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """Dates of a timestamp/date column in UTC (for Hive-style date partitions)."""
-    if column.type == TIMESTAMP_TYPE:
-        return pc.cast(column, pa.date32())
-    return column

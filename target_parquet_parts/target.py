@@ -173,6 +173,13 @@ class TargetParquetParts(Target):
     # -- message handling -----------------------------------------------------------------
     def _process_schema_message(self, message_dict: dict) -> None:
         super()._process_schema_message(message_dict)
+        # A changed schema archives the stream's sink; write its records now, in their own
+        # part with the old schema, instead of holding them until the next full drain.
+        archived = [s for s in self._sinks_to_clear if s.current_size]
+        for sink in archived:
+            self.drain_one(sink)
+        if archived:
+            self._emit_safe_states()
         stream_name = message_dict["stream"]
         self._fast_sinks.pop(stream_name, None)
         maps = self.mapper.stream_maps.get(stream_name) or []

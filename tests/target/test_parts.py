@@ -264,3 +264,23 @@ def test_validation_off_still_refuses_values_a_column_cannot_hold(tmp_path, monk
     lines = [schema_message(), record_message(event(1)), record_message(bad)]
     with pytest.raises(InvalidRecord, match="field 'timestamp'"):
         run_target(tmp_path / "out", lines, monkeypatch, validate_records=False)
+
+
+def test_schema_change_writes_the_old_schemas_records_at_once(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    v1 = {"type": "object", "properties": {"id": {"type": "integer"}}}
+    v2 = {"type": "object", "properties": {"id": {"type": "integer"}, "x": {"type": "string"}}}
+    seen_at_state = []
+    lines = [
+        schema_message("s", v1, ["id"]),
+        record_message({"id": 1}, "s"),
+        state_message({"after": 1}),
+        schema_message("s", v2, ["id"]),
+        record_message({"id": 2, "x": "b"}, "s"),
+    ]
+    run_target(
+        out, lines, monkeypatch, state_max_lag_seconds=3600,
+        on_state=lambda _s: seen_at_state.append(len(part_files(out))),
+    )
+    # The STATE waiting for record 1 came out when the SCHEMA change flushed it, not at the end.
+    assert seen_at_state == [1]
