@@ -290,7 +290,12 @@ def rate(count: float, seconds: float) -> float:
 
 def print_header(title: str, details: dict[str, Any]) -> None:
     """One line naming the benchmark and its parameters, for the record."""
-    details = {**details, "PYTHONUNBUFFERED": CHILD_ENV.get("PYTHONUNBUFFERED", "unset")}
+    details = {
+        **details,
+        "PYTHONUNBUFFERED": CHILD_ENV.get("PYTHONUNBUFFERED", "unset"),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": f"{os.getloadavg()[0]:.2f}",  # how busy the machine was: read ratios so
+    }
     fields = " ".join(f"{key}={value}" for key, value in details.items())
     print(f"== {title}: {fields}", flush=True)
 
