@@ -87,7 +87,8 @@ def _check_children_presence(
     """Required children must be present; non-nullable children must not be explicit nulls."""
     for child in spec.children:
         name = child.name
-        if name in spec.required:
+        # A missing key reads as null, so a column without nulls proves presence everywhere.
+        if name in spec.required and has_null.get(name, True):
             present = sum(map(operator.contains, filter(None, dicts), itertools.repeat(name)))
             if present != len(dicts) - dicts.count(None):
                 row = _first(dicts, lambda d, n=name: d is not None and n not in d)

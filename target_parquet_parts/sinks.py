@@ -165,11 +165,11 @@ class ParquetPartsSink(BatchSink):
         rows_in = len(records)
         started = time.perf_counter()
         log_event(self.logger, logging.INFO, "flush_start", stream=self.stream_name, rows=rows_in)
-        self._check_key_properties(records, context.get("lines"))
         try:
             table = build_table(records, self.spec)
         except ColumnError as exc:
             raise self._invalid_record(exc, records, context.get("lines")) from None
+        self._check_key_properties(records, table, context.get("lines"))
         journal = target.journal if self.key_properties else None
         dropped = 0
         if journal is not None:
@@ -217,9 +217,13 @@ class ParquetPartsSink(BatchSink):
         context["lines"] = []
         target.on_sink_flushed(self)
 
-    def _check_key_properties(self, records: list[dict], lines: list | None) -> None:
+    def _check_key_properties(
+        self, records: list[dict], table: pa.Table, lines: list | None
+    ) -> None:
         """Every record must carry the stream's key properties (the SDK checks per record)."""
         for key in self.key_properties:
+            if key in table.column_names and table.column(key).null_count == 0:
+                continue  # a missing key would read as null: all present
             present = sum(map(operator.contains, records, itertools.repeat(key)))
             if present != len(records):
                 row = next(i for i, r in enumerate(records) if key not in r)

@@ -70,12 +70,23 @@ def test_record_breaking_its_schema_names_stream_field_and_line(tmp_path, monkey
 
 def test_missing_key_property_names_the_line(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    bad = event(3)
-    del bad["sequence_number_str"]
-    lines = [schema_message(), record_message(event(1)), record_message(bad)]
-    with pytest.raises(MissingKeyPropertiesError, match=r"input line 3: .*'sequence_number_str'"):
+    schema = {"type": "object", "properties": {"id": {"type": ["integer", "null"]}}}
+    lines = [
+        schema_message("k", schema, ["id"]),
+        record_message({"id": 1}, "k"),
+        record_message({}, "k"),
+    ]
+    with pytest.raises(MissingKeyPropertiesError, match=r"input line 3: .*key property 'id'"):
         run_target(out, lines, monkeypatch)
     assert part_files(out) == []
+
+
+def test_missing_required_key_is_a_schema_error_first_as_in_the_sdk(tmp_path, monkeypatch):
+    bad = event(3)
+    del bad["sequence_number_str"]  # required in the schema and a key property
+    lines = [schema_message(), record_message(event(1)), record_message(bad)]
+    with pytest.raises(InvalidRecord, match=r"input line 3, field 'sequence_number_str'"):
+        run_target(tmp_path / "out", lines, monkeypatch)
 
 
 def test_bad_input_fails_the_process_with_the_reason(tmp_path):
