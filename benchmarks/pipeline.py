@@ -50,10 +50,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--events-per-second", type=float, help="per log (default 30)")
     parser.add_argument("--window-seconds", type=int, help="window length (default 3600)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best counts")
+    parser.add_argument("--repeat", type=int, help="runs of each, best counts (3; quick: 1)")
     benchlib.add_env_argument(parser)
     args = parser.parse_args()
     benchlib.configure_env(args)
+    args.repeat = args.repeat or (1 if args.quick else 3)
     eps = args.events_per_second or (2.0 if args.quick else 30.0)
     window_seconds = args.window_seconds or (600 if args.quick else 3600)
     options = EmulatorOptions(

@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, help="records through the target (300000)")
     parser.add_argument("--rows-per-part", type=int, help="batch_size_rows for both (100000)")
     parser.add_argument("--sdk-records", type=int, help="records for the plain SDK target")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the best counts")
+    parser.add_argument("--repeat", type=int, help="runs of each, best counts (2; quick: 1)")
     parser.add_argument("--profile", action="store_true", help="one more target run, profiled")
     parser.add_argument(
         "--target-command", help="the target to measure (default: the venv's target-parquet-parts)"
@@ -150,6 +150,7 @@ def main() -> None:
     benchlib.add_env_argument(parser)
     args = parser.parse_args()
     benchlib.configure_env(args)
+    args.repeat = args.repeat or (1 if args.quick else 2)
     command = (
         shlex.split(args.target_command)
         if args.target_command
