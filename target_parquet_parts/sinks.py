@@ -170,6 +170,10 @@ class ParquetPartsSink(BatchSink):
         except ColumnError as exc:
             raise self._invalid_record(exc, records, context.get("lines")) from None
         self._check_key_properties(records, table, context.get("lines"))
+        # The Arrow table holds everything now: let the record dicts go before the write.
+        context["records"] = []
+        context["lines"] = []
+        del records
         journal = target.journal if self.key_properties else None
         dropped = 0
         if journal is not None:
@@ -213,8 +217,6 @@ class ParquetPartsSink(BatchSink):
             self.record_counter_metric.increment(rows_in)
         self.flush_count += 1
         self.rows_flushed += rows_in
-        context["records"] = []
-        context["lines"] = []
         target.on_sink_flushed(self)
 
     def _check_key_properties(
