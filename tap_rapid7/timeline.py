@@ -335,11 +335,15 @@ def render_timeline(timeline: Timeline, output: Path, title: str = "") -> None:
         gridspec_kw={"height_ratios": [max(len(lanes), 1) * 0.45 + 0.8, 2.4]},
     )
     index = {lane: i for i, lane in enumerate(lanes)}
+    extent = max((span.end for span in timeline.spans), default=1.0) or 1.0
     for span in timeline.spans:
         y = index[span.lane]
         width = max(span.end - span.start, 0.002)
         gantt.barh(y, width, left=span.start, height=0.6, color=_COLOURS[span.kind],
                    edgecolor="white", linewidth=0.4, hatch="//" if span.kind == "retry" else None)
+        if span.label and span.kind != "retry" and width >= 0.06 * extent:  # room for it
+            gantt.text(span.start + width / 2, y, span.label, ha="center", va="center",
+                       fontsize=6.5, color="white", clip_on=True)
     marker_style = {"poll": ("|", "#444444"), "retry": ("x", "#bc4b51"),
                     "stalled": ("v", "#bc4b51"), "window": ("d", "#222222")}
     for lane, t, kind in timeline.markers:
@@ -370,7 +374,8 @@ def render_timeline(timeline: Timeline, output: Path, title: str = "") -> None:
             ys = [0] + [n for _, n in series]
             flow.step(xs, ys, where="post", label=label, color=colour)
     flow.set_ylabel("cumulative")
-    flow.set_xlabel("seconds since the first event in the log")
+    started = datetime.fromtimestamp(timeline.origin, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    flow.set_xlabel(f"seconds since the first event in the log ({started})")
     flow.grid(alpha=0.3)
     if timeline.tap_events or timeline.target_rows:
         flow.legend(loc="upper left", fontsize=8)
