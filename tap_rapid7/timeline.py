@@ -16,6 +16,7 @@ JSON log format (`{"event": "<plugin line>", "timestamp": ...}`).
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import itertools
 import json
@@ -43,6 +44,9 @@ _MELTANO_CONTEXT = frozenset(
      "plugin_logger", "stream_name", "state_id"}
 )
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+# Meltano's key-value log format: timestamp='...' level='info' event='<plugin line>' ...
+_KV_TIMESTAMP = re.compile(r"^timestamp='([^']+)'")
+_KV_EVENT = re.compile(r"""\bevent=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 _DECODER = json.JSONDecoder()
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None, "None": None}
 
@@ -141,6 +145,12 @@ def parse_line(line: str, default_ts: float | None = None) -> LogEvent | None:
             prefix = _MELTANO_TS.match(line)
             outer = _parse_iso(prefix.group(1), prefix.group(2)) if prefix else default_ts
             return _from_json(obj, outer)
+    kv_time = _KV_TIMESTAMP.match(line)
+    kv_event = _KV_EVENT.search(line) if kv_time else None
+    if kv_time and kv_event:
+        with contextlib.suppress(ValueError, SyntaxError):
+            inner = ast.literal_eval(kv_event.group(1))
+            return parse_line(inner, default_ts=_parse_iso(kv_time.group(1).rstrip("Z"), "Z"))
     match = EVENT_NAME.search(line)
     if match is None:
         return None
@@ -406,7 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="", help="title above the lanes")
     args = parser.parse_args(argv)
     try:
-        events = parse_lines(_read(args.logs))
+        lines = list(_read(args.logs))
+        events = parse_lines(lines)
+        if not events and any(EVENT_NAME.search(line) for line in lines):
+            raise ValueError("the log has events but no timestamps (Meltano --log-format=plain?): "
+                             "use the default, json or key-value log format")
         timeline = build_timeline(events)
     except (OSError, ValueError) as exc:
         print(f"tap-rapid7-timeline: {exc}", file=sys.stderr)

@@ -165,3 +165,20 @@ def test_concurrent_queries_of_one_log_get_their_own_lanes():
     assert spans == [("log log-a #2", 0.0, 1.0), ("log log-a", 0.0, 1.5),
                      ("log log-a", 1.7, 2.0)]  # the freed first lane is reused
     assert timeline.lanes == ["log log-a", "log log-a #2"]
+
+
+def test_reads_meltano_key_value_format_and_explains_plain(tmp_path, capsys):
+    kv = ("timestamp='2026-11-26T07:38:32.784187Z' level='info' event='flush_complete "
+          "stream=logs rows=4 bytes=7542 path=/x/logs/part-1.parquet dataframe_build_ms=5.28 "
+          "parquet_write_ms=31.961 flush_total_ms=37.241' logger=None stdio='stderr' "
+          "consumer=True producer=False string_id='target-parquet-parts' cmd_type='elb'")
+    event = parse_line(kv)
+    assert event is not None
+    assert event.name == "flush_complete"
+    assert event.fields["flush_total_ms"] == 37.241
+    assert "stdio" not in event.fields
+    assert event.ts == pytest.approx(1_795_678_712.784187)
+    plain = tmp_path / "plain.log"
+    plain.write_text("logsearch_page_complete log_id=a page=1 event_count=5 polls=0\n")
+    assert main([str(plain), "-o", str(tmp_path / "p.png")]) == 2
+    assert "no timestamps" in capsys.readouterr().err
