@@ -46,6 +46,7 @@ BAD = {
     "integer as string": {"i": "1"},
     "bool as integer": {"i": True},
     "fraction as integer": {"i": D("1.5")},
+    "integral decimal as integer": {"i": D("1.0")},
     "null integer": {"i": None},
     "missing required": {"i": ...},
     "string as number": {"n": "1.5"},
