@@ -23,10 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from singer_eventlog import redact
-from tap_rapid7.reconcile_dataset import part_files, read_dataset_counts, window_start
+from tap_rapid7.reconcile_dataset import (
+    DICTIONARY_LOG_ID,
+    part_files,
+    read_dataset_counts,
+    window_start,
+)
 from tap_rapid7.reconcile_report import Report, WindowResult, render_json, render_table
 
 __all__ = ["Counter", "load_config", "main", "parse_duration", "parse_time", "reconcile"]
@@ -288,11 +294,11 @@ def _dataset_log_ids(stream_dir: Path) -> set[str]:
     """Logs present in the dataset (so a log the API no longer lists is still checked)."""
     if not stream_dir.is_dir():
         return set()
-    files = [str(path) for path in part_files(stream_dir)]
-    if not files:
-        return set()
-    table = ds.dataset(files, format="parquet").to_table(columns=["log_id"])
-    return set(table["log_id"].unique().to_pylist())
+    found: set[str] = set()
+    for path in part_files(stream_dir):  # dictionary-encoded: a few bytes per row, not the ids
+        column = ds.dataset(path, format=DICTIONARY_LOG_ID).to_table(columns=["log_id"])["log_id"]
+        found.update(pc.unique(column).to_pylist())
+    return found
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-__all__ = ["DatasetCounts", "DuplicateGroup", "StrayRow", "WindowRows", "read_dataset_counts"]
+__all__ = [
+    "DICTIONARY_LOG_ID", "DatasetCounts", "DuplicateGroup", "StrayRow", "WindowRows",
+    "part_files", "read_dataset_counts", "window_start",
+]
 
 COLUMNS = ["log_id", "timestamp", "sequence_number_str"]
 # The key is hashed as the exact int64 `sequence_number` when every part has it (the same value
@@ -91,11 +94,12 @@ def part_files(stream_dir: Path) -> list[Path]:
 
 _LOG_ID = pa.dictionary(pa.int32(), pa.string())
 # log_id read dictionary-encoded: counting rows per log outside the range costs almost nothing.
-_FORMAT = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=["log_id"]))
+DICTIONARY_LOG_ID = ds.ParquetFileFormat(
+    read_options=ds.ParquetReadOptions(dictionary_columns=["log_id"]))
 
 
 def _open(path: Path) -> ds.Dataset:
-    part = ds.dataset(path, format=_FORMAT)
+    part = ds.dataset(path, format=DICTIONARY_LOG_ID)
     missing = [name for name in COLUMNS if name not in part.schema.names]
     if missing:
         raise ValueError(f"{path}: part has no column(s) {', '.join(missing)}")
