@@ -4,10 +4,11 @@ Every part of a stream therefore has the same columns and types while its schema
 even when a batch happens to hold only nulls for a column.
 
 Mapping: ``integer`` → int64, ``number`` → float64, ``string`` → string, ``string`` +
-``date-time`` → timestamp[us, UTC], ``string`` + ``date`` → date32, ``boolean`` → bool, arrays
-with typed ``items`` → list, objects with ``properties`` → struct. Everything Parquet cannot hold
-as a typed column (objects without properties, ``anyOf``/``oneOf`` or multi-type mixes, arrays
-without ``items``, a schema with no type) → a string column holding JSON text. All Arrow fields
+``date-time`` → timestamp[us, UTC], ``string`` + ``date`` → date32 (``time`` stays a string),
+``boolean`` → bool, arrays with typed ``items`` → list, objects with ``properties`` → struct.
+Everything Parquet cannot hold as a typed column (objects without properties, ``anyOf``/``oneOf``
+or multi-type mixes, arrays without ``items``, a schema with no type) → a string column holding
+JSON text. All Arrow fields
 are nullable, so a later optional field never breaks a reader; the JSON Schema nullability is
 enforced when records are converted (``columns.py``), not in the Parquet schema.
 
@@ -45,6 +46,7 @@ class Kind:
     BOOL = "bool"
     TIMESTAMP = "timestamp"
     DATE = "date"
+    TIME = "time"  # kept as its ISO string; syntax checked like the SDK's per-record parse
     LIST = "list"
     STRUCT = "struct"
     JSON = "json"
@@ -175,6 +177,8 @@ def field_spec(name: str, node: Any) -> FieldSpec:
             return FieldSpec(name, Kind.TIMESTAMP, nullable, TIMESTAMP_TYPE, _PY_TYPES["string"])
         if fmt == "date":
             return FieldSpec(name, Kind.DATE, nullable, pa.date32(), _PY_TYPES["string"])
+        if fmt == "time":
+            return FieldSpec(name, Kind.TIME, nullable, pa.string(), _PY_TYPES["string"])
         return FieldSpec(name, Kind.STR, nullable, pa.string(), _PY_TYPES["string"])
     if json_type == "integer":
         return FieldSpec(name, Kind.INT, nullable, pa.int64(), _PY_TYPES["integer"])

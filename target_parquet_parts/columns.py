@@ -9,8 +9,8 @@ code walk values one by one, to name the field, the record and its input line.
 What is enforced (the same records the SDK's validator refuses for these keywords): JSON types
 (a bool is not an integer, a ``1.5`` is not an integer, a string is not an array...), null in a
 non-nullable field, missing ``required`` fields (top level and nested), int64 range, and
-``date-time``/``date`` syntax (the SDK parses those per record and fails on bad ones). JSON text
-columns are checked value by value against their own sub-schema.
+``date-time``/``date``/``time`` syntax (the SDK parses those per record and fails on bad ones).
+JSON text columns are checked value by value against their own sub-schema.
 """
 
 from __future__ import annotations
@@ -171,6 +171,14 @@ def _convert_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
             return pc.cast(strings, spec.arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return _parse_datetimes(values, spec, path)
+    if kind == Kind.TIME:
+        for row, value in enumerate(values):
+            if value is not None:
+                try:
+                    datetime.time.fromisoformat(value)
+                except ValueError:
+                    raise ColumnError(path, row, f"not a valid time: {_short(value)}") from None
+        return pa.array(values, type=pa.string())
     if kind == Kind.LIST:
         return _convert_list(values, spec, path)
     if kind == Kind.STRUCT:

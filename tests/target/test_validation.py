@@ -24,6 +24,7 @@ SCHEMA = {
         "b": {"type": ["boolean", "null"]},
         "t": {"type": ["string", "null"], "format": "date-time"},
         "d": {"type": ["string", "null"], "format": "date"},
+        "tm": {"type": ["string", "null"], "format": "time"},
         "a": {"type": ["array", "null"], "items": {"type": "string"}},
         "o": {
             "type": ["object", "null"],
@@ -39,8 +40,8 @@ SCHEMA = {
 }
 GOOD = {
     "i": 1, "n": D("1.5"), "s": "x", "b": True, "t": "2024-01-01T00:00:00.5+02:00",
-    "d": "2024-01-02", "a": ["p", "q"], "o": {"x": 1, "y": None}, "lo": [{"id": "a"}],
-    "j": {"any": [1]}, "m": 3,
+    "d": "2024-01-02", "tm": "12:30:00.5", "a": ["p", "q"], "o": {"x": 1, "y": None},
+    "lo": [{"id": "a"}], "j": {"any": [1]}, "m": 3,
 }
 BAD = {
     "integer as string": {"i": "1"},
@@ -70,6 +71,7 @@ BAD = {
 BAD_SYNTAX = {  # the SDK refuses these when it parses date-times (ERROR treatment)
     "bad date-time": {"t": "yesterday"},
     "bad date": {"d": "2024-13-45"},
+    "bad time": {"tm": "25:99"},
     "int64 overflow": {"i": 2**63},
 }
 
