@@ -170,5 +170,6 @@ EOF
 echo "reconcile (tap-rapid7-reconcile, exit status $RECONCILE_STATUS):"
 sed -n '1,40p' "$OUT/reconcile.txt" | sed 's/^/  /'
 echo "timeline of run 1: $OUT/timeline-run-1.png; Meltano logs: $OUT/run-1.log, $OUT/run-2.log"
-echo "emulator stopped. Query the dataset: duckdb -c \"select log_id, count(*) from '$OUT/dataset/events/**/*.parquet' group by 1\""
+echo "emulator stopped. Query the dataset with DuckDB (installed in .venv):"
+echo "  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"select log_id, count(*) from '$OUT/dataset/events/**/*.parquet' group by 1\\\").show()\""
 exit "$RECONCILE_STATUS"
