@@ -284,3 +284,58 @@ def test_schema_change_writes_the_old_schemas_records_at_once(tmp_path, monkeypa
     )
     # The STATE waiting for record 1 came out when the SCHEMA change flushed it, not at the end.
     assert seen_at_state == [1]
+
+
+def test_write_sequence_temp_fsync_journal_link_dirsync(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    steps: list[str] = []
+    real_write, real_sync, real_link = (
+        parts_module.pq.write_table, parts_module._fsync_file, parts_module.os.link
+    )
+    real_dir_sync = parts_module.fsync_dir
+
+    def write_table(table, where, **kwargs):
+        steps.append(f"write {Path(where).name.startswith('.part-')} {str(where)[-4:]}")
+        real_write(table, where, **kwargs)
+
+    def sync(path):
+        steps.append(f"fsync {path.name.endswith('.tmp')}")
+        real_sync(path)
+
+    def link(src, dst):
+        steps.append(f"link {Path(dst).exists()}")
+        real_link(src, dst)
+
+    def dir_sync(directory):
+        steps.append(f"dirsync {directory.name}")
+        real_dir_sync(directory)
+
+    from target_parquet_parts import journal as journal_module
+
+    real_record = journal_module.Journal.record
+
+    def record(self, *args, **kwargs):
+        steps.append("journal")
+        real_record(self, *args, **kwargs)
+
+    monkeypatch.setattr(parts_module.pq, "write_table", write_table)
+    monkeypatch.setattr(parts_module, "_fsync_file", sync)
+    monkeypatch.setattr(parts_module.os, "link", link)
+    monkeypatch.setattr(parts_module, "fsync_dir", dir_sync)
+    monkeypatch.setattr(journal_module.Journal, "record", record)
+    target, _ = run_target(out, events_lines(5), monkeypatch)
+    assert "events" in target._fast_sinks  # the fast record path was taken
+    assert steps == [
+        "write True .tmp", "fsync True", "journal", "link False", "dirsync events",
+    ]
+    assert temp_files(out) == []
+
+
+def test_publish_never_overwrites(tmp_path):
+    temp = tmp_path / ".part-x.parquet.tmp"
+    final = tmp_path / "part-x.parquet"
+    temp.write_bytes(b"new")
+    final.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        parts_module._publish(temp, final)
+    assert final.read_bytes() == b"old"
