@@ -142,6 +142,7 @@ class TargetParquetParts(Target):
             raise ValueError(msg)
         lag = self.config.get("state_max_lag_seconds")
         self._state_max_lag = DEFAULT_STATE_MAX_LAG_SECONDS if lag is None else float(lag)
+        self._lag = max(self._state_max_lag, 0.0)
 
     # -- sinks and journal ----------------------------------------------------------------
     @property
@@ -212,7 +213,11 @@ class TargetParquetParts(Target):
                 )
                 self.drain_one(sink)
             self._records_since_check += 1
-            if self._state_check_needed or not self._records_since_check & 255:
+            if (
+                self._state_check_needed
+                or not self._records_since_check & 255  # the SDK's 5-minute age check
+                or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
+            ):
                 self._handle_max_record_age()
             return
         try:
@@ -243,9 +248,7 @@ class TargetParquetParts(Target):
     def _handle_max_record_age(self) -> None:
         if self._state_check_needed:
             self._emit_safe_states()
-        if self._pending and _clock() - self._pending[0].received_at >= max(
-            self._state_max_lag, 0
-        ):
+        if self._pending and _clock() - self._pending[0].received_at >= self._lag:
             self._flush_buffered()
             self._emit_safe_states()
         super()._handle_max_record_age()

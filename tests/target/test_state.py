@@ -99,7 +99,7 @@ def test_lag_zero_flushes_at_every_state(tmp_path, monkeypatch):
 
 def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    clock = {"now": 1000.0}
+    clock = {"now": 1024.0}
     monkeypatch.setattr(target_module, "_clock", lambda: clock["now"])
     emitted = []
 
@@ -110,7 +110,7 @@ def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
     lines = list(events_lines(2000, state_every=10))
 
     def advance_clock(message):
-        clock["now"] += 0.01  # 10 ms per RECORD: 600 records make the 5-second lag
+        clock["now"] += 1 / 64  # exact in binary: 320 records make the 5-second lag
         return message
 
     from target_parquet_parts.target import TargetParquetParts
@@ -122,8 +122,10 @@ def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
     )
     run_target(out, lines, monkeypatch, on_state=on_state, state_max_lag_seconds=5)
     # No sink was ever full (batch 10,000): without the lag only the end would emit STATE.
+    # The first STATE (after record 9) waits 5 s = 320 records of fake time: record 329
+    # crosses the limit, flushes, and lets the newest STATE out (the one after record 319).
+    assert emitted[0] == 319
     assert len(emitted) > 2
-    assert emitted[0] < 1000
     assert len(part_files(out)) >= 3
 
 
