@@ -339,3 +339,14 @@ def test_publish_never_overwrites(tmp_path):
     with pytest.raises(FileExistsError):
         parts_module._publish(temp, final)
     assert final.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(("setting", "codec"), [
+    (None, "ZSTD"), ("snappy", "SNAPPY"), ("gzip", "GZIP"), ("none", "UNCOMPRESSED"),
+])
+def test_compression_setting(tmp_path, monkeypatch, setting, codec):
+    out = tmp_path / "out"
+    config = {} if setting is None else {"compression": setting}
+    run_target(out, events_lines(3), monkeypatch, **config)
+    [part] = part_files(out)
+    assert pq.read_metadata(part).row_group(0).column(0).compression == codec
