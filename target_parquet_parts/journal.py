@@ -33,8 +33,9 @@ Crash points (``kill -9`` at any instant):
    re-delivered records are dropped.
 4. After the STATE is written to stdout, before the ``covered`` line: the entries stay
    (harmless: their keys only drop records that really are in a part already).
-5. During a journal append: a torn last line is ignored on load; its part was not renamed yet
-   (the rename happens after the append's fsync), so nothing is lost.
+5. During a journal append: a torn last line is ignored on load (and the journal rewritten
+   without it); its part was not renamed yet (the rename happens after the append's fsync), so
+   nothing is lost.
 6. During a journal rewrite: ``os.replace`` is atomic; either the old or the new journal is seen.
 
 Streams without key properties are at least once across crashes: nothing identifies a
@@ -128,9 +129,13 @@ class Journal:
             )
             raise OutputDirInUseError(msg) from exc
         self._lines = 0
-        self._entries = self._load()
-        self._replay = self._load_replay_keys()
         self._append_fd: int | None = None
+        self._torn = False
+        self._entries = self._load()
+        if self._torn:
+            # Rewrite without the torn line, or the next append would be glued onto it.
+            self._rewrite(self._entries)
+        self._replay = self._load_replay_keys()
 
     # -- loading -------------------------------------------------------------------------
     def _load(self) -> list[JournalEntry]:
@@ -151,6 +156,7 @@ class Journal:
                     entries.append(JournalEntry(**data))
             except (ValueError, TypeError, KeyError):
                 logger.warning("ignoring a torn journal line in %s", self.path)
+                self._torn = True
         return entries
 
     def _load_replay_keys(self) -> dict[str, pa.Array]:

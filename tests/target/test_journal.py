@@ -32,7 +32,15 @@ def test_replay_keys_come_from_existing_journaled_parts(tmp_path):
     assert dropped == 2
     assert kept.column("v").to_pylist() == [30]
     assert second.drop_replayed("other", incoming, ["k1", "k2"])[1] == 0
+    # The torn line is gone: an entry appended now survives the next load.
+    later = _part(out, "part-c.parquet", [("w", 9)])
+    second.record("events", later, ["k1", "k2"], 0)
     second.close()
+    third = Journal(out, "run3")
+    assert sorted(e.part for e in third.entries) == [
+        "events/part-a.parquet", "events/part-c.parquet", "events/part-never.parquet",
+    ]
+    third.close()
 
 
 def test_covered_entries_are_forgotten_and_the_journal_is_compacted(tmp_path, monkeypatch):
