@@ -118,7 +118,7 @@ def make_record(index: int) -> dict[str, Any]:
         "sequence_number_str": str(sequence),
         "message": message,
         "labels": LABEL if index % 64 == 5 else [],
-        "event_time": when.isoformat(timespec="microseconds"),
+        "event_time": when.isoformat(timespec="milliseconds"),  # as the tap writes it
     }
 
 
