@@ -52,7 +52,7 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields: Any) -> 
     if not logger.isEnabledFor(level):
         return
     extra = {("field_" + key if key in _RESERVED else key): value for key, value in fields.items()}
-    extra["event"] = event
+    extra["event_name"] = event
     logger.log(level, format_event(event, fields), extra=extra)
 
 

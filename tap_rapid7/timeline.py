@@ -116,10 +116,10 @@ def _from_json(obj: dict[str, Any], outer_ts: float | None) -> LogEvent | None:
         with contextlib.suppress(ValueError):
             ts = _parse_iso(obj["timestamp"].rstrip("Z"), "Z")
     extra = obj.get("extra")
-    if isinstance(extra, dict) and isinstance(extra.get("event"), str) and ts is not None:
-        name = extra["event"]
+    if isinstance(extra, dict) and isinstance(extra.get("event_name"), str) and ts is not None:
+        name = extra["event_name"]
         if EVENT_NAME.fullmatch(name):
-            fields = {k: v for k, v in extra.items() if k != "event"}
+            fields = {k: v for k, v in extra.items() if k != "event_name"}
             return LogEvent(ts, name, {k.removeprefix("field_"): v for k, v in fields.items()})
     for inner_key in ("message", "event"):
         inner = obj.get(inner_key)

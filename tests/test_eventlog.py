@@ -21,7 +21,7 @@ def test_log_event_attaches_fields_as_extra_even_reserved_names(caplog):
         log_event(logger, logging.INFO, "flush_complete", stream="events", name="x", rows=2)
     record = caplog.records[-1]
     assert record.getMessage() == "flush_complete stream=events name=x rows=2"
-    assert record.event == "flush_complete"
+    assert record.event_name == "flush_complete"
     assert record.rows == 2
     assert record.field_name == "x"
 

@@ -337,7 +337,7 @@ def test_page_and_window_log_lines_carry_the_counts(requests_mock, make_client, 
     requests_mock.get(START_URL, json=page([event(1100, 1), event(1100, 1), event(2000, 3)]))
     with caplog.at_level(logging.INFO, logger="tap_rapid7.client"):
         read_all(make_client())
-    by_event = {r.event: r for r in caplog.records}
+    by_event = {r.event_name: r for r in caplog.records}
     page_line = by_event["logsearch_page_complete"]
     assert (page_line.page_min_event_timestamp, page_line.page_max_event_timestamp) == (1100, 2000)
     assert (page_line.window_from, page_line.window_to) == (1000, 2000)

@@ -79,19 +79,19 @@ def test_int64_above_2_pow_53_and_unicode_stay_exact(tmp_path, monkeypatch):
 def test_flush_logs_carry_the_convention_fields(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     run_target(tmp_path / "out", events_lines(30), monkeypatch, batch_size_rows=20)
-    events = [r for r in caplog.records if hasattr(r, "event")]
-    names = [r.event for r in events]
+    events = [r for r in caplog.records if hasattr(r, "event_name")]
+    names = [r.event_name for r in events]
     assert names == [
         "flush_start", "parquet_part_write_success", "flush_complete",
     ] * 2
-    complete = next(r for r in events if r.event == "flush_complete")
+    complete = next(r for r in events if r.event_name == "flush_complete")
     assert complete.stream == "events"
     assert complete.rows == 20
     assert complete.bytes == Path(complete.path).stat().st_size > 0
     for key in ("dataframe_build_ms", "parquet_write_ms", "flush_total_ms"):
         assert isinstance(getattr(complete, key), float)
     assert complete.flush_total_ms >= complete.parquet_write_ms
-    success = next(r for r in events if r.event == "parquet_part_write_success")
+    success = next(r for r in events if r.event_name == "parquet_part_write_success")
     assert (success.mode, success.rows, success.path) == ("part", 20, complete.path)
     assert complete.getMessage().startswith("flush_complete stream=events rows=20 bytes=")
     assert any("part mode" in r.getMessage() and r.levelno == logging.DEBUG

@@ -35,7 +35,7 @@ def test_reads_sdk_console_meltano_console_and_both_json_formats():
                "producer=False run_id=1 stdio=stderr string_id=target-parquet-parts")
     sdk_json = json.dumps({"level": "info", "pid": 1, "logger_name": "t", "ts": 1_800_000_000.5,
                            "thread_name": "M", "app_name": "target-parquet-parts",
-                           "message": body, "extra": {"event": "flush_complete",
+                           "message": body, "extra": {"event_name": "flush_complete",
                                                       "stream": "events", "rows": 7}})
     meltano_json = json.dumps({"event": body, "timestamp": "2026-11-26T07:00:03.000000Z",
                                "level": "info", "cmd_type": "elb"})
@@ -55,7 +55,7 @@ def _run_log() -> list[str]:
     def emit(name: str, **fields) -> None:
         lines.append(json.dumps({"level": "info", "pid": 1, "logger_name": "x", "ts": clock,
                                  "thread_name": "M", "app_name": "x", "message": name,
-                                 "extra": {"event": name, **fields}}))
+                                 "extra": {"event_name": name, **fields}}))
 
     emit("logsearch_query_start", log_id="log-a", window_from=0, window_to=1, per_page=500)
     clock += 2.0
@@ -158,7 +158,7 @@ def test_concurrent_queries_of_one_log_get_their_own_lanes():
         (2.0, "logsearch_page_complete", {"log_id": "log-a", "window_from": 20, "page": 1,
                                           "event_count": 5, "polls": 0, "elapsed_seconds": 0.3}),
     ]
-    lines = [json.dumps({"ts": base + t, "message": name, "extra": {"event": name, **fields}})
+    lines = [json.dumps({"ts": base + t, "message": name, "extra": {"event_name": name, **fields}})
              for t, name, fields in rows]
     timeline = build_timeline(parse_lines(lines))
     spans = [(s.lane, round(s.start, 2), round(s.end, 2)) for s in timeline.spans]
