@@ -4,7 +4,8 @@ It does what Rapid7's own clients do and nothing more: for each log in turn, sta
 the window, poll its Self link every ``poll_interval`` seconds while it runs, take the events of
 each finished page, follow Next until there is none. Each event goes out as one JSON line (a
 Singer-like RECORD, encoded with msgspec), so it does the minimum a tap must do: fetch, decode,
-write. No state, no schema, no retries: on any HTTP error it stops.
+write. No state, no schema, no retries except waiting out a 429: on any other HTTP error it
+stops.
 
 Used in-process by tap_wall.py (the sequential client) and as a process by tap_cpu.py:
 ``python benchmarks/raw_logsearch_client.py --base-url U --api-key K --log-id ID --from-ms F
@@ -63,6 +64,10 @@ def pull(
         def get(url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
             response = session.get(url, params=params, timeout=60)
             result.requests += 1
+            while response.status_code == 429:  # rate limited: wait as told, then again
+                sleep(float(response.headers.get("Retry-After") or 1))
+                response = session.get(url, params=params, timeout=60)
+                result.requests += 1
             if response.status_code >= 400:
                 raise RuntimeError(f"GET {url} -> {response.status_code}: {response.text[:200]}")
             return decode(response.content)

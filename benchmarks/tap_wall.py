@@ -12,7 +12,9 @@ while the query is still running). A log is a chain of ``pages`` such steps, so
 * ``chain(log) = pages(log) * (R + L)``; the lower bound is the longest chain;
 * with k queries in flight at most, it is also at least ``sum(chains) / k``;
 * with a rate-limit budget B per window W, ``ceil(requests / B) - 1`` whole windows must pass
-  (requests >= 2 per page), whichever binds.
+  (requests >= 2 per page), whichever binds. This one is approximate: the emulator's windows are
+  fixed (aligned to multiples of W) and shared by the runs, so a run that starts late in a
+  window with budget left can beat it by up to one window.
 
 Measured: ``tap-rapid7`` with the default ``max_concurrent_queries`` (4), with 1, and with one
 query per log (8), each from its first API request to its exit (its interpreter start-up is
