@@ -42,6 +42,9 @@ __all__ = [
 REGIONS = ("us", "us2", "us3", "eu", "ca", "au", "ap")
 USER_AGENT = "tap-rapid7/0.1"
 PREVIEW_CHARS = 300
+# Empty pages in a row that still carry a Next link before the query is restarted from the
+# cursor (restarts without progress are bounded by max_restarts, so this cannot loop forever).
+MAX_EMPTY_PAGES_WITH_NEXT = 3
 
 logger = logging.getLogger("tap_rapid7.client")
 
@@ -244,7 +247,10 @@ class LogSearchClient:
         return redact(text, [self._api_key])
 
     def _preview(self, content: bytes) -> str:
-        text = content[: PREVIEW_CHARS * 4].decode("utf-8", errors="replace")
+        # Keep the key's length beyond the cut, so a key that starts inside the kept prefix is
+        # whole when it is redacted (a key cut in half would slip past the redaction).
+        keep = PREVIEW_CHARS * 4 + len(self._api_key.encode())
+        text = content[:keep].decode("utf-8", errors="replace")
         text = self._redact(text)
         return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS] + "..."
 
@@ -405,10 +411,18 @@ class LogSearchClient:
 
     @staticmethod
     def _is_running(status_code: int, body: Any) -> bool:
-        if status_code == 202 or _href(body, "self") is not None:
+        # Whether Self and Next can come together is unconfirmed: a Next link, or events with
+        # no unfinished progress, mean a finished page even when it also names itself.
+        if status_code == 202:
             return True
-        progress = body.get("progress") if isinstance(body, dict) else None
-        return progress is not None and progress < 100
+        if not isinstance(body, dict):
+            return False
+        if _href(body, "next") is not None:
+            return False
+        progress = body.get("progress")
+        if progress is not None and progress < 100:
+            return True
+        return _href(body, "self") is not None and not body.get("events")
 
     def _poll_until_done(self, reply: _Reply, *, log_id: str, started: float) -> tuple[_Reply, int]:
         """Poll ``Self`` (waiting, with backoff) until the reply is a finished page."""
@@ -452,6 +466,7 @@ class LogSearchClient:
         self._raise_for_status(reply, "query start", log_id=log_id)
         seen_next: set[str] = set()
         number = 0
+        empty_pages_in_a_row = 0
         while True:
             reply, polls = self._poll_until_done(reply, log_id=log_id, started=started)
             body = reply.body if isinstance(reply.body, dict) else {}
@@ -469,6 +484,9 @@ class LogSearchClient:
             )
             if not next_href:
                 return
+            empty_pages_in_a_row = 0 if body.get("events") else empty_pages_in_a_row + 1
+            if empty_pages_in_a_row >= MAX_EMPTY_PAGES_WITH_NEXT:
+                raise QueryRestartNeeded("empty pages with Next links")
             if next_href in seen_next:
                 raise QueryRestartNeeded("repeated Next link")
             seen_next.add(next_href)

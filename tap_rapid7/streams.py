@@ -104,7 +104,11 @@ class EventsStream(_TapStream):
         return [{"log_id": log_id} for log_id in self.rapid7.log_ids]
 
     def _resume_cursor(self, log_id: str) -> Cursor:
-        """Where ``log_id`` starts: its stored cursor, else ``start_date`` (the later wins)."""
+        """Where ``log_id`` starts: its stored cursor, else ``start_date``.
+
+        The state always wins over ``start_date``: a relative start date ("1 day ago") moves
+        forward every run, and letting it pass a stored cursor would silently skip the gap.
+        """
         state = self.get_context_state({"log_id": log_id})
         cursor = Cursor.from_state(state)
         if cursor is None and state.get("replication_key_value"):
@@ -117,8 +121,6 @@ class EventsStream(_TapStream):
             if start_ms is None:
                 msg = f"start_date is required: the state has no {CURSOR_MILLIS_KEY} for {log_id}"
                 raise ConfigValidationError(msg)
-            return Cursor(start_ms)
-        if start_ms is not None and start_ms > cursor.millis:
             return Cursor(start_ms)
         return cursor
 

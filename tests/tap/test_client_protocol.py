@@ -271,6 +271,36 @@ def test_repeated_next_href_restarts_instead_of_looping(requests_mock, make_clie
     assert report.restarts == 1
 
 
+def test_finished_page_carrying_self_and_next_is_not_polled(requests_mock, make_client, fake_time):
+    first = page([event(1000, 1)], f"{BASE}/query/n2")
+    first["links"].append({"rel": "Self", "href": f"{BASE}/query/q1"})
+    requests_mock.get(START_URL, json=first)
+    last = page([event(1001, 2)])
+    last["links"] = [{"rel": "Self", "href": f"{BASE}/query/q2"}]  # names itself, no progress
+    requests_mock.get(f"{BASE}/query/n2", json=last)
+    records, report = read_all(make_client())
+    assert keys(records) == [(1000, "1"), (1001, "2")]
+    assert fake_time.sleeps == []
+    assert requests_mock.call_count == 2
+    assert report.pages == 2
+
+
+def test_endless_empty_pages_with_next_fail_loudly_instead_of_looping(requests_mock, make_client):
+    served = {"n": 0}
+
+    def empty_with_fresh_next(request, context):
+        served["n"] += 1
+        return page([], f"{BASE}/query/e{served['n']}")
+
+    requests_mock.get(START_URL, json=empty_with_fresh_next)
+    requests_mock.get(re.compile(rf"{re.escape(BASE)}/query/e\d+"), json=empty_with_fresh_next)
+    client = make_client()
+    with pytest.raises(FatalAPIError, match="restart"):
+        read_all(client)
+    bound = (client.max_restarts + 1) * client_module.MAX_EMPTY_PAGES_WITH_NEXT
+    assert served["n"] == bound
+
+
 def test_each_response_is_decoded_exactly_once(requests_mock, make_client, monkeypatch):
     calls = []
     real = client_module.decode_json

@@ -150,6 +150,20 @@ def test_empty_log_ids_reads_every_log_from_management(monkeypatch, fake):
     assert {r["log_id"] for r in records} == {"log-a", "log-b"}
 
 
+def test_stored_cursor_wins_over_a_later_start_date(monkeypatch, fake):
+    """A relative start_date ("1 day ago") moves forward each run; it must never skip a gap."""
+    first = run_tap(monkeypatch, config(log_ids=["log-a"], end_date="2024-01-01T00:00:05Z"))
+    state = [m for m in first if m["type"] == "STATE"][-1]["value"]
+    cursor = partitions(state)["log-a"]["next_from_millis"]
+    assert cursor == T0 + 5_000
+    later_start = config(log_ids=["log-a"], start_date="2024-01-01T00:00:20Z")
+    rest = event_records(run_tap(monkeypatch, later_start, state))
+    assert min(r["timestamp"] for r in rest) < T0 + 20_000  # the gap after the cursor is read
+    got = emitted_keys(event_records(first) + rest)
+    expected = [("log-a", ts, seq) for ts, seq in fake.truth("log-a", T0, T0 + 30_000)]
+    assert got == expected
+
+
 def test_start_date_is_required_without_state(monkeypatch, fake):
     cfg = config()
     del cfg["start_date"]
