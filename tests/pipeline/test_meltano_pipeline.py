@@ -73,7 +73,13 @@ def _keys(output_dir: Path) -> list[tuple[str, str]]:
                     strict=True))
 
 
-@pytest.mark.skipif(not MELTANO.exists(), reason=f"Meltano not installed at {MELTANO} "
+# Skipped only on a bare developer run; under CI or scripts/test.sh (which set MELTANO_BIN) a
+# missing Meltano fails the test instead of hiding it.
+MELTANO_REQUIRED = bool(os.environ.get("CI") or "MELTANO_BIN" in os.environ)
+
+
+@pytest.mark.skipif(not MELTANO.exists() and not MELTANO_REQUIRED,
+                    reason=f"Meltano not installed at {MELTANO} "
                     "(scripts/test.sh installs it; or set MELTANO_BIN)")
 def test_meltano_install_run_twice_matches_truth_and_keeps_state(
     project, emulator_factory, tmp_path
