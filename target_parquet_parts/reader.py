@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
 import typing as t
 from collections import Counter, defaultdict
 
@@ -37,6 +38,13 @@ class LineNumberingReader(MsgSpecReader):
     def __init__(self) -> None:
         super().__init__()
         self.line_number = 0
+        # Work to run while the input is idle (the target's STATE-lag check), every
+        # ``idle_interval`` seconds, on a watcher thread. Messages and the idle work take
+        # turns under one lock, so the target never sees two at once.
+        self.idle_callback: t.Callable[[], None] | None = None
+        self.idle_interval = 1.0
+        self._turn = threading.Lock()
+        self._idle_error: BaseException | None = None
 
     @property
     def default_input(self) -> t.IO[t.Any]:  # type: ignore[override]
@@ -72,22 +80,60 @@ class LineNumberingReader(MsgSpecReader):
             lines = lines.buffer
         decode = decoder.decode
         get_callback = callbacks.get
-        for line in lines:
-            self.line_number += 1
-            try:
-                message = decode(line)
-                message_type = message["type"]
-                callback = get_callback(message_type)
-            except (msgspec.DecodeError, TypeError, KeyError):
-                message = self.deserialize_json(line)  # raises the precise error
-                message_type = message["type"]
-                callback = get_callback(message_type)
-            if callback is None:
-                self._process_unknown_message(message)
-            else:
-                callback(message)
-            stats[message_type] += 1
+        turn = self._turn
+        watcher = self._start_idle_watcher()
+        try:
+            for line in lines:
+                self.line_number += 1
+                with turn:
+                    self._raise_idle_error()
+                    message_type = self._dispatch(line, decode, get_callback)
+                stats[message_type] += 1
+        finally:
+            if watcher is not None:
+                watcher.stop()
+        self._raise_idle_error()
         return Counter(**stats)
+
+    def _dispatch(
+        self,
+        line: bytes,
+        decode: t.Callable[[bytes], t.Any],
+        get_callback: t.Callable[[str], t.Callable[[dict], None] | None],
+    ) -> str:
+        try:
+            message = decode(line)
+            message_type = message["type"]
+            callback = get_callback(message_type)
+        except (msgspec.DecodeError, TypeError, KeyError):
+            message = self.deserialize_json(line)  # raises the precise error
+            message_type = message["type"]
+            callback = get_callback(message_type)
+        if callback is None:
+            self._process_unknown_message(message)
+        else:
+            callback(message)
+        return message_type
+
+    def _start_idle_watcher(self) -> _IdleWatcher | None:
+        if self.idle_callback is None:
+            return None
+        watcher = _IdleWatcher(self, self.idle_interval)
+        watcher.start()
+        return watcher
+
+    def _run_idle_callback(self) -> None:
+        with self._turn:
+            if self._idle_error is not None or self.idle_callback is None:
+                return
+            try:
+                self.idle_callback()
+            except BaseException as exc:  # surfaced on the main thread at the next line
+                self._idle_error = exc
+
+    def _raise_idle_error(self) -> None:
+        if self._idle_error is not None:
+            raise self._idle_error
 
     def _process_unknown_message(self, message_dict: dict) -> None:
         msg = (
@@ -96,3 +142,21 @@ class LineNumberingReader(MsgSpecReader):
             "or BATCH)"
         )
         raise ValueError(msg)
+
+
+class _IdleWatcher(threading.Thread):
+    """Calls the reader's idle callback every ``interval`` seconds until stopped."""
+
+    def __init__(self, reader: LineNumberingReader, interval: float) -> None:
+        super().__init__(name="target-idle-watcher", daemon=True)
+        self._reader = reader
+        self._interval = interval
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._reader._run_idle_callback()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join()

@@ -11,8 +11,9 @@ renamed, fsynced part, and never earlier:
   are flushed with it, so a small stream never holds STATE back.
 * If no sink holds records, the STATE is written at once.
 * ``state_max_lag_seconds`` bounds how long a STATE may wait for not-yet-full sinks: when the
-  oldest waiting STATE is older than that (checked at each record and STATE message), the sinks
-  holding records are flushed early. ``0`` flushes at every STATE (smallest redo after a crash,
+  oldest waiting STATE is older than that (checked at each record and STATE message, and by
+  the reader's idle watcher while no input arrives), the sinks holding records are flushed
+  early. ``0`` flushes at every STATE (smallest redo after a crash,
   more and smaller parts).
 
 The overrides are the narrowest hooks: ``_process_state_message`` (track instead of only
@@ -143,6 +144,11 @@ class TargetParquetParts(Target):
         lag = self.config.get("state_max_lag_seconds")
         self._state_max_lag = DEFAULT_STATE_MAX_LAG_SECONDS if lag is None else float(lag)
         self._lag = max(self._state_max_lag, 0.0)
+        if self._lag > 0 and isinstance(self.message_reader, LineNumberingReader):
+            # A tap can go quiet for minutes (a query still running, a 429 wait): the lag
+            # bound must hold then too, not only when the next message arrives.
+            self.message_reader.idle_callback = self._check_state_lag
+            self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
 
     # -- sinks and journal ----------------------------------------------------------------
     @property
@@ -244,6 +250,13 @@ class TargetParquetParts(Target):
         blockers = {s: s.flush_count for s in self._sinks if s.current_size}
         self._pending.append(_PendingState(self.states_received, state, now, blockers))
         self._emit_safe_states()
+
+    def _check_state_lag(self) -> None:
+        """Idle-time check (reader's watcher thread, holding the reader's turn lock)."""
+        if self._state_check_needed or (
+            self._pending and _clock() - self._pending[0].received_at >= self._lag
+        ):
+            self._handle_max_record_age()
 
     def _handle_max_record_age(self) -> None:
         if self._state_check_needed:
