@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -65,13 +66,17 @@ def events_served(emulator: RunningEmulator) -> int:
     return int(emulator.stats()["requests"].get("events_served", 0))
 
 
+TAP_COMMAND: list[str] = []  # set by --tap-command; empty: the venv's tap-rapid7
+
+
 def run_tap(
     emulator: RunningEmulator, config: dict[str, Any], workdir: Path, name: str, profile: bool
 ) -> tuple[benchlib.ChildResult, int]:
     """Run tap-rapid7 to /dev/null; return its measurements and the events it was served."""
     config_path = workdir / f"{name}-config.json"
     config_path.write_text(json.dumps(config))
-    argv = [benchlib.venv_bin("tap-rapid7"), "--config", str(config_path)]
+    command = TAP_COMMAND or [benchlib.venv_bin("tap-rapid7")]
+    argv = [*command, "--config", str(config_path)]
     if profile:
         argv = benchlib.profiled(argv, workdir / f"{name}.prof")
     stderr_path = workdir / f"{name}.stderr"
@@ -109,8 +114,13 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="one more tap run, one query at a time, profiled"
     )
+    parser.add_argument(
+        "--tap-command", help="the tap to measure (default: the venv's tap-rapid7), for A/B runs"
+    )
     benchlib.add_env_argument(parser)
     args = parser.parse_args()
+    if args.tap_command:
+        TAP_COMMAND[:] = shlex.split(args.tap_command)
     benchlib.configure_env(args)
     eps = args.events_per_second or (2.0 if args.quick else 50.0)
     window_seconds = args.window_seconds or (600 if args.quick else 3600)
