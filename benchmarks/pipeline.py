@@ -31,9 +31,9 @@ from pathlib import Path
 
 import benchlib
 import pyarrow.parquet as pq
-from tap_cpu import events_served, fixed_window, tap_config
+from tap_cpu import events_served, fixed_window, no_wait_options, tap_config
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from tap_rapid7.emulator import running_emulator
 
 GOAL = 1.0
 
@@ -57,15 +57,7 @@ def main() -> None:
     args.repeat = args.repeat or (1 if args.quick else 3)
     eps = args.events_per_second or (2.0 if args.quick else 30.0)
     window_seconds = args.window_seconds or (600 if args.quick else 3600)
-    options = EmulatorOptions(
-        seed=13,
-        log_count=1,
-        events_per_second=eps,
-        polls_before_ready=0,
-        ready_after_seconds=0.0,
-        request_latency_ms=0.0,
-        next_is_async=False,
-    )
+    options = no_wait_options(seed=13, log_count=1, events_per_second=eps)
     with running_emulator(options, port=0) as emulator, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         window = fixed_window(window_seconds)

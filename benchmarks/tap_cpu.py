@@ -41,6 +41,19 @@ def iso(millis: int) -> str:
     return dt.datetime.fromtimestamp(millis / 1000, tz=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def no_wait_options(*, seed: int, log_count: int, events_per_second: float) -> EmulatorOptions:
+    """An emulator that answers every query at once: only the clients' CPU is measured."""
+    return EmulatorOptions(
+        seed=seed,
+        log_count=log_count,
+        events_per_second=events_per_second,
+        polls_before_ready=0,
+        ready_after_seconds=0.0,
+        request_latency_ms=0.0,
+        next_is_async=False,
+    )
+
+
 def fixed_window(seconds: int) -> tuple[int, int]:
     """A window of ``seconds`` at a fixed past date: the emulator's data there never changes."""
     return benchlib.BASE_MILLIS, benchlib.BASE_MILLIS + seconds * 1000
@@ -124,15 +137,7 @@ def main() -> None:
     benchlib.configure_env(args)
     eps = args.events_per_second or (2.0 if args.quick else 50.0)
     window_seconds = args.window_seconds or (600 if args.quick else 3600)
-    options = EmulatorOptions(
-        seed=11,
-        log_count=args.logs,
-        events_per_second=eps,
-        polls_before_ready=0,
-        ready_after_seconds=0.0,
-        request_latency_ms=0.0,
-        next_is_async=False,
-    )
+    options = no_wait_options(seed=11, log_count=args.logs, events_per_second=eps)
     with running_emulator(options, port=0) as emulator, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         log_ids = emulator.log_ids
