@@ -3,6 +3,9 @@
     from tap_rapid7.emulator import EmulatorOptions, running_emulator
     with running_emulator(EmulatorOptions(seed=7), port=0) as emu:
         emu.base_url, emu.api_key, emu.log_ids, emu.truth(from_ms, to_ms)
+
+`truth()` keys are (log_id, timestamp, sequence_number_str): Rapid7 identifies an entry by all
+three, and sequence numbers may recur across milliseconds (`sequence_numbers="per_ms"`).
 """
 
 from tap_rapid7.emulator.options import EmulatorOptions

@@ -4,6 +4,11 @@
 connection" verdict). Order per API request: latency, forced 429, random faults (drop, 5xx),
 auth (401/403), rate limit (429), then the endpoint. `/_emulator/*` (ground truth, stats) is
 outside the API: no auth, no faults, no rate limit.
+
+Every query start (GET `/query/logs/{keys}`, `/query/logsets…`, POST `/query/logs`, and every
+Next link, which is a GET start with `next_page=true`) counts in `requests.queries_started`.
+The ground truth is keyed like Rapid7 identifies an entry: (log_id, timestamp, sequence number
+as a string); JSON `[log_id, ts, "seq"]`.
 """
 
 from __future__ import annotations
@@ -16,19 +21,19 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from tap_rapid7.emulator.data import LABELS, Event, SyntheticData
+from tap_rapid7.emulator.data import LABELS, Event, SyntheticData, iso_ms
 from tap_rapid7.emulator.faults import FaultInjector
 from tap_rapid7.emulator.leql import INVALID_STATEMENT_CODE, StatementError, parse_statement
 from tap_rapid7.emulator.options import DATA_FIELDS, EmulatorOptions
 from tap_rapid7.emulator.queries import (
     Continuation,
-    Position,
     QuerySpec,
     Registry,
     iter_matching,
     page_events,
+    query_bounds,
     render_page,
     running_body,
     statistics_body,
@@ -47,6 +52,8 @@ NOT_FOUND = {"message": "HTTP 404 Not Found"}
 ORG_ID = "00000000-emulator-org"
 _TIME_RANGE = re.compile(r"^\s*last\s+(\d+)?\s*(minute|hour|day|week)s?\s*$", re.I)
 _UNIT_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
+
+TruthKey = tuple[str, int, str]  # (log_id, timestamp, sequence_number_str)
 
 
 @dataclass
@@ -118,33 +125,64 @@ class EmulatorApp:
             return {"Self": "self", "Next": "next", "Context": "context", "Related": "related"}
         return {"Self": "Self", "Next": "Next", "Context": "Context", "Related": "Related"}
 
+    def horizon_ms(self, now_ms: int | None = None) -> int | None:
+        """Oldest receipt time still retained (None: retention off)."""
+        return self.options.retention_horizon_ms(self.now_ms() if now_ms is None else now_ms)
+
     # ----------------------------------------------------------------- ground truth
-    def truth(self, from_ms: int, to_ms: int, log_id: str | None = None) -> list[tuple[str, str]]:
-        """Keys of entries visible now with from <= timestamp < to, by (log_id, ts, seq)."""
+    def truth(self, from_ms: int, to_ms: int, log_id: str | None = None) -> list[TruthKey]:
+        """Keys (log_id, timestamp, sequence_number_str) of the entries retained and visible
+        now with from <= timestamp < to (always half-open, whatever the query options), ordered
+        by (log_id, timestamp, sequence_number)."""
+        return [key for key, _ in self._truth_events(from_ms, to_ms, log_id)]
+
+    def event_times(
+        self, from_ms: int, to_ms: int, log_id: str | None = None
+    ) -> dict[TruthKey, int | None]:
+        """For the same entries as `truth()`: the time written into each message (epoch ms),
+        or None for a message that carries no time. Ground truth for time extractors."""
+        return {key: event.event_ms for key, event in self._truth_events(from_ms, to_ms, log_id)}
+
+    def _truth_events(
+        self, from_ms: int, to_ms: int, log_id: str | None
+    ) -> list[tuple[TruthKey, Event]]:
         data, now = self.data, self.now_ms()
         late_ms = self.options.late_arrival_seconds * 1000
+        horizon = self.horizon_ms(now)
+        if horizon is not None:
+            from_ms = max(from_ms, horizon)
         logs = sorted(data.logs, key=lambda log: log.id)
         if log_id is not None:
             if log_id not in data.log_by_id:
                 raise KeyError(log_id)
             logs = [data.log_by_id[log_id]]
-        keys: list[tuple[str, str]] = []
+        out: list[tuple[TruthKey, Event]] = []
         for log in logs:
             for event in data.iter_log(log.index, from_ms, min(to_ms, now + 1)):
                 if event.ts + int(event.late_fraction * late_ms) <= now:
-                    keys.append((log.id, str(event.seq)))
-        return keys
+                    out.append(((log.id, event.ts, str(event.seq)), event))
+        return out
 
     def events(self, log_id: str, from_ms: int, to_ms: int, base_url: str) -> list[dict]:
         """The event dicts the API would serve for one log now (half-open window)."""
         log = self.data.log_by_id[log_id]
-        spec = self._spec((log.index,), "", from_ms=from_ms, to_ms=to_ms, upper=to_ms,
-                          per_page=1, mrf=False)
+        spec = self._spec(
+            (log.index,),
+            "",
+            from_ms=from_ms,
+            to_ms=to_ms,
+            per_page=1,
+            mrf=False,
+            from_inclusive=True,
+            to_inclusive=False,
+        )
         rel, base = self.rels()["Context"].encode(), base_url.encode()
+        now = self.now_ms()
         return [
             json.loads(e.render(rel, base))
-            for e in iter_matching(self.data, spec, None, self.now_ms(),
-                                   self.options.late_arrival_seconds)
+            for e in iter_matching(
+                self.data, spec, now, self.options.late_arrival_seconds, self.horizon_ms(now)
+            )
         ]
 
     def stats(self) -> dict:
@@ -156,8 +194,15 @@ class EmulatorApp:
                 "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
                 "faults": {
                     name: self.counters.get(name, 0)
-                    for name in ("dropped", "server_errors", "forced_429", "rate_limited",
-                                 "expired_links", "duplicate_next")
+                    for name in (
+                        "dropped",
+                        "server_errors",
+                        "forced_429",
+                        "rate_limited",
+                        "expired_links",
+                        "duplicate_next",
+                        "non_page_bodies",
+                    )
                 },
                 "connections": self.counters.get("connections", 0),
                 "live_continuations": len(self.registry),
@@ -174,18 +219,22 @@ class EmulatorApp:
             self.counters[name] += n
 
     # ----------------------------------------------------------------- entry point
-    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes,
-               host: str) -> Response:
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes, host: str
+    ) -> Response:
         parts = urlsplit(target)
         path, params = parts.path, parse_qs(parts.query, keep_blank_values=True)
         prefix = ""
         if path == "/log_search" or path.startswith("/log_search/"):
-            prefix, path = "/log_search", path[len("/log_search"):] or "/"
+            prefix, path = "/log_search", path[len("/log_search") :] or "/"
         base = f"http://{host}{prefix}"
         if path.startswith("/_emulator/"):
             response = self._internal(path, params)
         else:
-            response = self._api(method, path, params, headers=headers, body=body, base=base)
+            href = f"{base}{path}" + (f"?{parts.query}" if parts.query else "")
+            response = self._api(
+                method, path, params, headers=headers, body=body, base=base, href=href
+            )
             with self._lock:
                 self.status_counts[0 if response.drop else response.status] += 1
         response.headers.setdefault("Content-Type", "application/json")
@@ -206,8 +255,17 @@ class EmulatorApp:
             return _json(200, {"count": len(keys), "keys": [list(k) for k in keys]})
         return _json(404, NOT_FOUND)
 
-    def _api(self, method: str, path: str, params: dict[str, list[str]], *,
-             headers: Mapping[str, str], body: bytes, base: str) -> Response:
+    def _api(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, list[str]],
+        *,
+        headers: Mapping[str, str],
+        body: bytes,
+        base: str,
+        href: str,
+    ) -> Response:
         opts = self.options
         family = "query" if path.startswith("/query") else "management"
         with self._lock:
@@ -218,9 +276,14 @@ class EmulatorApp:
             time.sleep(opts.request_latency_ms / 1000)
         key = headers.get("X-Api-Key") or ""
         drop, error = self.faults.roll(opts.drop_rate, opts.error_rate)
-        peek = self.limiter.check(key, family, budget=opts.rate_limit_budget,
-                                  window_s=opts.rate_limit_window_seconds, now_ms=self.now_ms(),
-                                  consume=False)
+        peek = self.limiter.check(
+            key,
+            family,
+            budget=opts.rate_limit_budget,
+            window_s=opts.rate_limit_window_seconds,
+            now_ms=self.now_ms(),
+            consume=False,
+        )
         if number in opts.forced_429_requests():
             self._count("forced_429")
             response = _json(429, {"message": "Too Many Requests"})
@@ -243,9 +306,13 @@ class EmulatorApp:
             response = _json(401, {"message": "Unauthorized"})
             response.headers.update(peek.headers())
             return response
-        decision = self.limiter.check(key, family, budget=opts.rate_limit_budget,
-                                      window_s=opts.rate_limit_window_seconds,
-                                      now_ms=self.now_ms())
+        decision = self.limiter.check(
+            key,
+            family,
+            budget=opts.rate_limit_budget,
+            window_s=opts.rate_limit_window_seconds,
+            now_ms=self.now_ms(),
+        )
         if not decision.allowed:
             self._count("rate_limited")
             response = _json(429, {"message": "Too Many Requests"})
@@ -253,15 +320,23 @@ class EmulatorApp:
             response.headers["Retry-After"] = str(decision.reset_seconds)
             return response
         try:
-            response = self._route(method, path, params, body, base)
+            response = self._route(method, path, params, body, base=base, href=href)
         except ApiError as exc:
             response = _json(exc.status, exc.body)
         response.headers.update(decision.headers())
         return response
 
     # ----------------------------------------------------------------- routing
-    def _route(self, method: str, path: str, params: dict[str, list[str]], body: bytes,
-               base: str) -> Response:
+    def _route(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, list[str]],
+        body: bytes,
+        *,
+        base: str,
+        href: str,
+    ) -> Response:
         segments = [s for s in path.split("/") if s]
         data = self.data
         if method == "GET" and segments[:1] == ["management"]:
@@ -279,19 +354,19 @@ class EmulatorApp:
                 if key not in data.log_by_id:
                     raise ApiError(404, NOT_FOUND)
                 indexes.append(data.log_by_id[key].index)
-            return self._start(tuple(indexes), _param(params, "query"), params, base)
+            return self._start(tuple(indexes), _param(params, "query"), params, base, href)
         if rest == ["logsets"]:
             names = params.get("logset_name", [])
             by_name = {ls.name: ls for ls in data.logsets}
             if not names or any(n not in by_name for n in names):
                 raise ApiError(404, NOT_FOUND)
             indexes = sorted({i for n in names for i in by_name[n].log_indexes})
-            return self._start(tuple(indexes), _param(params, "query"), params, base)
+            return self._start(tuple(indexes), _param(params, "query"), params, base, href)
         if len(rest) == 2 and rest[0] == "logsets":
             logset = data.logset_by_id.get(rest[1])
             if logset is None:
                 raise ApiError(404, NOT_FOUND)
-            return self._start(logset.log_indexes, _param(params, "query"), params, base)
+            return self._start(logset.log_indexes, _param(params, "query"), params, base, href)
         if len(rest) == 2 and rest[0] == "context":
             return self._context(rest[1], params, base)
         if len(rest) == 1:
@@ -304,31 +379,51 @@ class EmulatorApp:
         logset = self.data.logsets[log.logset_index]
         rel = self.rels()
         return {
-            "id": log.id, "name": log.name,
-            "logsets_info": [{
-                "id": logset.id, "name": logset.name,
-                "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}",
-                "links": [{"rel": rel["Self"], "href": f"{base}/management/logsets/{logset.id}"}],
-            }],
+            "id": log.id,
+            "name": log.name,
+            "logsets_info": [
+                {
+                    "id": logset.id,
+                    "name": logset.name,
+                    "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}",
+                    "links": [
+                        {"rel": rel["Self"], "href": f"{base}/management/logsets/{logset.id}"}
+                    ],
+                }
+            ],
             "links": [{"rel": rel["Related"], "href": f"{base}/management/logs/{log.id}/topkeys"}],
             "retention_period": "default",
             "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{log.id}",
-            "source_type": "token", "structures": [], "token_seed": None,
-            "tokens": [], "user_data": {"platform_managed": "true"},
+            "source_type": "token",
+            "structures": [],
+            "token_seed": None,
+            "tokens": [],
+            "user_data": {"platform_managed": "true"},
         }
 
     def _logset_json(self, index: int, base: str) -> dict:
         logset = self.data.logsets[index]
         rel = self.rels()
         return {
-            "id": logset.id, "name": logset.name, "description": None,
-            "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}", "user_data": {},
-            "logs_info": [{
-                "id": self.data.logs[i].id, "name": self.data.logs[i].name,
-                "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{self.data.logs[i].id}",
-                "links": [{"rel": rel["Self"],
-                           "href": f"{base}/management/logs/{self.data.logs[i].id}"}],
-            } for i in logset.log_indexes],
+            "id": logset.id,
+            "name": logset.name,
+            "description": None,
+            "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}",
+            "user_data": {},
+            "logs_info": [
+                {
+                    "id": self.data.logs[i].id,
+                    "name": self.data.logs[i].name,
+                    "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{self.data.logs[i].id}",
+                    "links": [
+                        {
+                            "rel": rel["Self"],
+                            "href": f"{base}/management/logs/{self.data.logs[i].id}",
+                        }
+                    ],
+                }
+                for i in logset.log_indexes
+            ],
         }
 
     def _management(self, rest: list[str], base: str) -> Response:
@@ -336,13 +431,13 @@ class EmulatorApp:
         if rest == ["logs"]:
             return _json(200, {"logs": [self._log_json(i, base) for i in range(len(data.logs))]})
         if rest == ["logsets"]:
-            return _json(200, {"logsets": [self._logset_json(i, base)
-                                           for i in range(len(data.logsets))]})
+            return _json(
+                200, {"logsets": [self._logset_json(i, base) for i in range(len(data.logsets))]}
+            )
         if len(rest) == 2 and rest[0] == "logs" and rest[1] in data.log_by_id:
             return _json(200, {"log": self._log_json(data.log_by_id[rest[1]].index, base)})
         if len(rest) == 2 and rest[0] == "logsets" and rest[1] in data.logset_by_id:
-            return _json(200, {"logset": self._logset_json(data.logset_by_id[rest[1]].index,
-                                                           base)})
+            return _json(200, {"logset": self._logset_json(data.logset_by_id[rest[1]].index, base)})
         if len(rest) == 2 and rest[0] == "labels":
             label = LABELS.get(rest[1])
             if label is None:
@@ -360,8 +455,10 @@ class EmulatorApp:
             if not isinstance(logs, list) or not logs:
                 raise TypeError("logs")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise _bad_request(INVALID_BODY_CODE, "Body must be JSON {\"logs\": [...], "
-                               "\"leql\": {\"statement\": ..., \"during\": {...}}}") from exc
+            raise _bad_request(
+                INVALID_BODY_CODE,
+                'Body must be JSON {"logs": [...], "leql": {"statement": ..., "during": {...}}}',
+            ) from exc
         indexes = []
         for key in logs:
             if key not in self.data.log_by_id:
@@ -371,7 +468,7 @@ class EmulatorApp:
         for name in ("from", "to", "time_range"):
             if name in during:
                 merged[name] = [str(during[name])]
-        return self._start(tuple(indexes), leql.get("statement"), merged, base)
+        return self._start(tuple(indexes), leql.get("statement"), merged, base, None)
 
     def _window(self, params: dict[str, list[str]]) -> tuple[int, int]:
         raw_from, raw_to = _param(params, "from"), _param(params, "to")
@@ -383,28 +480,67 @@ class EmulatorApp:
             now = self.now_ms()
             return now - int(match.group(1) or 1) * _UNIT_MS[match.group(2).lower()], now
         if raw_from is None or raw_to is None:
-            raise _bad_request(MISSING_WINDOW_CODE,
-                               "Both 'from' and 'to' (epoch milliseconds) are required")
+            raise _bad_request(
+                MISSING_WINDOW_CODE, "Both 'from' and 'to' (epoch milliseconds) are required"
+            )
         try:
             from_ms, to_ms = int(raw_from), int(raw_to)
         except ValueError as exc:
-            raise _bad_request(INVALID_WINDOW_CODE,
-                               "'from' and 'to' must be integer epoch milliseconds") from exc
+            raise _bad_request(
+                INVALID_WINDOW_CODE, "'from' and 'to' must be integer epoch milliseconds"
+            ) from exc
         if from_ms < 0 or to_ms < from_ms:
             raise _bad_request(INVALID_WINDOW_CODE, "'from' must be >= 0 and <= 'to'")
         return from_ms, to_ms
 
-    def _spec(self, indexes: tuple[int, ...], statement_text: str | None, *, from_ms: int,
-              to_ms: int, upper: int, per_page: int, mrf: bool) -> QuerySpec:
+    def _spec(
+        self,
+        indexes: tuple[int, ...],
+        statement_text: str | None,
+        *,
+        from_ms: int,
+        to_ms: int,
+        per_page: int,
+        mrf: bool,
+        sequence_number: int | None = None,
+        from_inclusive: bool | None = None,
+        to_inclusive: bool | None = None,
+    ) -> QuerySpec:
+        """A validated query; inclusivity defaults to the options."""
         try:
             statement = parse_statement(statement_text)
         except StatementError as exc:
             raise _bad_request(INVALID_STATEMENT_CODE, str(exc)) from exc
-        return QuerySpec(indexes, tuple(self.data.logs[i].id for i in indexes), statement,
-                         from_ms, to_ms, upper, per_page, mrf)
+        opts = self.options
+        lower, upper = query_bounds(
+            from_ms,
+            to_ms,
+            from_inclusive=opts.from_inclusive if from_inclusive is None else from_inclusive,
+            to_inclusive=opts.to_inclusive if to_inclusive is None else to_inclusive,
+            sequence_number=sequence_number,
+            most_recent_first=mrf,
+        )
+        return QuerySpec(
+            indexes,
+            tuple(self.data.logs[i].id for i in indexes),
+            statement,
+            from_ms,
+            to_ms,
+            per_page,
+            mrf,
+            lower,
+            upper,
+        )
 
-    def _start(self, indexes: tuple[int, ...], statement_text: str | None,
-               params: dict[str, list[str]], base: str) -> Response:
+    def _start(
+        self,
+        indexes: tuple[int, ...],
+        statement_text: str | None,
+        params: dict[str, list[str]],
+        base: str,
+        href: str | None,
+    ) -> Response:
+        """Start a query: a client's own, or a Next link (`next_page=true`)."""
         opts = self.options
         from_ms, to_ms = self._window(params)
         raw_per_page = _param(params, "per_page")
@@ -418,36 +554,77 @@ class EmulatorApp:
                 raise _bad_request(INVALID_PER_PAGE_CODE, "'per_page' must be a positive integer")
             if per_page > opts.max_per_page:
                 if opts.per_page_over_max == "reject":
-                    raise _bad_request(PER_PAGE_OVER_MAX_CODE,
-                                       f"'per_page' must be <= {opts.max_per_page}")
+                    raise _bad_request(
+                        PER_PAGE_OVER_MAX_CODE, f"'per_page' must be <= {opts.max_per_page}"
+                    )
                 per_page = opts.max_per_page
         mrf = (_param(params, "most_recent_first") or "").lower() == "true"
-        upper = to_ms + 1 if opts.to_inclusive else to_ms
-        spec = self._spec(indexes, statement_text, from_ms=from_ms, to_ms=to_ms, upper=upper,
-                          per_page=per_page, mrf=mrf)
-        if spec.statement.is_count and raw_per_page is not None and opts.reject_per_page_on_stats:
-            raise _bad_request(STATS_PER_PAGE_CODE,
-                               "per_page is not supported for statistical queries")
-        position: Position | None = None
+        sequence_number: int | None = None
         raw_seq = _param(params, "sequence_number")
-        if raw_seq is not None and not mrf:
+        if raw_seq is not None:
             try:
-                position = (from_ms, int(raw_seq), -1)
+                sequence_number = int(raw_seq)
             except ValueError as exc:
-                raise _bad_request(INVALID_WINDOW_CODE,
-                                   "'sequence_number' must be an integer") from exc
-        self._count("queries_started")
+                raise _bad_request(
+                    INVALID_WINDOW_CODE, "'sequence_number' must be an integer"
+                ) from exc
+        spec = self._spec(
+            indexes,
+            statement_text,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            per_page=per_page,
+            mrf=mrf,
+            sequence_number=sequence_number,
+        )
+        if spec.statement.is_count and raw_per_page is not None and opts.reject_per_page_on_stats:
+            raise _bad_request(
+                STATS_PER_PAGE_CODE, "per_page is not supported for statistical queries"
+            )
+        is_next = (_param(params, "next_page") or "").lower() == "true"
         now = self.now_ms()
-        entry = Continuation(self.registry.new_id(), spec, position, issued_ms=now,
-                             started=True, started_ms=now)
-        if opts.polls_before_ready == 0 and opts.ready_after_seconds == 0:
+        horizon = self.horizon_ms(now)
+        beyond = horizon is not None and from_ms < horizon
+        self._count("queries_started")
+        if is_next:
+            self._count("next_queries_started")
+        if beyond:
+            self._count("beyond_retention_queries")
+        entry = Continuation(
+            self.registry.new_id(),
+            spec,
+            issued_ms=now,
+            started_ms=now,
+            followed_href=href if is_next else None,
+            beyond_retention=beyond,
+        )
+        immediate = opts.polls_before_ready == 0 and opts.ready_after_seconds == 0
+        if immediate or (is_next and not opts.next_is_async):
             entry.ready = True
             return self._finished(entry, base)
         self.registry.add(entry, opts.link_ttl_seconds)
-        return _json(202, running_body(spec, entry.id, 0, f"{base}/query/{entry.id}",
-                                       self.rels()))
+        response = _json(
+            202, running_body(spec, entry.id, 0, f"{base}/query/{entry.id}", self.rels())
+        )
+        return self._retention_headers(response, entry)
 
-    # ----------------------------------------------------------------- continuing queries
+    def _retention_headers(self, response: Response, entry: Continuation) -> Response:
+        if entry.beyond_retention:
+            days = self.options.retention_days
+            horizon = self.horizon_ms(entry.started_ms)
+            response.headers["x-beyond-retention"] = "true"
+            response.headers["x-beyond-retention-message"] = (
+                "The requested range starts beyond the retention period"
+                + (
+                    f" ({days:g} days): entries received before {iso_ms(horizon)} "
+                    "are no longer available"
+                    if days is not None and horizon is not None
+                    else ""
+                )
+            )
+        return response
+
+    # ----------------------------------------------------------------- polling
     def _continue(self, entry_id: str, base: str) -> Response:
         opts = self.options
         now = self.now_ms()
@@ -456,54 +633,101 @@ class EmulatorApp:
             if expired:
                 self._count("expired_links")
             raise ApiError(404, NOT_FOUND)
-        self_href = f"{base}/query/{entry.id}"
-        immediate = opts.polls_before_ready == 0 and opts.ready_after_seconds == 0
         with self._lock:
-            if not entry.started:  # a Next link followed for the first time
-                entry.started, entry.started_ms = True, now
-                if opts.next_is_async and not immediate:
-                    return _json(202, running_body(entry.spec, entry.id, 0, self_href,
-                                                   self.rels()))
-                entry.ready = True
-            elif not entry.ready:
+            if not entry.ready:
                 entry.polls += 1
                 self.counters["polls"] += 1
-                if (entry.polls >= opts.polls_before_ready
-                        and now - entry.started_ms >= opts.ready_after_seconds * 1000):
+                if (
+                    entry.polls >= opts.polls_before_ready
+                    and now - entry.started_ms >= opts.ready_after_seconds * 1000
+                ):
                     entry.ready = True
                 else:
                     progress = min(99, 100 * entry.polls // max(1, opts.polls_before_ready))
-                    return _json(200, running_body(entry.spec, entry.id, progress, self_href,
-                                                   self.rels()))
+                    response = _json(
+                        200,
+                        running_body(
+                            entry.spec, entry.id, progress, f"{base}/query/{entry.id}", self.rels()
+                        ),
+                    )
+                    return self._retention_headers(response, entry)
         return self._finished(entry, base)
 
     def _finished(self, entry: Continuation, base: str) -> Response:
         opts, spec, now = self.options, entry.spec, self.now_ms()
+        horizon = self.horizon_ms(now)
         if spec.statement.is_count:
             self._count("statistics_served")
-            return _json(200, statistics_body(self.data, spec, now, opts.late_arrival_seconds))
-        events, next_position = page_events(self.data, spec, entry.position, now,
-                                            opts.late_arrival_seconds)
+            response = _json(
+                200, statistics_body(self.data, spec, now, opts.late_arrival_seconds, horizon)
+            )
+            return self._retention_headers(response, entry)
+        variant = self.faults.roll_non_page(opts.non_page_rate)
+        with self._lock:
+            non_page = variant is not None and not entry.non_page_served
+            if non_page:
+                entry.non_page_served = True  # asking the same Self link again gets the page
+                self.counters["non_page_bodies"] += 1
+        if variant is not None and non_page:
+            return self._retention_headers(_json(200, self._non_page_body(spec, variant)), entry)
+        events, more = page_events(self.data, spec, now, opts.late_arrival_seconds, horizon)
         next_href = None
-        if next_position is not None:
+        if more:
             with self._lock:
-                if opts.duplicate_next and entry.followed_from_next and not self._duplicate_served:
+                duplicate = (
+                    opts.duplicate_next
+                    and entry.followed_href is not None
+                    and not self._duplicate_served
+                )
+                if duplicate:
                     self._duplicate_served = True
                     self.counters["duplicate_next"] += 1
-                    next_href = f"{base}/query/{entry.id}"
-                else:
-                    cached = self.registry.get(entry.next_id, now, opts.link_ttl_seconds)[0] \
-                        if entry.next_id else None
-                    if cached is None or cached.position != next_position:
-                        cached = Continuation(self.registry.new_id(), spec, next_position,
-                                              issued_ms=now, followed_from_next=True)
-                        self.registry.add(cached, opts.link_ttl_seconds)
-                        entry.next_id = cached.id
-                    next_href = f"{base}/query/{cached.id}"
+            next_href = (
+                entry.followed_href if duplicate else self._next_href(spec, events[-1], base)
+            )
         with self._lock:
             self.counters["pages_served"] += 1
             self.counters["events_served"] += len(events)
-        return Response(200, render_page(spec, events, next_href, base, self.rels()))
+        response = Response(200, render_page(spec, events, next_href, base, self.rels()))
+        return self._retention_headers(response, entry)
+
+    @staticmethod
+    def _non_page_body(spec: QuerySpec, variant: int) -> dict:
+        """A 200 body that is no page (see `non_page_rate`)."""
+        if variant == 0:
+            return {}
+        if variant == 1:
+            return {"events": None}
+        if variant == 2:
+            return {"logs": list(spec.log_ids), "leql": spec.leql()}
+        return {"events": {}}
+
+    @staticmethod
+    def _next_href(spec: QuerySpec, last: Event, base: str) -> str:
+        """Rapid7's Next: a new query from the last entry of this page on.
+
+        Ascending: `from=<last ts>&to=<to as sent>&sequence_number=<last seq>`, which yields the
+        rest of the last millisecond (sequence numbers larger than the last one) and everything
+        after it. `most_recent_first`: the mirror, `from=<from as sent>&to=<last ts>` with the
+        sequence number applying to the `to` millisecond (smaller ones), see `query_bounds`.
+        """
+        if spec.most_recent_first:
+            window = [("from", spec.from_ms), ("to", last.ts)]
+        else:
+            window = [("from", last.ts), ("to", spec.to_ms)]
+        params: list[tuple[str, object]] = [
+            *window,
+            ("per_page", spec.per_page),
+            ("sequence_number", last.seq),
+            ("next_page", "true"),
+        ]
+        if spec.statement.text:
+            params.append(("query", spec.statement.text))
+        if spec.most_recent_first:
+            params.append(("most_recent_first", "true"))
+        return f"{base}/query/logs/{':'.join(spec.log_ids)}?" + urlencode(
+            params, quote_via=quote, safe=""
+        )
 
     def _context(self, raw_seq: str, params: dict[str, list[str]], base: str) -> Response:
         """Entries around one entry of one log (the per-event Context link)."""
@@ -519,21 +743,29 @@ class EmulatorApp:
         before: list[Event] = []
         after: list[Event] = []
         now, late = self.now_ms(), self.options.late_arrival_seconds
-        spec = self._spec((log.index,), "", from_ms=max(0, ts - span), to_ms=ts + span,
-                          upper=ts + span, per_page=per_page, mrf=False)
-        for event in iter_matching(self.data, spec, None, now, late):
+        spec = self._spec(
+            (log.index,),
+            "",
+            from_ms=max(0, ts - span),
+            to_ms=ts + span,
+            per_page=per_page,
+            mrf=False,
+            from_inclusive=True,
+            to_inclusive=False,
+        )
+        for event in iter_matching(self.data, spec, now, late, self.horizon_ms(now)):
             if (event.ts, event.seq) < (ts, seq):
                 before.append(event)
             elif len(after) < half + 1:
                 after.append(event)
             else:
                 break
-        picked = (before[-half:] if kind != "AFTER" else []) + \
-                 (after[:half + 1] if kind != "BEFORE" else after[:1])
+        picked = (before[-half:] if kind != "AFTER" else []) + (
+            after[: half + 1] if kind != "BEFORE" else after[:1]
+        )
         return Response(200, render_page(spec, picked, None, base, self.rels()))
 
 
 def _param(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name)
     return values[0] if values else None
-

@@ -1,7 +1,10 @@
 """Every knob of the emulator in one dataclass.
 
 Defaults behave like the real Log Search service as far as `shared/rapid7-logsearch-api.md`
-knows it; each fault or awkward behaviour can be switched on for a test. Options can change
+knows it (§11, Rapid7's own OpenAPI document, wins over the guesses before it); each fault or
+awkward behaviour can be switched on for a test, and every point the documents leave open
+(is `from` inclusive? is `to`? are sequence numbers unique beyond one millisecond?) is an
+option, so a client can be tested against each reading. Options can change
 while the emulator runs (`RunningEmulator.update_options`), so nothing here is cached by the
 server except the synthetic data, which is rebuilt when a field in `DATA_FIELDS` changes.
 """
@@ -15,9 +18,22 @@ from dataclasses import dataclass
 # this many 4096-steps per millisecond (see data.py), so a burst can never be bigger.
 MAX_EVENTS_PER_MS = 512
 
+# Every log gets its own odd offset below 4096 (data.py), so at most this many logs.
+MAX_LOGS = 2048
+
+SEQUENCE_NUMBER_LAYOUTS = ("unique", "per_ms")
+
 # Fields that shape the synthetic data; changing one rebuilds the data model.
 DATA_FIELDS = frozenset(
-    {"seed", "log_count", "logset_count", "events_per_second", "burst_probability", "burst_size"}
+    {
+        "seed",
+        "log_count",
+        "logset_count",
+        "events_per_second",
+        "burst_probability",
+        "burst_size",
+        "sequence_numbers",
+    }
 )
 
 
@@ -42,14 +58,34 @@ class EmulatorOptions:
     """Chance per log and minute of a burst: many events in one millisecond."""
     burst_size: int = 300
     """Largest burst (a burst has between half this and this many events); <= 512."""
+    sequence_numbers: str = "unique"
+    """Layout of sequence numbers (see data.py). "unique": unique per log (and across logs),
+    stepping by 4096 inside a millisecond, not monotonic across milliseconds. "per_ms": a
+    per-millisecond counter, so the same numbers recur in every millisecond of a log (the
+    spec only promises they tell apart entries received in the same millisecond); logs still
+    never share a number inside one millisecond. Both stay above 2^53 and off float values."""
     late_arrival_seconds: float = 0.0
     """An event becomes visible up to this long after its timestamp (ingestion lag)."""
     cache_max_events: int = 100_000
     """Bound of the generated-bucket cache, in events (~1.1 KB each)."""
     fixed_now_ms: int | None = None
     """Freeze the emulator's clock at this epoch-ms (tests move it); None = wall clock."""
+    retention_days: float | None = 396
+    """Entries received before `now - retention_days` are gone: not served, not counted by
+    calculate(count), not in the ground truth. A query whose `from` is before that horizon
+    answers with `x-beyond-retention: true` and `x-beyond-retention-message` on its start,
+    poll and page responses. 396 days = 13 months (hot retention); None = keep everything.
+    The horizon follows the emulator clock: with the wall clock, fixed windows in the past
+    empty out as time goes by (pin `fixed_now_ms` or set None in tests that need old data)."""
 
     # --- query semantics
+    from_inclusive: bool = True
+    """Whether `from` is inclusive. False: only entries with timestamp > from (the spec's
+    wording of `sequence_number` suggests the `from` millisecond may be left out). Either way,
+    with `sequence_number=S` the `from` millisecond contributes exactly its entries with
+    sequence number > S (with `most_recent_first=true` the mirror: `sequence_number` applies to
+    the `to` millisecond, entries with numbers < S; that is how a reversed Next link continues).
+    The ground truth stays half-open [from, to)."""
     to_inclusive: bool = False
     """Whether `to` is inclusive (real behaviour unconfirmed; half-open by default)."""
     polls_before_ready: int = 2
@@ -57,7 +93,10 @@ class EmulatorOptions:
     ready_after_seconds: float = 0.0
     """Additionally, a query is ready only this long after it started (0 = off)."""
     next_is_async: bool = True
-    """Following a Next link starts a new 202/poll cycle (like a fresh query)."""
+    """A Next link is a new query (`/query/logs/{keys}?from=<last ts>&to=..&per_page=..
+    &sequence_number=<last seq>&next_page=true`, as Rapid7 documents); following it answers
+    202 and needs polling like any start. False: it answers 200 with the page at once. Either
+    way it counts in `queries_started`."""
     lowercase_rels: bool = False
     """Emit `self`/`next`/`context` instead of `Self`/`Next`/`Context`."""
     default_per_page: int = 50
@@ -67,7 +106,8 @@ class EmulatorOptions:
     reject_per_page_on_stats: bool = True
     """A statistical statement (calculate) with `per_page` gets 400 errorCode 101009."""
     link_ttl_seconds: float | None = 600.0
-    """Self/Next links expire this long after they were issued (404); None = never."""
+    """Self (polling) links expire this long after they were issued (404); None = never.
+    Next links do not expire: each one is a new query."""
 
     # --- rate limiting
     rate_limit_budget: int | None = None
@@ -85,13 +125,19 @@ class EmulatorOptions:
     """API request number(s) (1-based, counted by the emulator) answered with 429."""
     duplicate_next: bool = False
     """Once, a Next link repeats the href that was just followed (loop-guard test)."""
+    non_page_rate: float = 0.0
+    """Share of finished page responses (the 200 that would carry events, after polling) that
+    are replaced by a 200 without a page: `{}`, `{"events": null}`, `logs`/`leql` without
+    `events`, or `{"events": {}}` (fault dice, own stream). Asking the same URL again gets
+    the real page: a Self link stays ready (its next answer is the page); a start or Next
+    URL simply starts a new query (rolled again). Counted in `faults.non_page_bodies`."""
     request_latency_ms: float = 0.0
     """Delay added to every API request (benchmarks)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the option at fault."""
         checks: list[tuple[bool, str]] = [
-            (self.log_count >= 1, "log_count must be >= 1"),
+            (1 <= self.log_count <= MAX_LOGS, f"log_count must be in [1, {MAX_LOGS}]"),
             (self.logset_count >= 1, "logset_count must be >= 1"),
             (self.events_per_second >= 0, "events_per_second must be >= 0"),
             (0 <= self.burst_probability <= 1, "burst_probability must be in [0, 1]"),
@@ -101,6 +147,14 @@ class EmulatorOptions:
             ),
             (self.cache_max_events >= 0, "cache_max_events must be >= 0"),
             (self.late_arrival_seconds >= 0, "late_arrival_seconds must be >= 0"),
+            (
+                self.sequence_numbers in SEQUENCE_NUMBER_LAYOUTS,
+                "sequence_numbers must be 'unique' or 'per_ms'",
+            ),
+            (
+                self.retention_days is None or self.retention_days > 0,
+                "retention_days must be > 0 or None",
+            ),
             (self.polls_before_ready >= 0, "polls_before_ready must be >= 0"),
             (self.ready_after_seconds >= 0, "ready_after_seconds must be >= 0"),
             (self.max_per_page >= 1, "max_per_page must be >= 1"),
@@ -123,12 +177,19 @@ class EmulatorOptions:
             (self.rate_limit_window_seconds > 0, "rate_limit_window_seconds must be > 0"),
             (0 <= self.error_rate <= 1, "error_rate must be in [0, 1]"),
             (0 <= self.drop_rate <= 1, "drop_rate must be in [0, 1]"),
+            (0 <= self.non_page_rate <= 1, "non_page_rate must be in [0, 1]"),
             (self.request_latency_ms >= 0, "request_latency_ms must be >= 0"),
             (bool(self.api_key), "api_key must not be empty"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"EmulatorOptions: {message}")
+
+    def retention_horizon_ms(self, now_ms: int) -> int | None:
+        """Oldest receipt time still stored at `now_ms` (None: no retention limit)."""
+        if self.retention_days is None:
+            return None
+        return now_ms - round(self.retention_days * 86_400_000)
 
     def forced_429_requests(self) -> frozenset[int]:
         """`force_429_on_request` as a set of request numbers."""

@@ -1,14 +1,17 @@
-"""Running queries, continuations, pages and statistics.
+"""Running queries, Self polling links, pages and statistics.
 
-Every Self and Next link points at `/query/{id}` where `id` is an opaque, colon-separated key
-into a server-side registry (like the real ids `<uuid>:<n>:<sha1>::<sha1>:`). An entry holds the
-query and the position (sort key of the first entry of its page), so links can expire (TTL) and a
-Next link can start a new asynchronous cycle. Positions are keys, not offsets, so entries that
-arrive late do not shift later pages.
+A running query lives in a server-side registry under an opaque, colon-separated id (like the
+real ids `<uuid>:<n>:<sha1>::<sha1>:`); its Self link `/query/{id}` is polled until the page is
+ready, and expires after a TTL. A Next link is no registry entry: as Rapid7 documents, it is a
+new query, `/query/logs/{keys}?from=<ts of the last entry>&to=..&per_page=..
+&sequence_number=<its seq>&next_page=true`. So a query's bounds are sort keys
+(timestamp, sequence_number, log_index): `lower` inclusive, `upper` exclusive, and entries
+that arrive late do not shift later pages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -17,7 +20,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tap_rapid7.emulator.data import FRAGMENT_MID, Event, SyntheticData
 from tap_rapid7.emulator.leql import Statement
@@ -26,6 +29,34 @@ REGISTRY_MAX_ENTRIES = 100_000
 STATS_SLICES = 10
 
 Position = tuple[int, int, int]  # (timestamp, sequence_number, log_index)
+_EDGE = (-1, -1)  # (seq, log_index) below every entry: (ts, -1, -1) is the start of ms `ts`
+
+
+def query_bounds(
+    from_ms: int,
+    to_ms: int,
+    *,
+    from_inclusive: bool,
+    to_inclusive: bool,
+    sequence_number: int | None,
+    most_recent_first: bool,
+) -> tuple[Position, Position]:
+    """(lower inclusive, upper exclusive) sort keys of a query's entries.
+
+    Ascending, `sequence_number=S` makes the `from` millisecond contribute exactly its entries
+    with sequence number > S (Rapid7's wording), whatever `from_inclusive` says. With
+    `most_recent_first` the mirror: it applies to the `to` millisecond, which contributes its
+    entries with sequence number < S (that is how a reversed Next link continues).
+    """
+    if sequence_number is not None and not most_recent_first:
+        lower = (from_ms, sequence_number + 1, -1)
+    else:
+        lower = (from_ms if from_inclusive else from_ms + 1, *_EDGE)
+    if sequence_number is not None and most_recent_first:
+        upper = (to_ms, sequence_number, -1)
+    else:
+        upper = (to_ms + 1 if to_inclusive else to_ms, *_EDGE)
+    return lower, upper
 
 
 @dataclass(frozen=True)
@@ -35,32 +66,33 @@ class QuerySpec:
     log_indexes: tuple[int, ...]
     log_ids: tuple[str, ...]
     statement: Statement
-    from_ms: int
+    from_ms: int  # as sent, echoed in `during`
     to_ms: int  # as sent, echoed in `during`
-    upper_exclusive: int  # to_ms or to_ms + 1 when `to` is inclusive
     per_page: int
     most_recent_first: bool
+    lower: Position  # inclusive sort key: no entry before it
+    upper: Position  # exclusive sort key: no entry at or after it
 
     def leql(self) -> dict:
-        return {"statement": self.statement.text,
-                "during": {"from": self.from_ms, "to": self.to_ms}}
+        return {
+            "statement": self.statement.text,
+            "during": {"from": self.from_ms, "to": self.to_ms},
+        }
 
 
 @dataclass
 class Continuation:
-    """One registry entry: a query positioned at a page, in some stage of its async cycle."""
+    """One registry entry: a started query in some stage of its async cycle."""
 
     id: str
     spec: QuerySpec
-    position: Position | None  # None: the beginning of the window
     issued_ms: int
-    started: bool = False  # the 202/poll cycle has begun (always true for a new query)
     started_ms: int = 0
     polls: int = 0
     ready: bool = False
-    next_id: str | None = None
-    duplicate_pending: bool = False  # answer with a Next that repeats this entry's href once
-    followed_from_next: bool = False  # this entry was reached through a Next link
+    followed_href: str | None = None  # the Next href (next_page=true) that started it
+    beyond_retention: bool = False  # its `from` was older than the retention horizon
+    non_page_served: bool = False  # a non-page body was answered once: the next is the page
 
 
 class Registry:
@@ -92,8 +124,9 @@ class Registry:
                         break
                     self._entries.popitem(last=False)
 
-    def get(self, entry_id: str, now_ms: int, ttl_seconds: float | None
-            ) -> tuple[Continuation | None, bool]:
+    def get(
+        self, entry_id: str, now_ms: int, ttl_seconds: float | None
+    ) -> tuple[Continuation | None, bool]:
         """Return (entry, expired). An expired entry is removed."""
         with self._lock:
             entry = self._entries.get(entry_id)
@@ -112,23 +145,28 @@ def _visible(event: Event, now_ms: int, late_ms: float) -> bool:
     return event.ts <= now_ms and event.ts + int(event.late_fraction * late_ms) <= now_ms
 
 
-def iter_matching(data: SyntheticData, spec: QuerySpec, position: Position | None,
-                  now_ms: int, late_arrival_seconds: float) -> Iterator[Event]:
-    """Visible, matching entries of the window from `position` on, in the query's order."""
+def iter_matching(
+    data: SyntheticData,
+    spec: QuerySpec,
+    now_ms: int,
+    late_arrival_seconds: float,
+    horizon_ms: int | None = None,
+) -> Iterator[Event]:
+    """Visible, matching entries with lower <= key < upper received at or after the retention
+    horizon, in the query's order."""
     late_ms = late_arrival_seconds * 1000
-    lo, hi = spec.from_ms, min(spec.upper_exclusive, now_ms + 1)
-    reverse = spec.most_recent_first
-    if position is not None:
-        if reverse:
-            hi = min(hi, position[0] + 1)
-        else:
-            lo = max(lo, position[0])
+    lo_ts, lo_rest = spec.lower[0], spec.lower[1:]
+    hi_ts, hi_rest = spec.upper[0], spec.upper[1:]
+    check_lo, check_hi = lo_rest != _EDGE, hi_rest != _EDGE
+    lo = lo_ts if horizon_ms is None else max(lo_ts, horizon_ms)
+    hi = min(hi_ts + 1 if check_hi else hi_ts, now_ms + 1)
     matches = spec.statement.matches
-    for event in data.iter_logs(spec.log_indexes, lo, hi, reverse):
-        if position is not None:
-            key = (event.ts, event.seq, event.log_index)
-            if (key > position) if reverse else (key < position):
-                continue
+    for event in data.iter_logs(spec.log_indexes, lo, hi, spec.most_recent_first):
+        ts = event.ts
+        if check_lo and ts == lo_ts and (event.seq, event.log_index) < lo_rest:
+            continue
+        if check_hi and ts == hi_ts and (event.seq, event.log_index) >= hi_rest:
+            continue
         if not _visible(event, now_ms, late_ms):
             continue
         if matches is not None and not matches(event.message):
@@ -136,22 +174,31 @@ def iter_matching(data: SyntheticData, spec: QuerySpec, position: Position | Non
         yield event
 
 
-def page_events(data: SyntheticData, spec: QuerySpec, position: Position | None, now_ms: int,
-                late_arrival_seconds: float) -> tuple[list[Event], Position | None]:
-    """One page of entries and the position of the next page (None: this is the last)."""
-    events = list(itertools.islice(
-        iter_matching(data, spec, position, now_ms, late_arrival_seconds), spec.per_page + 1))
+def page_events(
+    data: SyntheticData,
+    spec: QuerySpec,
+    now_ms: int,
+    late_arrival_seconds: float,
+    horizon_ms: int | None = None,
+) -> tuple[list[Event], bool]:
+    """The query's page of entries and whether more entries follow it."""
+    events = list(
+        itertools.islice(
+            iter_matching(data, spec, now_ms, late_arrival_seconds, horizon_ms), spec.per_page + 1
+        )
+    )
     if len(events) > spec.per_page:
-        nxt = events[spec.per_page]
-        return events[:spec.per_page], (nxt.ts, nxt.seq, nxt.log_index)
-    return events, None
+        return events[: spec.per_page], True
+    return events, False
 
 
-def render_page(spec: QuerySpec, events: list[Event], next_href: str | None, base: str,
-                rels: dict[str, str]) -> bytes:
+def render_page(
+    spec: QuerySpec, events: list[Event], next_href: str | None, base: str, rels: dict[str, str]
+) -> bytes:
     """The finished page body; event JSON comes pre-rendered from the data cache."""
-    head = json.dumps({"logs": list(spec.log_ids), "leql": spec.leql()},
-                      separators=(",", ":"))[:-1].encode()
+    head = json.dumps({"logs": list(spec.log_ids), "leql": spec.leql()}, separators=(",", ":"))[
+        :-1
+    ].encode()
     rel, base_bytes = rels["Context"].encode(), base.encode()
     parts = [head, b',"events":[']
     for i, event in enumerate(events):
@@ -165,51 +212,70 @@ def render_page(spec: QuerySpec, events: list[Event], next_href: str | None, bas
     return b"".join(parts)
 
 
-def running_body(spec: QuerySpec, entry_id: str, progress: int, self_href: str,
-                 rels: dict[str, str]) -> dict:
-    body: dict = {"logs": list(spec.log_ids), "leql": spec.leql(), "progress": progress,
-                  "id": entry_id, "events": [],
-                  "links": [{"rel": rels["Self"], "href": self_href}]}
+def running_body(
+    spec: QuerySpec, entry_id: str, progress: int, self_href: str, rels: dict[str, str]
+) -> dict:
+    body: dict = {
+        "logs": list(spec.log_ids),
+        "leql": spec.leql(),
+        "progress": progress,
+        "id": entry_id,
+        "events": [],
+        "links": [{"rel": rels["Self"], "href": self_href}],
+    }
     if spec.statement.is_count:
         body["partial"] = {"type": "count", "count": 0, "status": 200}
     return body
 
 
-@dataclass
-class CountResult:
-    matched: int = 0
-    checked: int = 0
-    slices: list[int] = field(default_factory=list)
-
-
-def statistics_body(data: SyntheticData, spec: QuerySpec, now_ms: int,
-                    late_arrival_seconds: float) -> dict:
-    """The §3.4 `statistics` + `search_stats` answer of `calculate(count)`: exact counts."""
-    span = max(1, spec.upper_exclusive - spec.from_ms)
+def statistics_body(
+    data: SyntheticData,
+    spec: QuerySpec,
+    now_ms: int,
+    late_arrival_seconds: float,
+    horizon_ms: int | None = None,
+) -> dict:
+    """The §3.4 `statistics` + `search_stats` answer of `calculate(count)`: exact counts of the
+    entries the same query would page through (same bounds, same retention)."""
+    first_ts = spec.lower[0]
+    span = max(1, spec.upper[0] + (1 if spec.upper[1:] != _EDGE else 0) - first_ts)
     granularity = math.ceil(span / STATS_SLICES)
     slices = [0] * STATS_SLICES
-    unfiltered = QuerySpec(spec.log_indexes, spec.log_ids, Statement("", None, True),
-                           spec.from_ms, spec.to_ms, spec.upper_exclusive, 1, False)
+    unfiltered = dataclasses.replace(
+        spec, statement=Statement("", None, True), most_recent_first=False
+    )
     matches = spec.statement.matches
     checked = matched = 0
-    for event in iter_matching(data, unfiltered, None, now_ms, late_arrival_seconds):
+    for event in iter_matching(data, unfiltered, now_ms, late_arrival_seconds, horizon_ms):
         checked += 1
         if matches is None or matches(event.message):
             matched += 1
-            slices[min(STATS_SLICES - 1, (event.ts - spec.from_ms) // granularity)] += 1
+            slices[max(0, min(STATS_SLICES - 1, (event.ts - first_ts) // granularity))] += 1
     return {
         "logs": list(spec.log_ids),
         "leql": spec.leql(),
         "statistics": {
-            "type": "count", "from": spec.from_ms, "to": spec.to_ms,
-            "granularity": granularity, "count": matched, "cardinality": 0,
+            "type": "count",
+            "from": spec.from_ms,
+            "to": spec.to_ms,
+            "granularity": granularity,
+            "count": matched,
+            "cardinality": 0,
             "stats": {"global_timeseries": {"count": matched}},
             "timeseries": {"global_timeseries": [{"count": c} for c in slices]},
-            "groups": [], "groups_timeseries": [], "others": {},
-            "status": 200, "all_exact_result": None,
+            "groups": [],
+            "groups_timeseries": [],
+            "others": {},
+            "status": 200,
+            "all_exact_result": None,
         },
         "search_stats": {
-            "events_matched": matched, "events_checked": checked, "events_all": checked,
-            "bytes_checked": 0, "bytes_all": 0, "duration_ms": 1, "index_factor": 1.0,
+            "events_matched": matched,
+            "events_checked": checked,
+            "events_all": checked,
+            "bytes_checked": 0,
+            "bytes_all": 0,
+            "duration_ms": 1,
+            "index_factor": 1.0,
         },
     }

@@ -56,8 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
         reason = _REASONS.get(response.status, ("",))[0]
-        lines = [f"HTTP/1.1 {response.status} {reason}",
-                 f"Content-Length: {len(response.body)}"]
+        lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Length: {len(response.body)}"]
         lines.extend(f"{k}: {v}" for k, v in response.headers.items())
         if self.close_connection:
             lines.append("Connection: close")
@@ -95,8 +94,9 @@ class _Server(ThreadingHTTPServer):
 class RunningEmulator:
     """A started emulator: its URL, key, logs, ground truth and live options."""
 
-    def __init__(self, options: EmulatorOptions | None = None, port: int = 0,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, options: EmulatorOptions | None = None, port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         self.app = EmulatorApp(options or EmulatorOptions())
         self._server = _Server((host, port), self.app)
         self.host, self.port = self._server.server_address[:2]
@@ -105,9 +105,12 @@ class RunningEmulator:
 
     # --- lifecycle
     def start(self) -> RunningEmulator:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name=f"emulator-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"emulator-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -144,15 +147,27 @@ class RunningEmulator:
     @property
     def logsets(self) -> list[dict]:
         data = self.app.data
-        return [{"id": ls.id, "name": ls.name, "log_ids": [data.logs[i].id for i in ls.log_indexes]}
-                for ls in data.logsets]
+        return [
+            {"id": ls.id, "name": ls.name, "log_ids": [data.logs[i].id for i in ls.log_indexes]}
+            for ls in data.logsets
+        ]
 
     def update_options(self, **changes: Any) -> EmulatorOptions:
         return self.app.update_options(**changes)
 
-    def truth(self, from_ms: int, to_ms: int, log_id: str | None = None
-              ) -> list[tuple[str, str]]:
+    def truth(
+        self, from_ms: int, to_ms: int, log_id: str | None = None
+    ) -> list[tuple[str, int, str]]:
+        """Keys (log_id, timestamp, sequence_number_str) retained and visible now with
+        from <= timestamp < to (half-open whatever the query options)."""
         return self.app.truth(from_ms, to_ms, log_id)
+
+    def event_times(
+        self, from_ms: int, to_ms: int, log_id: str | None = None
+    ) -> dict[tuple[str, int, str], int | None]:
+        """The same keys as `truth()` -> the time written into each message (epoch ms) or
+        None when the message carries no time (ground truth for event-time extraction)."""
+        return self.app.event_times(from_ms, to_ms, log_id)
 
     def stats(self) -> dict:
         return self.app.stats()
@@ -166,8 +181,9 @@ class RunningEmulator:
 
 
 @contextlib.contextmanager
-def running_emulator(options: EmulatorOptions | None = None, port: int = 0,
-                     host: str = "127.0.0.1") -> Iterator[RunningEmulator]:
+def running_emulator(
+    options: EmulatorOptions | None = None, port: int = 0, host: str = "127.0.0.1"
+) -> Iterator[RunningEmulator]:
     """Start an emulator in a background thread on `host` (loopback) and stop it afterwards."""
     emulator = RunningEmulator(options, port=port, host=host).start()
     try:

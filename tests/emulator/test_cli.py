@@ -20,17 +20,46 @@ def test_every_option_has_a_flag_and_flags_convert():
     parser = build_parser()
     flags = {a.dest for a in parser._actions}
     assert {f.name for f in dataclasses.fields(EmulatorOptions)} <= flags
-    args = parser.parse_args([
-        "--no-next-is-async", "--force-429-on-request", "3,7", "--rate-limit-budget", "none",
-        "--link-ttl-seconds", "5", "--events-per-second", "2.5", "--lowercase-rels",
-    ])
+    args = parser.parse_args(
+        [
+            "--no-next-is-async",
+            "--force-429-on-request",
+            "3,7",
+            "--rate-limit-budget",
+            "none",
+            "--link-ttl-seconds",
+            "5",
+            "--events-per-second",
+            "2.5",
+            "--lowercase-rels",
+        ]
+    )
     assert args.next_is_async is False
     assert args.force_429_on_request == (3, 7)
     assert args.rate_limit_budget is None
     assert args.link_ttl_seconds == 5.0
     assert args.events_per_second == 2.5
     assert args.lowercase_rels is True
+    new = parser.parse_args(
+        [
+            "--no-from-inclusive",
+            "--sequence-numbers",
+            "per_ms",
+            "--retention-days",
+            "none",
+            "--non-page-rate",
+            "0.25",
+        ]
+    )
+    assert new.from_inclusive is False
+    assert new.sequence_numbers == "per_ms"
+    assert new.retention_days is None
+    assert new.non_page_rate == 0.25
+    assert parser.parse_args(["--retention-days", "30.5"]).retention_days == 30.5
     defaults = parser.parse_args([])
+    assert defaults.from_inclusive is True
+    assert defaults.retention_days == 396
+    assert defaults.sequence_numbers == "unique"
     assert defaults.port == 8765
     assert defaults.api_key == "emulator-key"
 
@@ -43,20 +72,34 @@ def test_invalid_option_value_exits_with_the_option_name(capsys):
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_on_loopback_and_stops_on_signal(stop_signal):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tap_rapid7.emulator.cli", "--port", "0", "--api-key", "k1",
-         "--seed", "3", "--polls-before-ready", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "tap_rapid7.emulator.cli",
+            "--port",
+            "0",
+            "--api-key",
+            "k1",
+            "--seed",
+            "3",
+            "--polls-before-ready",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
         assert match, line
         base = match.group(1)
-        response = requests.get(f"{base}/management/logs", headers={"X-Api-Key": "k1"},
-                                timeout=10)
+        response = requests.get(f"{base}/management/logs", headers={"X-Api-Key": "k1"}, timeout=10)
         assert response.status_code == 200
         same_seed = SyntheticData(EmulatorOptions(seed=3))
         assert [log["id"] for log in response.json()["logs"]] == [
-            log.id for log in same_seed.logs], "data is deterministic across processes"
+            log.id for log in same_seed.logs
+        ], "data is deterministic across processes"
         process.send_signal(stop_signal)
         assert process.wait(timeout=20) == 0
     finally:

@@ -16,8 +16,9 @@ WINDOW = {"from": NOW_MS - HOUR_MS, "to": NOW_MS - HOUR_MS + 10 * MINUTE_MS}
 
 
 def test_rate_limit_headers_on_every_response_and_429(emulator_factory, session_for):
-    emu = emulator_factory(fixed_now_ms=NOW_MS, polls_before_ready=0, rate_limit_budget=3,
-                           rate_limit_window_seconds=60)
+    emu = emulator_factory(
+        fixed_now_ms=NOW_MS, polls_before_ready=0, rate_limit_budget=3, rate_limit_window_seconds=60
+    )
     session = session_for(emu)
     query_url = f"{emu.base_url}/query/logs/{emu.log_ids[0]}"
     remaining = []
@@ -101,8 +102,18 @@ def test_fault_seed_makes_faults_deterministic(emulator_factory):
     assert any(isinstance(s, int) and s >= 500 for s in a)
 
 
-def test_duplicate_next_repeats_a_followed_href_once(emulator_factory):
-    emu = emulator_factory(fixed_now_ms=NOW_MS, polls_before_ready=1, duplicate_next=True)
+@pytest.mark.parametrize(
+    ("polls_before_ready", "next_is_async"), [(1, True), (0, True), (2, False)]
+)
+def test_duplicate_next_repeats_a_followed_href_once(
+    emulator_factory, polls_before_ready, next_is_async
+):
+    emu = emulator_factory(
+        fixed_now_ms=NOW_MS,
+        polls_before_ready=polls_before_ready,
+        next_is_async=next_is_async,
+        duplicate_next=True,
+    )
     log_id = emu.log_ids[0]
     result = pull(emu.base_url, emu.api_key, f"/query/logs/{log_id}", {**WINDOW, "per_page": 100})
     assert result.repeated_next == 1
@@ -126,15 +137,26 @@ def test_request_latency_adds_delay(emulator_factory, session_for):
 @pytest.mark.parametrize("per_page", [1, 500])
 def test_plain_client_gets_truth_over_logsets_with_all_faults(emulator_factory, per_page):
     emu = emulator_factory(
-        fixed_now_ms=NOW_MS, burst_probability=0.5, polls_before_ready=1, lowercase_rels=True,
-        error_rate=0.1, drop_rate=0.05, fault_seed=9, force_429_on_request=(1, 3),
+        fixed_now_ms=NOW_MS,
+        burst_probability=0.5,
+        polls_before_ready=1,
+        lowercase_rels=True,
+        error_rate=0.1,
+        drop_rate=0.05,
+        fault_seed=9,
+        force_429_on_request=(1, 3),
     )
     span = 40_000 if per_page == 1 else 15 * MINUTE_MS
     window = {"from": NOW_MS - HOUR_MS, "to": NOW_MS - HOUR_MS + span, "per_page": per_page}
     keys = []
     for logset in emu.logsets:
-        keys += pull(emu.base_url, emu.api_key, f"/log_search/query/logsets/{logset['id']}",
-                     window, max_polls=100_000).keys
+        keys += pull(
+            emu.base_url,
+            emu.api_key,
+            f"/log_search/query/logsets/{logset['id']}",
+            window,
+            max_polls=100_000,
+        ).keys
     truth = emu.truth(window["from"], window["to"])
     assert Counter(keys) == Counter(truth)
 
@@ -146,3 +168,37 @@ def test_changing_fault_seed_at_runtime_restarts_the_dice(emulator_factory):
     _statuses(emu, 7)
     emu.update_options(fault_seed=5)
     assert _statuses(emu, 20) == fresh
+
+
+def _page_shapes(emu, n: int) -> list[str]:
+    """Start `n` immediate queries (retrying 5xx/drops) and name what each 200 carried."""
+    session = requests.Session()
+    session.headers["X-Api-Key"] = emu.api_key
+    shapes: list[str] = []
+    url = f"{emu.base_url}/query/logs/{emu.log_ids[0]}"
+    while len(shapes) < n:
+        try:
+            response = session.get(url, params={**WINDOW, "per_page": 3}, timeout=10)
+        except requests.ConnectionError:
+            continue
+        if response.status_code != 200:
+            continue
+        body = response.json()
+        shapes.append(
+            "page"
+            if isinstance(body.get("events"), list)
+            else ",".join(sorted(body)) + ":" + repr(body.get("events"))
+        )
+    session.close()
+    return shapes
+
+
+def test_non_page_dice_are_seeded_and_independent_of_request_faults(emulator_factory):
+    options = {"fixed_now_ms": NOW_MS, "polls_before_ready": 0, "non_page_rate": 0.3}
+    a = _page_shapes(emulator_factory(fault_seed=8, **options), 60)
+    b = _page_shapes(emulator_factory(fault_seed=8, error_rate=0.3, drop_rate=0.1, **options), 60)
+    c = _page_shapes(emulator_factory(fault_seed=9, **options), 60)
+    assert a == b, "request faults do not move the non-page dice"
+    assert a != c
+    assert 5 < sum(s != "page" for s in a) < 35
+    assert len(set(a)) == 5, "a page and all four non-page bodies"
