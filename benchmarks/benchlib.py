@@ -70,7 +70,7 @@ def schema_line() -> bytes:
         "stream": STREAM,
         "schema": EVENTS_SCHEMA,
         "key_properties": KEY_PROPERTIES,
-        "bookmark_properties": ["event_time"],
+        "bookmark_properties": [EventsStream.replication_key],
     }
     return _encode(message) + b"\n"
 
@@ -105,7 +105,9 @@ def make_record(index: int) -> dict[str, Any]:
         "sequence_number_str": str(sequence),
         "message": message,
         "labels": LABEL if index % 64 == 5 else [],
-        "event_time": when.isoformat(timespec="milliseconds"),  # as the tap writes it
+        "received_at": when.isoformat(timespec="milliseconds"),  # as the tap writes it
+        # the message's own time, as the tap extracts it with event_time_fields set
+        "event_time": (when - dt.timedelta(seconds=index % 23)).isoformat(timespec="milliseconds"),
     }
 
 

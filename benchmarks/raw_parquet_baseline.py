@@ -31,6 +31,7 @@ DEFAULT_SCHEMA = pa.schema(
         pa.field("sequence_number_str", pa.string(), nullable=False),
         pa.field("message", pa.string()),
         pa.field("labels", pa.list_(pa.struct([pa.field("id", pa.string())]))),
+        pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("event_time", pa.timestamp("us", tz="UTC")),
     ]
 )

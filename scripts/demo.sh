@@ -119,7 +119,7 @@ printf '{"api_key": "emulator-key", "base_url": "http://127.0.0.1:%s"}\n' "$PORT
   >"$OUT/tap-config.json"
 RECONCILE_STATUS=0
 .venv/bin/tap-rapid7-reconcile --config "$OUT/tap-config.json" --dataset "$OUT/dataset" \
-  >"$OUT/reconcile.txt" 2>&1 || RECONCILE_STATUS=$?
+  --clocks >"$OUT/reconcile.txt" 2>&1 || RECONCILE_STATUS=$?
 
 .venv/bin/tap-rapid7-timeline "$OUT/run-1.log" -o "$OUT/timeline-run-1.png" \
   --title "demo run 1: query polling, pages and flushes" >/dev/null
@@ -146,11 +146,13 @@ for stream in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.star
     rows = dataset.count_rows() if files else 0
     line = f"  {stream.name:<8} {len(files):>3} parts {rows:>8} rows"
     if stream.name == "events" and rows:
-        table = dataset.to_table(columns=["log_id", "timestamp", "sequence_number_str"])
+        identity = ["log_id", "timestamp", "sequence_number_str"]  # an entry's identity
+        table = dataset.to_table(columns=[*identity, "event_time"])
         span = pc.min_max(table["timestamp"]).as_py()
         logs = len(pc.unique(table["log_id"]))
-        keys = table.group_by(["log_id", "sequence_number_str"]).aggregate([]).num_rows
-        line += (f" ({keys} distinct keys), {logs} logs, timestamps "
+        keys = table.group_by(identity).aggregate([]).num_rows
+        timed = rows - table["event_time"].null_count
+        line += (f" ({keys} distinct keys, {timed} with an event_time), {logs} logs, received "
                  f"{iso(span['min'])} .. {iso(span['max'])}")
     elif rows and "id" in dataset.schema.names:
         ids = len(pc.unique(dataset.to_table(columns=["id"])["id"]))
@@ -168,7 +170,7 @@ for partition in state["singer_state"]["bookmarks"]["events"].get("partitions", 
     print(f"  {context.get('log_id', context)}: {shown}" + (f"  ({iso(int(nxt))})" if nxt else ""))
 EOF
 echo "reconcile (tap-rapid7-reconcile, exit status $RECONCILE_STATUS):"
-sed -n '1,40p' "$OUT/reconcile.txt" | sed 's/^/  /'
+sed -n '1,60p' "$OUT/reconcile.txt" | sed 's/^/  /'
 echo "timeline of run 1: $OUT/timeline-run-1.png; Meltano logs: $OUT/run-1.log, $OUT/run-2.log"
 echo "emulator stopped. Query the dataset with DuckDB (installed in .venv):"
 echo "  .venv/bin/python -c \"import duckdb; duckdb.sql(\\\"select log_id, count(*) from '$OUT/dataset/events/**/*.parquet' group by 1\\\").show()\""

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tap_rapid7.client import LogSearchClient, WindowReport
+from tap_rapid7.logsearch import LogSearchClient, WindowReport
 from tap_rapid7.windows import Cursor, Window
 
 __all__ = ["ConcurrentRunner", "SequentialRunner", "WindowRunner", "WindowTask"]

@@ -20,6 +20,11 @@ from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.singerlib import RecordMessage
 
+from tap_rapid7.logsearch.records import (
+    EVENTS_KEY_PROPERTIES,
+    EVENTS_REPLICATION_KEY,
+    EVENTS_SCHEMA,
+)
 from tap_rapid7.runner import WindowTask
 from tap_rapid7.windows import (
     CURSOR_MILLIS_KEY,
@@ -58,35 +63,15 @@ class EventsStream(_TapStream):
     """Log entries, pulled window by window per log, resumable inside a millisecond."""
 
     name = "events"
-    primary_keys = ("log_id", "sequence_number_str")
-    replication_key = "event_time"
+    primary_keys = EVENTS_KEY_PROPERTIES
+    replication_key = EVENTS_REPLICATION_KEY
     # Records go out in (timestamp, sequence_number) order per log, so the bookmark may advance
     # as they go (resumable) instead of only at the end of a partition.
     is_sorted = True
-    # Records are built with the schema's exact types (client._to_record), so the SDK's
+    # Records are built with the schema's exact types (logsearch.records), so the SDK's
     # per-record conformance pass (a third of the tap's CPU) has nothing to do.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
-    schema = th.PropertiesList(
-        th.Property("log_id", th.StringType, required=True, description="Log the entry is in"),
-        th.Property(
-            "timestamp", th.IntegerType, required=True,
-            description="Entry time in epoch ms, as sent (Rapid7's ingestion time)",
-        ),
-        th.Property(
-            "event_time", th.DateTimeType, required=True,
-            description="`timestamp` as an ISO 8601 UTC date-time (replication key)",
-        ),
-        th.Property(
-            "sequence_number", th.IntegerType, required=True,
-            description="Sequence number (int64, exact)",
-        ),
-        th.Property(
-            "sequence_number_str", th.StringType, required=True,
-            description="Sequence number exactly as sent, as text",
-        ),
-        th.Property("message", th.StringType, description="Raw log line, never re-encoded"),
-        th.Property("labels", th.ArrayType(th.ObjectType(th.Property("id", th.StringType)))),
-    ).to_dict()  # fmt: skip
+    schema = EVENTS_SCHEMA
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

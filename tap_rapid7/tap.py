@@ -11,7 +11,7 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.singerlib import Message, RecordMessage
 
-from tap_rapid7.client import REGIONS, LogSearchClient
+from tap_rapid7.logsearch import REGIONS, LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 
@@ -61,6 +61,15 @@ class TapRapid7(Tap):
         th.Property(
             "query", th.StringType,
             description="LEQL statement applied to every window, e.g. where(...)",
+        ),
+        th.Property(
+            "event_time_fields", th.ArrayType(th.StringType),
+            description=(
+                "Where the event's own time is in the message, tried in order: JSON keys or "
+                "dotted paths (timestamp, timeGenerated, Event.System.TimeCreated), or "
+                "re:<regex> with a group for text lines; ISO 8601 and epoch s/ms/us are "
+                "understood. Fills event_time (null when absent or unparsable)"
+            ),
         ),
         th.Property(
             "start_date", th.DateTimeType,

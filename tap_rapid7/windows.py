@@ -45,7 +45,8 @@ def iso_to_millis(value: str | dt.datetime) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _second_prefix(seconds: int) -> str:
-    return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    # isoformat pads the year to four digits (strftime("%Y") does not on Linux: year 1 -> "1").
+    return (_EPOCH + dt.timedelta(seconds=seconds)).replace(tzinfo=None).isoformat()[:19]
 
 
 def millis_to_iso(millis: int) -> str:
@@ -125,11 +126,14 @@ class Cursor:
 
 @dataclass
 class WindowFilter:
-    """Decides, event by event, what one window emits, and counts what it drops.
+    """Decides, event by event, what one window of one log emits, and counts what it drops.
 
     ``resume`` is the cursor the window starts from (a stored state, or nothing); events at or
-    before it were emitted by an earlier run. Dedupe is on ``sequence_number_str`` within the
-    window (the log is fixed per window), which also absorbs the re-reads of a restarted query.
+    before it were emitted by an earlier run. An entry's identity is ``(log_id, timestamp,
+    sequence_number)`` (§11: sequence numbers are unique only within one millisecond); the log
+    is fixed per filter, so dedupe is on ``(timestamp, sequence_number_str)``. That also absorbs
+    the re-reads of a restarted query and of the millisecond before ``from`` that the reader
+    asks for (so that a server excluding ``from`` still returns ``from`` itself).
     """
 
     window: Window
@@ -140,20 +144,21 @@ class WindowFilter:
     resume_skipped: int = 0
     last_timestamp: int | None = None
     last_sequence_number: int | None = None
-    _seen: set[str] = field(default_factory=set, repr=False)
+    _seen: set[tuple[int, str]] = field(default_factory=set, repr=False)
 
     def accept(self, timestamp: int, sequence_number: int, sequence_number_str: str) -> bool:
         """Return True when the event must be emitted; count it under its reason otherwise."""
         if not self.window.contains(timestamp):
             self.out_of_window_dropped += 1
             return False
-        if sequence_number_str in self._seen:
+        identity = (timestamp, sequence_number_str)
+        if identity in self._seen:
             self.duplicates_dropped += 1
             return False
         if self.resume is not None and self.resume.already_emitted(timestamp, sequence_number):
             self.resume_skipped += 1
             return False
-        self._seen.add(sequence_number_str)
+        self._seen.add(identity)
         self.accepted += 1
         if self.last_timestamp is None or (timestamp, sequence_number) > (
             self.last_timestamp,
@@ -163,9 +168,14 @@ class WindowFilter:
             self.last_sequence_number = sequence_number
         return True
 
-    def restart_from_ms(self) -> int:
-        """Where a restarted query must start so that nothing after the last accepted is lost."""
-        return self.window.from_ms if self.last_timestamp is None else self.last_timestamp
+    def start_from_ms(self) -> int:
+        """The first millisecond still to read: the window start, the resume point, or the
+        millisecond of the last accepted event after a restart (it may hold more events)."""
+        if self.last_timestamp is not None:
+            return self.last_timestamp
+        if self.resume is not None:
+            return max(self.window.from_ms, self.resume.millis)
+        return self.window.from_ms
 
     def next_from_millis(self) -> int:
         """The cursor millisecond reached so far (for logs)."""

@@ -89,15 +89,15 @@ def start(workdir: Path, tap_config: dict, target_config: dict, state: dict | No
     return Pipeline(tap, target, workdir)
 
 
-def dataset_keys(output_dir: Path, stream: str = "events") -> list[tuple[str, str, int]]:
-    """Every (log_id, sequence_number_str, timestamp) row in the stream's parts."""
-    rows: list[tuple[str, str, int]] = []
+def dataset_keys(output_dir: Path, stream: str = "events") -> list[tuple[str, int, str]]:
+    """Every row's identity ``(log_id, timestamp, sequence_number_str)`` in the stream's parts."""
+    rows: list[tuple[str, int, str]] = []
     for part in sorted((output_dir / stream).rglob("part-*.parquet")):
-        table = pq.read_table(part, columns=["log_id", "sequence_number_str", "timestamp"])
+        table = pq.read_table(part, columns=["log_id", "timestamp", "sequence_number_str"])
         columns = table.to_pydict()
         rows.extend(
             zip(
-                columns["log_id"], columns["sequence_number_str"], columns["timestamp"], strict=True
+                columns["log_id"], columns["timestamp"], columns["sequence_number_str"], strict=True
             )
         )
     return rows
@@ -122,10 +122,11 @@ class Comparison:
         return self.expected == self.got and not (self.missing or self.duplicates or self.outside)
 
 
-def compare(truth: list[tuple[str, str]], rows: list[tuple[str, str, int]]) -> Comparison:
-    """Dataset rows against the emulator's truth: missing, written twice, not in the window."""
+def compare(truth: list[tuple[str, int, str]], rows: list[tuple[str, int, str]]) -> Comparison:
+    """Dataset rows against the emulator's truth, both by identity ``(log_id, ts, seq_str)``:
+    missing, written twice, not in the window."""
     expected = set(truth)
-    counts = Counter((log_id, seq) for log_id, seq, _ in rows)
+    counts = Counter(rows)
     return Comparison(
         expected=len(expected),
         got=len(rows),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tap_rapid7.client import LogSearchClient
 from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.windows import iso_to_millis
 
 FROM = iso_to_millis("2026-03-01T00:00:00Z")
@@ -13,14 +13,20 @@ TO = iso_to_millis("2026-03-01T00:05:00Z")
 
 
 @pytest.mark.parametrize("to_inclusive", [False, True], ids=["to-exclusive", "to-inclusive"])
-def test_count_equals_truth_of_the_half_open_window(to_inclusive):
-    options = EmulatorOptions(seed=5, log_count=2, burst_probability=0.5, to_inclusive=to_inclusive)
+@pytest.mark.parametrize("from_inclusive", [True, False], ids=["from-inclusive", "from-exclusive"])
+def test_count_equals_truth_of_the_half_open_window(from_inclusive, to_inclusive):
+    options = EmulatorOptions(
+        seed=5, log_count=2, burst_probability=0.5, from_inclusive=from_inclusive,
+        to_inclusive=to_inclusive, sequence_numbers="per_ms",
+    )  # fmt: skip
     with running_emulator(options) as emu:
         client = LogSearchClient.from_config(
             {"api_key": emu.api_key, "base_url": emu.base_url, "poll_interval_seconds": 0.001}
         )
         for log_id in emu.log_ids:
-            # End on a millisecond that holds events, so an inclusive `to` would over-count.
+            # Start and end on milliseconds that hold events, so a server excluding `from` would
+            # under-count and one including `to` would over-count.
             stamps = [e["timestamp"] for e in emu.events(log_id, FROM, TO)]
             end = max(set(stamps), key=stamps.count)
-            assert client.count(log_id, FROM, end) == len(emu.truth(FROM, end, log_id))
+            begin = min(stamps)
+            assert client.count(log_id, begin, end) == len(emu.truth(begin, end, log_id))

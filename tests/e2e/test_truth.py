@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tap_rapid7.emulator import EmulatorOptions, running_emulator
 from tap_rapid7.windows import iso_to_millis, millis_to_iso
 from tests.e2e.pipeline import compare, dataset_keys, final_cursor, start
@@ -64,7 +66,7 @@ def target_config(output: Path, **overrides) -> dict:
     return {"output_dir": str(output), "batch_size_rows": 1000, **overrides}
 
 
-def truth(emu, from_ms: int, to_ms: int) -> list[tuple[str, str]]:
+def truth(emu, from_ms: int, to_ms: int) -> list[tuple[str, int, str]]:
     return list(emu.truth(from_ms, to_ms))
 
 
@@ -123,14 +125,14 @@ def test_b_two_syncs_split_at_a_burst(tmp_path):
         )
         second.finish()
         rows = dataset_keys(out)
-        assert sum(1 for _, _, ts in rows if ts == split_ms) == size
+        assert sum(1 for _, ts, _ in rows if ts == split_ms) == size
         print(f"E2E case=b split_ms={split_ms} burst_size={size}")
         check("b", emu, rows, START_MS, END_MS)
 
 
-def _after_cursor(cursor: dict[str, tuple[int, str]], row: tuple[str, str, int]) -> bool:
-    """Whether a (log_id, seq_str, timestamp) row comes after the log's resume cursor."""
-    log_id, seq, ts = row
+def _after_cursor(cursor: dict[str, tuple[int, str]], row: tuple[str, int, str]) -> bool:
+    """Whether a (log_id, timestamp, seq_str) row comes after the log's resume cursor."""
+    log_id, ts, seq = row
     if log_id not in cursor:
         return True
     millis, tie = cursor[log_id]
@@ -168,8 +170,10 @@ def test_c_sigkill_after_first_part_then_resume(tmp_path):
         )  # fmt: skip
         assert len(beyond) > 0
         assert dropped == len(beyond)
-        print(f"E2E case=c rows_before_kill={len(rows_before)} journal_dropped={dropped} "
-              f"resumed_from={cursor}")
+        print(
+            f"E2E case=c rows_before_kill={len(rows_before)} journal_dropped={dropped} "
+            f"resumed_from={cursor}"
+        )
         check("c", emu, dataset_keys(out), START_MS, END_MS)
 
 
@@ -229,3 +233,82 @@ def test_f_expired_links_restart_from_the_cursor(tmp_path):
         assert "expired link" in pipe.stderr("tap")
         print(f"E2E case=f expired_links={expired}")
         check("f", emu, dataset_keys(tmp_path / "out"), START_MS, END_MS)
+
+
+# Each reading of Rapid7's published contract that our default emulator does not take (§11),
+# one at a time, then all at once: the dataset must equal the truth exactly under each.
+READINGS = {
+    "from_exclusive": {"from_inclusive": False},
+    "to_inclusive": {"to_inclusive": True},
+    "recurring_sequence_numbers": {"sequence_numbers": "per_ms"},
+    "non_page_bodies": {"non_page_rate": 0.1},
+    "all_at_once": {
+        "from_inclusive": False,
+        "to_inclusive": True,
+        "sequence_numbers": "per_ms",
+        "non_page_rate": 0.1,
+    },
+}
+
+
+@pytest.mark.parametrize("reading", sorted(READINGS))
+def test_g_every_reading_of_the_contract_is_exact(tmp_path, reading):
+    options = emulator_options(fault_seed=8, **READINGS[reading])
+    with running_emulator(options) as emu:
+        # The sync starts and ends on bursts: the edges are where the readings differ.
+        middle = (START_MS + END_MS) // 2
+        first_ms, first_size = biggest_burst(emu, START_MS, middle)
+        last_ms, last_size = biggest_burst(emu, middle, END_MS)
+        pipe = start(
+            tmp_path,
+            tap_config(
+                emu, start_date=millis_to_iso(first_ms), end_date=millis_to_iso(last_ms),
+                window_seconds=60,
+            ),
+            target_config(tmp_path / "out"),
+        )  # fmt: skip
+        pipe.finish()
+        rows = dataset_keys(tmp_path / "out")
+        stats = emu.stats()
+        print(
+            f"E2E case=g reading={reading} bursts_on_edges={first_size},{last_size} "
+            f"non_page_bodies={stats['faults'].get('non_page_bodies', 0)} "
+            f"queries={stats['requests'].get('queries_started', 0)}"
+        )
+        check(f"g-{reading}", emu, rows, first_ms, last_ms)
+        if "non_page_rate" in READINGS[reading]:
+            assert stats["faults"]["non_page_bodies"] > 0
+        if reading in ("recurring_sequence_numbers", "all_at_once"):
+            seqs = Counter(seq for _, _, seq in rows)
+            assert max(seqs.values()) > 1, "sequence numbers really recur across milliseconds"
+
+
+def test_h_crash_and_resume_inside_a_burst_of_recurring_sequence_numbers(tmp_path):
+    options = emulator_options(fault_seed=9, **READINGS["all_at_once"])
+    with running_emulator(options) as emu:
+        stamps = Counter(ts for _, ts, _ in emu.truth(START_MS, END_MS))
+        out = tmp_path / "out"
+        tap_cfg = tap_config(emu, state_every_records=37, per_page=50, max_concurrent_queries=1)
+        first = start(tmp_path, tap_cfg, target_config(out, batch_size_rows=60), run="killed")
+        mid_burst = None
+        while first.next_state() is not None:
+            for log_id, (millis, tie) in final_cursor(first.states).items():
+                # The cursor sits inside a burst: some of its millisecond emitted, some not.
+                if tie and stamps[millis] > 1:
+                    emitted = [
+                        k for k in emu.truth(millis, millis + 1, log_id) if int(k[2]) <= int(tie)
+                    ]
+                    if 0 < len(emitted) < len(emu.truth(millis, millis + 1, log_id)):
+                        mid_burst = (log_id, millis, tie, len(emitted))
+            if mid_burst:
+                break
+        assert mid_burst, "no STATE landed inside a burst: the scenario did not happen"
+        states = first.kill()
+        resume_from = states[-1]
+        second = start(
+            tmp_path, tap_cfg, target_config(out, batch_size_rows=60), state=resume_from,
+            run="resumed",
+        )  # fmt: skip
+        second.finish()
+        print(f"E2E case=h cursor_inside_burst={mid_burst} states_before_kill={len(states)}")
+        check("h", emu, dataset_keys(out), START_MS, END_MS)

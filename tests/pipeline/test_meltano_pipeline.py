@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
@@ -51,26 +52,34 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def _meltano(project: Path, env: dict[str, str], *args: str, timeout: float = 300
-             ) -> subprocess.CompletedProcess:
+def _meltano(
+    project: Path, env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(MELTANO), *args], cwd=project, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [str(MELTANO), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if result.returncode != 0:
-        pytest.fail(f"meltano {' '.join(args)} failed ({result.returncode}):\n"
-                    f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        pytest.fail(
+            f"meltano {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
-def _keys(output_dir: Path) -> list[tuple[str, str]]:
+def _keys(output_dir: Path) -> list[tuple[str, int, str]]:
+    """Every row's identity (log_id, timestamp, sequence_number_str)."""
     files = [str(p) for p in sorted((output_dir / "events").rglob("part-*.parquet"))]
     if not files:
         return []
-    table = ds.dataset(files, format="parquet").to_table(columns=["log_id",
-                                                                  "sequence_number_str"])
-    return list(zip(table["log_id"].to_pylist(), table["sequence_number_str"].to_pylist(),
-                    strict=True))
+    columns = ["log_id", "timestamp", "sequence_number_str"]
+    table = ds.dataset(files, format="parquet").to_table(columns=columns)
+    return list(zip(*(table[name].to_pylist() for name in columns), strict=True))
 
 
 # Skipped only on a bare developer run; under CI or scripts/test.sh (which set MELTANO_BIN) a
@@ -78,14 +87,16 @@ def _keys(output_dir: Path) -> list[tuple[str, str]]:
 MELTANO_REQUIRED = bool(os.environ.get("CI") or "MELTANO_BIN" in os.environ)
 
 
-@pytest.mark.skipif(not MELTANO.exists() and not MELTANO_REQUIRED,
-                    reason=f"Meltano not installed at {MELTANO} "
-                    "(scripts/test.sh installs it; or set MELTANO_BIN)")
+@pytest.mark.skipif(
+    not MELTANO.exists() and not MELTANO_REQUIRED,
+    reason=f"Meltano not installed at {MELTANO} (scripts/test.sh installs it; or set MELTANO_BIN)",
+)
 def test_meltano_install_run_twice_matches_truth_and_keeps_state(
     project, emulator_factory, tmp_path
 ):
-    emu = emulator_factory(events_per_second=1.0, burst_probability=0.3, burst_size=40,
-                           polls_before_ready=1)
+    emu = emulator_factory(
+        events_per_second=1.0, burst_probability=0.3, burst_size=40, polls_before_ready=1
+    )
     end_2 = (int(time.time() * 1000) // MINUTE - 5) * MINUTE  # safely in the past: all visible
     end_1 = end_2 - 3 * MINUTE
     start = end_1 - 15 * MINUTE
@@ -108,6 +119,14 @@ def test_meltano_install_run_twice_matches_truth_and_keeps_state(
     first = _keys(output_dir)
     assert sorted(first) == sorted(emu.truth(start, end_1))
     assert len(first) > 500
+    # The dev environment's event_time_fields find the emulator messages' own time: most rows
+    # have one, earlier than (or equal to) when Rapid7 received them.
+    clocks = ds.dataset(
+        [str(p) for p in (output_dir / "events").rglob("part-*.parquet")], format="parquet"
+    ).to_table(columns=["received_at", "event_time"])
+    timed = clocks.filter(pc.is_valid(clocks["event_time"]))
+    assert timed.num_rows > 0.9 * clocks.num_rows
+    assert pc.all(pc.less_equal(timed["event_time"], timed["received_at"])).as_py()
 
     env["TAP_RAPID7_END_DATE"] = _iso(end_2)
     _meltano(project, env, "run", "tap-rapid7", "target-parquet-parts")
@@ -124,12 +143,41 @@ def test_meltano_install_run_twice_matches_truth_and_keeps_state(
 
     # The same dataset reconciles against the API's counts, and the run's log draws.
     config = tmp_path / "tap.json"
-    config.write_text(json.dumps({"api_key": emu.api_key, "base_url": emu.base_url,
-                                  "poll_interval_seconds": 0.01}))
-    assert reconcile_main(["--config", str(config), "--dataset", str(output_dir),
-                           "--from", str(start), "--to", str(end_2), "--window", "5m"]) == 0
-    invoked = _meltano(project, env, "invoke", "tap-rapid7:reconcile", "--dataset",
-                       str(output_dir), "--from", str(start), "--to", str(end_2), "--json")
+    config.write_text(
+        json.dumps(
+            {"api_key": emu.api_key, "base_url": emu.base_url, "poll_interval_seconds": 0.01}
+        )
+    )
+    assert (
+        reconcile_main(
+            [
+                "--config",
+                str(config),
+                "--dataset",
+                str(output_dir),
+                "--from",
+                str(start),
+                "--to",
+                str(end_2),
+                "--window",
+                "5m",
+            ]
+        )
+        == 0
+    )
+    invoked = _meltano(
+        project,
+        env,
+        "invoke",
+        "tap-rapid7:reconcile",
+        "--dataset",
+        str(output_dir),
+        "--from",
+        str(start),
+        "--to",
+        str(end_2),
+        "--json",
+    )
     assert json.loads(invoked.stdout)["totals"]["api_count"] == len(second)
     run_log = tmp_path / "run-1.log"
     run_log.write_text(first_log)

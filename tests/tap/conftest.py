@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tap_rapid7.client import LogSearchClient
+from tap_rapid7.logsearch import LogSearchClient
 
 BASE = "https://logs.test"
 API_KEY = "sekret-api-key-0123456789"

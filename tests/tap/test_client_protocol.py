@@ -9,7 +9,9 @@ import pytest
 import requests
 from singer_sdk.exceptions import FatalAPIError
 
-import tap_rapid7.client as client_module
+import tap_rapid7.logsearch as client_module
+import tap_rapid7.logsearch.http as http_module
+import tap_rapid7.logsearch.query as query_module
 from tap_rapid7.windows import Cursor, Window
 from tests.tap.conftest import API_KEY, BASE, BIG, LOG, START_URL, event, page, running
 
@@ -42,7 +44,8 @@ def test_202_then_running_200_then_page(requests_mock, make_client, fake_time):
     assert fake_time.sleeps == [1.0, 2.0]  # poll interval, then backoff
     assert report.pages == 1
     start = requests_mock.request_history[0]
-    assert start.qs == {"from": ["1000"], "to": ["2000"], "per_page": ["3"]}
+    # from - 1: exact whether the server includes or excludes `from` (the reader cuts)
+    assert start.qs == {"from": ["999"], "to": ["2000"], "per_page": ["3"]}
     assert start.headers["X-Api-Key"] == API_KEY
 
 
@@ -88,9 +91,10 @@ def test_expired_next_link_restarts_from_cursor_without_loss_or_repeat(
     first = page([event(1400, 9), *burst[:2]], f"{BASE}/query/next-old")
 
     def start(request, context):
-        if request.qs["from"] == ["1000"]:
+        if request.qs["from"] == ["999"]:
             return first
-        assert request.qs["from"] == ["1500"]  # restarted at the last emitted millisecond
+        # restarted just before the last emitted millisecond (either reading of `from`)
+        assert request.qs["from"] == ["1499"]
         return page(burst[:3], f"{BASE}/query/next-new")
 
     requests_mock.get(START_URL, json=start)
@@ -98,7 +102,7 @@ def test_expired_next_link_restarts_from_cursor_without_loss_or_repeat(
         f"{BASE}/query/next-old", status_code=404, json={"message": "HTTP 404 Not Found"}
     )
     requests_mock.get(f"{BASE}/query/next-new", json=page(burst[3:]))
-    with caplog.at_level(logging.WARNING, logger="tap_rapid7.client"):
+    with caplog.at_level(logging.WARNING, logger="tap_rapid7.logsearch"):
         records, report = read_all(make_client())
     assert keys(records) == [(1400, "9")] + [(1500, e["sequence_number_str"]) for e in burst]
     assert report.restarts == 1
@@ -243,7 +247,7 @@ def test_stall_warning_when_next_does_not_advance(requests_mock, make_client, ca
     requests_mock.get(START_URL, json=page(burst[:3], f"{BASE}/query/p2"))
     requests_mock.get(f"{BASE}/query/p2", json=page(burst[3:6], f"{BASE}/query/p3"))
     requests_mock.get(f"{BASE}/query/p3", json=page(burst[6:]))
-    with caplog.at_level(logging.INFO, logger="tap_rapid7.client"):
+    with caplog.at_level(logging.INFO, logger="tap_rapid7.logsearch"):
         records, report = read_all(make_client())
     assert len(records) == 7
     stalled = [
@@ -271,17 +275,22 @@ def test_repeated_next_href_restarts_instead_of_looping(requests_mock, make_clie
     assert report.restarts == 1
 
 
-def test_finished_page_carrying_self_and_next_is_not_polled(requests_mock, make_client, fake_time):
+def test_next_means_finished_and_self_alone_means_running(requests_mock, make_client, fake_time):
+    # §11: complete when no link is Self; a body with Next is complete too (Rapid7's client).
     first = page([event(1000, 1)], f"{BASE}/query/n2")
     first["links"].append({"rel": "Self", "href": f"{BASE}/query/q1"})
     requests_mock.get(START_URL, json=first)
-    last = page([event(1001, 2)])
-    last["links"] = [{"rel": "Self", "href": f"{BASE}/query/q2"}]  # names itself, no progress
-    requests_mock.get(f"{BASE}/query/n2", json=last)
+    running_with_events = page([event(1001, 2)])
+    running_with_events["links"] = [{"rel": "Self", "href": f"{BASE}/query/q2"}]
+    requests_mock.get(f"{BASE}/query/n2", json=running_with_events)
+    requests_mock.get(f"{BASE}/query/q2", json=page([event(1001, 2), event(1002, 3)]))
     records, report = read_all(make_client())
-    assert keys(records) == [(1000, "1"), (1001, "2")]
-    assert fake_time.sleeps == []
-    assert requests_mock.call_count == 2
+    assert keys(records) == [(1000, "1"), (1001, "2"), (1002, "3")]
+    assert fake_time.sleeps == [1.0]  # one poll of the page that still named itself
+    assert [r.url.split("?")[0] for r in requests_mock.request_history][1:] == [
+        f"{BASE}/query/n2",
+        f"{BASE}/query/q2",
+    ]
     assert report.pages == 2
 
 
@@ -297,19 +306,19 @@ def test_endless_empty_pages_with_next_fail_loudly_instead_of_looping(requests_m
     client = make_client()
     with pytest.raises(FatalAPIError, match="restart"):
         read_all(client)
-    bound = (client.max_restarts + 1) * client_module.MAX_EMPTY_PAGES_WITH_NEXT
+    bound = (client.protocol.max_restarts + 1) * query_module.MAX_EMPTY_PAGES_WITH_NEXT
     assert served["n"] == bound
 
 
 def test_each_response_is_decoded_exactly_once(requests_mock, make_client, monkeypatch):
     calls = []
-    real = client_module.decode_json
+    real = http_module.decode_json
 
     def counting(content):
         calls.append(len(content))
         return real(content)
 
-    monkeypatch.setattr(client_module, "decode_json", counting)
+    monkeypatch.setattr(http_module, "decode_json", counting)
     requests_mock.get(START_URL, status_code=202, json=running(f"{BASE}/query/q"))
     requests_mock.get(
         f"{BASE}/query/q",
@@ -341,7 +350,8 @@ def test_sequence_numbers_stay_exact_above_2_53(requests_mock, make_client):
     assert records[0]["sequence_number_str"] == "3235937417370673152"
     assert records[0]["message"] == '{"a":1}'
     assert records[0]["labels"] == [{"id": "00000000-0000-0000-0000-000000000006"}]
-    assert records[0]["event_time"] == "1970-01-01T00:00:01.001+00:00"
+    assert records[0]["received_at"] == "1970-01-01T00:00:01.001+00:00"
+    assert records[0]["event_time"] is None  # event_time_fields not set
     assert records[1]["sequence_number"] == 2**63 - 1
     assert records[1]["sequence_number_str"] == str(2**63 - 1)
 
@@ -360,12 +370,12 @@ def test_resume_inside_a_millisecond_skips_exactly_what_was_emitted(requests_moc
     records, report = read_all(make_client(per_page=10), Window(1500, 2000), resume)
     assert keys(records) == [(1500, str(BIG + 2 * 4096)), (1500, str(BIG + 3 * 4096)), (1501, "5")]
     assert report.resume_skipped == 2
-    assert requests_mock.request_history[0].qs["from"] == ["1500"]
+    assert requests_mock.request_history[0].qs["from"] == ["1499"]
 
 
 def test_page_and_window_log_lines_carry_the_counts(requests_mock, make_client, caplog):
     requests_mock.get(START_URL, json=page([event(1100, 1), event(1100, 1), event(2000, 3)]))
-    with caplog.at_level(logging.INFO, logger="tap_rapid7.client"):
+    with caplog.at_level(logging.INFO, logger="tap_rapid7.logsearch"):
         read_all(make_client())
     by_event = {r.event_name: r for r in caplog.records}
     page_line = by_event["logsearch_page_complete"]
@@ -403,33 +413,53 @@ def test_management_lists(requests_mock, make_client):
     assert client.list_logsets() == [{"id": "s"}]
 
 
-def test_count_polls_a_calculate_query_and_makes_to_exclusive(requests_mock, make_client):
+# Events per millisecond of a fake log for the count tests: edges on both sides.
+COUNT_EVENTS = {999: 2, 1000: 3, 1500: 4, 1999: 1, 2000: 5}
+
+
+def _count_server(requests_mock, from_inclusive: bool, to_inclusive: bool):
+    """A server with one reading of the bounds, for both count and event queries."""
+
+    def inside(ts: int, low: int, high: int) -> bool:
+        above = ts >= low if from_inclusive else ts > low
+        below = ts <= high if to_inclusive else ts < high
+        return above and below
+
     def start(request, context):
-        assert "per_page" not in request.qs
-        assert request.qs["query"] == ["where(x) calculate(count)"]
-        if request.qs["from"] == request.qs["to"]:
-            return {"statistics": {"type": "count", "count": 2}}  # an inclusive server
-        context.status_code = 202
-        return {
-            "progress": 0,
-            "partial": {"count": 1},
-            "links": [{"rel": "Self", "href": f"{BASE}/query/c"}],
-        }
+        low, high = int(request.qs["from"][0]), int(request.qs["to"][0])
+        stamps = [ts for ts, n in COUNT_EVENTS.items() for _ in range(n) if inside(ts, low, high)]
+        if "calculate(count)" in request.qs.get("query", [""])[0]:
+            assert "per_page" not in request.qs  # statistical queries reject per_page
+            assert request.qs["query"] == ["where(x) calculate(count)"]
+            context.status_code = 202
+            return {
+                "progress": 0,
+                "links": [{"rel": "Self", "href": f"{BASE}/query/c{len(stamps)}"}],
+            }
+        return page([event(ts, 100 + i) for i, ts in enumerate(stamps)])
 
     requests_mock.get(START_URL, json=start)
-    requests_mock.get(f"{BASE}/query/c", json={"statistics": {"type": "count", "count": 42}})
-    assert make_client().count(LOG, 1000, 2000, "where(x)") == 40
+    for n in range(sum(COUNT_EVENTS.values()) + 1):
+        requests_mock.get(f"{BASE}/query/c{n}", json={"statistics": {"type": "count", "count": n}})
 
 
-def test_count_with_exclusive_server_refusing_empty_range(requests_mock, make_client):
-    def start(request, context):
-        if request.qs["from"] == request.qs["to"]:
-            context.status_code = 400
-            return {"errorCode": 100000, "message": "empty range"}
-        return {"statistics": {"count": 42}}
+@pytest.mark.parametrize("from_inclusive", [True, False])
+@pytest.mark.parametrize("to_inclusive", [True, False])
+def test_count_is_half_open_under_every_reading_of_the_bounds(
+    requests_mock, make_client, from_inclusive, to_inclusive
+):
+    _count_server(requests_mock, from_inclusive, to_inclusive)
+    # [1000, 2000): 3 + 4 + 1, never the 2 events at 999 nor the 5 at 2000
+    assert make_client(per_page=50).count(LOG, 1000, 2000, "where(x)") == 8
 
-    requests_mock.get(START_URL, json=start)
-    assert make_client().count(LOG, 1000, 2000) == 42
+
+def test_count_start_answer_that_is_not_statistics_is_retried_then_fatal(
+    requests_mock, make_client
+):
+    requests_mock.get(START_URL, json={"events": []})
+    with pytest.raises(FatalAPIError, match=r"without statistics.count.*log_id=log-a"):
+        make_client().count(LOG, 1000, 2000)
+    assert requests_mock.call_count == 4  # max_retries=3: the first try and three retries
 
 
 def test_from_config_builds_region_urls_and_validates():
@@ -449,8 +479,8 @@ def test_from_config_accepts_decimal_numbers_as_the_sdk_parses_them():
     client = client_module.LogSearchClient.from_config(
         {"api_key": "k", "poll_interval_seconds": Decimal("0.25"), "per_page": Decimal(100)}
     )
-    assert client.poll_interval_seconds == 0.25
-    assert isinstance(client.poll_interval_seconds, float)
+    assert client.protocol.poll_interval_seconds == 0.25
+    assert isinstance(client.protocol.poll_interval_seconds, float)
     assert client.per_page == 100
 
 
@@ -459,7 +489,7 @@ def test_many_expiries_that_each_make_progress_do_not_fail_the_window(requests_m
     events = [event(1000 + i, i) for i in range(12)]
 
     def start(request, context):
-        offset = int(request.qs["from"][0]) - 1000
+        offset = max(0, int(request.qs["from"][0]) + 1 - 1000)  # asked from `from - 1`
         chunk = events[offset : offset + 3]
         more = offset + 3 < len(events)
         return page(chunk, f"{BASE}/query/expired-{offset}" if more else None)

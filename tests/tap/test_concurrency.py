@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tap_rapid7.client import WindowReport
+from tap_rapid7.logsearch import WindowReport
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowTask
 from tap_rapid7.windows import Window
 from tests.tap.fake_api import FakeLogSearch

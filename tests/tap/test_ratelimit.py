@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tap_rapid7.ratelimit import RateLimitGate, parse_rate_limit_wait
+from tap_rapid7.logsearch.budget import RateLimitGate, parse_rate_limit_wait
 from tests.tap.conftest import FakeTime
 
 

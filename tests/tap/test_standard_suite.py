@@ -41,7 +41,7 @@ class TestTapRapid7Standard(_StandardTests):
 
     def test_records_equal_the_emulator_truth(self, runner, emulator_for_suite):
         records = runner.records["events"]
-        got = sorted((r["log_id"], r["sequence_number_str"]) for r in records)
+        got = sorted((r["log_id"], r["timestamp"], r["sequence_number_str"]) for r in records)
         expected = sorted(emulator_for_suite.truth(1_767_225_600_000, 1_767_225_660_000))
         assert got == expected
         assert len(got) > 50

@@ -93,7 +93,7 @@ def test_filter_counts_out_of_window_duplicates_and_resume_skips():
         2,
         1,
     )
-    assert filt.restart_from_ms() == 1999
+    assert filt.start_from_ms() == 1999
     assert filt.next_from_millis() == 1999
 
 
@@ -104,7 +104,7 @@ def test_burst_straddling_windows_and_restarts_is_emitted_once():
     assert [first.accept(*e) for e in burst] == [False] * 6  # all belong to the next window
     second = WindowFilter(Window(2000, 3000))
     emitted = [e for e in burst[:4] if second.accept(*e)]
-    assert second.restart_from_ms() == 2000
+    assert second.start_from_ms() == 2000
     emitted += [e for e in burst if second.accept(*e)]  # the restarted query re-reads all
     assert emitted == burst
     assert second.duplicates_dropped == 4

@@ -1,0 +1,161 @@
+"""``LogSearchClient``: the pieces of the Log Search client, built once from the tap's settings.
+
+It holds no policy of its own: HTTP and errors are in ``http``, the query protocol in ``query``,
+exact windows in ``window_reader``. It does not know the SDK's stream objects, so any number of
+queries can run at once on one client (sessions are per thread; the rate-limit gate is shared).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from singer_sdk.exceptions import FatalAPIError
+
+from tap_rapid7.logsearch.budget import RateLimitGate
+from tap_rapid7.logsearch.http import LogSearchHttp
+from tap_rapid7.logsearch.query import Page, QueryProtocol
+from tap_rapid7.logsearch.window_reader import WindowReader, WindowReport
+from tap_rapid7.windows import Cursor, Window
+
+__all__ = ["REGIONS", "LogSearchClient"]
+
+REGIONS = ("us", "us2", "us3", "eu", "ca", "au", "ap")
+
+# The settings this client reads, and the type each means (the SDK parses JSON numbers as
+# Decimal, so each is coerced once here).
+_SETTING_TYPES: dict[str, Callable[[Any], Any]] = {
+    "api_key": str, "region": str, "base_url": str, "per_page": int,
+    "poll_interval_seconds": float, "poll_interval_max_seconds": float,
+    "poll_timeout_seconds": float, "max_retries": int, "backoff_base_seconds": float,
+    "backoff_max_seconds": float, "request_timeout_seconds": float, "max_restarts": int,
+}  # fmt: skip
+
+
+class LogSearchClient:
+    """A thread-safe Log Search client: management lists, exact windows and counts."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        region: str = "us",
+        base_url: str | None = None,
+        per_page: int = 500,
+        poll_interval_seconds: float = 1.0,
+        poll_interval_max_seconds: float = 5.0,
+        poll_timeout_seconds: float = 600.0,
+        max_retries: int = 8,
+        backoff_base_seconds: float = 1.0,
+        backoff_max_seconds: float = 60.0,
+        request_timeout_seconds: float = 60.0,
+        max_restarts: int = 5,
+        event_time_fields: tuple[str, ...] | list[str] = (),
+        gate: RateLimitGate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not api_key:
+            msg = "the api_key setting is empty"
+            raise FatalAPIError(msg)
+        if base_url is None and region not in REGIONS:
+            msg = f"unknown region {region!r} (setting region): expected one of {REGIONS}"
+            raise FatalAPIError(msg)
+        if not 1 <= per_page <= 500:
+            msg = f"per_page must be within 1..500, got {per_page}"
+            raise FatalAPIError(msg)
+        self.http = LogSearchHttp(
+            api_key=api_key,
+            base_url=base_url or f"https://{region}.rest.logs.insight.rapid7.com",
+            max_retries=max_retries,
+            backoff_base_seconds=backoff_base_seconds,
+            backoff_max_seconds=backoff_max_seconds,
+            request_timeout_seconds=request_timeout_seconds,
+            gate=gate,
+            clock=clock,
+            sleep=sleep,
+            wall_clock=wall_clock,
+        )
+        self.protocol = QueryProtocol(
+            self.http,
+            per_page=per_page,
+            poll_interval_seconds=poll_interval_seconds,
+            poll_interval_max_seconds=poll_interval_max_seconds,
+            poll_timeout_seconds=poll_timeout_seconds,
+            max_restarts=max_restarts,
+        )
+        try:
+            self.reader = WindowReader(self.protocol, event_time_fields=tuple(event_time_fields))
+        except ValueError as exc:
+            raise FatalAPIError(str(exc)) from exc
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> LogSearchClient:
+        """Build a client from the tap's config dict (the settings in conventions.md)."""
+        kwargs = {
+            name: cast(config[name])
+            for name, cast in _SETTING_TYPES.items()
+            if config.get(name) is not None
+        }
+        if config.get("event_time_fields"):
+            kwargs["event_time_fields"] = tuple(str(f) for f in config["event_time_fields"])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @property
+    def base_url(self) -> str:
+        """The API root every path is joined to."""
+        return self.http.base_url
+
+    @property
+    def per_page(self) -> int:
+        """Events per page asked for."""
+        return self.protocol.per_page
+
+    @property
+    def gate(self) -> RateLimitGate:
+        """The rate-limit gate shared by every request of this key."""
+        return self.http.gate
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path."""
+        return self.http.url(path)
+
+    def list_logs(self) -> list[dict]:
+        """Every log the key can see (``/management/logs``; not paginated by the API)."""
+        return self._listing("/management/logs", "logs")
+
+    def list_logsets(self) -> list[dict]:
+        """Every log set (``/management/logsets``)."""
+        return self._listing("/management/logsets", "logsets")
+
+    def _listing(self, path: str, key: str) -> list[dict]:
+        body = self.http.get_json(path)
+        items = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            msg = f"Log Search {path} answered without a {key!r} list: check region/base_url"
+            raise FatalAPIError(msg)
+        return [item for item in items if isinstance(item, dict)]
+
+    def query_pages(
+        self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None
+    ) -> Iterator[Page]:
+        """Completed pages of one query, as the server sends them (see ``QueryProtocol``)."""
+        return self.protocol.pages(log_id, from_ms, to_ms, statement)
+
+    def read_window(
+        self,
+        log_id: str,
+        window: Window,
+        resume: Cursor | None = None,
+        statement: str | None = None,
+        report: WindowReport | None = None,
+    ) -> Iterator[list[dict]]:
+        """Record batches of exactly ``window`` (see ``WindowReader``)."""
+        return self.reader.read(log_id, window, resume, statement, report)
+
+    def count(self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None) -> int:
+        """Events of ``log_id`` in ``[from_ms, to_ms)``, exact (see ``QueryProtocol.count``)."""
+        return self.protocol.count(log_id, from_ms, to_ms, statement)
