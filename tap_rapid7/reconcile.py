@@ -3,8 +3,13 @@
 For each log and each time window (hourly by default) it asks the API for a `calculate(count)`
 over that window, reads the dataset's rows and distinct keys for the same window, and reports
 duplicates, missing events, extra keys and rows outside the checked range, naming the parts and
-windows at fault. Exit status: 0 when everything matches, 1 on any mismatch, 2 when the check
-itself could not run (bad arguments, unreadable dataset, API error).
+windows at fault. An entry is `(log_id, timestamp, sequence_number)` everywhere (sequence numbers
+repeat across milliseconds). Exit status: 0 when everything matches, 1 on any mismatch, 2 when
+the check itself could not run (bad arguments, unreadable dataset, API error).
+
+With `--clocks` (and always in `--json`) it also counts each window by the event's own
+`event_time`, the clock consoles and SIEM searches filter on, next to the receipt time the API
+counts by: that is the "402 in the console, 18,957 from the API" question.
 
 It takes the same settings as the tap (`--config tap.json`, or `--config ENV` for
 `TAP_RAPID7_*` variables, which is what `meltano invoke tap-rapid7:reconcile` provides).
@@ -19,7 +24,6 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +35,38 @@ from tap_rapid7.reconcile_dataset import (
     DICTIONARY_LOG_ID,
     part_files,
     read_dataset_counts,
+    read_event_clocks,
     window_start,
 )
 from tap_rapid7.reconcile_report import Report, WindowResult, render_json, render_table
+from tap_rapid7.windows import iso_to_millis
 
 __all__ = ["Counter", "load_config", "main", "parse_duration", "parse_time", "reconcile"]
 
 # (log_id, from_ms, to_ms) -> number of events the API holds in [from_ms, to_ms).
 Counter = Callable[[str, int, int], int]
-# (log_id, from_ms, to_ms) -> {sequence_number_str: timestamp} of the API's events there.
-KeyLister = Callable[[str, int, int], dict[str, int]]
+# (log_id, from_ms, to_ms) -> {(timestamp, sequence_number_str)} of the API's events there: the
+# entry's identity within one log (a sequence number alone repeats across milliseconds).
+KeyLister = Callable[[str, int, int], set[tuple[int, str]]]
 MAX_LISTED_KEYS = 20
+LATE_AFTER_DEFAULT = "60s"
+LATE_MARGIN_DEFAULT = "1h"
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _ENV_PREFIX = "TAP_RAPID7_"
-_INT_SETTINGS = {"lag_seconds", "window_seconds", "per_page", "max_concurrent_queries",
-                 "max_retries", "max_restarts"}
-_FLOAT_SETTINGS = {"poll_interval_seconds", "poll_interval_max_seconds", "poll_timeout_seconds",
-                   "backoff_base_seconds", "backoff_max_seconds", "request_timeout_seconds"}
+_INT_SETTINGS = {"per_page", "max_concurrent_queries", "max_retries", "max_restarts"}
+# Numbers, not ints, in the tap's schema: `TAP_RAPID7_LAG_SECONDS=0.5` is a valid setting.
+_FLOAT_SETTINGS = {
+    "lag_seconds",
+    "window_seconds",
+    "poll_interval_seconds",
+    "poll_interval_max_seconds",
+    "poll_timeout_seconds",
+    "backoff_base_seconds",
+    "backoff_max_seconds",
+    "request_timeout_seconds",
+}
 
 
 class UsageError(Exception):
@@ -57,24 +74,26 @@ class UsageError(Exception):
 
 
 def parse_time(text: str) -> int:
-    """Epoch milliseconds from an integer (epoch ms) or an ISO 8601 time (no zone means UTC)."""
+    """Epoch milliseconds from an integer (epoch ms) or an ISO 8601 time (no zone means UTC).
+
+    The tap's own integer conversion (`iso_to_millis`): going through a float timestamp put
+    about 0.6% of millisecond times one millisecond early (`...47.472Z` became `...47.471Z`),
+    and a window edge one millisecond off moves whole bursts of entries to the next window.
+    """
     text = text.strip()
     if re.fullmatch(r"-?\d+", text):
         return int(text)
     try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return iso_to_millis(text)
     except ValueError as exc:
         raise UsageError(f"not an ISO 8601 time or epoch milliseconds: {text!r}") from exc
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return int(stamp.timestamp() * 1000)
 
 
-def parse_duration(text: str) -> int:
-    """Window length in milliseconds from `3600`, `90s`, `15m`, `1h` or `1d`."""
+def parse_duration(text: str, option: str = "--window", *, allow_zero: bool = False) -> int:
+    """A length in milliseconds from `3600`, `90s`, `15m`, `1h` or `1d` (`option` names it)."""
     match = _DURATION.match(text.strip().lower())
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"--window must look like 1h, 15m, 1d or seconds, got {text!r}")
+    if not match or (int(match.group(1)) == 0 and not allow_zero):
+        raise UsageError(f"{option} must look like 1h, 15m, 1d or seconds, got {text!r}")
     return int(match.group(1)) * _UNITS[match.group(2)] * 1000
 
 
@@ -84,6 +103,9 @@ def _env_value(name: str, raw: str) -> Any:
         if raw.startswith("["):
             return json.loads(raw)
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if name == "event_time_fields":  # a JSON array (as Meltano passes it); a regex may hold ","
+        raw = raw.strip()
+        return json.loads(raw) if raw.startswith("[") else [raw]
     if name in _INT_SETTINGS:
         return int(raw)
     if name in _FLOAT_SETTINGS:
@@ -135,11 +157,15 @@ def reconcile(
     subset: bool = False,
     concurrency: int = 2,
     key_lister: KeyLister | None = None,
+    clocks: bool = False,
+    late_after_ms: int = 60_000,
+    late_margin_ms: int = 3_600_000,
 ) -> Report:
     """Compare the API's counts with the dataset for every (log, window) in the range.
 
     `log_ids` None means every log in the dataset (the CLI adds the API's logs). A range bound
-    of None is taken from the dataset's own first/last row.
+    of None is taken from the dataset's own first/last row. `clocks` adds the same windows
+    counted by event time (`Report.clocks`); it never changes whether the report is ok.
     """
     stream_dir = dataset / stream
     if not stream_dir.is_dir():
@@ -174,19 +200,28 @@ def reconcile(
         for window in report.windows:
             if window.missing or window.extra:
                 _diff_keys(window, key_lister, counts.keys_in)
+    if clocks:
+        report.clocks = read_event_clocks(
+            stream_dir, from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
+            log_ids=set(logs), late_after_ms=late_after_ms, margin_ms=late_margin_ms,
+        )  # fmt: skip
     return report
 
 
-def _diff_keys(window: WindowResult, key_lister: KeyLister,
-               dataset_keys: Callable[[str, int, int], dict[str, int]]) -> None:
+def _diff_keys(
+    window: WindowResult,
+    key_lister: KeyLister,
+    dataset_keys: Callable[[str, int, int], set[tuple[int, str]]],
+) -> None:
     """Name the keys behind a count difference: pull the window's keys from the API and compare.
 
-    Costs one event query for the window (only windows that do not match get here).
+    Keys are `(timestamp, sequence_number_str)` of the window's log. Costs one event query for
+    the window (only windows that do not match get here).
     """
     api = key_lister(window.log_id, window.window_from, window.window_to)
     ours = dataset_keys(window.log_id, window.window_from, window.window_to)
-    window.missing_keys = sorted((api[k], k) for k in api.keys() - ours.keys())[:MAX_LISTED_KEYS]
-    window.extra_keys = sorted((ours[k], k) for k in ours.keys() - api.keys())[:MAX_LISTED_KEYS]
+    window.missing_keys = sorted(api - ours)[:MAX_LISTED_KEYS]
+    window.extra_keys = sorted(ours - api)[:MAX_LISTED_KEYS]
 
 
 def _client_counter(config: Mapping[str, Any]) -> tuple[Counter, Callable[[], list[str]], str]:
@@ -210,17 +245,17 @@ def _client_key_lister(config: Mapping[str, Any]) -> KeyLister:
     client = _client(config)
     statement = config.get("query") or None
 
-    def list_keys(log_id: str, from_ms: int, to_ms: int) -> dict[str, int]:
-        keys: dict[str, int] = {}
+    def list_keys(log_id: str, from_ms: int, to_ms: int) -> set[tuple[int, str]]:
+        keys: set[tuple[int, str]] = set()
         for batch in client.read_window(log_id, Window(from_ms, to_ms), statement=statement):
-            keys.update((r["sequence_number_str"], r["timestamp"]) for r in batch)
+            keys.update((r["timestamp"], r["sequence_number_str"]) for r in batch)
         return keys
 
     return list_keys
 
 
 def _client(config: Mapping[str, Any]) -> Any:
-    from tap_rapid7.client import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
+    from tap_rapid7.logsearch import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
 
     return LogSearchClient.from_config(config)
 
@@ -232,28 +267,83 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare Log Search API counts (calculate(count)) with a target-parquet-parts "
         "dataset, per log and time window. Exit 0 = match, 1 = mismatch, 2 = could not check.",
     )
-    parser.add_argument("--config", action="append", required=True, metavar="FILE|ENV",
-                        help="the tap's settings (JSON file; ENV reads TAP_RAPID7_* variables); "
-                        "repeatable, later wins")
-    parser.add_argument("--dataset", required=True, type=Path,
-                        help="the target's output_dir (holds events/part-*.parquet)")
-    parser.add_argument("--from", dest="from_", metavar="TIME",
-                        help="start, ISO 8601 or epoch ms (default: the dataset's first row)")
-    parser.add_argument("--to", metavar="TIME",
-                        help="end, exclusive, ISO 8601 or epoch ms (default: after the last row)")
-    parser.add_argument("--window", default="1h", help="window length: 1h (default), 15m, 1d, "
-                        "or seconds")
-    parser.add_argument("--log-id", action="append", dest="log_ids", metavar="ID",
-                        help="check only this log (repeatable; default: the log_ids setting, "
-                        "else every log the API lists or the dataset holds)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE|ENV",
+        help="the tap's settings (JSON file; ENV reads TAP_RAPID7_* variables); "
+        "repeatable, later wins",
+    )
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        type=Path,
+        help="the target's output_dir (holds events/part-*.parquet)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_",
+        metavar="TIME",
+        help="start, ISO 8601 or epoch ms (default: the dataset's first row)",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="TIME",
+        help="end, exclusive, ISO 8601 or epoch ms (default: after the last row)",
+    )
+    parser.add_argument(
+        "--window", default="1h", help="window length: 1h (default), 15m, 1d, or seconds"
+    )
+    parser.add_argument(
+        "--log-id",
+        action="append",
+        dest="log_ids",
+        metavar="ID",
+        help="check only this log (repeatable; default: the log_ids setting, "
+        "else every log the API lists or the dataset holds)",
+    )
     parser.add_argument("--stream", default="events", help="stream directory (default: events)")
-    parser.add_argument("--subset", action="store_true",
-                        help="the dataset may hold more than the range: ignore rows outside it")
-    parser.add_argument("--concurrency", type=int, default=2,
-                        help="count queries run at once (default 2; mind the API's rate limit)")
-    parser.add_argument("--list-keys", action="store_true",
-                        help="for windows that do not match, pull their events from the API and "
-                        "name the missing and extra keys (one event query per such window)")
+    parser.add_argument(
+        "--subset",
+        action="store_true",
+        help="the dataset may hold more than the range: ignore rows outside it",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="count queries run at once (default 2; mind the API's rate limit)",
+    )
+    parser.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="for windows that do not match, pull their events from the API and "
+        "name the missing and extra keys (one event query per such window)",
+    )
+    parser.add_argument(
+        "--clocks",
+        action="store_true",
+        help="also count each window by the event's own event_time (the clock "
+        "consoles filter on) next to the receipt time the API counts by: rows "
+        "by event time, without one, and arrived late or early (always in "
+        "--json when the dataset has event_time)",
+    )
+    parser.add_argument(
+        "--late-after",
+        default=LATE_AFTER_DEFAULT,
+        metavar="DURATION",
+        help="with --clocks: an entry received more than this after its event "
+        f"time arrived late (default {LATE_AFTER_DEFAULT}; 30s, 5m, 1h or seconds)",
+    )
+    parser.add_argument(
+        "--late-margin",
+        default=LATE_MARGIN_DEFAULT,
+        metavar="DURATION",
+        help="with --clocks: also read rows received this long before and after "
+        "the range, so late arrivals count in their event-time window; later "
+        f"ones are not seen (default {LATE_MARGIN_DEFAULT})",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -267,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         from_ms = parse_time(args.from_) if args.from_ else None
         to_ms = parse_time(args.to) if args.to else None
         window_ms = parse_duration(args.window)
+        late_after_ms = parse_duration(args.late_after, "--late-after", allow_zero=True)
+        late_margin_ms = parse_duration(args.late_margin, "--late-margin", allow_zero=True)
         counter, list_log_ids, api = _client_counter(config)
         log_ids = args.log_ids or list(config.get("log_ids") or [])
         if not log_ids:
@@ -278,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             window_ms=window_ms, stream=args.stream, api=api, subset=args.subset,
             concurrency=args.concurrency,
             key_lister=_client_key_lister(config) if args.list_keys else None,
+            clocks=args.clocks or args.json, late_after_ms=late_after_ms,
+            late_margin_ms=late_margin_ms,
         )  # fmt: skip
     except UsageError as exc:
         print(f"tap-rapid7-reconcile: {exc}", file=sys.stderr)
