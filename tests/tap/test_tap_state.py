@@ -187,3 +187,29 @@ def test_deselected_properties_and_stream_maps_still_apply(monkeypatch, fake):
     assert records
     assert all("labels" not in r and "message" not in r for r in records)
     assert all("sequence_number_str" in r for r in records)
+
+
+def test_state_written_when_the_bookmark_was_event_time_still_resumes_exactly(
+    monkeypatch, requests_mock
+):
+    """Before `received_at` existed the replication key was `event_time` (then = receipt time)."""
+    api = FakeLogSearch(make_events())
+    api.install(requests_mock)
+    full = run_tap(monkeypatch, config(log_ids=["log-a"], state_every_records=1))
+    records, state = [], None
+    for message in full:
+        if message["type"] == "RECORD" and message["stream"] == "events":
+            records.append(message["record"])
+        # a STATE inside the 7-event burst at T0 + 10_000 (cursor with a sequence number)
+        if message["type"] == "STATE" and records and records[-1]["timestamp"] == T0 + 10_000:
+            state = json.loads(json.dumps(message["value"]))
+            break
+    assert state is not None
+    old = partitions(state)["log-a"]
+    assert old["next_from_sequence_number_str"], "the cut is inside the burst"
+    old["replication_key"] = "event_time"  # exactly what the previous version stored
+    rest_messages = run_tap(monkeypatch, config(log_ids=["log-a"]), state)
+    rest = event_records(rest_messages)
+    assert emitted_keys(records + rest) == emitted_keys(event_records(full))
+    final = [m for m in rest_messages if m["type"] == "STATE"][-1]["value"]
+    assert partitions(final)["log-a"]["replication_key"] == "received_at"
