@@ -11,10 +11,11 @@ while the query is still running). A log is a chain of ``pages`` such steps, so
 
 * ``chain(log) = pages(log) * (R + L)``; the lower bound is the longest chain;
 * with k queries in flight at most, it is also at least ``sum(chains) / k``;
-* with a rate-limit budget B per window W, ``ceil(requests / B) - 1`` whole windows must pass
-  (requests >= 2 per page), whichever binds. This one is approximate: the emulator's windows are
-  fixed (aligned to multiples of W) and shared by the runs, so a run that starts late in a
-  window with budget left can beat it by up to one window.
+* with Rapid7's budgets (per window W: ``query_budget`` Q query starts, ``poll_budget`` P polls;
+  every page is one query start and at least one poll), ``ceil(pages / Q) - 1`` and
+  ``ceil(pages / P) - 1`` whole windows must pass, whichever binds. This one is approximate:
+  the emulator's windows are fixed (aligned to multiples of W) and shared by the runs, so a run
+  that starts late in a window with budget left can beat it by up to one window.
 
 Measured: ``tap-rapid7`` with the default ``max_concurrent_queries`` (4), with 1, and with one
 query per log (8), each from its first API request to its exit (its interpreter start-up is
@@ -72,12 +73,13 @@ def lower_bounds(pages: list[int], options: EmulatorOptions) -> Bounds:
     """The bounds described in the module docstring, from the pages each log needs."""
     step = options.ready_after_seconds + options.request_latency_ms / 1000
     chains = [count * step for count in pages]
-    requests = 2 * sum(pages)
-    rate_bound = 0.0
-    if options.rate_limit_budget:
-        windows = math.ceil(requests / options.rate_limit_budget) - 1
-        rate_bound = windows * options.rate_limit_window_seconds
-    return Bounds(max(chains), sum(chains), rate_bound, requests)
+    requests = 2 * sum(pages)  # per page: one query start and at least one poll
+    windows = 0
+    for family in ("query", "poll"):
+        budget = options.budget_for(family)
+        if budget:  # None: unlimited (0 would never finish: no bound to compute)
+            windows = max(windows, math.ceil(sum(pages) / budget) - 1)
+    return Bounds(max(chains), sum(chains), windows * options.budget_window_seconds, requests)
 
 
 class FirstRequestClock:
@@ -147,8 +149,19 @@ def main() -> None:
     parser.add_argument("--events-per-second", type=float, help="per log (default 0.2)")
     parser.add_argument("--latency-ms", type=float, help="per request (default 30)")
     parser.add_argument("--ready-after", type=float, help="seconds per query (default 1.0)")
-    parser.add_argument("--rate-limit-budget", type=int, help="requests per window (default none)")
-    parser.add_argument("--rate-limit-window", type=float, default=900.0)
+    defaults = EmulatorOptions()
+    parser.add_argument(
+        "--query-budget", type=int, default=defaults.query_budget, help="query starts per window"
+    )
+    parser.add_argument(
+        "--poll-budget", type=int, default=defaults.poll_budget, help="polls per window"
+    )
+    parser.add_argument(
+        "--budget-window", type=float, default=defaults.budget_window_seconds, help="seconds"
+    )
+    parser.add_argument(
+        "--no-budgets", action="store_true", help="no budgets at all (the emulator's budgets=False)"
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="the tap's default, for bounds")
     benchlib.add_env_argument(parser)
     args = parser.parse_args()
@@ -161,8 +174,10 @@ def main() -> None:
         ready_after_seconds=args.ready_after or 1.0,
         request_latency_ms=args.latency_ms if args.latency_ms is not None else 30.0,
         next_is_async=True,
-        rate_limit_budget=args.rate_limit_budget,
-        rate_limit_window_seconds=args.rate_limit_window,
+        budgets=not args.no_budgets,
+        query_budget=args.query_budget,
+        poll_budget=args.poll_budget,
+        budget_window_seconds=args.budget_window,
     )
     window_seconds = 600 if args.quick else 3600
     with (
@@ -185,7 +200,9 @@ def main() -> None:
                 "pages_per_log": ",".join(map(str, pages)),
                 "ready_after_s": options.ready_after_seconds,
                 "latency_ms": options.request_latency_ms,
-                "rate_limit_budget": options.rate_limit_budget,
+                "query_budget": options.budget_for("query"),
+                "poll_budget": options.budget_for("poll"),
+                "budget_window_s": options.budget_window_seconds,
             },
         )
         print(

@@ -2,8 +2,9 @@
 
 `EmulatorApp.handle()` takes a parsed request and returns a `Response` (or a "drop the
 connection" verdict). Order per API request: latency, forced 429, random faults (drop, 5xx),
-auth (401/403), rate limit (429), then the endpoint. `/_emulator/*` (ground truth, stats) is
-outside the API: no auth, no faults, no rate limit.
+auth (401/403), the budget of the request's family (429, see ratelimit.py), then the endpoint.
+Every answered API request carries its family's X-RateLimit-* headers. `/_emulator/*` (ground
+truth, stats) is outside the API: no auth, no faults, no budgets, no rate-limit headers.
 
 Every query start (GET `/query/logs/{keys}`, `/query/logsets…`, POST `/query/logs`, and every
 Next link, which is a GET start with `next_page=true`) counts in `requests.queries_started`.
@@ -38,7 +39,13 @@ from tap_rapid7.emulator.queries import (
     running_body,
     statistics_body,
 )
-from tap_rapid7.emulator.ratelimit import RateLimiter
+from tap_rapid7.emulator.ratelimit import (
+    FAMILIES,
+    RATE_LIMITED_BODY,
+    RateDecision,
+    RateLimiter,
+    family_of,
+)
 
 # Emulator-defined errorCodes (the real ones are unconfirmed except 101009).
 MISSING_WINDOW_CODE = 100000
@@ -81,6 +88,18 @@ def _json(status: int, body: object) -> Response:
     return Response(status, json.dumps(body, separators=(",", ":")).encode())
 
 
+def _rate_limited(decision: RateDecision) -> Response:
+    """Rapid7's 429: text/plain `API rate limit exceeded`, Remaining 0, Retry-After = Reset."""
+    return Response(429, RATE_LIMITED_BODY, decision.limited_headers())
+
+
+def _new_family_stats() -> dict[str, dict]:
+    return {
+        family: {"requests": 0, "rate_limited": 0, "forced_429": 0, "min_remaining": None}
+        for family in FAMILIES
+    }
+
+
 class EmulatorApp:
     """State and behaviour of one emulator: options, data, queries, limits, faults, counters."""
 
@@ -94,6 +113,7 @@ class EmulatorApp:
         self.faults = FaultInjector(options.fault_seed)
         self.counters: Counter[str] = Counter()
         self.status_counts: Counter[int] = Counter()
+        self.family_stats = _new_family_stats()
         self._api_requests = 0
         self._duplicate_served = False
 
@@ -186,10 +206,16 @@ class EmulatorApp:
         ]
 
     def stats(self) -> dict:
+        """Counters. `budgets` has, per family (query, poll, management): `requests` answered
+        (dropped connections not counted), `rate_limited` (429s for a spent budget; their sum is
+        `faults.rate_limited`), `forced_429` (429s from `force_429_on_request`) and
+        `min_remaining`, the lowest X-RateLimit-Remaining sent (None before the first answer).
+        `requests.{query,poll,management}_requests` count requests received per family."""
         with self._lock:
             return {
                 "api_requests": self._api_requests,
                 "requests": dict(self.counters),
+                "budgets": {family: dict(values) for family, values in self.family_stats.items()},
                 # API responses by status; "0" counts dropped connections
                 "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
                 "faults": {
@@ -232,11 +258,18 @@ class EmulatorApp:
             response = self._internal(path, params)
         else:
             href = f"{base}{path}" + (f"?{parts.query}" if parts.query else "")
+            family = family_of(path)
             response = self._api(
-                method, path, params, headers=headers, body=body, base=base, href=href
+                method,
+                path,
+                params,
+                family=family,
+                headers=headers,
+                body=body,
+                base=base,
+                href=href,
             )
-            with self._lock:
-                self.status_counts[0 if response.drop else response.status] += 1
+            self._account(family, response)
         response.headers.setdefault("Content-Type", "application/json")
         return response
 
@@ -255,19 +288,42 @@ class EmulatorApp:
             return _json(200, {"count": len(keys), "keys": [list(k) for k in keys]})
         return _json(404, NOT_FOUND)
 
+    def _account(self, family: str, response: Response) -> None:
+        """Count one API answer: its status, and its family's requests and lowest Remaining."""
+        with self._lock:
+            self.status_counts[0 if response.drop else response.status] += 1
+            if response.drop:
+                return
+            stats = self.family_stats[family]
+            stats["requests"] += 1
+            remaining = int(response.headers["X-RateLimit-Remaining"])
+            if stats["min_remaining"] is None or remaining < stats["min_remaining"]:
+                stats["min_remaining"] = remaining
+
+    def _budget_check(self, key: str, family: str, *, consume: bool) -> RateDecision:
+        opts = self.options
+        return self.limiter.check(
+            key,
+            family,
+            budget=opts.budget_for(family),
+            window_s=opts.budget_window_seconds,
+            now_ms=self.now_ms(),
+            consume=consume,
+        )
+
     def _api(
         self,
         method: str,
         path: str,
         params: dict[str, list[str]],
         *,
+        family: str,
         headers: Mapping[str, str],
         body: bytes,
         base: str,
         href: str,
     ) -> Response:
         opts = self.options
-        family = "query" if path.startswith("/query") else "management"
         with self._lock:
             self._api_requests += 1
             number = self._api_requests
@@ -276,19 +332,15 @@ class EmulatorApp:
             time.sleep(opts.request_latency_ms / 1000)
         key = headers.get("X-Api-Key") or ""
         drop, error = self.faults.roll(opts.drop_rate, opts.error_rate)
-        peek = self.limiter.check(
-            key,
-            family,
-            budget=opts.rate_limit_budget,
-            window_s=opts.rate_limit_window_seconds,
-            now_ms=self.now_ms(),
-            consume=False,
-        )
+        peek = self._budget_check(key, family, consume=False)
         if number in opts.forced_429_requests():
-            self._count("forced_429")
-            response = _json(429, {"message": "Too Many Requests"})
-            response.headers.update(peek.headers())
-            response.headers["Retry-After"] = "1"
+            with self._lock:
+                self.counters["forced_429"] += 1
+                self.family_stats[family]["forced_429"] += 1
+            response = _rate_limited(peek)
+            if opts.forced_429_retry_after is not None:
+                wait = f"{opts.forced_429_retry_after:g}"
+                response.headers.update({"Retry-After": wait, "X-RateLimit-Reset": wait})
             return response
         if drop:
             self._count("dropped")
@@ -306,19 +358,12 @@ class EmulatorApp:
             response = _json(401, {"message": "Unauthorized"})
             response.headers.update(peek.headers())
             return response
-        decision = self.limiter.check(
-            key,
-            family,
-            budget=opts.rate_limit_budget,
-            window_s=opts.rate_limit_window_seconds,
-            now_ms=self.now_ms(),
-        )
+        decision = self._budget_check(key, family, consume=True)
         if not decision.allowed:
-            self._count("rate_limited")
-            response = _json(429, {"message": "Too Many Requests"})
-            response.headers.update(decision.headers())
-            response.headers["Retry-After"] = str(decision.reset_seconds)
-            return response
+            with self._lock:
+                self.counters["rate_limited"] += 1
+                self.family_stats[family]["rate_limited"] += 1
+            return _rate_limited(decision)
         try:
             response = self._route(method, path, params, body, base=base, href=href)
         except ApiError as exc:
@@ -593,7 +638,7 @@ class EmulatorApp:
         entry = Continuation(
             self.registry.new_id(),
             spec,
-            issued_ms=now,
+            touched_ms=now,
             started_ms=now,
             followed_href=href if is_next else None,
             beyond_retention=beyond,
@@ -633,6 +678,7 @@ class EmulatorApp:
             if expired:
                 self._count("expired_links")
             raise ApiError(404, NOT_FOUND)
+        self.registry.touch(entry, now)  # a successful poll: the link lives another TTL
         with self._lock:
             if not entry.ready:
                 entry.polls += 1

@@ -1,7 +1,7 @@
 """`tap-rapid7-emulator`: run the emulator for people (loopback only).
 
 Every `EmulatorOptions` field is a flag with dashes for underscores (`--polls-before-ready 0`,
-`--no-next-is-async`, `--rate-limit-budget none`, `--force-429-on-request 3,7`).
+`--no-next-is-async`, `--query-budget none`, `--no-budgets`, `--force-429-on-request 3,7`).
 """
 
 from __future__ import annotations
@@ -39,20 +39,31 @@ def _converter(name: str, hint: object):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tap-rapid7-emulator",
-        description="Local Rapid7 Log Search API emulator (listens on 127.0.0.1 only).")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"TCP port (default {DEFAULT_PORT}; 0 = any free port)")
+        description="Local Rapid7 Log Search API emulator (listens on 127.0.0.1 only).",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}; 0 = any free port)",
+    )
     hints = typing.get_type_hints(EmulatorOptions)
     for f in dataclasses.fields(EmulatorOptions):
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         if hint is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=f.default)
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default
+            )
         else:
-            parser.add_argument(flag, dest=f.name, type=_converter(f.name, hint),
-                                default=f.default, metavar=f.name.upper(),
-                                help=f"default: {f.default}")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=_converter(f.name, hint),
+                default=f.default,
+                metavar=f.name.upper(),
+                help=f"default: {f.default}",
+            )
     return parser
 
 
@@ -76,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"tap-rapid7-emulator listening on {emulator.base_url} "
-          f"(logs: {len(emulator.log_ids)}, seed: {options.seed})", flush=True)
+    print(
+        f"tap-rapid7-emulator listening on {emulator.base_url} "
+        f"(logs: {len(emulator.log_ids)}, seed: {options.seed})",
+        flush=True,
+    )
     emulator.serve_forever()
     return 0
 

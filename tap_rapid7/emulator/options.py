@@ -105,14 +105,34 @@ class EmulatorOptions:
     """What `per_page` > `max_per_page` does: "clamp" it or "reject" with 400."""
     reject_per_page_on_stats: bool = True
     """A statistical statement (calculate) with `per_page` gets 400 errorCode 101009."""
-    link_ttl_seconds: float | None = 600.0
-    """Self (polling) links expire this long after they were issued (404); None = never.
-    Next links do not expire: each one is a new query."""
+    link_ttl_seconds: float | None = 20.0
+    """Self (polling) links expire this long after their last successful poll (sliding; the
+    start counts as the first touch): Rapid7 says they "must be polled at least every 20
+    seconds, or they will expire". A poll after that answers 404 `{"message": "HTTP 404 Not
+    Found"}` (counted in `faults.expired_links`). A poll answered 429 (or with an injected
+    fault) does not refresh the link, so a client rate-limited while polling loses it, as the
+    spec warns. None = never expire. Next links do not expire: each one is a new query."""
 
-    # --- rate limiting
-    rate_limit_budget: int | None = None
-    """Requests per window per key per family (/query vs /management); None = unlimited."""
-    rate_limit_window_seconds: float = 900.0
+    # --- budgets (rate limits), see ratelimit.py
+    budgets: bool = True
+    """Enforce Rapid7's per-key, per-family budgets. False: no budget at all (every family
+    unlimited); the X-RateLimit-* headers are still sent, with a large Limit."""
+    query_budget: int | None = 1500
+    """Query starts per window per key: GET `/query/logs/...`, POST `/query/logs`,
+    `/query/logsets...`, `/query/context/...`, and every Next link (a new query). Rapid7: 1,500
+    per 15 minutes. When spent: 429 `API rate limit exceeded` until the window resets. None =
+    unlimited."""
+    poll_budget: int | None = 10000
+    """Polls of Self links (GET `/query/{id}`) per window per key. Rapid7: 10,000 per 15
+    minutes. None = unlimited."""
+    management_budget: int | None = 1500
+    """Requests to `/management/*` per window per key. Rapid7: 1,500 per 15 minutes. None =
+    unlimited."""
+    budget_window_seconds: float = 900.0
+    """Length of the fixed budget windows, aligned to multiples of it on the emulator clock
+    (Rapid7: 15 minutes). X-RateLimit-Reset and Retry-After are whole seconds (rounded up) when
+    this is at least 60, else seconds with millisecond precision (`"2.345"`), so a scaled-down
+    model (e.g. 6 s, `query_budget=60`) stays informative."""
 
     # --- faults
     error_rate: float = 0.0
@@ -122,7 +142,13 @@ class EmulatorOptions:
     fault_seed: int = 0
     """Seed of the fault dice: the same request sequence gets the same faults."""
     force_429_on_request: int | tuple[int, ...] | None = None
-    """API request number(s) (1-based, counted by the emulator) answered with 429."""
+    """API request number(s) (1-based, counted by the emulator) answered with 429 exactly like
+    a spent budget of that request's family (text/plain `API rate limit exceeded`,
+    `X-RateLimit-Remaining: 0`, Reset and Retry-After = time until that family's window resets),
+    even with `budgets=False`. Consumes no budget; counted in `faults.forced_429`."""
+    forced_429_retry_after: float | None = None
+    """`Retry-After` (and Reset) of a forced 429 in seconds; None = until the family's window
+    resets. Tests that must not wait a whole budget window (or need a known wait) set it."""
     duplicate_next: bool = False
     """Once, a Next link repeats the href that was just followed (loop-guard test)."""
     non_page_rate: float = 0.0
@@ -139,6 +165,10 @@ class EmulatorOptions:
         checks: list[tuple[bool, str]] = [
             (1 <= self.log_count <= MAX_LOGS, f"log_count must be in [1, {MAX_LOGS}]"),
             (self.logset_count >= 1, "logset_count must be >= 1"),
+            (
+                self.forced_429_retry_after is None or self.forced_429_retry_after >= 0,
+                "forced_429_retry_after must be >= 0 or None",
+            ),
             (self.events_per_second >= 0, "events_per_second must be >= 0"),
             (0 <= self.burst_probability <= 1, "burst_probability must be in [0, 1]"),
             (
@@ -170,11 +200,18 @@ class EmulatorOptions:
                 self.link_ttl_seconds is None or self.link_ttl_seconds > 0,
                 "link_ttl_seconds must be > 0 or None",
             ),
-            (
-                self.rate_limit_budget is None or self.rate_limit_budget >= 0,
-                "rate_limit_budget must be >= 0 or None",
+            *(
+                (budget is None or budget >= 0, f"{name} must be >= 0 or None")
+                for name, budget in (
+                    ("query_budget", self.query_budget),
+                    ("poll_budget", self.poll_budget),
+                    ("management_budget", self.management_budget),
+                )
             ),
-            (self.rate_limit_window_seconds > 0, "rate_limit_window_seconds must be > 0"),
+            (
+                self.budget_window_seconds >= 0.001,
+                "budget_window_seconds must be >= 0.001 (one millisecond)",
+            ),
             (0 <= self.error_rate <= 1, "error_rate must be in [0, 1]"),
             (0 <= self.drop_rate <= 1, "drop_rate must be in [0, 1]"),
             (0 <= self.non_page_rate <= 1, "non_page_rate must be in [0, 1]"),
@@ -190,6 +227,17 @@ class EmulatorOptions:
         if self.retention_days is None:
             return None
         return now_ms - round(self.retention_days * 86_400_000)
+
+    def budget_for(self, family: str) -> int | None:
+        """The budget of one family ("query", "poll", "management") per window; None when it
+        is unlimited (its option is None, or `budgets` is False)."""
+        if not self.budgets:
+            return None
+        return {
+            "query": self.query_budget,
+            "poll": self.poll_budget,
+            "management": self.management_budget,
+        }[family]
 
     def forced_429_requests(self) -> frozenset[int]:
         """`force_429_on_request` as a set of request numbers."""

@@ -2,8 +2,9 @@
 
 A running query lives in a server-side registry under an opaque, colon-separated id (like the
 real ids `<uuid>:<n>:<sha1>::<sha1>:`); its Self link `/query/{id}` is polled until the page is
-ready, and expires after a TTL. A Next link is no registry entry: as Rapid7 documents, it is a
-new query, `/query/logs/{keys}?from=<ts of the last entry>&to=..&per_page=..
+ready, and expires when it has not been polled successfully for a TTL (sliding, like Rapid7's
+"must be polled at least every 20 seconds"). A Next link is no registry entry: as Rapid7
+documents, it is a new query, `/query/logs/{keys}?from=<ts of the last entry>&to=..&per_page=..
 &sequence_number=<its seq>&next_page=true`. So a query's bounds are sort keys
 (timestamp, sequence_number, log_index): `lower` inclusive, `upper` exclusive, and entries
 that arrive late do not shift later pages.
@@ -86,7 +87,7 @@ class Continuation:
 
     id: str
     spec: QuerySpec
-    issued_ms: int
+    touched_ms: int  # the start, then every successful poll: the TTL runs from here
     started_ms: int = 0
     polls: int = 0
     ready: bool = False
@@ -96,11 +97,17 @@ class Continuation:
 
 
 class Registry:
-    """Thread-safe store of continuations with TTL and a size bound."""
+    """Thread-safe store of continuations with a sliding TTL and a size bound.
+
+    Entries are kept in order of their last touch, so expired ones are pruned from the old end;
+    the ids of pruned ones are remembered (bounded) so that polling one still counts as an
+    expired link, once.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, Continuation] = OrderedDict()
+        self._expired: OrderedDict[str, None] = OrderedDict()
         self._counter = itertools.count(1)
 
     def new_id(self) -> str:
@@ -111,31 +118,47 @@ class Registry:
         return f"{token}:{n}:{a}::{b}:"
 
     def add(self, entry: Continuation, ttl_seconds: float | None = None) -> None:
-        """Store an entry; drop expired ones from the old end (entries are in issue order)."""
+        """Store an entry; prune expired ones from the old end (least recently touched)."""
         with self._lock:
             self._entries[entry.id] = entry
             while len(self._entries) > REGISTRY_MAX_ENTRIES:
                 self._entries.popitem(last=False)
             if ttl_seconds is not None:
-                horizon = entry.issued_ms - ttl_seconds * 1000
+                horizon = entry.touched_ms - ttl_seconds * 1000
                 while self._entries:
                     oldest = next(iter(self._entries.values()))
-                    if oldest.issued_ms >= horizon:
+                    if oldest.touched_ms >= horizon:
                         break
                     self._entries.popitem(last=False)
+                    self._remember_expired(oldest.id)
+
+    def _remember_expired(self, entry_id: str) -> None:
+        self._expired[entry_id] = None
+        while len(self._expired) > REGISTRY_MAX_ENTRIES:
+            self._expired.popitem(last=False)
 
     def get(
         self, entry_id: str, now_ms: int, ttl_seconds: float | None
     ) -> tuple[Continuation | None, bool]:
-        """Return (entry, expired). An expired entry is removed."""
+        """Return (entry, expired): an entry not touched for more than the TTL has expired and
+        is removed (`expired` is True once per link; later polls find an unknown id)."""
         with self._lock:
             entry = self._entries.get(entry_id)
             if entry is None:
-                return None, False
-            if ttl_seconds is not None and now_ms - entry.issued_ms > ttl_seconds * 1000:
+                expired = entry_id in self._expired
+                self._expired.pop(entry_id, None)
+                return None, expired
+            if ttl_seconds is not None and now_ms - entry.touched_ms > ttl_seconds * 1000:
                 del self._entries[entry_id]
                 return None, True
             return entry, False
+
+    def touch(self, entry: Continuation, now_ms: int) -> None:
+        """A successful poll: the TTL starts again from `now_ms`."""
+        with self._lock:
+            entry.touched_ms = now_ms
+            if entry.id in self._entries:
+                self._entries.move_to_end(entry.id)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -66,10 +66,13 @@ def test_tap_wall_lower_bound_is_the_longest_chain_or_the_rate_limit():
     assert bounds.unbounded == pytest.approx(5 * 1.05)
     assert bounds.at_concurrency(1) == pytest.approx(10 * 1.05)
     assert bounds.at_concurrency(4) == pytest.approx(5 * 1.05)
-    limited = EmulatorOptions(
-        ready_after_seconds=1.0, rate_limit_budget=8, rate_limit_window_seconds=60.0
-    )
-    assert tap_wall.lower_bounds([5, 2, 3], limited).unbounded == 2 * 60.0  # 20 requests: 3 windows
+    assert bounds.rate_limit == 0.0  # 10 queries and 10 polls: far inside the default budgets
+    queries = EmulatorOptions(ready_after_seconds=1.0, query_budget=4, budget_window_seconds=60.0)
+    assert tap_wall.lower_bounds([5, 2, 3], queries).unbounded == 2 * 60.0  # 10 queries: 3 windows
+    polls = EmulatorOptions(ready_after_seconds=1.0, poll_budget=3, budget_window_seconds=60.0)
+    assert tap_wall.lower_bounds([5, 2, 3], polls).unbounded == 3 * 60.0  # >= 10 polls: 4 windows
+    off = EmulatorOptions(ready_after_seconds=1.0, query_budget=1, budgets=False)
+    assert tap_wall.lower_bounds([5, 2, 3], off).rate_limit == 0.0
 
 
 def test_peak_rss_is_the_child_own_not_the_parent_high_water_mark():

@@ -38,8 +38,9 @@ def test_concurrent_equals_sequential_with_faults_and_rate_limit(monkeypatch):
         error_rate=0.03,
         duplicate_next=True,
         force_429_on_request=(25, 80),  # one in each run
-        rate_limit_budget=60,
-        rate_limit_window_seconds=1.0,
+        query_budget=20,  # Rapid7's budgets scaled down to 1-second windows
+        poll_budget=40,
+        budget_window_seconds=1.0,
     )
     with running_emulator(options) as emu:
         config = {
@@ -58,7 +59,7 @@ def test_concurrent_equals_sequential_with_faults_and_rate_limit(monkeypatch):
         }
         sequential, _ = sync(monkeypatch, {**config, "max_concurrent_queries": 1})
         concurrent, tap = sync(monkeypatch, {**config, "max_concurrent_queries": 4})
-        runner = tap.window_runner({})
+        runner = tap.window_runner([])
         assert isinstance(runner, ConcurrentRunner)
         assert without_extraction_time(concurrent) == without_extraction_time(sequential)
         assert runner.max_active > 1
@@ -78,5 +79,5 @@ def test_concurrent_equals_sequential_with_faults_and_rate_limit(monkeypatch):
         f"CONCURRENCY records={len(records)} max_queries_in_flight={runner.max_active} "
         f"windows={len(runner.reports)} http_429s={rate_limited} "
         f"api_requests={stats['api_requests']} "
-        f"gate_holds={tap.client.gate.holds}"
+        f"budget={tap.client.pacer.snapshot()}"
     )

@@ -34,6 +34,7 @@ def test_key_never_in_stdout_or_stderr_at_debug(tmp_path):
         log_count=2,
         error_rate=0.1,
         force_429_on_request=(2,),
+        forced_429_retry_after=0.5,
         duplicate_next=True,
     )
     with running_emulator(options) as emu:

@@ -24,6 +24,7 @@ FAULTS = {
     "error_rate": 0.05,  # random 500/502/503
     "drop_rate": 0.02,  # connection closed without a response
     "force_429_on_request": (3, 41),  # rate limited, with Retry-After
+    "forced_429_retry_after": 1.0,
     "duplicate_next": True,  # a Next link repeats once (loop guard)
 }
 

@@ -25,8 +25,13 @@ def test_every_option_has_a_flag_and_flags_convert():
             "--no-next-is-async",
             "--force-429-on-request",
             "3,7",
-            "--rate-limit-budget",
+            "--query-budget",
             "none",
+            "--poll-budget",
+            "120",
+            "--no-budgets",
+            "--budget-window-seconds",
+            "6",
             "--link-ttl-seconds",
             "5",
             "--events-per-second",
@@ -36,7 +41,10 @@ def test_every_option_has_a_flag_and_flags_convert():
     )
     assert args.next_is_async is False
     assert args.force_429_on_request == (3, 7)
-    assert args.rate_limit_budget is None
+    assert args.query_budget is None
+    assert args.poll_budget == 120
+    assert args.budgets is False
+    assert args.budget_window_seconds == 6.0
     assert args.link_ttl_seconds == 5.0
     assert args.events_per_second == 2.5
     assert args.lowercase_rels is True
@@ -62,11 +70,21 @@ def test_every_option_has_a_flag_and_flags_convert():
     assert defaults.sequence_numbers == "unique"
     assert defaults.port == 8765
     assert defaults.api_key == "emulator-key"
+    assert defaults.budgets is True
+    assert (defaults.query_budget, defaults.poll_budget, defaults.management_budget) == (
+        1500,
+        10000,
+        1500,
+    )
+    assert defaults.budget_window_seconds == 900.0
+    assert defaults.link_ttl_seconds == 20.0
 
 
 def test_invalid_option_value_exits_with_the_option_name(capsys):
     assert main(["--burst-size", "100000", "--port", "0"]) == 2
     assert "burst_size" in capsys.readouterr().err
+    assert main(["--poll-budget", "-1", "--port", "0"]) == 2
+    assert "poll_budget must be >= 0 or None" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

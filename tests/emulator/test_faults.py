@@ -1,4 +1,4 @@
-"""Rate limiting and fault injection options, one by one."""
+"""Fault injection options, one by one (the budgets and their 429s: test_budgets.py)."""
 
 from __future__ import annotations
 
@@ -15,44 +15,6 @@ MINUTE_MS = 60_000
 WINDOW = {"from": NOW_MS - HOUR_MS, "to": NOW_MS - HOUR_MS + 10 * MINUTE_MS}
 
 
-def test_rate_limit_headers_on_every_response_and_429(emulator_factory, session_for):
-    emu = emulator_factory(
-        fixed_now_ms=NOW_MS, polls_before_ready=0, rate_limit_budget=3, rate_limit_window_seconds=60
-    )
-    session = session_for(emu)
-    query_url = f"{emu.base_url}/query/logs/{emu.log_ids[0]}"
-    remaining = []
-    for _ in range(3):
-        response = session.get(query_url, params=WINDOW)
-        assert response.status_code == 200
-        assert response.headers["X-RateLimit-Limit"] == "3"
-        remaining.append(int(response.headers["X-RateLimit-Remaining"]))
-        assert 0 < int(response.headers["X-RateLimit-Reset"]) <= 60
-    assert remaining == [2, 1, 0]
-    limited = session.get(query_url, params=WINDOW)
-    assert limited.status_code == 429
-    assert limited.json() == {"message": "Too Many Requests"}
-    assert int(limited.headers["Retry-After"]) == int(limited.headers["X-RateLimit-Reset"]) > 0
-    # the management family has its own budget; other keys are not affected by this one
-    management = session.get(f"{emu.base_url}/management/logs")
-    assert management.status_code == 200
-    assert management.headers["X-RateLimit-Remaining"] == "2"
-    unauthorized = requests.get(query_url, params=WINDOW, timeout=10)
-    assert unauthorized.status_code == 401
-    assert "X-RateLimit-Limit" in unauthorized.headers
-    # the budget refills when the window ends
-    emu.update_options(fixed_now_ms=NOW_MS + 60_000)
-    assert session.get(query_url, params=WINDOW).status_code == 200
-    assert emu.stats()["faults"]["rate_limited"] == 1
-
-
-def test_unlimited_budget_still_sends_headers(emulator_factory, session_for):
-    emu = emulator_factory(fixed_now_ms=NOW_MS)
-    response = session_for(emu).get(f"{emu.base_url}/management/logs")
-    assert int(response.headers["X-RateLimit-Limit"]) >= 1_000_000
-    assert int(response.headers["X-RateLimit-Remaining"]) > 0
-
-
 def test_force_429_on_nth_request(emulator_factory, session_for):
     emu = emulator_factory(fixed_now_ms=NOW_MS, force_429_on_request=(2, 4))
     session = session_for(emu)
@@ -61,8 +23,13 @@ def test_force_429_on_nth_request(emulator_factory, session_for):
     emu.update_options(force_429_on_request=6)
     response = session.get(f"{emu.base_url}/management/logs")
     assert response.status_code == 429
-    assert response.headers["Retry-After"] == "1"
+    # like a spent budget: NOW_MS starts a 900 s window, so the family resets in 900 s
+    assert response.headers["Retry-After"] == response.headers["X-RateLimit-Reset"] == "900"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert response.headers["Content-Type"] == "text/plain"
+    assert response.text == "API rate limit exceeded"
     assert emu.stats()["faults"]["forced_429"] == 3
+    assert emu.stats()["faults"]["rate_limited"] == 0
 
 
 def _statuses(emu, n: int) -> list[int | str]:

@@ -58,6 +58,9 @@ def test_ready_after_seconds_follows_the_clock(emulator_factory, session_for):
     for _ in range(3):
         body = session.get(_rels(body)["Self"]).json()
         assert "progress" in body
+    emu.update_options(fixed_now_ms=NOW_MS + 15_000)  # polled within the 20 s link TTL
+    body = session.get(_rels(body)["Self"]).json()
+    assert "progress" in body
     emu.update_options(fixed_now_ms=NOW_MS + 30_000)
     body = session.get(_rels(body)["Self"]).json()
     assert "progress" not in body
