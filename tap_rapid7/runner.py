@@ -28,12 +28,22 @@ __all__ = ["ConcurrentRunner", "SequentialRunner", "WindowRunner", "WindowTask"]
 
 @dataclass(frozen=True)
 class WindowTask:
-    """One query window of one log; ``resume`` only on a log's first window."""
+    """One query window of one log or of several logs read together (``logs_per_query``).
 
-    log_id: str
+    ``resumes`` holds ``(log_id, cursor)`` for the logs that start inside this window (a stored
+    cursor); the others start at the window's beginning.
+    """
+
+    log_ids: tuple[str, ...]
     window: Window
-    resume: Cursor | None = None
+    resumes: tuple[tuple[str, Cursor], ...] = ()
     statement: str | None = None
+
+    def read(self, client: LogSearchClient, reports: list[WindowReport]) -> Iterator[list[dict]]:
+        """The task's record batches through ``client``; one report per log is appended."""
+        own = {log_id: WindowReport(log_id, self.window) for log_id in self.log_ids}
+        reports.extend(own.values())
+        return client.read_group(self.log_ids, self.window, dict(self.resumes), self.statement, own)
 
 
 class WindowRunner(Protocol):
@@ -51,11 +61,7 @@ class SequentialRunner:
 
     def batches(self, task: WindowTask) -> Iterator[list[dict]]:
         """Query ``task`` now and stream its batches."""
-        report = WindowReport(task.log_id, task.window)
-        self.reports.append(report)
-        yield from self.client.read_window(
-            task.log_id, task.window, task.resume, task.statement, report
-        )
+        yield from task.read(self.client, self.reports)
 
 
 _DONE = object()
@@ -143,12 +149,8 @@ class ConcurrentRunner:
     def _work(self) -> None:
         while (task := self._claim()) is not None:
             box = self._queues[task]
-            report = WindowReport(task.log_id, task.window)
             with self._lock:
-                self.reports.append(report)
-            pages = self.client.read_window(
-                task.log_id, task.window, task.resume, task.statement, report
-            )
+                pages = task.read(self.client, self.reports)
             try:
                 while (batch := self._fetch(pages)) is not None:
                     if not self._put(box, batch):

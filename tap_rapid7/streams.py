@@ -78,15 +78,20 @@ class EventsStream(_TapStream):
         every = self.config.get("state_every_records")
         if every:  # the SDK's periodic STATE interval (records), per instance
             self.STATE_MSG_FREQUENCY = int(every)
-        self._plan: dict[str, list[WindowTask]] | None = None
+        self._plan: list[WindowTask] | None = None
         self._state_dicts: dict[str, dict] = {}
         self._all_selected: bool | None = None
         self._end_millis: int | None = None
 
     @property
-    def partitions(self) -> list[dict]:
-        """One partition per log (``log_ids``, or every log ``/management/logs`` lists)."""
-        return [{"log_id": log_id} for log_id in self.rapid7.log_ids]
+    def partitions(self) -> None:
+        """No SDK partitions: logs read together in one query interleave their records.
+
+        The state is still kept per log, in the same place (``partitions`` in the stream's
+        bookmark, one context ``{"log_id": ...}`` each): every record updates its own log's
+        cursor (``_increment_stream_state``), so state written by earlier versions resumes.
+        """
+        return None
 
     def _resume_cursor(self, log_id: str) -> Cursor:
         """Where ``log_id`` starts: its stored cursor, else ``start_date``.
@@ -109,44 +114,52 @@ class EventsStream(_TapStream):
             return Cursor(start_ms)
         return cursor
 
-    def window_plan(self) -> dict[str, list[WindowTask]]:
-        """Every (log, window) of this sync, in the order the records go out."""
+    def window_plan(self) -> list[WindowTask]:
+        """Every query window of this sync, in the order the records go out.
+
+        Logs are read ``logs_per_query`` at a time: a group shares one query per window (quiet
+        logs then cost one query together instead of one each; a group whose first page is
+        full goes on log by log, see ``WindowReader.read_group``). A group's windows start at
+        its earliest cursor; a log joins the group's windows from the one holding its cursor.
+        """
         if self._plan is None:
             end_ms = sync_end_millis(
                 self.config.get("end_date"),
                 time.time_ns() // 1_000_000,
                 float(self.config.get("lag_seconds", 300)),
             )
-            window_ms = int(float(self.config.get("window_seconds", 3600)) * 1000)
+            window_ms = int(float(self.config.get("window_seconds", 86400)) * 1000)
+            per_query = max(1, int(self.config.get("logs_per_query") or 1))
             statement = self.config.get("query") or None
-            plan: dict[str, list[WindowTask]] = {}
-            for log_id in self.rapid7.log_ids:
-                cursor = self._resume_cursor(log_id)
-                windows = plan_windows(cursor.millis, end_ms, window_ms)
-                plan[log_id] = [
-                    WindowTask(log_id, window, cursor if index == 0 else None, statement)
-                    for index, window in enumerate(windows)
-                ]
+            cursors = {log_id: self._resume_cursor(log_id) for log_id in self.rapid7.log_ids}
+            log_ids = list(cursors)
+            plan: list[WindowTask] = []
+            for first in range(0, len(log_ids), per_query):
+                group = log_ids[first : first + per_query]
+                start = min(cursors[log_id].millis for log_id in group)
+                for window in plan_windows(start, end_ms, window_ms):
+                    members = tuple(g for g in group if cursors[g].millis < window.to_ms)
+                    resumes = tuple(
+                        (g, cursors[g]) for g in members if window.contains(cursors[g].millis)
+                    )
+                    plan.append(WindowTask(members, window, resumes, statement))
             self._end_millis = end_ms
             self._plan = plan
         return self._plan
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
-        """Records of one log, window after window; STATE after each window."""
-        if not context:
-            msg = "the events stream is partitioned by log_id"
-            raise ValueError(msg)
-        log_id = context["log_id"]
-        runner = self.rapid7.window_runner(self.window_plan())
-        for task in self.window_plan()[log_id]:
+        """Records of every log, window after window (a group's logs mixed); STATE after each."""
+        plan = self.window_plan()
+        runner = self.rapid7.window_runner(plan)
+        for task in plan:
             for batch in runner.batches(task):
                 yield from batch
-            self._commit_window_end(context, task)
+            self._commit_window_end(task)
 
-    def _commit_window_end(self, context: Context, task: WindowTask) -> None:
-        """The whole window went out: the cursor moves to its end, then STATE is written."""
-        state = self.get_context_state(context)
-        state.update(Cursor(task.window.to_ms).state_fields())
+    def _commit_window_end(self, task: WindowTask) -> None:
+        """The whole window went out: its logs' cursors move to its end, then STATE is written."""
+        for log_id in task.log_ids:
+            self._partition_state(log_id).update(Cursor(task.window.to_ms).state_fields())
         self.state_manager.is_flushed = False
         self._write_state_message()
 
@@ -186,27 +199,28 @@ class EventsStream(_TapStream):
             return ()
         return super().generate_child_contexts(record, context)
 
-    def _partition_state(self, context: Context | None) -> dict:
-        """The partition's state dict (the same object inside the tap state), looked up once."""
-        log_id = context["log_id"] if context else ""
+    def _partition_state(self, log_id: str) -> dict:
+        """The log's state dict (the same object inside the tap state), looked up once."""
         state = self._state_dicts.get(log_id)
         if state is None:
-            state = self._state_dicts[log_id] = self.get_context_state(context)
+            state = self._state_dicts[log_id] = self.get_context_state({"log_id": log_id})
         return state
 
     def _increment_stream_state(
         self, latest_record: Record, *, context: Context | None = None
     ) -> None:
-        """After the SDK wrote ``latest_record``: advance the bookmark and our exact cursor.
+        """After the SDK wrote ``latest_record``: advance its log's bookmark and exact cursor.
 
-        Replaces the SDK's sorted-stream bookkeeping (same fields, same sort check) with one
-        dict lookup per record: it runs for every event and was a visible share of tap CPU.
+        Replaces the SDK's sorted-stream bookkeeping (same fields, same sort check, per log)
+        with one dict lookup per record: it runs for every event and was a visible share of tap
+        CPU, and records of several logs may interleave (logs read in one query).
         """
-        state = self._partition_state(context)
+        log_id = latest_record["log_id"]
+        state = self._partition_state(log_id)
         value = latest_record[self.replication_key]
         previous = state.get("replication_key_value")
         if previous is not None and value < previous:
-            msg = f"events of {context} out of order: {value} after {previous}"
+            msg = f"events of log {log_id} out of order: {value} after {previous}"
             raise InvalidStreamSortException(msg)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = value

@@ -84,8 +84,42 @@ class TapRapid7(Tap):
             description="Stay this far behind now, so windows are complete when read",
         ),
         th.Property(
-            "window_seconds", th.NumberType, default=3600,
-            description="Longest time window one query covers",
+            "window_seconds", th.NumberType, default=86400,
+            description=(
+                "Longest time one query covers. Each window ends with a partial page, one "
+                "query from the budget: longer windows cost fewer queries, shorter ones bound "
+                "each query's work on the server"
+            ),
+        ),
+        th.Property(
+            "logs_per_query", th.IntegerType, default=20,
+            description=(
+                "Logs read together in one query per window (POST /query/logs): quiet logs "
+                "then cost one query together instead of one each; a group whose first page "
+                "is full goes on log by log. 1 = one query per log"
+            ),
+        ),
+        th.Property(
+            "budget_window_seconds", th.NumberType, default=900,
+            description="Rapid7's budget window (15 minutes): pacing spreads each budget over it",
+        ),
+        th.Property(
+            "budget_reserve_share", th.NumberType, default=0.05,
+            description=(
+                "Share of each budget (queries, polls, management) left unused for other "
+                "users of the same key: other jobs, the console, reconciliation"
+            ),
+        ),
+        th.Property(
+            "budget_log_interval_seconds", th.NumberType, default=60,
+            description="How often a logsearch_budget line reports what is spent and left",
+        ),
+        th.Property(
+            "link_lifetime_seconds", th.NumberType, default=20,
+            description=(
+                "A query's Self link expires when not polled this long (Rapid7: 20 s): polls "
+                "never wait longer for the budget, and poll_interval_max_seconds must be below"
+            ),
         ),
         th.Property("per_page", th.IntegerType, default=500, description="Events per page, 1..500"),
         th.Property(
@@ -130,6 +164,14 @@ class TapRapid7(Tap):
         ),
     ).to_dict()  # fmt: skip
 
+    def sync_all(self) -> None:
+        """Sync every stream, then log what the sync spent of Rapid7's budgets."""
+        try:
+            super().sync_all()
+        finally:
+            if "client" in self.__dict__:  # a client was built: requests were made
+                self.client.pacer.log_summary()
+
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""
         return [EventsStream(self), LogsStream(self), LogsetsStream(self)]
@@ -147,7 +189,7 @@ class TapRapid7(Tap):
             return list(dict.fromkeys(configured))
         return [log["id"] for log in self.client.list_logs()]
 
-    def window_runner(self, plan: dict[str, list[WindowTask]]) -> WindowRunner:
+    def window_runner(self, plan: list[WindowTask]) -> WindowRunner:
         """The runner for this sync's windows (built once per run)."""
         runner = self.__dict__.get("_window_runner")
         if runner is None:
@@ -155,8 +197,7 @@ class TapRapid7(Tap):
             if limit <= 1:
                 runner = SequentialRunner(self.client)
             else:
-                tasks = [task for log_id in plan for task in plan[log_id]]
-                runner = ConcurrentRunner(self.client, tasks, limit)
+                runner = ConcurrentRunner(self.client, plan, limit)
             self.__dict__["_window_runner"] = runner
         return runner
 

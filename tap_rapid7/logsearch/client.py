@@ -2,7 +2,7 @@
 
 It holds no policy of its own: HTTP and errors are in ``http``, the query protocol in ``query``,
 exact windows in ``window_reader``. It does not know the SDK's stream objects, so any number of
-queries can run at once on one client (sessions are per thread; the rate-limit gate is shared).
+queries can run at once on one client (sessions are per thread; the budget pacer is shared).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_rapid7.logsearch.budget import RateLimitGate
+from tap_rapid7.logsearch.budget import BudgetPacer
 from tap_rapid7.logsearch.http import LogSearchHttp
 from tap_rapid7.logsearch.query import Page, QueryProtocol
 from tap_rapid7.logsearch.window_reader import WindowReader, WindowReport
@@ -30,6 +30,8 @@ _SETTING_TYPES: dict[str, Callable[[Any], Any]] = {
     "poll_interval_seconds": float, "poll_interval_max_seconds": float,
     "poll_timeout_seconds": float, "max_retries": int, "backoff_base_seconds": float,
     "backoff_max_seconds": float, "request_timeout_seconds": float, "max_restarts": int,
+    "budget_window_seconds": float, "budget_reserve_share": float,
+    "link_lifetime_seconds": float, "budget_log_interval_seconds": float,
 }  # fmt: skip
 
 
@@ -52,7 +54,10 @@ class LogSearchClient:
         request_timeout_seconds: float = 60.0,
         max_restarts: int = 5,
         event_time_fields: tuple[str, ...] | list[str] = (),
-        gate: RateLimitGate | None = None,
+        budget_window_seconds: float = 900.0,
+        budget_reserve_share: float = 0.05,
+        budget_log_interval_seconds: float = 60.0,
+        link_lifetime_seconds: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
@@ -66,6 +71,24 @@ class LogSearchClient:
         if not 1 <= per_page <= 500:
             msg = f"per_page must be within 1..500, got {per_page}"
             raise FatalAPIError(msg)
+        if not 0 < poll_interval_max_seconds < link_lifetime_seconds:
+            msg = (
+                f"poll_interval_max_seconds ({poll_interval_max_seconds}) must be below "
+                f"link_lifetime_seconds ({link_lifetime_seconds}): a link not polled for that "
+                "long expires, and restarting its query costs a query from the budget"
+            )
+            raise FatalAPIError(msg)
+        try:
+            pacer = BudgetPacer(
+                window_seconds=budget_window_seconds,
+                reserve_share=budget_reserve_share,
+                log_interval_seconds=budget_log_interval_seconds,
+                clock=clock,
+                sleep=sleep,
+                wall_clock=wall_clock,
+            )
+        except ValueError as exc:
+            raise FatalAPIError(str(exc)) from exc
         self.http = LogSearchHttp(
             api_key=api_key,
             base_url=base_url or f"https://{region}.rest.logs.insight.rapid7.com",
@@ -73,7 +96,8 @@ class LogSearchClient:
             backoff_base_seconds=backoff_base_seconds,
             backoff_max_seconds=backoff_max_seconds,
             request_timeout_seconds=request_timeout_seconds,
-            gate=gate,
+            link_lifetime_seconds=link_lifetime_seconds,
+            pacer=pacer,
             clock=clock,
             sleep=sleep,
             wall_clock=wall_clock,
@@ -115,9 +139,9 @@ class LogSearchClient:
         return self.protocol.per_page
 
     @property
-    def gate(self) -> RateLimitGate:
-        """The rate-limit gate shared by every request of this key."""
-        return self.http.gate
+    def pacer(self) -> BudgetPacer:
+        """The budget pacer shared by every request of this key."""
+        return self.http.pacer
 
     def url(self, path: str) -> str:
         """Absolute URL of an API path."""
@@ -155,6 +179,17 @@ class LogSearchClient:
     ) -> Iterator[list[dict]]:
         """Record batches of exactly ``window`` (see ``WindowReader``)."""
         return self.reader.read(log_id, window, resume, statement, report)
+
+    def read_group(
+        self,
+        log_ids: tuple[str, ...],
+        window: Window,
+        resumes: Mapping[str, Cursor | None],
+        statement: str | None = None,
+        reports: Mapping[str, WindowReport] | None = None,
+    ) -> Iterator[list[dict]]:
+        """Record batches of exactly ``window`` for several logs (see ``WindowReader``)."""
+        return self.reader.read_group(log_ids, window, resumes, statement, reports)
 
     def count(self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None) -> int:
         """Events of ``log_id`` in ``[from_ms, to_ms)``, exact (see ``QueryProtocol.count``)."""

@@ -1,10 +1,11 @@
 """HTTP to the Log Search API: session, key, retries, redaction, and the errors users see.
 
-Every request of the tap goes through ``LogSearchHttp.request``: it waits at the shared
-rate-limit gate, retries what is transient (429, 5xx, timeouts, dropped connections, bodies
-that are not what a 2xx must be), decodes the body exactly once, and never lets the API key
-into a message. What a status *means* for a query (an expired link, a rejected statement) is
-decided here too, so the protocol code above only sees answers or clear exceptions.
+Every request of the tap goes through ``LogSearchHttp.request``: it waits for its family's
+budget (``budget.BudgetPacer``), retries what is transient (429, 5xx, timeouts, dropped
+connections, bodies that are not what a 2xx must be), decodes the body exactly once, and never
+lets the API key into a message. What a status *means* for a query (an expired link, a
+rejected statement) is decided here too, so the protocol code above only sees answers or clear
+exceptions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import requests
 from singer_sdk.exceptions import FatalAPIError
 
 from singer_eventlog import log_event, redact
-from tap_rapid7.logsearch.budget import RateLimitGate, parse_rate_limit_wait
+from tap_rapid7.logsearch.budget import MANAGEMENT, POLL, BudgetPacer, parse_rate_limit_wait
 
 __all__ = [
     "USER_AGENT",
@@ -85,7 +86,7 @@ BodyCheck = Callable[[Reply], str | None]
 
 
 class LogSearchHttp:
-    """Thread-safe HTTP for one API key: one session per thread, one rate-limit gate for all."""
+    """Thread-safe HTTP for one API key: one session per thread, one budget pacer for all."""
 
     def __init__(
         self,
@@ -96,7 +97,8 @@ class LogSearchHttp:
         backoff_base_seconds: float = 1.0,
         backoff_max_seconds: float = 60.0,
         request_timeout_seconds: float = 60.0,
-        gate: RateLimitGate | None = None,
+        link_lifetime_seconds: float = 20.0,
+        pacer: BudgetPacer | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
@@ -110,7 +112,8 @@ class LogSearchHttp:
         self.clock = clock
         self.sleep = sleep
         self._wall_clock = wall_clock
-        self.gate = gate or RateLimitGate(clock=clock, sleep=sleep, wall_clock=wall_clock)
+        self.link_lifetime_seconds = link_lifetime_seconds
+        self.pacer = pacer or BudgetPacer(clock=clock, sleep=sleep, wall_clock=wall_clock)
         self._local = threading.local()
 
     def url(self, path: str) -> str:
@@ -161,21 +164,36 @@ class LogSearchHttp:
         url: str,
         *,
         params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
         what: str,
+        family: str = MANAGEMENT,
         log_id: str | None = None,
         window: str | None = None,
         check: BodyCheck | None = None,
     ) -> Reply:
         """GET ``url``; retry 429/5xx/timeouts/dropped connections and 2xx bodies that ``check``
-        refuses; decode the body once. ``log_id`` and ``window`` only label logs and errors."""
+        refuses; decode the body once (a ``json_body`` makes it a POST). ``family`` is the
+        budget the request counts against (``query``, ``poll``, ``management``); ``log_id`` and
+        ``window`` label logs and errors.
+
+        A poll waits for its budget at most half a link lifetime, and a 429 on a poll whose wait
+        would outlive the link raises ``QueryRestartNeeded`` at once: the link is lost either
+        way, and waiting first would only delay the restart.
+        """
         attempt = 0
         path = urlsplit(url).path
+        poll = family == POLL
         while True:
-            self.gate.wait()
+            self.pacer.acquire(family, max_wait=self.link_lifetime_seconds / 2 if poll else None)
             try:
-                response = self._session().get(
-                    url, params=params, timeout=self.request_timeout_seconds
-                )
+                if json_body is None:
+                    response = self._session().get(
+                        url, params=params, timeout=self.request_timeout_seconds
+                    )
+                else:
+                    response = self._session().post(
+                        url, params=params, json=json_body, timeout=self.request_timeout_seconds
+                    )
                 content = response.content
             except (
                 requests.ConnectionError,
@@ -201,11 +219,14 @@ class LogSearchHttp:
             if status == 429:
                 told = parse_rate_limit_wait(response.headers, self._wall_clock)
                 wait, source = told if told else (self.backoff_seconds(attempt), "backoff")
+                self.pacer.observe(family, response.headers)
+                self.pacer.hold(family, wait)
+                if poll and wait >= self.link_lifetime_seconds:
+                    raise QueryRestartNeeded("rate limited while polling", status_code=429)
                 self._give_up_or_log(
                     what, attempt, "rate limit", wait, status_code=status, source=source,
                     log_id=log_id, window=window, path=path,
                 )  # fmt: skip
-                self.gate.hold(wait)
                 attempt += 1
                 continue
             if status >= 500:
@@ -217,7 +238,7 @@ class LogSearchHttp:
                 self.sleep(wait)
                 attempt += 1
                 continue
-            self.gate.observe(response.headers)
+            self.pacer.observe(family, response.headers)
             preview = self._preview(content)
             problem: str | None = None
             body = None

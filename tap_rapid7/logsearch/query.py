@@ -23,6 +23,7 @@ from urllib.parse import quote
 from singer_sdk.exceptions import FatalAPIError
 
 from singer_eventlog import log_event
+from tap_rapid7.logsearch.budget import POLL, QUERY
 from tap_rapid7.logsearch.http import LogSearchHttp, QueryRestartNeeded, Reply
 
 __all__ = ["Page", "QueryProtocol", "beyond_retention", "is_running", "page_problem"]
@@ -149,7 +150,9 @@ class QueryProtocol:
             if interval > 0:
                 http.sleep(interval)
             interval = min(self.poll_interval_max_seconds, interval * 2)
-            reply = http.request(href, what="poll", log_id=log_id, window=window, check=check)
+            reply = http.request(
+                href, what="poll", family=POLL, log_id=log_id, window=window, check=check
+            )
             http.raise_for_status(reply, "poll", log_id=log_id, continuation=True)
             polls += 1
             log_event(
@@ -161,26 +164,42 @@ class QueryProtocol:
         return reply, polls
 
     def pages(
-        self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None
+        self,
+        log_id: str | tuple[str, ...],
+        from_ms: int,
+        to_ms: int,
+        statement: str | None = None,
     ) -> Iterator[Page]:
         """Completed pages of one event query over ``from_ms``..``to_ms`` as the server sends it.
 
-        The server's reading of ``from``/``to`` is not assumed here: the window reader asks for
-        a wider range and cuts it. Raises ``QueryRestartNeeded`` when the query cannot go on
-        (the caller restarts from its own cursor): an expired or refused continuation link, a
-        poll timeout, a repeated ``Next``, endless empty pages.
+        ``log_id`` is one log (``GET /query/logs/{id}``) or several (``POST /query/logs`` with
+        the list: one query for all of them; events carry their ``log_id``). The server's
+        reading of ``from``/``to`` is not assumed here: the window reader asks for a wider range
+        and cuts it. Raises ``QueryRestartNeeded`` when the query cannot go on (the caller
+        restarts from its own cursor): an expired or refused continuation link, a poll timeout,
+        a repeated ``Next``, endless empty pages.
         """
         http = self.http
         window = f"[{from_ms},{to_ms})"
-        params: dict[str, Any] = {"from": from_ms, "to": to_ms, "per_page": self.per_page}
-        if statement:
-            params["query"] = statement
+        params: dict[str, Any] = {"per_page": self.per_page}
+        body: dict[str, Any] | None = None
+        if isinstance(log_id, str):
+            url = http.url(f"/query/logs/{quote(log_id, safe='')}")
+            params.update({"from": from_ms, "to": to_ms})
+            if statement:
+                params["query"] = statement
+            label = log_id
+        else:
+            url = http.url("/query/logs")
+            during = {"from": from_ms, "to": to_ms}
+            body = {"logs": list(log_id), "leql": {"statement": statement or "", "during": during}}
+            label = f"{log_id[0]}+{len(log_id) - 1}"  # as the window reader names the group
         started = http.clock()
-        url = http.url(f"/query/logs/{quote(log_id, safe='')}")
         reply = http.request(
-            url, params=params, what="query start", log_id=log_id, window=window,
-            check=page_problem,
+            url, params=params, json_body=body, what="query start", family=QUERY, log_id=label,
+            window=window, check=page_problem,
         )  # fmt: skip
+        log_id = label
         http.raise_for_status(reply, "query start", log_id=log_id)
         retention = beyond_retention(reply.headers)
         seen_next: set[str] = set()
@@ -217,7 +236,12 @@ class QueryProtocol:
             seen_next.add(next_href)
             started = http.clock()
             reply = http.request(
-                next_href, what="next page", log_id=log_id, window=window, check=page_problem
+                next_href,
+                what="next page",
+                family=QUERY,
+                log_id=log_id,
+                window=window,
+                check=page_problem,
             )
             http.raise_for_status(reply, "next page", log_id=log_id, continuation=True)
 
@@ -230,8 +254,8 @@ class QueryProtocol:
         for _ in range(self.max_restarts + 1):
             started = http.clock()
             reply = http.request(
-                url, params=params, what="count start", log_id=log_id, window=window,
-                check=statistics_problem,
+                url, params=params, what="count start", family=QUERY, log_id=log_id,
+                window=window, check=statistics_problem,
             )  # fmt: skip
             http.raise_for_status(reply, "count start", log_id=log_id)
             try:
@@ -243,6 +267,16 @@ class QueryProtocol:
             return int(reply.body["statistics"]["count"])
         msg = f"count query for log {log_id!r} kept expiring or timing out; giving up"
         raise FatalAPIError(msg)
+
+    def count_range(
+        self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None
+    ) -> int:
+        """One ``calculate(count)`` over ``from_ms``..``to_ms`` as the server reads the bounds.
+
+        A single query: for planning (``tap-rapid7-capacity``), where the edge milliseconds do
+        not matter; ``count`` is the exact, half-open one.
+        """
+        return self._count_raw(log_id, from_ms, to_ms, statement)
 
     def count(self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None) -> int:
         """Number of events of ``log_id`` in ``[from_ms, to_ms)`` (``statement``: a ``where()``).

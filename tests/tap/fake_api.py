@@ -27,6 +27,7 @@ class FakeLogSearch:
 
     def install(self, requests_mock) -> None:
         requests_mock.get(re.compile(re.escape(BASE) + r"/query/logs/[^/?]+"), json=self._query)
+        requests_mock.post(re.compile(re.escape(BASE) + r"/query/logs(\?.*)?$"), json=self._query)
         requests_mock.get(re.compile(re.escape(BASE) + r"/query/q-\d+"), json=self._poll)
         requests_mock.get(
             f"{BASE}/management/logs",
@@ -49,30 +50,39 @@ class FakeLogSearch:
         return [e for e in self.events[log] if from_ms <= e[0] < to_ms]
 
     def _query(self, request, context):
-        log = urlparse(request.url).path.rsplit("/", 1)[1]
         qs = parse_qs(urlparse(request.url).query)
-        from_ms, to_ms = int(qs["from"][0]), int(qs["to"][0])
+        if request.method == "POST":  # several logs in one query: {"logs": [...], "leql": ...}
+            payload = request.json()
+            logs = list(payload["logs"])
+            during = payload["leql"]["during"]
+            from_ms, to_ms = int(during["from"]), int(during["to"])
+        else:
+            logs = [urlparse(request.url).path.rsplit("/", 1)[1]]
+            from_ms, to_ms = int(qs["from"][0]), int(qs["to"][0])
         offset = int(qs.get("offset", ["0"])[0])
         per_page = int(qs["per_page"][0])
         if offset == 0:
             with self._lock:
-                self.starts.append((log, from_ms, to_ms))
-        selected = [
-            e
+                self.starts.append((":".join(logs), from_ms, to_ms))
+        selected = sorted(
+            (e[0], e[1], log)
+            for log in logs
             for e in self.events[log]
             if from_ms <= e[0] and (e[0] <= to_ms if self.to_inclusive else e[0] < to_ms)
-        ]
+        )
         chunk = selected[offset : offset + per_page]
         body: dict = {
-            "logs": [log],
+            "logs": logs,
             "events": [
                 {"timestamp": ts, "sequence_number": seq, "sequence_number_str": str(seq),
                  "log_id": log, "message": f"{log} {ts} {seq}", "labels": []}
-                for ts, seq in chunk
+                for ts, seq, log in chunk
             ],
         }  # fmt: skip
         if offset + per_page < len(selected):
-            nxt = f"{BASE}/query/logs/{log}?from={from_ms}&to={to_ms}&per_page={per_page}"
+            nxt = (
+                f"{BASE}/query/logs/{':'.join(logs)}?from={from_ms}&to={to_ms}&per_page={per_page}"
+            )
             body["links"] = [{"rel": "Next", "href": f"{nxt}&offset={offset + per_page}"}]
         if self.polls:
             with self._lock:

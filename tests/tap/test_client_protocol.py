@@ -158,7 +158,7 @@ def test_429_waits_as_the_server_says(
     records, _ = read_all(client)
     assert len(records) == 1
     assert fake_time.sleeps == [expected_wait]
-    assert client.gate.holds == 1
+    assert client.pacer.snapshot()["query_rate_limited"] == 1
 
 
 def test_retry_after_takes_precedence_over_reset(requests_mock, make_client, fake_time):
@@ -177,7 +177,7 @@ def test_exhausted_remaining_budget_holds_every_request(requests_mock, make_clie
     requests_mock.get(
         START_URL,
         json=page([event(1001, 1)], f"{BASE}/query/n"),
-        headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4"},
+        headers={"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4"},
     )
     requests_mock.get(f"{BASE}/query/n", json=page([event(1002, 2)]))
     records, _ = read_all(make_client())

@@ -14,7 +14,7 @@ from tests.tap.test_tap_state import config, make_events, run_tap
 
 
 class BarrierClient:
-    """read_window blocks until `parties` windows are being read at the same moment.
+    """read_group blocks until `parties` windows are being read at the same moment.
 
     A runner that queried one window at a time would never get past the barrier.
     """
@@ -26,7 +26,8 @@ class BarrierClient:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def read_window(self, log_id, window, resume, statement, report: WindowReport):
+    def read_group(self, log_ids, window, resumes, statement, reports: dict[str, WindowReport]):
+        (log_id,) = log_ids
         with self.lock:
             self.calls += 1
             first_ones = self.calls <= self.parties
@@ -40,7 +41,7 @@ class BarrierClient:
 
 
 def tasks(logs=("a", "b", "c")) -> list[WindowTask]:
-    return [WindowTask(log, Window(i * 100, (i + 1) * 100)) for log in logs for i in range(3)]
+    return [WindowTask((log,), Window(i * 100, (i + 1) * 100)) for log in logs for i in range(3)]
 
 
 def drain(runner, plan):
@@ -56,7 +57,9 @@ def test_queries_really_overlap_and_records_keep_their_order():
     plan = tasks()
     runner = ConcurrentRunner(BarrierClient(parties=3), plan, max_concurrent=3, buffered_pages=2)
     got = drain(runner, plan)
-    expected = [(t.log_id, ts) for t in plan for ts in range(t.window.from_ms, t.window.to_ms, 10)]
+    expected = [
+        (t.log_ids[0], ts) for t in plan for ts in range(t.window.from_ms, t.window.to_ms, 10)
+    ]
     assert got == expected
     assert runner.max_active == 3
 
@@ -66,14 +69,14 @@ def test_sequential_runner_reads_one_window_at_a_time():
         def __init__(self):
             self.calls = []
 
-        def read_window(self, log_id, window, resume, statement, report):
-            self.calls.append((log_id, window))
-            yield [{"log_id": log_id, "timestamp": window.from_ms}]
+        def read_group(self, log_ids, window, resumes, statement, reports):
+            self.calls.append((log_ids, window))
+            yield [{"log_id": log_ids[0], "timestamp": window.from_ms}]
 
     client = Recorder()
     plan = tasks()
     assert len(drain(SequentialRunner(client), plan)) == 9
-    assert client.calls == [(t.log_id, t.window) for t in plan]
+    assert client.calls == [(t.log_ids, t.window) for t in plan]
 
 
 def test_a_failing_window_surfaces_in_order_and_stops_the_workers():

@@ -68,14 +68,25 @@ def fake(requests_mock):
     return api
 
 
-def test_one_sync_emits_exactly_the_window_and_a_final_cursor(monkeypatch, fake):
-    messages = run_tap(monkeypatch, config())
+def per_log(records) -> dict[str, list[tuple[int, int]]]:
+    """Each log's (timestamp, sequence_number) in emitted order (logs read together interleave)."""
+    logs: dict[str, list[tuple[int, int]]] = {}
+    for r in records:
+        logs.setdefault(r["log_id"], []).append((r["timestamp"], r["sequence_number"]))
+    return logs
+
+
+@pytest.mark.parametrize("logs_per_query", [1, 2])
+def test_one_sync_emits_exactly_the_window_and_a_final_cursor(monkeypatch, fake, logs_per_query):
+    messages = run_tap(monkeypatch, config(logs_per_query=logs_per_query))
     records = event_records(messages)
     end = T0 + 30_000
     expected = [
         (log, ts, seq) for log in ("log-a", "log-b") for ts, seq in fake.truth(log, T0, end)
     ]
-    assert emitted_keys(records) == expected
+    if logs_per_query == 1:  # log after log
+        assert emitted_keys(records) == expected
+    assert per_log(records) == {log: fake.truth(log, T0, end) for log in ("log-a", "log-b")}
     assert all(r["sequence_number_str"] == str(r["sequence_number"]) for r in records)
     final = [m for m in messages if m["type"] == "STATE"][-1]["value"]
     for log in ("log-a", "log-b"):
@@ -87,8 +98,10 @@ def test_one_sync_emits_exactly_the_window_and_a_final_cursor(monkeypatch, fake)
     assert [r["id"] for r in event_records(messages, "logs")] == ["log-a", "log-b"]
 
 
-def test_every_state_matches_exactly_what_was_emitted_before_it(monkeypatch, fake):
-    messages = run_tap(monkeypatch, config(state_every_records=3))  # periodic STATE mid-window
+@pytest.mark.parametrize("logs_per_query", [1, 2])
+def test_every_state_matches_exactly_what_was_emitted_before_it(monkeypatch, fake, logs_per_query):
+    # periodic STATE mid-window; with 2 logs per query their records interleave
+    messages = run_tap(monkeypatch, config(state_every_records=3, logs_per_query=logs_per_query))
     seen: dict[str, list[tuple[int, int]]] = {"log-a": [], "log-b": []}
     checked = 0
     for message in messages:
@@ -213,3 +226,33 @@ def test_state_written_when_the_bookmark_was_event_time_still_resumes_exactly(
     assert emitted_keys(records + rest) == emitted_keys(event_records(full))
     final = [m for m in rest_messages if m["type"] == "STATE"][-1]["value"]
     assert partitions(final)["log-a"]["replication_key"] == "received_at"
+
+
+@pytest.mark.parametrize("per_page", [4, 100], ids=["group-page-full", "group-fits-a-page"])
+@pytest.mark.parametrize("cut", [5, 23, 41, 60])
+def test_logs_read_together_resume_exactly_from_any_state(
+    monkeypatch, requests_mock, per_page, cut
+):
+    api = FakeLogSearch(make_events())
+    api.install(requests_mock)
+    cfg = config(logs_per_query=2, per_page=per_page, state_every_records=1)
+    full = run_tap(monkeypatch, cfg)
+    records, state = [], None
+    for message in full:
+        if message["type"] == "RECORD" and message["stream"] == "events":
+            records.append(message["record"])
+        if message["type"] == "STATE" and len(records) == cut:
+            state = message["value"]
+            break
+    assert state is not None
+    rest = event_records(run_tap(monkeypatch, config(logs_per_query=2, per_page=per_page), state))
+    end = T0 + 30_000
+    assert per_log(records + rest) == {log: api.truth(log, T0, end) for log in ("log-a", "log-b")}
+
+
+def test_quiet_logs_read_together_cost_one_query_per_window(monkeypatch, requests_mock):
+    api = FakeLogSearch(make_events(), polls=0)
+    api.install(requests_mock)
+    records = event_records(run_tap(monkeypatch, config(logs_per_query=2, per_page=100)))
+    assert len(records) == 77
+    assert [start[0] for start in api.starts] == ["log-a:log-b"] * 3  # 3 windows, not 6 queries
