@@ -277,3 +277,56 @@ def test_event_time_comes_from_the_message_and_gaps_are_counted(requests_mock, m
 def test_bad_event_time_fields_setting_is_refused_naming_it(make_client):
     with pytest.raises(FatalAPIError, match="event_time_fields"):
         make_client(event_time_fields=["re:(unclosed"])
+
+
+def test_429_on_a_poll_waits_when_the_link_survives_the_wait(requests_mock, make_client, fake_time):
+    # Retry-After 3 s < the 20 s link lifetime: wait and poll the same link again (no restart).
+    requests_mock.get(START_URL, status_code=202, json=running(f"{BASE}/query/q1"))
+    requests_mock.get(
+        f"{BASE}/query/q1",
+        [
+            {
+                "status_code": 429,
+                "headers": {"Retry-After": "3"},
+                "text": "API rate limit exceeded",
+            },
+            {"json": page([event(1001, 1)])},
+        ],
+    )
+    client = make_client()
+    records, report = read_all(client)
+    assert identities(records) == [(LOG, 1001, "1")]
+    assert report.restarts == 0
+    assert 3.0 in fake_time.sleeps
+    assert requests_mock.call_count == 3  # start, the 429'd poll, the poll again
+    assert client.pacer.snapshot()["poll_rate_limited"] == 1
+
+
+def test_429_on_a_poll_that_would_outlive_the_link_restarts_at_once(
+    requests_mock, make_client, fake_time, caplog
+):
+    # Retry-After 30 s >= the 20 s link lifetime: the link is lost either way; restart now.
+    starts = {"n": 0}
+
+    def start(request, context):
+        starts["n"] += 1
+        if starts["n"] == 1:
+            context.status_code = 202
+            return running(f"{BASE}/query/q1")
+        return page([event(1001, 1)])
+
+    requests_mock.get(START_URL, json=start)
+    requests_mock.get(
+        f"{BASE}/query/q1",
+        status_code=429,
+        headers={"Retry-After": "30"},
+        text="API rate limit exceeded",
+    )
+    with caplog.at_level(logging.WARNING, logger="tap_rapid7.logsearch"):
+        records, report = read_all(make_client())
+    assert identities(records) == [(LOG, 1001, "1")]
+    assert report.restarts == 1
+    assert starts["n"] == 2
+    assert any("rate limited while polling" in m for m in caplog.messages)
+    # the poll's 30 s hold does not delay the restart (a query, another budget family)
+    assert 30.0 not in fake_time.sleeps
