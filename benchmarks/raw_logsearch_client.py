@@ -7,7 +7,7 @@ Singer-like RECORD, encoded with msgspec), so it does the minimum a tap must do:
 write. No state, no schema, no retries except waiting out a 429: on any other HTTP error it
 stops.
 
-Used in-process by tap_wall.py (the sequential client) and as a process by tap_cpu.py:
+Used as a process by tap_cpu.py:
 ``python benchmarks/raw_logsearch_client.py --base-url U --api-key K --log-id ID --from-ms F
 --to-ms T [--per-page 500] [--poll-interval 0] > /dev/null``.
 """

@@ -53,26 +53,33 @@ def test_raw_baseline_writes_every_record_exactly(tmp_path):
     assert written == [benchlib.make_record(i)["sequence_number"] for i in range(250)]
 
 
-def test_tap_wall_lower_bound_is_the_longest_chain_or_the_rate_limit():
-    import tap_wall
+def test_tap_budget_reads_the_summary_line_and_counts_the_fewest_queries():
+    import tap_budget
 
-    from tap_rapid7.emulator import EmulatorOptions
-
-    options = EmulatorOptions(ready_after_seconds=1.0, request_latency_ms=50.0)
-    bounds = tap_wall.lower_bounds([5, 2, 3], options)
-    assert bounds.longest_chain == pytest.approx(5 * 1.05)
-    assert bounds.total_chains == pytest.approx(10 * 1.05)
-    assert bounds.requests == 20
-    assert bounds.unbounded == pytest.approx(5 * 1.05)
-    assert bounds.at_concurrency(1) == pytest.approx(10 * 1.05)
-    assert bounds.at_concurrency(4) == pytest.approx(5 * 1.05)
-    assert bounds.rate_limit == 0.0  # 10 queries and 10 polls: far inside the default budgets
-    queries = EmulatorOptions(ready_after_seconds=1.0, query_budget=4, budget_window_seconds=60.0)
-    assert tap_wall.lower_bounds([5, 2, 3], queries).unbounded == 2 * 60.0  # 10 queries: 3 windows
-    polls = EmulatorOptions(ready_after_seconds=1.0, poll_budget=3, budget_window_seconds=60.0)
-    assert tap_wall.lower_bounds([5, 2, 3], polls).unbounded == 3 * 60.0  # >= 10 polls: 4 windows
-    off = EmulatorOptions(ready_after_seconds=1.0, query_budget=1, budgets=False)
-    assert tap_wall.lower_bounds([5, 2, 3], off).rate_limit == 0.0
+    stderr = (
+        "2026-11-30 12:00:00,000 | INFO | tap_rapid7.logsearch | logsearch_budget "
+        "query_requests=1\n"
+        "2026-11-30 12:00:01,000 | INFO | tap_rapid7.logsearch | logsearch_budget_summary "
+        "query_requests=303 query_rate_limited=0 poll_requests=303 restarts=0 "
+        "events_per_query=497.8 query_lowest_remaining=None\n"
+    )
+    summary = tap_budget.parse_summary(stderr)
+    assert summary["query_requests"] == "303"
+    assert summary["events_per_query"] == "497.8"
+    assert summary["query_lowest_remaining"] == "None"
+    with pytest.raises(SystemExit):
+        tap_budget.parse_summary("no summary here\n")
+    assert tap_budget.fewest_queries({"a": 1000, "b": 1001, "c": 0}) == 2 + 3 + 1
+    assert tap_budget.scaled_budgets(30) == {
+        "query_budget": 30,
+        "poll_budget": 200,
+        "management_budget": 30,
+    }
+    rates = tap_budget.backfill_rates(50, seed=1)
+    assert rates == tap_budget.backfill_rates(50, seed=1)
+    assert all(0.05 <= rate <= 20 for rate in rates)
+    assert min(rates) < 0.2  # spread over the whole range
+    assert max(rates) > 5
 
 
 def test_peak_rss_is_the_child_own_not_the_parent_high_water_mark():

@@ -44,7 +44,6 @@ def ratios(output: str) -> dict[str, float]:
         ("target_throughput.py", "target_over_baseline"),
         ("target_memory.py", "peak_rss_4x_over_1x"),
         ("tap_cpu.py", "tap_over_raw_cpu"),
-        ("tap_wall.py", "tap_over_lower_bound"),
         ("pipeline.py", "pipeline_over_sum_of_parts"),
     ],
 )
@@ -67,3 +66,25 @@ def test_target_benchmark_scripts_run_with_a_stand_in_target(script, ratio):
     output = run_benchmark(script, "--target-command", PLAIN_TARGET)
     assert ratio in ratios(output), output
     assert ratios(output)[ratio] > 0
+
+
+def test_tap_budget_prints_its_three_measurements_and_the_tap_agrees_with_the_emulator():
+    """Dense (queries, 429s, wall time), many quiet logs, and the backfill plan."""
+    output = run_benchmark("tap_budget.py")
+    found = ratios(output)
+    for name in (
+        "queries_over_fewest",
+        "http_429s",
+        "wall_over_budget_bound",
+        "queries_per_log",
+        "backfill_hours_over_ideal",
+    ):
+        assert name in found, output
+    assert found["queries_over_fewest"] > 0
+    assert found["queries_per_log"] > 0
+    assert found["backfill_hours_over_ideal"] >= 1 / 0.95 - 1e-3  # the reserve alone
+    assert "dense_agree: " in output
+    assert "quiet_agree: " in output
+    assert "logsearch_budget_summary" not in output  # parsed, printed as dense_tap_summary
+    assert re.search(r"^dense_tap_summary: query_requests=\d+ ", output, re.MULTILINE), output
+    assert re.search(r"^cost_model_vs_dense: plan_queries_predicted=\d+ ", output, re.MULTILINE)
