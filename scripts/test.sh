@@ -9,6 +9,7 @@ install_tool tap-jsonl 'tap-jsonl==0.3.1'   # a third-party tap (pins singer-sdk
 install_tool meltano 'meltano==4.4.1'       # the orchestrator, for the pipeline end-to-end test
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== pytest"
 export TAP_JSONL_BIN="$PWD/.tools/tap-jsonl/bin/tap-jsonl"
 export MELTANO_BIN="$PWD/.tools/meltano/bin/meltano"

@@ -67,12 +67,39 @@ _PY_TYPES: dict[str, frozenset[type]] = {
 # (see ``needs_record_validator``), so no bad record slips through the bulk check.
 _VALUE_KEYWORDS = frozenset(
     {
-        "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-        "multipleOf", "minLength", "maxLength", "pattern", "minItems", "maxItems",
-        "uniqueItems", "contains", "minContains", "maxContains", "minProperties",
-        "maxProperties", "patternProperties", "propertyNames", "dependencies",
-        "dependentRequired", "dependentSchemas", "if", "then", "else", "not", "allOf",
-        "$ref", "$dynamicRef", "additionalItems", "prefixItems", "unevaluatedItems",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "minProperties",
+        "maxProperties",
+        "patternProperties",
+        "propertyNames",
+        "dependencies",
+        "dependentRequired",
+        "dependentSchemas",
+        "if",
+        "then",
+        "else",
+        "not",
+        "allOf",
+        "$ref",
+        "$dynamicRef",
+        "additionalItems",
+        "prefixItems",
+        "unevaluatedItems",
         "unevaluatedProperties",
     }
 )
@@ -157,8 +184,7 @@ def field_spec(name: str, node: Any) -> FieldSpec:
                 inner = field_spec(name, non_null[0])
                 return _with_nullable(inner, nullable or inner.nullable)
             if non_null and all(
-                _type_set(b)[0] == {"string"} and not (_VALUE_KEYWORDS & set(b))
-                for b in non_null
+                _type_set(b)[0] == {"string"} and not (_VALUE_KEYWORDS & set(b)) for b in non_null
             ):
                 return FieldSpec(name, Kind.STR, nullable, pa.string(), _PY_TYPES["string"])
             return _json_field(name, node, nullable)
@@ -194,8 +220,12 @@ def field_spec(name: str, node: Any) -> FieldSpec:
         if item.kind == Kind.JSON:
             return _json_field(name, node, nullable)
         return FieldSpec(
-            name, Kind.LIST, nullable, pa.list_(pa.field("item", item.arrow_type)),
-            _PY_TYPES["array"], children=(item,),
+            name,
+            Kind.LIST,
+            nullable,
+            pa.list_(pa.field("item", item.arrow_type)),
+            _PY_TYPES["array"],
+            children=(item,),
         )
     if json_type == "object":
         properties = node.get("properties")
@@ -204,7 +234,12 @@ def field_spec(name: str, node: Any) -> FieldSpec:
         children = tuple(field_spec(key, sub) for key, sub in properties.items())
         struct = pa.struct([pa.field(c.name, c.arrow_type) for c in children])
         return FieldSpec(
-            name, Kind.STRUCT, nullable, struct, _PY_TYPES["object"], children=children,
+            name,
+            Kind.STRUCT,
+            nullable,
+            struct,
+            _PY_TYPES["object"],
+            children=children,
             required=frozenset(node.get("required") or ()),
         )
     return _json_field(name, node, nullable)
@@ -212,8 +247,14 @@ def field_spec(name: str, node: Any) -> FieldSpec:
 
 def _with_nullable(spec: FieldSpec, nullable: bool) -> FieldSpec:
     return FieldSpec(
-        spec.name, spec.kind, nullable, spec.arrow_type, spec.py_types, spec.children,
-        spec.required, spec.json_schema,
+        spec.name,
+        spec.kind,
+        nullable,
+        spec.arrow_type,
+        spec.py_types,
+        spec.children,
+        spec.required,
+        spec.json_schema,
     )
 
 

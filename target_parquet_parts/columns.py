@@ -34,8 +34,14 @@ __all__ = ["ColumnError", "build_table"]
 NoneType = type(None)
 _UTC = datetime.UTC
 _JSON_TYPE_NAMES = {
-    str: "string", int: "integer", bool: "boolean", float: "number",
-    decimal.Decimal: "number", list: "array", dict: "object", NoneType: "null",
+    str: "string",
+    int: "integer",
+    bool: "boolean",
+    float: "number",
+    decimal.Decimal: "number",
+    list: "array",
+    dict: "object",
+    NoneType: "null",
 }
 
 
@@ -74,7 +80,8 @@ def _check_types(values: list[Any], spec: FieldSpec, path: str) -> bool:
         row = _first(values, lambda v: v is not None and type(v) not in allowed)
         expected = sorted({_JSON_TYPE_NAMES[t] for t in allowed})
         raise ColumnError(
-            path, row,
+            path,
+            row,
             f"expected {' or '.join(expected)}, got {_type_name(values[row])} "
             f"{_short(values[row])}",
         )
@@ -101,9 +108,7 @@ def _check_children_presence(
                 raise ColumnError(f"{path}{name}", bad[0], "null is not allowed")
 
 
-def _struct_children(
-    dicts: list[Any], spec: FieldSpec, path: str
-) -> list[pa.Array]:
+def _struct_children(dicts: list[Any], spec: FieldSpec, path: str) -> list[pa.Array]:
     arrays = []
     has_null: dict[str, bool] = {}
     for child in spec.children:
@@ -141,9 +146,7 @@ def _json_text(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
                 error = next(validator.iter_errors(value))
                 raise ColumnError(path, row, f"does not match its schema: {error.message}")
     encode = _json_encoder.encode
-    return pa.array(
-        [None if v is None else encode(v).decode() for v in values], type=pa.string()
-    )
+    return pa.array([None if v is None else encode(v).decode() for v in values], type=pa.string())
 
 
 def _convert_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
@@ -184,9 +187,7 @@ def _convert_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
     if kind == Kind.STRUCT:
         mask = pa.array([d is None for d in values], type=pa.bool_()) if None in values else None
         children = _struct_children(values, spec, f"{path}.")
-        return pa.StructArray.from_arrays(
-            children, fields=list(spec.arrow_type), mask=mask
-        )
+        return pa.StructArray.from_arrays(children, fields=list(spec.arrow_type), mask=mask)
     return _json_text(values, spec, path)
 
 
@@ -222,4 +223,3 @@ def build_table(records: list[dict[str, Any]], spec: StreamSpec) -> pa.Table:
     top = FieldSpec("", Kind.STRUCT, False, pa.null(), frozenset(), spec.fields, spec.required)
     _check_children_presence(records, top, "", has_null)  # type: ignore[arg-type]
     return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
-

@@ -149,7 +149,8 @@ class Journal:
                 data = json.loads(line)
                 if "covered" in data:
                     entries = [
-                        e for e in entries
+                        e
+                        for e in entries
                         if e.run != data["run"] or e.state_index >= data["covered"]
                     ]
                 else:
@@ -176,8 +177,12 @@ class Journal:
         replay = {s: pa.concat_arrays(arrays) for s, arrays in per_stream.items()}
         for stream, keys in replay.items():
             log_event(
-                logger, logging.INFO, "journal_loaded", stream=stream,
-                parts=sum(1 for e in self._entries if e.stream == stream), keys=len(keys),
+                logger,
+                logging.INFO,
+                "journal_loaded",
+                stream=stream,
+                parts=sum(1 for e in self._entries if e.stream == stream),
+                keys=len(keys),
             )
         return replay
 
@@ -192,9 +197,7 @@ class Journal:
         """Keys of records of ``stream`` already in parts written after the last STATE."""
         return self._replay.get(stream)
 
-    def drop_replayed(
-        self, stream: str, table: pa.Table, keys: list[str]
-    ) -> tuple[pa.Table, int]:
+    def drop_replayed(self, stream: str, table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
         """Remove rows whose key is already in a journaled part; return (table, dropped)."""
         replay = self._replay.get(stream)
         if replay is None or not keys:
@@ -235,8 +238,7 @@ class Journal:
         """STATE number ``state_index`` was emitted: forget this run's parts it covers."""
         with self._lock:
             keep = [
-                e for e in self._entries
-                if e.run != self.run_id or e.state_index >= state_index
+                e for e in self._entries if e.run != self.run_id or e.state_index >= state_index
             ]
             if len(keep) == len(self._entries):
                 return

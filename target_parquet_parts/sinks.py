@@ -85,7 +85,8 @@ class ParquetPartsSink(BatchSink):
         if field is None:
             self.logger.info(
                 "stream '%s' has no field '%s': its parts are not date-partitioned",
-                self.stream_name, name,
+                self.stream_name,
+                name,
             )
             return None
         if field.kind not in (Kind.TIMESTAMP, Kind.DATE):
@@ -183,8 +184,11 @@ class ParquetPartsSink(BatchSink):
             if dropped:
                 self.tally_duplicate_merged(dropped)
                 log_event(
-                    self.logger, logging.INFO, "journal_duplicates_dropped",
-                    stream=self.stream_name, rows=dropped,
+                    self.logger,
+                    logging.INFO,
+                    "journal_duplicates_dropped",
+                    stream=self.stream_name,
+                    rows=dropped,
                 )
         built = time.perf_counter()
         written: list[WrittenPart] = []
@@ -192,19 +196,28 @@ class ParquetPartsSink(BatchSink):
         for directory, part_table in self._split(table):
             before = None
             if journal is not None:
+
                 def before(path: Path, journal=journal) -> None:
                     journal.record(self.stream_name, path, list(self.key_properties), state_index)
+
             part = self._writer.write(part_table, directory, before_publish=before)
             written.append(part)
             log_event(
-                self.logger, logging.INFO, "parquet_part_write_success",
-                stream=self.stream_name, path=str(part.path), rows=part.rows, bytes=part.bytes,
+                self.logger,
+                logging.INFO,
+                "parquet_part_write_success",
+                stream=self.stream_name,
+                path=str(part.path),
+                rows=part.rows,
+                bytes=part.bytes,
                 mode="part",
             )
         finished = time.perf_counter()
         paths = [str(p.path) for p in written]
         log_event(
-            self.logger, logging.INFO, "flush_complete",
+            self.logger,
+            logging.INFO,
+            "flush_complete",
             stream=self.stream_name,
             rows=table.num_rows,
             bytes=sum(p.bytes for p in written),

@@ -215,7 +215,8 @@ class TargetParquetParts(Target):
             if sink.buffer_fast(record):
                 self.logger.info(
                     "Target sink for '%s' is full. Current size is '%s'. Draining...",
-                    sink.stream_name, sink.current_size,
+                    sink.stream_name,
+                    sink.current_size,
                 )
                 self.drain_one(sink)
             self._records_since_check += 1

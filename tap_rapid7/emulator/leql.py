@@ -37,7 +37,7 @@ def parse_statement(text: str | None) -> Statement:
     rest = raw
     matches: Callable[[str], bool] | None = None
     if rest.lower().startswith("where("):
-        inner, rest = _split_call(rest[len("where("):], raw)
+        inner, rest = _split_call(rest[len("where(") :], raw)
         matches = _where(inner.strip(), raw)
     rest = rest.strip()
     is_count = False
@@ -62,7 +62,7 @@ def _split_call(after_paren: str, raw: str) -> tuple[str, str]:
             depth += 1
         elif ch == ")":
             if depth == 0:
-                return after_paren[:i], after_paren[i + 1:]
+                return after_paren[:i], after_paren[i + 1 :]
             depth -= 1
     raise StatementError(f"Unbalanced parentheses in LEQL statement {raw[:200]!r}")
 

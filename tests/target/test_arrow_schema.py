@@ -33,25 +33,48 @@ def test_json_schema_to_arrow_mapping():
         },
     }
     arrow = stream_spec(schema).arrow_schema
-    assert arrow == pa.schema([
-        ("i", pa.int64()), ("n", pa.float64()), ("in", pa.float64()), ("s", pa.string()),
-        ("t", pa.timestamp("us", tz="UTC")), ("d", pa.date32()), ("b", pa.bool_()),
-        ("a", pa.list_(pa.int64())), ("o", pa.struct([("x", pa.string())])),
-        ("free", pa.string()), ("empty", pa.string()), ("mix", pa.string()),
-        ("multi", pa.string()), ("strings", pa.string()),
-        ("opt_t", pa.timestamp("us", tz="UTC")), ("untyped", pa.string()),
-        ("bare_array", pa.string()),
-    ])
+    assert arrow == pa.schema(
+        [
+            ("i", pa.int64()),
+            ("n", pa.float64()),
+            ("in", pa.float64()),
+            ("s", pa.string()),
+            ("t", pa.timestamp("us", tz="UTC")),
+            ("d", pa.date32()),
+            ("b", pa.bool_()),
+            ("a", pa.list_(pa.int64())),
+            ("o", pa.struct([("x", pa.string())])),
+            ("free", pa.string()),
+            ("empty", pa.string()),
+            ("mix", pa.string()),
+            ("multi", pa.string()),
+            ("strings", pa.string()),
+            ("opt_t", pa.timestamp("us", tz="UTC")),
+            ("untyped", pa.string()),
+            ("bare_array", pa.string()),
+        ]
+    )
 
 
 def test_columns_keep_their_types_when_a_batch_has_only_nulls():
     spec = stream_spec(EVENTS_SCHEMA)
     full = build_table(
-        [{"log_id": "a", "timestamp": 1, "sequence_number": 2, "sequence_number_str": "2",
-          "message": "m", "labels": [{"id": "x"}], "event_time": "2024-01-01T00:00:00Z"}], spec,
+        [
+            {
+                "log_id": "a",
+                "timestamp": 1,
+                "sequence_number": 2,
+                "sequence_number_str": "2",
+                "message": "m",
+                "labels": [{"id": "x"}],
+                "event_time": "2024-01-01T00:00:00Z",
+            }
+        ],
+        spec,
     )
     sparse = build_table(
-        [{"log_id": "a", "timestamp": 1, "sequence_number": 2, "sequence_number_str": "2"}], spec,
+        [{"log_id": "a", "timestamp": 1, "sequence_number": 2, "sequence_number_str": "2"}],
+        spec,
     )
     assert full.schema == sparse.schema == spec.arrow_schema
     assert sparse.column("labels").null_count == 1

@@ -36,20 +36,28 @@ def test_tap_jsonl_into_target_reads_back_as_one_dataset(tmp_path):
             for i in range(file_number * 700, file_number * 700 + 700):
                 handle.write(json.dumps(event(i), ensure_ascii=False) + "\n")
     tap_config = tmp_path / "tap.json"
-    tap_config.write_text(json.dumps({
-        "path": str(source / "*.jsonl"), "stream_name": "events",
-        "primary_keys": ["log_id", "sequence_number_str"],
-    }))
+    tap_config.write_text(
+        json.dumps(
+            {
+                "path": str(source / "*.jsonl"),
+                "stream_name": "events",
+                "primary_keys": ["log_id", "sequence_number_str"],
+            }
+        )
+    )
     out = tmp_path / "out"
     target_config = tmp_path / "target.json"
     target_config.write_text(json.dumps({"output_dir": str(out), "batch_size_rows": 500}))
     tap = subprocess.Popen(
         [TAP_JSONL_BIN, "--config", str(tap_config)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     target = subprocess.run(
         [TARGET_BIN, "--config", str(target_config)],
-        stdin=tap.stdout, capture_output=True, check=False,
+        stdin=tap.stdout,
+        capture_output=True,
+        check=False,
     )
     tap.stdout.close()
     assert tap.wait() == 0

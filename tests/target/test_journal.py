@@ -38,7 +38,9 @@ def test_replay_keys_come_from_existing_journaled_parts(tmp_path):
     second.close()
     third = Journal(out, "run3")
     assert sorted(e.part for e in third.entries) == [
-        "events/part-a.parquet", "events/part-c.parquet", "events/part-never.parquet",
+        "events/part-a.parquet",
+        "events/part-c.parquet",
+        "events/part-never.parquet",
     ]
     third.close()
 

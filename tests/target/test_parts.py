@@ -39,8 +39,12 @@ def test_every_flush_writes_a_new_uniquely_named_part(tmp_path, monkeypatch):
             assert seen.setdefault(part, fingerprint) == fingerprint
 
     run_target(
-        out, events_lines(250, state_every=50), monkeypatch, on_state=snapshot,
-        batch_size_rows=100, state_max_lag_seconds=3600,
+        out,
+        events_lines(250, state_every=50),
+        monkeypatch,
+        on_state=snapshot,
+        batch_size_rows=100,
+        state_max_lag_seconds=3600,
     )
     parts = part_files(out)
     assert [p.parent.name for p in parts] == ["events"] * 3
@@ -69,7 +73,8 @@ def test_int64_above_2_pow_53_and_unicode_stay_exact(tmp_path, monkeypatch):
     rows = read_rows(out)
     assert [r["sequence_number"] for r in rows] == [BASE_SEQUENCE + 1, BASE_SEQUENCE + 7]
     assert [r["sequence_number_str"] for r in rows] == [
-        str(BASE_SEQUENCE + 1), str(BASE_SEQUENCE + 7)
+        str(BASE_SEQUENCE + 1),
+        str(BASE_SEQUENCE + 7),
     ]
     assert rows[1]["message"] == big["message"]
     assert rows[0]["event_time"].isoformat() == "2024-01-01T00:00:01+00:00"
@@ -81,9 +86,15 @@ def test_flush_logs_carry_the_convention_fields(tmp_path, monkeypatch, caplog):
     run_target(tmp_path / "out", events_lines(30), monkeypatch, batch_size_rows=20)
     events = [r for r in caplog.records if hasattr(r, "event_name")]
     names = [r.event_name for r in events]
-    assert names == [
-        "flush_start", "parquet_part_write_success", "flush_complete",
-    ] * 2
+    assert (
+        names
+        == [
+            "flush_start",
+            "parquet_part_write_success",
+            "flush_complete",
+        ]
+        * 2
+    )
     complete = next(r for r in events if r.event_name == "flush_complete")
     assert complete.stream == "events"
     assert complete.rows == 20
@@ -94,8 +105,7 @@ def test_flush_logs_carry_the_convention_fields(tmp_path, monkeypatch, caplog):
     success = next(r for r in events if r.event_name == "parquet_part_write_success")
     assert (success.mode, success.rows, success.path) == ("part", 20, complete.path)
     assert complete.getMessage().startswith("flush_complete stream=events rows=20 bytes=")
-    assert any("part mode" in r.getMessage() and r.levelno == logging.DEBUG
-               for r in caplog.records)
+    assert any("part mode" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
 
 
 def test_stream_names_are_sanitized_and_stay_inside_output_dir(tmp_path, monkeypatch):
@@ -145,15 +155,16 @@ def test_hive_date_partitions(tmp_path, monkeypatch):
     table = dataset.to_table()
     assert table.num_rows == 4
     assert sorted(str(d) for d in table.column("date").to_pylist()) == [
-        "2024-01-01", "2024-01-01", "2024-01-02", "2024-01-02"
+        "2024-01-01",
+        "2024-01-01",
+        "2024-01-02",
+        "2024-01-02",
     ]
 
 
 def test_partition_field_with_wrong_type_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="partition_date_field 'message'"):
-        run_target(
-            tmp_path / "out", events_lines(1), monkeypatch, partition_date_field="message"
-        )
+        run_target(tmp_path / "out", events_lines(1), monkeypatch, partition_date_field="message")
 
 
 def test_max_batch_bytes_flushes_early(tmp_path, monkeypatch):
@@ -244,7 +255,11 @@ def test_sdk_record_path_with_stream_maps_and_metadata(tmp_path, monkeypatch):
     out = tmp_path / "out"
     lines = list(events_lines(30, state_every=10))
     target, capture = run_target(
-        out, lines, monkeypatch, batch_size_rows=20, add_record_metadata=True,
+        out,
+        lines,
+        monkeypatch,
+        batch_size_rows=20,
+        add_record_metadata=True,
         stream_maps={"events": {"message": "__NULL__", "seq2": "sequence_number_str + '!'"}},
     )
     assert not target._fast_sinks  # the SDK path was used
@@ -279,7 +294,10 @@ def test_schema_change_writes_the_old_schemas_records_at_once(tmp_path, monkeypa
         record_message({"id": 2, "x": "b"}, "s"),
     ]
     run_target(
-        out, lines, monkeypatch, state_max_lag_seconds=3600,
+        out,
+        lines,
+        monkeypatch,
+        state_max_lag_seconds=3600,
         on_state=lambda _s: seen_at_state.append(len(part_files(out))),
     )
     # The STATE waiting for record 1 came out when the SCHEMA change flushed it, not at the end.
@@ -290,7 +308,9 @@ def test_write_sequence_temp_fsync_journal_link_dirsync(tmp_path, monkeypatch):
     out = tmp_path / "out"
     steps: list[str] = []
     real_write, real_sync, real_link = (
-        parts_module.pq.write_table, parts_module._fsync_file, parts_module.os.link
+        parts_module.pq.write_table,
+        parts_module._fsync_file,
+        parts_module.os.link,
     )
     real_dir_sync = parts_module.fsync_dir
 
@@ -326,7 +346,11 @@ def test_write_sequence_temp_fsync_journal_link_dirsync(tmp_path, monkeypatch):
     target, _ = run_target(out, events_lines(5), monkeypatch)
     assert "events" in target._fast_sinks  # the fast record path was taken
     assert steps == [
-        "write True .tmp", "fsync True", "journal", "link False", "dirsync events",
+        "write True .tmp",
+        "fsync True",
+        "journal",
+        "link False",
+        "dirsync events",
     ]
     assert temp_files(out) == []
 
@@ -341,9 +365,15 @@ def test_publish_never_overwrites(tmp_path):
     assert final.read_bytes() == b"old"
 
 
-@pytest.mark.parametrize(("setting", "codec"), [
-    (None, "ZSTD"), ("snappy", "SNAPPY"), ("gzip", "GZIP"), ("none", "UNCOMPRESSED"),
-])
+@pytest.mark.parametrize(
+    ("setting", "codec"),
+    [
+        (None, "ZSTD"),
+        ("snappy", "SNAPPY"),
+        ("gzip", "GZIP"),
+        ("none", "UNCOMPRESSED"),
+    ],
+)
 def test_compression_setting(tmp_path, monkeypatch, setting, codec):
     out = tmp_path / "out"
     config = {} if setting is None else {"compression": setting}

@@ -42,8 +42,11 @@ def _assert_state_follows_data(out):
 def test_state_never_precedes_its_data(tmp_path, monkeypatch):
     out = tmp_path / "out"
     _, capture = run_target(
-        out, events_lines(1000, state_every=70), monkeypatch,
-        on_state=_assert_state_follows_data(out), batch_size_rows=100,
+        out,
+        events_lines(1000, state_every=70),
+        monkeypatch,
+        on_state=_assert_state_follows_data(out),
+        batch_size_rows=100,
         state_max_lag_seconds=3600,
     )
     lasts = [s["bookmarks"]["events"]["last"] for s in capture.states]
@@ -68,18 +71,26 @@ def test_state_comes_out_as_soon_as_its_records_are_in_a_part(tmp_path, monkeypa
 
     monkeypatch.setattr(target_module.TargetParquetParts, "__init__", init)
     run_target(
-        out, events_lines(300, state_every=50), monkeypatch, on_state=record_progress,
-        batch_size_rows=100, state_max_lag_seconds=3600,
+        out,
+        events_lines(300, state_every=50),
+        monkeypatch,
+        on_state=record_progress,
+        batch_size_rows=100,
+        state_max_lag_seconds=3600,
     )
+
     def line_of_record(i: int) -> int:
         return 2 + i + i // 50  # line 1 is the SCHEMA, a STATE follows every 50th record
 
     # The flush at record 99 makes the STATE after record 49 safe: out on that very line.
     # The STATE after record 99 finds nothing buffered: out on its own line, at once.
     assert emitted_while_reading == [
-        (49, line_of_record(99)), (99, line_of_record(99) + 1),
-        (149, line_of_record(199)), (199, line_of_record(199) + 1),
-        (249, line_of_record(299)), (299, line_of_record(299) + 1),
+        (49, line_of_record(99)),
+        (99, line_of_record(99) + 1),
+        (149, line_of_record(199)),
+        (199, line_of_record(199) + 1),
+        (249, line_of_record(299)),
+        (299, line_of_record(299) + 1),
     ]
 
 
@@ -92,7 +103,10 @@ def test_state_without_buffered_records_is_emitted_immediately(tmp_path, monkeyp
 def test_lag_zero_flushes_at_every_state(tmp_path, monkeypatch):
     out = tmp_path / "out"
     _, capture = run_target(
-        out, events_lines(100, state_every=25), monkeypatch, state_max_lag_seconds=0,
+        out,
+        events_lines(100, state_every=25),
+        monkeypatch,
+        state_max_lag_seconds=0,
         on_state=_assert_state_follows_data(out),
     )
     assert [s["bookmarks"]["events"]["last"] for s in capture.states] == [24, 49, 74, 99]
@@ -119,7 +133,8 @@ def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
 
     original = TargetParquetParts._process_record_message
     monkeypatch.setattr(
-        TargetParquetParts, "_process_record_message",
+        TargetParquetParts,
+        "_process_record_message",
         lambda self, m: original(self, advance_clock(m)),
     )
     run_target(out, lines, monkeypatch, on_state=on_state, state_max_lag_seconds=5)
@@ -137,8 +152,11 @@ def test_small_stream_does_not_hold_back_state(tmp_path, monkeypatch):
     lines += list(events_lines(250, state_every=50))
     emitted = []
     run_target(
-        out, lines, monkeypatch, on_state=lambda s: emitted.append(sorted(
-            {p.parent.name for p in part_files(out)})), batch_size_rows=100,
+        out,
+        lines,
+        monkeypatch,
+        on_state=lambda s: emitted.append(sorted({p.parent.name for p in part_files(out)})),
+        batch_size_rows=100,
         state_max_lag_seconds=3600,
     )
     # The first STATE comes out at the first full flush of events (not at the end), and the

@@ -31,17 +31,28 @@ SCHEMA = {
             "properties": {"x": {"type": "integer"}, "y": {"type": ["string", "null"]}},
             "required": ["x"],
         },
-        "lo": {"type": ["array", "null"], "items": {"type": "object", "properties": {
-            "id": {"type": "string"}}}},
+        "lo": {
+            "type": ["array", "null"],
+            "items": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
         "j": {"type": ["object", "null"]},
         "m": {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"type": "string"}}]},
     },
     "required": ["i"],
 }
 GOOD = {
-    "i": 1, "n": D("1.5"), "s": "x", "b": True, "t": "2024-01-01T00:00:00.5+02:00",
-    "d": "2024-01-02", "tm": "12:30:00.5", "a": ["p", "q"], "o": {"x": 1, "y": None},
-    "lo": [{"id": "a"}], "j": {"any": [1]}, "m": 3,
+    "i": 1,
+    "n": D("1.5"),
+    "s": "x",
+    "b": True,
+    "t": "2024-01-01T00:00:00.5+02:00",
+    "d": "2024-01-02",
+    "tm": "12:30:00.5",
+    "a": ["p", "q"],
+    "o": {"x": 1, "y": None},
+    "lo": [{"id": "a"}],
+    "j": {"any": [1]},
+    "m": 3,
 }
 BAD = {
     "integer as string": {"i": "1"},
@@ -117,12 +128,18 @@ def test_unparseable_values_are_refused(case):
 
 
 def test_offsets_without_timezone_and_nanoseconds_parse_like_the_sdk():
-    records = [dict(GOOD, t=value) for value in (
-        "2024-01-01T00:00:00", "2024-01-01 01:00:00.123456-05:00", "2024-01-01T00:00:00Z",
-    )]
+    records = [
+        dict(GOOD, t=value)
+        for value in (
+            "2024-01-01T00:00:00",
+            "2024-01-01 01:00:00.123456-05:00",
+            "2024-01-01T00:00:00Z",
+        )
+    ]
     table = build_table(records, stream_spec(SCHEMA))
     assert [v.isoformat() for v in table.column("t").to_pylist()] == [
-        "2024-01-01T00:00:00+00:00", "2024-01-01T06:00:00.123456+00:00",
+        "2024-01-01T00:00:00+00:00",
+        "2024-01-01T06:00:00.123456+00:00",
         "2024-01-01T00:00:00+00:00",
     ]
 
@@ -132,8 +149,11 @@ def test_per_record_validator_only_where_bulk_cannot_enforce(tmp_path):
     assert not needs_record_validator(SCHEMA)
     with_enum = {"type": "object", "properties": {"c": {"type": "string", "enum": ["a"]}}}
     assert needs_record_validator(with_enum)
-    closed = {"type": "object", "properties": {"c": {"type": "string"}},
-              "additionalProperties": False}
+    closed = {
+        "type": "object",
+        "properties": {"c": {"type": "string"}},
+        "additionalProperties": False,
+    }
     assert needs_record_validator(closed)
     target = TargetParquetParts(config={"output_dir": str(tmp_path)})
     fast = ParquetPartsSink(target, "events", EVENTS_SCHEMA, EVENTS_KEYS)
