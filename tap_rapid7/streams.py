@@ -227,6 +227,16 @@ class EventsStream(_TapStream):
         state[CURSOR_MILLIS_KEY] = latest_record["timestamp"]
         state[CURSOR_SEQUENCE_KEY] = latest_record["sequence_number_str"]
 
+    def log_sync_costs(self) -> None:
+        """At the end of the sync, also log what it spent of Rapid7's budgets.
+
+        The SDK calls this once per stream after every stream has synced (``Tap.sync_all`` is
+        final), so the summary covers the management streams' requests too.
+        """
+        super().log_sync_costs()
+        if "client" in self.rapid7.__dict__:  # a client was built: requests were made
+            self.rapid7.client.pacer.log_summary()
+
     def get_replication_key_signpost(self, context: Context | None = None) -> dt.datetime | None:
         """No signpost: the bookmark is exact (sorted records), never capped at sync start."""
         return None

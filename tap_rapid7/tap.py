@@ -164,14 +164,6 @@ class TapRapid7(Tap):
         ),
     ).to_dict()  # fmt: skip
 
-    def sync_all(self) -> None:
-        """Sync every stream, then log what the sync spent of Rapid7's budgets."""
-        try:
-            super().sync_all()
-        finally:
-            if "client" in self.__dict__:  # a client was built: requests were made
-                self.client.pacer.log_summary()
-
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""
         return [EventsStream(self), LogsStream(self), LogsetsStream(self)]
