@@ -10,6 +10,8 @@ install_tool meltano 'meltano==4.4.1'       # the orchestrator, for the pipeline
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
 echo "== pytest"
 export TAP_JSONL_BIN="$PWD/.tools/tap-jsonl/bin/tap-jsonl"
 export MELTANO_BIN="$PWD/.tools/meltano/bin/meltano"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -318,7 +319,7 @@ def render_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _aligned_table(rows: list[tuple[str, ...]], numeric: set[int]) -> list[str]:
+def _aligned_table(rows: Sequence[tuple[str, ...]], numeric: set[int]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import Stream
@@ -171,7 +171,7 @@ class EventsStream(_TapStream):
             )
         return self._all_selected
 
-    def _generate_record_messages(self, record: Record) -> Iterator[RecordMessage]:
+    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
         """The SDK's RECORD generation, minus two per-record passes that cannot change anything.
 
         With every property selected, pruning deselected properties is a no-op, and the records

@@ -274,7 +274,7 @@ class Timeline:
         for lane, _, _ in self.markers:
             seen.setdefault(lane)
         tap = [lane for lane in seen if lane.startswith("log ")]
-        first = {}
+        first: dict[str, int] = {}
         for lane in tap:
             first.setdefault(lane.split(" #")[0], len(first))
         tap.sort(key=lambda lane: (first[lane.split(" #")[0]], lane))

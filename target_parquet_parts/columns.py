@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import itertools
 import operator
 from collections.abc import Callable, Sequence
@@ -68,6 +69,11 @@ def _first(values: Sequence[Any], predicate: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(values) if predicate(v))
 
 
+def _lacks(name: str, value: Any) -> bool:
+    """A dict without the key `name` (None is not a dict: its absence is checked elsewhere)."""
+    return value is not None and name not in value
+
+
 def _check_types(values: list[Any], spec: FieldSpec, path: str) -> bool:
     """Refuse values of a JSON type the field does not allow; return True if nulls occur."""
     if spec.json_schema is not None:  # checked value by value against its sub-schema
@@ -98,7 +104,7 @@ def _check_children_presence(
         if name in spec.required and has_null.get(name, True):
             present = sum(map(operator.contains, filter(None, dicts), itertools.repeat(name)))
             if present != len(dicts) - dicts.count(None):
-                row = _first(dicts, lambda d, n=name: d is not None and n not in d)
+                row = _first(dicts, functools.partial(_lacks, name))
                 raise ColumnError(f"{path}{name}", row, f"required field '{name}' is missing")
         if has_null.get(name) and not child.nullable:
             bad = [
@@ -221,5 +227,5 @@ def build_table(records: list[dict[str, Any]], spec: StreamSpec) -> pa.Table:
         has_null[name] = _check_types(values, field, name)
         arrays.append(_convert_checked(values, field, name))
     top = FieldSpec("", Kind.STRUCT, False, pa.null(), frozenset(), spec.fields, spec.required)
-    _check_children_presence(records, top, "", has_null)  # type: ignore[arg-type]
+    _check_children_presence(records, top, "", has_null)
     return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)

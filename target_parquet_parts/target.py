@@ -183,8 +183,8 @@ class TargetParquetParts(Target):
         # A changed schema archives the stream's sink; write its records now, in their own
         # part with the old schema, instead of holding them until the next full drain.
         archived = [s for s in self._sinks_to_clear if s.current_size]
-        for sink in archived:
-            self.drain_one(sink)
+        for archived_sink in archived:
+            self.drain_one(archived_sink)
         if archived:
             self._emit_safe_states()
         stream_name = message_dict["stream"]
@@ -304,7 +304,7 @@ class TargetParquetParts(Target):
             self._journal.covered(index)
 
     @classmethod
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """CLI entry: tune the garbage collector for a stream of short-lived dicts, then run.
 
         Every decoded record is a container object, so CPython's default collector (a young

@@ -20,8 +20,8 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from tap_rapid7.emulator.data import LABELS, Event, SyntheticData, iso_ms
@@ -61,6 +61,12 @@ _TIME_RANGE = re.compile(r"^\s*last\s+(\d+)?\s*(minute|hour|day|week)s?\s*$", re
 _UNIT_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
 
 TruthKey = tuple[str, int, str]  # (log_id, timestamp, sequence_number_str)
+
+
+class HeaderLookup(Protocol):
+    """Request headers as `handle` reads them: a plain mapping or `http.server`'s `Message`."""
+
+    def get(self, name: str, /) -> str | None: ...
 
 
 @dataclass
@@ -118,7 +124,7 @@ class EmulatorApp:
         self._duplicate_served = False
 
     # ----------------------------------------------------------------- options and clock
-    def update_options(self, **changes: object) -> EmulatorOptions:
+    def update_options(self, **changes: Any) -> EmulatorOptions:
         """Change knobs at runtime (thread-safe); rebuilds data if a data field changed."""
         with self._lock:
             unknown = set(changes) - {f.name for f in dataclasses.fields(EmulatorOptions)}
@@ -246,7 +252,7 @@ class EmulatorApp:
 
     # ----------------------------------------------------------------- entry point
     def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes, host: str
+        self, method: str, target: str, headers: HeaderLookup, body: bytes, host: str
     ) -> Response:
         parts = urlsplit(target)
         path, params = parts.path, parse_qs(parts.query, keep_blank_values=True)
@@ -318,7 +324,7 @@ class EmulatorApp:
         params: dict[str, list[str]],
         *,
         family: str,
-        headers: Mapping[str, str],
+        headers: HeaderLookup,
         body: bytes,
         base: str,
         href: str,

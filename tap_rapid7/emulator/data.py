@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import NamedTuple
 
 from tap_rapid7.emulator.options import MAX_EVENTS_PER_MS, EmulatorOptions

@@ -69,6 +69,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    # Bound over AF_INET, so `server_bind` stores `getsockname()`'s (str host, int port).
+    server_address: tuple[str, int]
+
     def __init__(self, address: tuple[str, int], app: EmulatorApp) -> None:
         self.app = app
         self._connections: set[socket.socket] = set()

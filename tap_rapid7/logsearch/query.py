@@ -15,7 +15,7 @@ is the end of several polls, so the loop lives here, below the streams.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -169,7 +169,7 @@ class QueryProtocol:
         from_ms: int,
         to_ms: int,
         statement: str | None = None,
-    ) -> Iterator[Page]:
+    ) -> Generator[Page, None, None]:
         """Completed pages of one event query over ``from_ms``..``to_ms`` as the server sends it.
 
         ``log_id`` is one log (``GET /query/logs/{id}``) or several (``POST /query/logs`` with
@@ -182,7 +182,7 @@ class QueryProtocol:
         http = self.http
         window = f"[{from_ms},{to_ms})"
         params: dict[str, Any] = {"per_page": self.per_page}
-        body: dict[str, Any] | None = None
+        request_body: dict[str, Any] | None = None
         if isinstance(log_id, str):
             url = http.url(f"/query/logs/{quote(log_id, safe='')}")
             params.update({"from": from_ms, "to": to_ms})
@@ -192,12 +192,15 @@ class QueryProtocol:
         else:
             url = http.url("/query/logs")
             during = {"from": from_ms, "to": to_ms}
-            body = {"logs": list(log_id), "leql": {"statement": statement or "", "during": during}}
+            request_body = {
+                "logs": list(log_id),
+                "leql": {"statement": statement or "", "during": during},
+            }
             label = f"{log_id[0]}+{len(log_id) - 1}"  # as the window reader names the group
         started = http.clock()
         reply = http.request(
-            url, params=params, json_body=body, what="query start", family=QUERY, log_id=label,
-            window=window, check=page_problem,
+            url, params=params, json_body=request_body, what="query start", family=QUERY,
+            log_id=label, window=window, check=page_problem,
         )  # fmt: skip
         log_id = label
         http.raise_for_status(reply, "query start", log_id=log_id)

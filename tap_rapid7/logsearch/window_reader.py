@@ -201,8 +201,8 @@ class WindowReader:
         batch: list[dict] = []
         window = next(iter(states.values())).filt.window
         if page.beyond_retention:
-            for state in states.values():
-                self._note_retention(state, page)
+            for read in states.values():
+                self._note_retention(read, page)
         per_log: dict[str, list[int]] = {}
         for index, event in enumerate(page.events):
             if not isinstance(event, dict):
