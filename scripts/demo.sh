@@ -115,7 +115,8 @@ say "run 2: the same command again (resumes from the saved state: only new event
 run_pipeline 2
 
 say "checking the dataset against the API's counts (tap-rapid7-reconcile)"
-printf '{"api_key": "emulator-key", "base_url": "http://127.0.0.1:%s"}\n' "$PORT" \
+# Fast polls: the emulator answers at once, the default 1-5 s poll interval only adds silence.
+printf '{"api_key": "emulator-key", "base_url": "http://127.0.0.1:%s", "poll_interval_seconds": 0.05, "poll_interval_max_seconds": 0.2}\n' "$PORT" \
   >"$OUT/tap-config.json"
 RECONCILE_STATUS=0
 .venv/bin/tap-rapid7-reconcile --config "$OUT/tap-config.json" --dataset "$OUT/dataset" \

@@ -109,8 +109,12 @@ class EventsStream(_TapStream):
         start_ms = iso_to_millis(start_date) if start_date else None
         if cursor is None:
             if start_ms is None:
-                msg = f"start_date is required: the state has no {CURSOR_MILLIS_KEY} for {log_id}"
-                raise ConfigValidationError(msg)
+                msg = (
+                    f"start_date is required when there is no state: log {log_id} has no "
+                    f"{CURSOR_MILLIS_KEY} in the state to resume from. Set start_date (e.g. "
+                    f"2024-01-31T00:00:00Z or '1 day ago') or pass --state"
+                )
+                raise ConfigValidationError(msg, errors=[msg])
             return Cursor(start_ms)
         return cursor
 

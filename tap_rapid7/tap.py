@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from functools import cached_property
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.singerlib import Message, RecordMessage
 
+from tap_rapid7.config_dates import ACCEPTED_FORMATS, check_dates
 from tap_rapid7.logsearch import REGIONS, LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
@@ -48,7 +51,10 @@ class TapRapid7(Tap):
         ),
         th.Property(
             "region", th.StringType, default="us", allowed_values=list(REGIONS),
-            description="Picks https://{region}.rest.logs.insight.rapid7.com",
+            description=(
+                "Picks https://{region}.rest.logs.insight.rapid7.com; one of "
+                + ", ".join(REGIONS)
+            ),
         ),
         th.Property(
             "base_url", th.StringType,
@@ -73,11 +79,16 @@ class TapRapid7(Tap):
         ),
         th.Property(
             "start_date", th.DateTimeType,
-            description="Where the first sync starts (required without state)",
+            description=(
+                "Where the first sync starts (required without state): " + ACCEPTED_FORMATS
+            ),
         ),
         th.Property(
             "end_date", th.DateTimeType,
-            description="Where a sync stops, exclusive (default: now - lag_seconds)",
+            description=(
+                "Where a sync stops, exclusive (default: now - lag_seconds); same formats "
+                "as start_date"
+            ),
         ),
         th.Property(
             "lag_seconds", th.NumberType, default=300,
@@ -163,6 +174,28 @@ class TapRapid7(Tap):
             description="Queries in flight at once (logs and next windows); 1 = sequential",
         ),
     ).to_dict()  # fmt: skip
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """The SDK's schema check, then the dates: relative ones resolved once for the run.
+
+        ``start_date``/``end_date`` are replaced by their ISO 8601 moments here, so every
+        stream sees the same values; a future ``start_date``, an ``end_date`` not after it, or
+        an unparsable date is refused with the setting named (the CLI prints each error).
+        """
+        errors: list[str] = []
+        schema: dict | None = None
+        try:
+            errors = list(super()._validate_config(raise_errors=raise_errors))
+        except ConfigValidationError as exc:
+            errors, schema = list(exc.errors), exc.schema
+        resolved, date_errors = check_dates(self._config, dt.datetime.now(tz=dt.UTC))
+        self._config = {**self._config, **resolved}
+        errors += date_errors
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
+        for error in date_errors:
+            self.logger.warning("Config validation error: %s", error)
+        return errors
 
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LogEvent", "main", "parse_line", "parse_lines", "render_timeline"]
+__all__ = ["LogEvent", "default_output", "main", "parse_line", "parse_lines", "render_timeline"]
 
 # Events this command knows how to draw (conventions.md "Log events").
 EVENT_NAME = re.compile(r"(?<![\w=])((?:logsearch|flush|parquet_part)_[a-z_]+)(?=\s|$)")
@@ -634,6 +634,14 @@ def _read(paths: list[str]) -> Iterator[str]:
                 yield from handle
 
 
+def default_output(first_log: str) -> Path:
+    """Where the PNG goes without ``-o``: beside the first log, not in the current directory."""
+    if first_log == "-":
+        return Path("timeline.png")
+    log = Path(first_log)
+    return log.with_name(f"{log.name}.timeline.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `tap-rapid7-timeline LOG [LOG...] -o timeline.png`."""
     parser = argparse.ArgumentParser(
@@ -642,7 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         "log format) as a PNG timeline of query polling, pages and flushes.",
     )
     parser.add_argument("logs", nargs="+", help="log files ('-' for stdin)")
-    parser.add_argument("-o", "--output", default="timeline.png", help="PNG to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="PNG to write (default: next to the first log, <log>.timeline.png; "
+        "timeline.png when reading stdin)",
+    )
     parser.add_argument("--title", default="", help="title above the lanes")
     args = parser.parse_args(argv)
     try:
@@ -657,13 +670,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"tap-rapid7-timeline: {exc}", file=sys.stderr)
         return 2
-    render_timeline(timeline, Path(args.output), args.title)
+    output = Path(args.output) if args.output else default_output(args.logs[0])
+    render_timeline(timeline, output, args.title)
     counts = timeline.counts
     print(
         f"timeline: {counts['logsearch_query_start']} queries, "
         f"{counts['logsearch_page_complete']} pages, {counts['flush_complete']} flushes, "
         f"{counts['logsearch_retry']} retries over "
-        f"{events[-1].ts - events[0].ts:.1f}s -> {args.output}"
+        f"{events[-1].ts - events[0].ts:.1f}s -> {output}"
     )
     return 0
 

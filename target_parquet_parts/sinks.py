@@ -19,6 +19,7 @@ from singer_sdk.sinks import BatchSink
 from singer_eventlog import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
 from target_parquet_parts.columns import ColumnError, build_table
+from target_parquet_parts.errors import explain_os_errors
 from target_parquet_parts.naming import resolve_inside, sanitize_stream_name
 from target_parquet_parts.parts import PartWriter, WrittenPart
 
@@ -158,6 +159,11 @@ class ParquetPartsSink(BatchSink):
 
     # -- writing --------------------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
+        """Write the batch as new part(s); an OS error names output_dir, path and cause."""
+        with explain_os_errors(self._parts_target.config["output_dir"]):
+            self._write_batch(context)
+
+    def _write_batch(self, context: dict) -> None:
         """Write the batch as new part(s); return only when they are durable and visible."""
         records = context.get("records") or []
         if not records:

@@ -39,6 +39,8 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
+from tap_rapid7.version import DISTRIBUTION
+from target_parquet_parts.errors import explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
@@ -65,7 +67,9 @@ class TargetParquetParts(Target):
     """Singer target that writes each batch as new, immutable Parquet part files."""
 
     name = "target-parquet-parts"
-    package_name = "tap-rapid7"
+    # The distribution that ships this target (its version and Python support come from it);
+    # the target reports its own name above.
+    package_name = DISTRIBUTION
     message_reader_class = LineNumberingReader
     default_sink_class = ParquetPartsSink
 
@@ -156,7 +160,8 @@ class TargetParquetParts(Target):
         """The output_dir's exactly-once journal (opened, and locked, on first use)."""
         with self._journal_lock:
             if self._journal is None:
-                self._journal = Journal(Path(self.config["output_dir"]), self.run_id)
+                with explain_os_errors(self.config["output_dir"]):
+                    self._journal = Journal(Path(self.config["output_dir"]), self.run_id)
             return self._journal
 
     def register_sink(self, sink: ParquetPartsSink) -> None:
@@ -319,12 +324,13 @@ class TargetParquetParts(Target):
 
     def process_endofpipe(self) -> None:
         """Drain and emit the final STATE (SDK), then settle and unlock the journal."""
-        super().process_endofpipe()
-        if self._journal is not None:
-            nothing_to_resume = self.states_received == 0
-            all_covered = self._records_received() == self._records_at_last_state
-            self._journal.finish(clear=nothing_to_resume or all_covered)
-            self._journal = None
+        with explain_os_errors(self.config["output_dir"]):
+            super().process_endofpipe()
+            if self._journal is not None:
+                nothing_to_resume = self.states_received == 0
+                all_covered = self._records_received() == self._records_at_last_state
+                self._journal.finish(clear=nothing_to_resume or all_covered)
+                self._journal = None
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from singer_eventlog import log_event, redact
 from tap_rapid7.logsearch.budget import MANAGEMENT, POLL, BudgetPacer, parse_rate_limit_wait
+from tap_rapid7.version import distribution_version
 
 __all__ = [
     "USER_AGENT",
@@ -35,7 +36,7 @@ __all__ = [
     "decode_json",
 ]
 
-USER_AGENT = "tap-rapid7/0.1"
+USER_AGENT = f"tap-rapid7/{distribution_version()}"
 PREVIEW_CHARS = 300
 
 logger = logging.getLogger("tap_rapid7.logsearch")
