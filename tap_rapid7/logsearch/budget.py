@@ -229,10 +229,14 @@ class BudgetPacer:
         with self._lock:
             budget = self.families[family]
             reset_at = now + reset
+            # Answers of one window name the same reset, give or take their latency; there an
+            # older answer arriving late must not raise the estimate. Any other reset (a new
+            # window, or a 429 saying "spent until ...") is the server's word and replaces ours.
+            tolerance = min(1.0, 0.05 * self.window_seconds)
             same_window = (
                 budget.reset_at is not None
                 and budget.remaining is not None
-                and abs(reset_at - budget.reset_at) < self.window_seconds / 2
+                and abs(reset_at - budget.reset_at) <= tolerance
             )
             if same_window:
                 estimate = budget.estimate()

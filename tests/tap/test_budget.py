@@ -163,3 +163,11 @@ def test_bad_settings_are_refused():
         BudgetPacer(window_seconds=0)
     with pytest.raises(ValueError, match="budget_reserve_share"):
         BudgetPacer(reserve_share=1.5)
+
+
+def test_a_429_naming_an_earlier_reset_replaces_the_estimate_instead_of_waiting_the_window():
+    fake = FakeTime()
+    p = pacer(fake, window_seconds=900)
+    p.observe("query", budget(1500, 1400, 300))  # the window resets in 300 s
+    p.observe("query", budget(1500, 0, 1))  # a 429: spent, but only for 1 s
+    assert p.acquire("query") == pytest.approx(1.0)  # not the 300 s left of the old window
