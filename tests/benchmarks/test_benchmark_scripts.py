@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
 PLAIN_TARGET = f"{sys.executable} {BENCHMARKS / 'plain_sdk_target.py'}"

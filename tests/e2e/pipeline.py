@@ -39,23 +39,44 @@ class Pipeline:
 
     def finish(self) -> list[dict]:
         """Read the target's output to the end; both processes must succeed."""
-        while self.next_state() is not None:
-            pass
-        target_rc = self.target.wait(timeout=120)
-        tap_rc = self.tap.wait(timeout=120)
+        try:
+            while self.next_state() is not None:
+                pass
+            target_rc = self.target.wait(timeout=120)
+            tap_rc = self.tap.wait(timeout=120)
+        finally:
+            self.close()
         assert tap_rc == 0, f"tap failed ({tap_rc}): {self.stderr('tap')[-3000:]}"
         assert target_rc == 0, f"target failed ({target_rc}): {self.stderr('target')[-3000:]}"
         return self.states
 
     def kill(self) -> list[dict]:
         """SIGKILL both processes, then collect the STATE lines the target had written."""
-        for process in (self.tap, self.target):
-            os.kill(process.pid, signal.SIGKILL)
-        while self.next_state() is not None:
-            pass
-        self.target.wait(timeout=30)
-        self.tap.wait(timeout=30)
+        try:
+            for process in (self.tap, self.target):
+                os.kill(process.pid, signal.SIGKILL)
+            while self.next_state() is not None:
+                pass
+            self.target.wait(timeout=30)
+            self.tap.wait(timeout=30)
+        finally:
+            self.close()
         return self.states
+
+    def close(self) -> None:
+        """Kill whatever still runs, reap both processes and close the pipe we read from."""
+        for process in (self.tap, self.target):
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+        if self.target.stdout is not None:
+            self.target.stdout.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def stderr(self, who: str) -> str:
         return (self.workdir / f"{who}.stderr").read_text(errors="replace")

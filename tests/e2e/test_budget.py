@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tap_rapid7.emulator import EmulatorOptions, running_emulator
 from tap_rapid7.windows import iso_to_millis
 from tests.e2e.pipeline import compare, dataset_keys, start
+
+pytestmark = pytest.mark.e2e
 
 START = "2026-05-01T00:00:00Z"
 END = "2026-05-01T00:08:00Z"

@@ -9,10 +9,14 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from tap_rapid7.emulator import EmulatorOptions, running_emulator
 from tap_rapid7.runner import ConcurrentRunner
 from tap_rapid7.tap import TapRapid7
 from tap_rapid7.windows import iso_to_millis
+
+pytestmark = pytest.mark.e2e
 
 
 def sync(monkeypatch, config: dict) -> tuple[list[dict], TapRapid7]:

@@ -8,6 +8,8 @@ from tap_rapid7.emulator import EmulatorOptions, running_emulator
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.windows import iso_to_millis
 
+pytestmark = pytest.mark.e2e
+
 FROM = iso_to_millis("2026-03-01T00:00:00Z")
 TO = iso_to_millis("2026-03-01T00:05:00Z")
 

@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tap_rapid7.emulator import EmulatorOptions, running_emulator
 from tests.e2e.pipeline import TAP
+
+pytestmark = pytest.mark.e2e
 
 KEY = "r7-secret-KEY-5b1f0c9e2d7a4e68"
 WRONG_KEY = "r7-wrong-KEY-0a9d8c7b6e5f4a3b"

@@ -16,6 +16,8 @@ from tap_rapid7.emulator import EmulatorOptions, running_emulator
 from tap_rapid7.windows import iso_to_millis, millis_to_iso
 from tests.e2e.pipeline import compare, dataset_keys, final_cursor, start
 
+pytestmark = pytest.mark.e2e
+
 START = "2026-03-01T00:00:00Z"
 END = "2026-03-01T00:08:00Z"
 START_MS, END_MS = iso_to_millis(START), iso_to_millis(END)

@@ -87,9 +87,10 @@ def test_invalid_option_value_exits_with_the_option_name(capsys):
     assert "poll_budget must be >= 0 or None" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_on_loopback_and_stops_on_signal(stop_signal):
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -106,21 +107,23 @@ def test_cli_serves_on_loopback_and_stops_on_signal(stop_signal):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line
-        base = match.group(1)
-        response = requests.get(f"{base}/management/logs", headers={"X-Api-Key": "k1"}, timeout=10)
-        assert response.status_code == 200
-        same_seed = SyntheticData(EmulatorOptions(seed=3))
-        assert [log["id"] for log in response.json()["logs"]] == [
-            log.id for log in same_seed.logs
-        ], "data is deterministic across processes"
-        process.send_signal(stop_signal)
-        assert process.wait(timeout=20) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    ) as process:
+        try:
+            line = process.stdout.readline()
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            assert match, line
+            base = match.group(1)
+            response = requests.get(
+                f"{base}/management/logs", headers={"X-Api-Key": "k1"}, timeout=10
+            )
+            assert response.status_code == 200
+            same_seed = SyntheticData(EmulatorOptions(seed=3))
+            assert [log["id"] for log in response.json()["logs"]] == [
+                log.id for log in same_seed.logs
+            ], "data is deterministic across processes"
+            process.send_signal(stop_signal)
+            assert process.wait(timeout=20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

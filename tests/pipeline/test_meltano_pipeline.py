@@ -27,6 +27,8 @@ import pytest
 from tap_rapid7.reconcile import main as reconcile_main
 from tap_rapid7.timeline import main as timeline_main
 
+pytestmark = pytest.mark.e2e
+
 pytest_plugins = ["tap_rapid7.emulator.testing"]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,6 +14,8 @@ from tap_rapid7.config_dates import check_dates, resolve_date
 from tap_rapid7.logsearch import REGIONS, LogSearchClient
 from tap_rapid7.version import distribution_version
 
+pytestmark = pytest.mark.e2e
+
 TAP = Path(sys.executable).with_name("tap-rapid7")
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 

@@ -89,6 +89,7 @@ def test_missing_required_key_is_a_schema_error_first_as_in_the_sdk(tmp_path, mo
         run_target(tmp_path / "out", lines, monkeypatch)
 
 
+@pytest.mark.e2e
 def test_bad_input_fails_the_process_with_the_reason(tmp_path):
     config = tmp_path / "config.json"
     config.write_text('{"output_dir": "%s"}' % (tmp_path / "out"))

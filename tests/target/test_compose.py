@@ -14,6 +14,8 @@ import pytest
 from tests.target.conftest import TARGET_BIN
 from tests.target.singer_data import BASE_SEQUENCE, event
 
+pytestmark = pytest.mark.e2e
+
 TAP_JSONL_BIN = os.environ.get(
     "TAP_JSONL_BIN", str(Path(__file__).resolve().parents[2] / ".tools/tap-jsonl/bin/tap-jsonl")
 )

@@ -9,6 +9,7 @@ import subprocess
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from tests.target.conftest import TARGET_BIN, part_files, start_target_process, temp_files
 from tests.target.singer_data import (
@@ -19,6 +20,8 @@ from tests.target.singer_data import (
     state_message,
 )
 
+pytestmark = pytest.mark.e2e
+
 
 def _send(proc: subprocess.Popen, lines: list[str]) -> None:
     assert proc.stdin is not None
@@ -28,20 +31,20 @@ def _send(proc: subprocess.Popen, lines: list[str]) -> None:
 
 def _crashed_run(out, tmp_path):
     """Run 1: two parts land, STATE(149) comes out, half a batch is buffered, then kill -9."""
-    proc = start_target_process(out, batch_size_rows=100, state_max_lag_seconds=3600)
-    try:
-        _send(proc, [schema_message()] + [record_message(event(i)) for i in range(150)])
-        _send(proc, [state_message({"bookmarks": {"events": {"last": 149}}})])
-        _send(proc, [record_message(event(i)) for i in range(150, 200)])
-        # The flush at record 199 makes STATE(149) safe: wait for it on stdout (no sleeps).
-        line = proc.stdout.readline()
-        assert json.loads(line) == {"bookmarks": {"events": {"last": 149}}}
-        # Records 0..199 are in two parts now; 150..199 came after the emitted STATE.
-        assert len(part_files(out)) == 2
-        _send(proc, [record_message(event(i)) for i in range(200, 260)])
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with start_target_process(out, batch_size_rows=100, state_max_lag_seconds=3600) as proc:
+        try:
+            _send(proc, [schema_message()] + [record_message(event(i)) for i in range(150)])
+            _send(proc, [state_message({"bookmarks": {"events": {"last": 149}}})])
+            _send(proc, [record_message(event(i)) for i in range(150, 200)])
+            # The flush at record 199 makes STATE(149) safe: wait for it on stdout (no sleeps).
+            line = proc.stdout.readline()
+            assert json.loads(line) == {"bookmarks": {"events": {"last": 149}}}
+            # Records 0..199 are in two parts now; 150..199 came after the emitted STATE.
+            assert len(part_files(out)) == 2
+            _send(proc, [record_message(event(i)) for i in range(200, 260)])
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     return proc
 
@@ -86,23 +89,23 @@ def test_rerun_from_last_state_writes_each_record_once(tmp_path):
 
 def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
     out = tmp_path / "out"
-    first = start_target_process(out)
-    try:
-        # A SCHEMA with key properties opens (and locks) the journal; the STATE after it finds
-        # nothing buffered and comes straight out: once we read it, the lock is held.
-        _send(first, [schema_message(), state_message({"x": 1})])
-        assert json.loads(first.stdout.readline()) == {"x": 1}
-        config = tmp_path / "second.json"
-        config.write_text(json.dumps({"output_dir": str(out)}))
-        second = subprocess.run(
-            [TARGET_BIN, "--config", str(config)],
-            input=(schema_message() + "\n").encode(),
-            check=False,
-            capture_output=True,
-        )
-    finally:
-        first.stdin.close()
-        first.wait()
+    with start_target_process(out) as first:
+        try:
+            # A SCHEMA with key properties opens (and locks) the journal; the STATE after it finds
+            # nothing buffered and comes straight out: once we read it, the lock is held.
+            _send(first, [schema_message(), state_message({"x": 1})])
+            assert json.loads(first.stdout.readline()) == {"x": 1}
+            config = tmp_path / "second.json"
+            config.write_text(json.dumps({"output_dir": str(out)}))
+            second = subprocess.run(
+                [TARGET_BIN, "--config", str(config)],
+                input=(schema_message() + "\n").encode(),
+                check=False,
+                capture_output=True,
+            )
+        finally:
+            first.stdin.close()
+            first.wait()
     assert second.returncode != 0
     assert b"is in use by another target-parquet-parts process" in second.stderr
     assert first.returncode == 0

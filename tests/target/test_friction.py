@@ -6,9 +6,13 @@ import errno
 import json
 import subprocess
 
+import pytest
+
 from target_parquet_parts.errors import describe_write_error
 from tests.target.conftest import TARGET_BIN
 from tests.target.singer_data import events_lines
+
+pytestmark = pytest.mark.e2e
 
 
 def test_output_dir_under_a_file_names_path_operation_and_os_error(tmp_path):

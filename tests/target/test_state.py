@@ -7,6 +7,7 @@ import json
 import select
 
 import pyarrow.parquet as pq
+import pytest
 
 from target_parquet_parts import target as target_module
 from tests.target.conftest import part_files, run_target, start_target_process
@@ -187,24 +188,25 @@ def test_identical_states_are_not_repeated(tmp_path, monkeypatch):
     assert json.dumps(capture.states[0]) == '{"a": 1}'
 
 
+@pytest.mark.e2e
 def test_state_comes_out_while_the_tap_is_silent(tmp_path):
     """A quiet tap (query still running, 429 wait) must not hold a STATE past the lag bound."""
     out = tmp_path / "out"
-    proc = start_target_process(out, batch_size_rows=10_000, state_max_lag_seconds=0.2)
-    try:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        lines = [schema_message()] + [record_message(event(i)) for i in range(10)]
-        lines.append(state_message({"bookmarks": {"events": {"last": 9}}}))
-        proc.stdin.write("".join(line + "\n" for line in lines).encode())
-        proc.stdin.flush()  # stdin stays open: no more input, no end of input
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        assert ready, "no STATE while the input was idle"
-        state = json.loads(proc.stdout.readline())
-        assert state == {"bookmarks": {"events": {"last": 9}}}
-        parts = part_files(out)  # the STATE's records were already on disk
-        assert sum(pq.read_table(p).num_rows for p in parts) == 10
-        assert proc.poll() is None  # the target is still running, waiting for input
-    finally:
-        proc.kill()
-        proc.wait()
+    with start_target_process(out, batch_size_rows=10_000, state_max_lag_seconds=0.2) as proc:
+        try:
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            lines = [schema_message()] + [record_message(event(i)) for i in range(10)]
+            lines.append(state_message({"bookmarks": {"events": {"last": 9}}}))
+            proc.stdin.write("".join(line + "\n" for line in lines).encode())
+            proc.stdin.flush()  # stdin stays open: no more input, no end of input
+            ready, _, _ = select.select([proc.stdout], [], [], 30)
+            assert ready, "no STATE while the input was idle"
+            state = json.loads(proc.stdout.readline())
+            assert state == {"bookmarks": {"events": {"last": 9}}}
+            parts = part_files(out)  # the STATE's records were already on disk
+            assert sum(pq.read_table(p).num_rows for p in parts) == 10
+            assert proc.poll() is None  # the target is still running, waiting for input
+        finally:
+            proc.kill()
+            proc.wait()

@@ -170,6 +170,7 @@ def test_command_writes_a_png(tmp_path, capsys):
     assert not (tmp_path / "no.png").exists()
 
 
+@pytest.mark.e2e
 def test_png_from_a_real_tap_and_target_run(tmp_path, emulator_factory):
     """The plugins' own stderr (SDK console format) from a real run against the emulator."""
     import subprocess
