@@ -145,6 +145,7 @@ def estimate(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `tap-rapid7-capacity`."""
+    from singer_eventlog import redact  # noqa: PLC0415
     from tap_rapid7.logsearch import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
     from tap_rapid7.reconcile import UsageError, load_config, parse_time  # noqa: PLC0415
 
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ID",
         help="only this log (repeatable; default: log_ids, else every log)",
     )
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
+    config: dict[str, Any] = {}
     try:
         config = load_config(args.config)
         from_ms, to_ms = parse_time(args.from_), parse_time(args.to)
@@ -189,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tap-rapid7-capacity: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # API failure: one line, never the key (the client redacts)
-        print(f"tap-rapid7-capacity: could not estimate: {type(exc).__name__}: {exc}",
-              file=sys.stderr)  # fmt: skip
+    except Exception as exc:  # API failure: one line, never the key, whatever raised it
+        key = str(config.get("api_key") or "")
+        text = redact(f"{type(exc).__name__}: {exc}", [key, key.strip()])
+        print(f"tap-rapid7-capacity: could not estimate: {text}", file=sys.stderr)
         return 2
     plan = estimate(events, range_seconds=(to_ms - from_ms) / 1000, settings=config)
     print(plan.render())

@@ -62,6 +62,9 @@ class LogSearchClient:
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        # Secret files often end in a newline: a header value with one is refused by requests
+        # with a message that quotes it, key and all.
+        api_key = api_key.strip()
         if not api_key:
             msg = "the api_key setting is empty"
             raise FatalAPIError(msg)

@@ -64,3 +64,16 @@ def test_command_refuses_a_backwards_range(tmp_path, capsys):
     config.write_text(json.dumps({"api_key": "k", "base_url": "http://127.0.0.1:9"}))
     assert main(["--config", str(config), "--from", "2026-01-02", "--to", "2026-01-01"]) == 2
     assert "--to must be after --from" in capsys.readouterr().err
+
+
+def test_an_error_never_shows_the_key(tmp_path, capsys):
+    # A key with a trailing newline (as read from a secret file) makes requests refuse the
+    # header with a message that quotes the value; the command must not print it.
+    key = "capacity-secret-key-123\n"
+    config = tmp_path / "tap.json"
+    settings = {"api_key": key, "base_url": "http://127.0.0.1:9", "max_retries": 0}
+    config.write_text(json.dumps(settings))
+    assert main(["--config", str(config), "--from", "2026-01-01", "--to", "2026-01-02"]) == 2
+    err = capsys.readouterr().err
+    assert "could not estimate" in err
+    assert "capacity-secret-key-123" not in err

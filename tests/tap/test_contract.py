@@ -14,7 +14,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_rapid7.logsearch import InvalidPageError, WindowReport
 from tap_rapid7.windows import Cursor, Window
-from tests.tap.conftest import BASE, LOG, START_URL, event, page, running
+from tests.tap.conftest import API_KEY, BASE, LOG, START_URL, event, page, running
 
 WINDOW = Window(1000, 2000)
 
@@ -330,3 +330,11 @@ def test_429_on_a_poll_that_would_outlive_the_link_restarts_at_once(
     assert any("rate limited while polling" in m for m in caplog.messages)
     # the poll's 30 s hold does not delay the restart (a query, another budget family)
     assert 30.0 not in fake_time.sleeps
+
+
+def test_surrounding_whitespace_of_the_key_is_stripped(requests_mock, make_client):
+    # A key read from a secret file ends in a newline; requests would refuse the header with a
+    # message quoting the key. The key is sent stripped.
+    requests_mock.get(START_URL, json=page([event(1001, 1)]))
+    read_all(make_client(api_key=f"  {API_KEY}\n"))
+    assert requests_mock.request_history[0].headers["X-Api-Key"] == API_KEY
