@@ -181,6 +181,9 @@ class ParquetPartsSink(BatchSink):
         context["records"] = []
         context["lines"] = []
         del records
+        if target.iceberg is not None:  # table_format: iceberg: one commit per flush
+            target.iceberg.flush_sink(self, table, rows_in, started)
+            return
         journal = target.journal if self.key_properties else None
         dropped = 0
         if journal is not None:

@@ -45,8 +45,12 @@ from target_parquet_parts.journal import Journal
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
 
+if t.TYPE_CHECKING:
+    from target_parquet_parts.iceberg import IcebergWriter
+
 __all__ = ["TargetParquetParts"]
 
+TABLE_FORMATS = ["parquet", "parts", "iceberg"]
 COMPRESSIONS = ["zstd", "snappy", "gzip", "brotli", "lz4", "none"]
 DEFAULT_STATE_MAX_LAG_SECONDS = 60.0
 _clock = time.monotonic  # the STATE-lag clock; tests replace it to control time
@@ -61,6 +65,19 @@ class _PendingState:
 
     def is_safe(self) -> bool:
         return all(sink.flush_count > count for sink, count in self.blockers.items())
+
+
+def _iceberg_writer(config: t.Mapping[str, t.Any], run_id: str) -> IcebergWriter:
+    try:
+        # pyiceberg is an optional extra: imported only when table_format is iceberg
+        from target_parquet_parts.iceberg import IcebergWriter  # noqa: PLC0415
+    except ImportError as exc:
+        msg = (
+            f"table_format 'iceberg' needs pyiceberg ({exc}): install the 'iceberg' extra, "
+            "e.g. pip install 'tap-rapid7[iceberg]'"
+        )
+        raise ValueError(msg) from None
+    return IcebergWriter(config, run_id)
 
 
 class TargetParquetParts(Target):
@@ -123,6 +140,37 @@ class TargetParquetParts(Target):
                 "flushed early so the STATE can be emitted. 0 = flush at every STATE."
             ),
         ),
+        th.Property(
+            "table_format",
+            th.StringType,
+            default="parquet",
+            allowed_values=TABLE_FORMATS,
+            description=(
+                "`parquet` (alias `parts`): plain immutable parts. `iceberg`: each flush is one "
+                "commit to an Apache Iceberg table per stream (pyiceberg; exactly once through "
+                "the snapshot history; several writers may share a table). Needs the `iceberg` "
+                "extra."
+            ),
+        ),
+        th.Property(
+            "iceberg_catalog",
+            th.ObjectType(additional_properties=True),
+            description=(
+                "pyiceberg catalog properties (`type`: rest, glue, sql, hive...; `uri`, "
+                "`warehouse`, credentials). Unset: an embedded SQLite catalog "
+                "`{output_dir}/catalog.db` with warehouse `{output_dir}`. `warehouse` defaults "
+                "to `output_dir`."
+            ),
+        ),
+        th.Property(
+            "iceberg_namespace",
+            th.StringType,
+            default="singer",
+            description=(
+                "Namespace of the Iceberg tables; one table per stream, named like its parts "
+                "directory."
+            ),
+        ),
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -138,6 +186,9 @@ class TargetParquetParts(Target):
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self._records_since_check = 0
+        self.iceberg: IcebergWriter | None = None
+        if self.config.get("table_format") == "iceberg":
+            self.iceberg = _iceberg_writer(self.config, self.run_id)
         load_method = self.config.get("load_method") or "append-only"
         if str(getattr(load_method, "value", load_method)) != "append-only":
             msg = (
@@ -167,7 +218,7 @@ class TargetParquetParts(Target):
     def register_sink(self, sink: ParquetPartsSink) -> None:
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
-        if sink.key_properties:
+        if sink.key_properties and self.iceberg is None:
             _ = self.journal  # load replay keys before the first flush
 
     def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
@@ -307,6 +358,8 @@ class TargetParquetParts(Target):
             self._last_state_line = line
         if self._journal is not None:
             self._journal.covered(index)
+        if self.iceberg is not None:
+            self.iceberg.states_emitted = index
 
     @classmethod
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
@@ -326,6 +379,9 @@ class TargetParquetParts(Target):
         """Drain and emit the final STATE (SDK), then settle and unlock the journal."""
         with explain_os_errors(self.config["output_dir"]):
             super().process_endofpipe()
+            if self.iceberg is not None:
+                all_covered = self._records_received() == self._records_at_last_state
+                self.iceberg.finish(complete=self.states_received == 0 or all_covered)
             if self._journal is not None:
                 nothing_to_resume = self.states_received == 0
                 all_covered = self._records_received() == self._records_at_last_state
