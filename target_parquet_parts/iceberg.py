@@ -59,7 +59,7 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
-from pyiceberg.schema import Schema
+from pyiceberg.schema import Schema, assign_fresh_schema_ids
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
@@ -157,7 +157,8 @@ def table_identifier(config: t.Mapping[str, t.Any], stream_name: str) -> tuple[s
 
 def iceberg_schema(arrow_schema: pa.Schema) -> Schema:
     """The Iceberg schema (fresh field ids) for an Arrow schema from ``arrow_schema.py``."""
-    return Catalog._convert_schema_if_needed(arrow_schema)
+    # The conversion leaves every field id -1; the partition spec needs real ones.
+    return assign_fresh_schema_ids(Catalog._convert_schema_if_needed(arrow_schema))
 
 
 def day_partition_spec(schema: Schema, field_name: str | None) -> PartitionSpec:

@@ -67,6 +67,9 @@ def test_flushes_become_commits_read_back_by_pyiceberg_and_duckdb(tmp_path, monk
     with open_table(out) as table:
         assert [f.name for f in table.spec().fields] == ["event_time_day"]
         assert str(table.spec().fields[0].transform) == "day"
+        assert table.schema().find_column_name(table.spec().fields[0].source_id) == "event_time"
+        days = {task.file.partition[0] for task in table.scan().plan_files()}
+        assert days == {19723}  # 2024-01-01 in days since the epoch
         assert table.name() == ("singer", "events")
     history = summaries(out)
     commits = [s for s in history if "singer.flush" in s]
@@ -241,3 +244,29 @@ def test_replay_matches_rows_read_back_from_iceberg(tmp_path, monkeypatch):
     rest, dropped = replay.drop_replayed(_rows([event(i) for i in range(25)]))
     assert dropped == 20
     assert rest.num_rows == 5
+
+
+def test_partition_source_is_the_named_field_wherever_it_is(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "received_at": {"type": "string", "format": "date-time"},
+            "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+            "n": {"type": ["integer", "null"]},
+        },
+    }
+    lines = [schema_message("things", schema, keys=["id"])]
+    lines += [
+        record_message(
+            {"id": str(i), "received_at": f"2024-03-0{1 + i % 2}T10:00:00Z", "tags": [], "n": i},
+            "things",
+        )
+        for i in range(6)
+    ]
+    run_target(out, lines, monkeypatch, partition_date_field="received_at", **ICEBERG)
+    with open_table(out, "things") as table:
+        [field] = table.spec().fields
+        assert table.schema().find_column_name(field.source_id) == "received_at"
+        assert sorted({t.file.partition[0] for t in table.scan().plan_files()}) == [19783, 19784]
