@@ -91,6 +91,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "singer"
+# Rows per flush when batch_size_rows is unset (plain parts: the SDK's 10 000). Every commit adds
+# a snapshot, a manifest, a manifest list and a metadata version that later commits and every
+# reader's planning go through; ten times fewer, larger commits keep the table fast and its files
+# near Iceberg's sizes. STATE latency stays bounded by state_max_lag_seconds, memory by
+# max_batch_bytes.
+DEFAULT_BATCH_SIZE_ROWS = 100_000
 COMMIT_ATTEMPTS = 12
 _RETRY_BASE_SECONDS = 0.02
 _RETRY_CAP_SECONDS = 2.0
@@ -449,6 +455,7 @@ class IcebergWriter:
         self.config = config
         self.run_id = run_id
         self.rng = random.Random(run_id)
+        self.default_batch_size_rows = DEFAULT_BATCH_SIZE_ROWS
         self.states_emitted = 0
         self._catalog: Catalog | None = None
         self._tables: dict[tuple[str, ...], StreamTable] = {}

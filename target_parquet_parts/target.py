@@ -148,8 +148,8 @@ class TargetParquetParts(Target):
             description=(
                 "`parquet` (alias `parts`): plain immutable parts. `iceberg`: each flush is one "
                 "commit to an Apache Iceberg table per stream (pyiceberg; exactly once through "
-                "the snapshot history; several writers may share a table). Needs the `iceberg` "
-                "extra."
+                "the snapshot history; several writers may share a table; batch_size_rows "
+                "defaults to 100000). Needs the `iceberg` extra."
             ),
         ),
         th.Property(
@@ -189,6 +189,8 @@ class TargetParquetParts(Target):
         self.iceberg: IcebergWriter | None = None
         if self.config.get("table_format") == "iceberg":
             self.iceberg = _iceberg_writer(self.config, self.run_id)
+            if self._config.get("batch_size_rows") is None:  # fewer, larger commits (iceberg.py)
+                self._config["batch_size_rows"] = self.iceberg.default_batch_size_rows
         load_method = self.config.get("load_method") or "append-only"
         if str(getattr(load_method, "value", load_method)) != "append-only":
             msg = (

@@ -270,3 +270,13 @@ def test_partition_source_is_the_named_field_wherever_it_is(tmp_path, monkeypatc
         [field] = table.spec().fields
         assert table.schema().find_column_name(field.source_id) == "received_at"
         assert sorted({t.file.partition[0] for t in table.scan().plan_files()}) == [19783, 19784]
+
+
+def test_iceberg_flushes_are_larger_by_default(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    target, _ = run_target(out, events_lines(3), monkeypatch, **ICEBERG)
+    assert {sink.max_size for sink in target._sinks} == {100_000}
+    explicit, _ = run_target(
+        tmp_path / "o2", events_lines(3), monkeypatch, batch_size_rows=7, **ICEBERG
+    )
+    assert {sink.max_size for sink in explicit._sinks} == {7}
