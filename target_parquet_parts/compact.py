@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -63,6 +64,7 @@ __all__ = ["PARTS_EXPLANATION", "compact_table", "expire_table", "main"]
 logger = logging.getLogger("target_parquet_parts.compact")
 
 EXIT_NOT_ICEBERG = 2
+_ENV_PREFIX = "TARGET_PARQUET_PARTS_"
 _EPOCH = datetime.date(1970, 1, 1)
 
 PARTS_EXPLANATION = """\
@@ -302,6 +304,22 @@ def _tables(catalog: Catalog, config: dict[str, t.Any], streams: Sequence[str]) 
     ]
 
 
+def load_config(sources: Sequence[str], environ: t.Mapping[str, str] | None = None) -> dict:
+    """Merge the target's settings from JSON files and/or ``ENV`` (as Meltano exports them)."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, t.Any] = {}
+    for source in sources:
+        if source == "ENV":
+            for key, raw in environ.items():
+                if key.startswith(_ENV_PREFIX) and raw != "":
+                    name = key.removeprefix(_ENV_PREFIX).lower()
+                    config[name] = json.loads(raw) if name == "iceberg_catalog" else raw
+            continue
+        with open(source, encoding="utf-8") as handle:
+            config.update(json.load(handle))
+    return config
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="target-parquet-parts-compact",
@@ -310,7 +328,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "into large ones in one commit per table, then expire old snapshots."
         ),
     )
-    parser.add_argument("--config", required=True, help="the target's config JSON file")
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE|ENV",
+        help="the target's settings (JSON file, or ENV for TARGET_PARQUET_PARTS_* variables)",
+    )
     parser.add_argument(
         "--stream", action="append", default=[], help="only this stream's table (repeatable)"
     )
@@ -335,8 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-8s | %(message)s")
-    with open(args.config, encoding="utf-8") as handle:
-        config = json.load(handle)
+    config = load_config(args.config)
     if not is_iceberg(config):
         sys.stderr.write(PARTS_EXPLANATION)
         return EXIT_NOT_ICEBERG

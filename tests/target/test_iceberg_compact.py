@@ -242,3 +242,22 @@ def test_plain_parts_dataset_is_refused_with_an_explanation(tmp_path):
     assert b"only Iceberg" in result.stderr
     assert b"no commit point" in result.stderr
     assert not (tmp_path / "out").exists()  # nothing touched
+
+
+def test_config_from_meltano_environment_variables(tmp_path):
+    file_config = tmp_path / "c.json"
+    file_config.write_text(json.dumps({"output_dir": "/from/file", "iceberg_namespace": "a"}))
+    environ = {
+        "TARGET_PARQUET_PARTS_OUTPUT_DIR": "/from/env",
+        "TARGET_PARQUET_PARTS_TABLE_FORMAT": "iceberg",
+        "TARGET_PARQUET_PARTS_ICEBERG_CATALOG": '{"type": "rest", "uri": "http://x"}',
+        "TARGET_PARQUET_PARTS_COMPRESSION": "",
+        "OTHER": "1",
+    }
+    config = compact.load_config([str(file_config), "ENV"], environ)
+    assert config == {
+        "output_dir": "/from/env",
+        "iceberg_namespace": "a",
+        "table_format": "iceberg",
+        "iceberg_catalog": {"type": "rest", "uri": "http://x"},
+    }
