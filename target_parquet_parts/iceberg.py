@@ -140,6 +140,8 @@ def catalog_properties(config: t.Mapping[str, t.Any]) -> dict[str, str]:
         # timeout: seconds a writer waits for another's SQLite write lock (commits are short).
         "uri": f"sqlite:///{root / 'catalog.db'}?timeout=60",
         "warehouse": root.as_uri(),
+        # fsync what pyiceberg writes, as the parts do (iceberg_io.py)
+        "py-io-impl": "target_parquet_parts.iceberg_io.DurableLocalFileIO",
     }
 
 

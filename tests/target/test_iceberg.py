@@ -71,6 +71,7 @@ def test_flushes_become_commits_read_back_by_pyiceberg_and_duckdb(tmp_path, monk
         days = {task.file.partition[0] for task in table.scan().plan_files()}
         assert days == {19723}  # 2024-01-01 in days since the epoch
         assert table.name() == ("singer", "events")
+        assert type(table.io).__name__ == "DurableLocalFileIO"  # fsyncs what it writes
     history = summaries(out)
     commits = [s for s in history if "singer.flush" in s]
     assert [s["added-records"] for s in commits] == ["100", "100", "50"]
