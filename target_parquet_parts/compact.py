@@ -5,7 +5,8 @@ For each Iceberg table of the target's catalog (``--config``, the target's own c
 1. Plan on the current snapshot: the data files of *closed* partitions (day before ``--before``,
    default today UTC; unpartitioned tables count as closed; the null-date partition never
    closes) that are smaller than 3/4 of ``--target-file-mb``, bin-packed per partition into
-   groups of about ``--target-file-mb``; a group needs at least two files.
+   groups of about ``--target-file-mb``; a group needs at least two files. Files that have
+   delete files (this target writes none; another engine may) are left alone.
 2. Read each group (a scan restricted to its files, in the table's current schema) and write it
    as new data files. Nothing is visible yet.
 3. Commit ONE snapshot that deletes exactly the planned files and adds the new ones (pyiceberg's
@@ -126,10 +127,14 @@ def plan(
     table: Table, before: datetime.date, target_bytes: int
 ) -> tuple[list[DataFile], list[list[DataFile]]]:
     """(every live data file, groups of small files of closed partitions to merge)."""
-    live = [task.file for task in table.scan().plan_files()]
+    tasks = list(table.scan().plan_files())
+    live = [task.file for task in tasks]
     small = int(target_bytes * 0.75)
     by_partition: dict[tuple[int, str], list[DataFile]] = {}
-    for data_file in live:
+    for task in tasks:
+        data_file = task.file
+        if task.delete_files:
+            continue  # rows deleted by another engine's delete files: left to that engine
         if data_file.file_size_in_bytes < small and _closed(table, data_file, before):
             key = (data_file.spec_id, repr(data_file.partition))
             by_partition.setdefault(key, []).append(data_file)

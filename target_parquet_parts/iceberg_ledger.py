@@ -193,7 +193,11 @@ def normalize(table: pa.Table, schema: pa.Schema) -> pa.Table:
         if field_.name in table.column_names:
             column = table.column(field_.name)
             if column.type != field_.type:
-                column = column.cast(field_.type)
+                try:
+                    column = column.cast(field_.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    # The column changed type since: its old rows cannot match new ones.
+                    column = pa.nulls(table.num_rows, field_.type)
             columns.append(column)
         else:
             columns.append(pa.nulls(table.num_rows, field_.type))
