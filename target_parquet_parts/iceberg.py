@@ -3,9 +3,10 @@
 Catalog. ``iceberg_catalog`` unset: an embedded SQLite catalog ``{output_dir}/catalog.db``
 (pyiceberg's ``SqlCatalog``) with warehouse ``{output_dir}``. Set: any pyiceberg catalog from
 its properties (``type`` rest/glue/sql/hive..., ``uri``, ``warehouse``, credentials), so a REST
-catalog with an ``s3://`` warehouse works through pyiceberg's own FileIO; ``warehouse`` defaults
-to ``output_dir``. Tables are ``{iceberg_namespace}.{stream directory name}`` (the same
-sanitized name the parts use, ``naming.sanitize_stream_name``).
+catalog with an ``s3://`` warehouse works through pyiceberg's own FileIO; for the catalogs that
+take the warehouse as a location (sql, glue, hive...) ``warehouse`` defaults to ``output_dir``.
+Tables are ``{iceberg_namespace}.{stream directory name}`` (the same sanitized name the parts
+use, ``naming.sanitize_stream_name``).
 
 Table. Created on first use (``create_table_if_not_exists``: several writers may race) with the
 schema from the Singer SCHEMA through the same JSON Schema → Arrow mapping the parts use
@@ -119,13 +120,24 @@ def _warehouse_uri(output_dir: str) -> str:
     return Path(os.path.abspath(output_dir)).as_uri()
 
 
+_LOCATION_CATALOGS = frozenset({"sql", "glue", "hive", "dynamodb", "in-memory"})
+
+
+def _property_text(value: t.Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def catalog_properties(config: t.Mapping[str, t.Any]) -> dict[str, str]:
     """pyiceberg catalog properties from the target config (see the module docstring)."""
     output_dir = str(config["output_dir"])
     custom = config.get("iceberg_catalog")
     if custom:
-        properties = {str(k): str(v) for k, v in dict(custom).items()}
-        properties.setdefault("warehouse", _warehouse_uri(output_dir))
+        properties = {str(k): _property_text(v) for k, v in dict(custom).items()}
+        if properties.get("type") in _LOCATION_CATALOGS:
+            # Catalogs that take the warehouse as a location; a REST server names its own.
+            properties.setdefault("warehouse", _warehouse_uri(output_dir))
         return properties
     if output_dir.startswith(_URI_SCHEMES) and not output_dir.startswith("file://"):
         msg = (

@@ -281,3 +281,30 @@ def test_iceberg_flushes_are_larger_by_default(tmp_path, monkeypatch):
         tmp_path / "o2", events_lines(3), monkeypatch, batch_size_rows=7, **ICEBERG
     )
     assert {sink.max_size for sink in explicit._sinks} == {7}
+
+
+def test_catalog_properties(tmp_path):
+    from target_parquet_parts.iceberg import catalog_properties
+
+    embedded = catalog_properties({"output_dir": str(tmp_path / "o")})
+    assert embedded["type"] == "sql"
+    assert embedded["uri"].startswith(f"sqlite:///{tmp_path / 'o' / 'catalog.db'}")
+    assert embedded["warehouse"] == (tmp_path / "o").as_uri()
+    assert embedded["py-io-impl"].endswith("DurableLocalFileIO")
+    rest = catalog_properties(
+        {
+            "output_dir": "s3://lake/x",
+            "iceberg_catalog": {"type": "rest", "uri": "http://c", "x": True},
+        }
+    )
+    assert rest == {
+        "type": "rest",
+        "uri": "http://c",
+        "x": "true",
+    }  # the server names the warehouse
+    sql = catalog_properties(
+        {"output_dir": "s3://lake/x", "iceberg_catalog": {"type": "sql", "uri": "postgresql://h/d"}}
+    )
+    assert sql["warehouse"] == "s3://lake/x"
+    with pytest.raises(ValueError, match="set iceberg_catalog"):
+        catalog_properties({"output_dir": "s3://lake/x"})
