@@ -30,7 +30,7 @@ from typing import Any
 
 import benchlib
 
-from tap_rapid7.emulator import EmulatorOptions, RunningEmulator, running_emulator
+from logsearch_emulator import EmulatorOptions, RunningEmulator, running_emulator
 
 HERE = Path(__file__).resolve().parent
 GOAL = 0.3

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tap_rapid7 import reconcile as reconcile_cli
-from tap_rapid7.reconcile import parse_duration, parse_time, reconcile
-from tap_rapid7.reconcile_report import iso, render_json, render_table
+from pipeline_tools.reconcile import cli as reconcile_cli
+from pipeline_tools.reconcile.cli import parse_duration, parse_time, reconcile
+from pipeline_tools.reconcile.report import iso, render_json, render_table
 
 HOUR = 3_600_000
 START = 1_764_115_200_000  # 2025-11-26T00:00:00Z, hour aligned

@@ -49,7 +49,7 @@ def test_permission_error_text():
 
 
 def test_about_names_this_target_and_the_installed_version():
-    from tap_rapid7.version import distribution_version
+    from target_parquet_parts.version import distribution_version
 
     result = subprocess.run(
         [TARGET_BIN, "--about", "--format=json"], capture_output=True, text=True, check=True

@@ -1,0 +1,288 @@
+"""The batch sink: buffer records, then write each batch as new, immutable Parquet part(s)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import operator
+import os
+import time
+import typing as t
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from singer_sdk.contrib.msgspec import encoder as _json_encoder
+from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
+from singer_sdk.sinks import BatchSink
+
+from logfmt_events import log_event
+from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
+from target_parquet_parts.columns import ColumnError, build_table
+from target_parquet_parts.errors import explain_os_errors
+from target_parquet_parts.naming import resolve_inside, sanitize_stream_name
+from target_parquet_parts.parts import PartWriter, WrittenPart
+
+if t.TYPE_CHECKING:
+    from singer_sdk.sinks.core import BaseJSONSchemaValidator
+
+    from target_parquet_parts.target import TargetParquetParts
+
+__all__ = ["ParquetPartsSink"]
+
+DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
+HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_SAMPLE_EVERY = 64  # records between two byte-size samples (must be a power of two)
+
+
+class _NoLines:
+    """Stand-in when a caller swapped in a reader that does not number lines."""
+
+    line_number = None
+
+
+class ParquetPartsSink(BatchSink):
+    """One stream (one schema version): each drain writes new part(s), never touches old ones.
+
+    Thread-safe: the SDK drains sinks in parallel threads; each sink only writes its own new,
+    uniquely named files, and the shared journal has its own lock.
+    """
+
+    MAX_SIZE_DEFAULT = 10000
+
+    def __init__(
+        self,
+        target: TargetParquetParts,
+        stream_name: str,
+        schema: dict,
+        key_properties: t.Sequence[str] | None,
+    ) -> None:
+        self._parts_target = target
+        super().__init__(target, stream_name, schema, key_properties)
+        self.spec = stream_spec(self.schema)
+        self.directory_name = sanitize_stream_name(stream_name)
+        self.output_dir = Path(os.path.abspath(self.config["output_dir"]))
+        self.flush_count = 0
+        self.rows_flushed = 0
+        self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
+        self._writer = PartWriter(
+            self.config.get("compression") or "zstd", self.config.get("compression_level")
+        )
+        self._partition_field = self._resolve_partition_field()
+        reader = target.message_reader
+        self._reader = reader if hasattr(reader, "line_number") else _NoLines()
+        self._max_rows = self.max_size
+        self._sampled_bytes = 0
+        self._samples = 0
+        self._bytes_full = False
+        self.fast_path = False  # set by the target when records bypass the SDK pipeline
+        target.register_sink(self)
+
+    def _resolve_partition_field(self) -> str | None:
+        name = self.config.get("partition_date_field")
+        if not name:
+            return None
+        field = self.spec.field(name)
+        if field is None:
+            self.logger.info(
+                "stream '%s' has no field '%s': its parts are not date-partitioned",
+                self.stream_name,
+                name,
+            )
+            return None
+        if field.kind not in (Kind.TIMESTAMP, Kind.DATE):
+            msg = (
+                f"partition_date_field '{name}' of stream '{self.stream_name}' must be a "
+                f"string with format date-time or date in the schema, not {field.kind}"
+            )
+            raise ValueError(msg)
+        return name
+
+    # -- validation: bulk at flush time, per record only where the bulk check cannot -------
+    def get_validator(self) -> BaseJSONSchemaValidator | None:
+        """Skip per-record jsonschema when ``columns.build_table`` enforces the whole schema."""
+        if self.validate_schema and needs_record_validator(self.schema):
+            return super().get_validator()
+        return None
+
+    def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: t.Any) -> None:
+        """No per-record parsing: date-time strings become timestamps column-wise at flush.
+
+        Overrides the SDK's private per-record hook (singer-sdk ~=0.54.9 is pinned): the
+        columnar cast in ``columns.py`` does the same parse and refuses the same bad strings.
+        """
+
+    def _after_process_record(self, context: dict) -> None:
+        """Skip the SDK's per-record DEBUG line (one per record is too costly at this rate)."""
+
+    # -- buffering ------------------------------------------------------------------------
+    def start_batch(self, context: dict) -> None:
+        """A new batch: an empty record list, its input line numbers, a fresh size estimate."""
+        context["records"] = []
+        context["lines"] = []
+        self._sampled_bytes = 0
+        self._samples = 0
+        self._bytes_full = False
+
+    def process_record(self, record: dict, context: dict) -> None:
+        """SDK path (stream maps, flattening, metadata...): buffer the record."""
+        self._buffer(record, context)
+
+    def buffer_fast(self, record: dict) -> bool:
+        """Target's fast path: buffer one record as it came from the reader; True when full.
+
+        Does what the SDK's per-record pipeline would do for a stream without maps,
+        flattening, record metadata or per-record validator: count it and buffer it. Types,
+        nullability, required and key properties are checked in bulk at flush.
+        """
+        context = self._pending_batch or self._get_context(record)
+        self._batch_records_read += 1
+        self._total_records_read += 1
+        return self._buffer(record, context)
+
+    def _buffer(self, record: dict, context: dict) -> bool:
+        records = context["records"]
+        records.append(record)
+        context["lines"].append(self._reader.line_number)
+        count = len(records)
+        if not (count - 1) & (_SAMPLE_EVERY - 1):
+            self._sampled_bytes += len(_json_encoder.encode(record))
+            self._samples += 1
+            if self._sampled_bytes * count >= self._max_bytes * self._samples:
+                self._bytes_full = True
+        return self._bytes_full or count >= self._max_rows
+
+    @property
+    def is_full(self) -> bool:
+        """Full by rows (``batch_size_rows``) or by approximate bytes (``max_batch_bytes``)."""
+        return self._bytes_full or self.current_size >= self._max_rows
+
+    # -- writing --------------------------------------------------------------------------
+    def process_batch(self, context: dict) -> None:
+        """Write the batch as new part(s); an OS error names output_dir, path and cause."""
+        with explain_os_errors(self._parts_target.config["output_dir"]):
+            self._write_batch(context)
+
+    def _write_batch(self, context: dict) -> None:
+        """Write the batch as new part(s); return only when they are durable and visible."""
+        records = context.get("records") or []
+        if not records:
+            return
+        target = self._parts_target
+        rows_in = len(records)
+        started = time.perf_counter()
+        log_event(self.logger, logging.INFO, "flush_start", stream=self.stream_name, rows=rows_in)
+        try:
+            table = build_table(records, self.spec)
+        except ColumnError as exc:
+            raise self._invalid_record(exc, records, context.get("lines")) from None
+        self._check_key_properties(records, table, context.get("lines"))
+        # The Arrow table holds everything now: let the record dicts go before the write.
+        context["records"] = []
+        context["lines"] = []
+        del records
+        journal = target.journal if self.key_properties else None
+        dropped = 0
+        if journal is not None:
+            table, dropped = journal.drop_replayed(
+                self.stream_name, table, list(self.key_properties)
+            )
+            if dropped:
+                self.tally_duplicate_merged(dropped)
+                log_event(
+                    self.logger,
+                    logging.INFO,
+                    "journal_duplicates_dropped",
+                    stream=self.stream_name,
+                    rows=dropped,
+                )
+        built = time.perf_counter()
+        written: list[WrittenPart] = []
+        state_index = target.states_received
+        for directory, part_table in self._split(table):
+            before = None
+            if journal is not None:
+
+                def before(path: Path, journal=journal) -> None:
+                    journal.record(self.stream_name, path, list(self.key_properties), state_index)
+
+            part = self._writer.write(part_table, directory, before_publish=before)
+            written.append(part)
+            log_event(
+                self.logger,
+                logging.INFO,
+                "parquet_part_write_success",
+                stream=self.stream_name,
+                path=str(part.path),
+                rows=part.rows,
+                bytes=part.bytes,
+                mode="part",
+            )
+        finished = time.perf_counter()
+        paths = [str(p.path) for p in written]
+        log_event(
+            self.logger,
+            logging.INFO,
+            "flush_complete",
+            stream=self.stream_name,
+            rows=table.num_rows,
+            bytes=sum(p.bytes for p in written),
+            path=paths[0] if len(paths) == 1 else (paths or None),
+            dataframe_build_ms=round((built - started) * 1000, 3),
+            parquet_write_ms=round((finished - built) * 1000, 3),
+            flush_total_ms=round((finished - started) * 1000, 3),
+        )
+        if self.fast_path:
+            self.record_counter_metric.increment(rows_in)
+        self.flush_count += 1
+        self.rows_flushed += rows_in
+        target.on_sink_flushed(self)
+
+    def _check_key_properties(
+        self, records: list[dict], table: pa.Table, lines: list | None
+    ) -> None:
+        """Every record must carry the stream's key properties (the SDK checks per record)."""
+        for key in self.key_properties:
+            if key in table.column_names and table.column(key).null_count == 0:
+                continue  # a missing key would read as null: all present
+            present = sum(map(operator.contains, records, itertools.repeat(key)))
+            if present != len(records):
+                row = next(i for i, r in enumerate(records) if key not in r)
+                line = lines[row] if lines and row < len(lines) else None
+                where = f"input line {line}" if line else f"record {row + 1} of the batch"
+                msg = (
+                    f"stream '{self.stream_name}', {where}: record is missing key property "
+                    f"'{key}' (key properties: {list(self.key_properties)}; record keys: "
+                    f"{list(records[row])})"
+                )
+                raise MissingKeyPropertiesError(msg)
+
+    def _split(self, table: pa.Table) -> t.Iterator[tuple[Path, pa.Table]]:
+        base = resolve_inside(self.output_dir, self.directory_name)
+        if table.num_rows == 0:
+            return
+        if self._partition_field is None:
+            yield base, table
+            return
+        dates = pc.cast(table.column(self._partition_field), pa.date32())
+        for day in sorted(pc.unique(dates).to_pylist(), key=lambda d: (d is None, d)):
+            if day is None:
+                yield base / f"date={HIVE_NULL_PARTITION}", table.filter(pc.is_null(dates))
+            else:
+                yield base / f"date={day.isoformat()}", table.filter(pc.equal(dates, day))
+
+    def _invalid_record(
+        self, exc: ColumnError, records: list[dict], lines: list[int | None] | None
+    ) -> InvalidRecord:
+        row = exc.row if exc.row is not None else 0
+        record = records[row]
+        line = lines[row] if lines and row < len(lines) else None
+        excerpt = _json_encoder.encode(record).decode(errors="replace")
+        if len(excerpt) > 300:
+            excerpt = excerpt[:297] + "..."
+        where = f"input line {line}" if line else f"record {row + 1} of the batch"
+        message = (
+            f"stream '{self.stream_name}', {where}, field '{exc.path}': {exc.reason}. "
+            f"Record: {excerpt}"
+        )
+        return InvalidRecord(message, record)
