@@ -20,7 +20,10 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tap_rapid7.settings import TapSettings
 
 __all__ = [
     "EVENTS_PER_PAGE",
@@ -123,20 +126,18 @@ def estimate(
     events: dict[str, int],
     *,
     range_seconds: float,
-    settings: Mapping[str, Any],
+    settings: TapSettings,
 ) -> Plan:
     """The plan's cost for ``events`` per log over a range of ``range_seconds``."""
-    window_seconds = float(settings.get("window_seconds") or 86400)
-    per_page = int(settings.get("per_page") or EVENTS_PER_PAGE)
-    windows = max(1, math.ceil(range_seconds / window_seconds))
+    windows = max(1, math.ceil(range_seconds / settings.window_seconds))
     planned = plan_queries(
         events,
         windows=windows,
-        per_page=per_page,
-        logs_per_query=int(settings.get("logs_per_query") or 20),
+        per_page=settings.per_page,
+        logs_per_query=max(1, settings.logs_per_query),
     )
     ideal = ideal_queries(events)
-    reserve = float(settings.get("budget_reserve_share", 0.05))
+    reserve = settings.budget_reserve_share
     return Plan(
         events, windows, planned, ideal, budget_hours(planned, reserve_share=reserve),
         budget_hours(ideal),
@@ -173,17 +174,17 @@ def main(argv: list[str] | None = None) -> int:
         help="only this log (repeatable; default: log_ids, else every log)",
     )
     args = parser.parse_args(argv)
-    config: dict[str, Any] = {}
+    settings: TapSettings | None = None
     try:
-        config = load_config(args.config)
+        settings = load_config(args.config)
         from_ms, to_ms = parse_time(args.from_), parse_time(args.to)
         if to_ms <= from_ms:
             raise UsageError("--to must be after --from")
-        client = LogSearchClient.from_config(config)
-        log_ids = args.log_ids or list(config.get("log_ids") or [])
+        client = LogSearchClient(settings)
+        log_ids = args.log_ids or settings.logs
         if not log_ids:
             log_ids = [str(log["id"]) for log in client.list_logs() if log.get("id")]
-        statement = config.get("query") or None
+        statement = settings.query or None
         events = {
             log_id: client.protocol.count_range(log_id, from_ms, to_ms, statement)
             for log_id in log_ids
@@ -192,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tap-rapid7-capacity: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # API failure: one line, never the key, whatever raised it
-        key = str(config.get("api_key") or "")
+        key = settings.api_key if settings else ""
         text = redact(f"{type(exc).__name__}: {exc}", [key, key.strip()])
         print(f"tap-rapid7-capacity: could not estimate: {text}", file=sys.stderr)
         return 2
-    plan = estimate(events, range_seconds=(to_ms - from_ms) / 1000, settings=config)
+    plan = estimate(events, range_seconds=(to_ms - from_ms) / 1000, settings=settings)
     print(plan.render())
     return 0
 

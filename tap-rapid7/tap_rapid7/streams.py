@@ -75,9 +75,9 @@ class EventsStream(_TapStream):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        every = self.config.get("state_every_records")
-        if every:  # the SDK's periodic STATE interval (records), per instance
-            self.STATE_MSG_FREQUENCY = int(every)
+        every = self.rapid7.settings.state_every_records
+        if every > 0:  # the SDK's periodic STATE interval (records), per instance
+            self.STATE_MSG_FREQUENCY = every
         self._plan: list[WindowTask] | None = None
         self._state_dicts: dict[str, dict] = {}
         self._all_selected: bool | None = None
@@ -105,7 +105,7 @@ class EventsStream(_TapStream):
             # A bookmark without our cursor (older state): re-read its millisecond; the
             # target's key dedupe absorbs the few repeats.
             cursor = Cursor(iso_to_millis(str(state["replication_key_value"])))
-        start_date = self.config.get("start_date")
+        start_date = self.rapid7.settings.start_date
         start_ms = iso_to_millis(start_date) if start_date else None
         if cursor is None:
             if start_ms is None:
@@ -127,14 +127,13 @@ class EventsStream(_TapStream):
         its earliest cursor; a log joins the group's windows from the one holding its cursor.
         """
         if self._plan is None:
+            settings = self.rapid7.settings
             end_ms = sync_end_millis(
-                self.config.get("end_date"),
-                time.time_ns() // 1_000_000,
-                float(self.config.get("lag_seconds", 300)),
+                settings.end_date, time.time_ns() // 1_000_000, settings.lag_seconds
             )
-            window_ms = int(float(self.config.get("window_seconds", 86400)) * 1000)
-            per_query = max(1, int(self.config.get("logs_per_query") or 1))
-            statement = self.config.get("query") or None
+            window_ms = int(settings.window_seconds * 1000)
+            per_query = max(1, settings.logs_per_query)
+            statement = settings.query or None
             cursors = {log_id: self._resume_cursor(log_id) for log_id in self.rapid7.log_ids}
             log_ids = list(cursors)
             plan: list[WindowTask] = []

@@ -40,6 +40,7 @@ from pipeline_tools.reconcile.dataset import (
 )
 from pipeline_tools.reconcile.report import Report, WindowResult, render_json, render_table
 from tap_rapid7.logsearch.records import EVENTS_STREAM
+from tap_rapid7.settings import SettingError, TapSettings, config_from_env
 from tap_rapid7.windows import iso_to_millis
 from target_parquet_parts.naming import sanitize_stream_name
 
@@ -56,19 +57,6 @@ LATE_MARGIN_DEFAULT = "1h"
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_ENV_PREFIX = "TAP_RAPID7_"
-_INT_SETTINGS = {"per_page", "max_concurrent_queries", "max_retries", "max_restarts"}
-# Numbers, not ints, in the tap's schema: `TAP_RAPID7_LAG_SECONDS=0.5` is a valid setting.
-_FLOAT_SETTINGS = {
-    "lag_seconds",
-    "window_seconds",
-    "poll_interval_seconds",
-    "poll_interval_max_seconds",
-    "poll_timeout_seconds",
-    "backoff_base_seconds",
-    "backoff_max_seconds",
-    "request_timeout_seconds",
-}
 
 
 class UsageError(Exception):
@@ -99,41 +87,25 @@ def parse_duration(text: str, option: str = "--window", *, allow_zero: bool = Fa
     return int(match.group(1)) * _UNITS[match.group(2)] * 1000
 
 
-def _env_value(name: str, raw: str) -> Any:
-    if name == "log_ids":
-        raw = raw.strip()
-        if raw.startswith("["):
-            return json.loads(raw)
-        return [item.strip() for item in raw.split(",") if item.strip()]
-    if name == "event_time_fields":  # a JSON array (as Meltano passes it); a regex may hold ","
-        raw = raw.strip()
-        return json.loads(raw) if raw.startswith("[") else [raw]
-    if name in _INT_SETTINGS:
-        return int(raw)
-    if name in _FLOAT_SETTINGS:
-        return float(raw)
-    return raw
-
-
-def load_config(sources: Iterable[str], environ: Mapping[str, str] | None = None) -> dict:
-    """Merge the tap's settings from JSON files and/or `ENV` (`TAP_RAPID7_*`), later wins."""
+def load_config(sources: Iterable[str], environ: Mapping[str, str] | None = None) -> TapSettings:
+    """The tap's settings from JSON files and/or `ENV` (`TAP_RAPID7_*`), later wins, typed."""
     environ = os.environ if environ is None else environ
     config: dict[str, Any] = {}
-    for source in sources:
-        if source == "ENV":
-            for key, raw in environ.items():
-                if key.startswith(_ENV_PREFIX) and raw != "":
-                    name = key.removeprefix(_ENV_PREFIX).lower()
-                    config[name] = _env_value(name, raw)
-            continue
-        try:
-            loaded = json.loads(Path(source).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"--config {source}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise UsageError(f"--config {source}: expected a JSON object")
-        config.update(loaded)
-    return config
+    try:
+        for source in sources:
+            if source == "ENV":
+                config.update(config_from_env(environ))
+                continue
+            try:
+                loaded = json.loads(Path(source).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise UsageError(f"--config {source}: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise UsageError(f"--config {source}: expected a JSON object")
+            config.update(loaded)
+        return TapSettings.from_config(config)
+    except SettingError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _windows(from_ms: int, to_ms: int, window_ms: int) -> list[tuple[int, int]]:
@@ -226,10 +198,10 @@ def _diff_keys(
     window.extra_keys = sorted(ours - api)[:MAX_LISTED_KEYS]
 
 
-def _client_counter(config: Mapping[str, Any]) -> tuple[Counter, Callable[[], list[str]], str]:
+def _client_counter(settings: TapSettings) -> tuple[Counter, Callable[[], list[str]], str]:
     """The tap's own client: `calculate(count)` polled to completion, same retries and auth."""
-    client = _client(config)
-    statement = config.get("query") or None
+    client = _client(settings)
+    statement = settings.query or None
 
     def count(log_id: str, from_ms: int, to_ms: int) -> int:
         return client.count(log_id, from_ms, to_ms, statement)
@@ -240,12 +212,12 @@ def _client_counter(config: Mapping[str, Any]) -> tuple[Counter, Callable[[], li
     return count, list_log_ids, client.base_url
 
 
-def _client_key_lister(config: Mapping[str, Any]) -> KeyLister:
+def _client_key_lister(settings: TapSettings) -> KeyLister:
     """The tap's own window reader (exact: half-open, deduplicated), keeping only the keys."""
     from tap_rapid7.windows import Window  # noqa: PLC0415
 
-    client = _client(config)
-    statement = config.get("query") or None
+    client = _client(settings)
+    statement = settings.query or None
 
     def list_keys(log_id: str, from_ms: int, to_ms: int) -> set[tuple[int, str]]:
         keys: set[tuple[int, str]] = set()
@@ -256,10 +228,10 @@ def _client_key_lister(config: Mapping[str, Any]) -> KeyLister:
     return list_keys
 
 
-def _client(config: Mapping[str, Any]) -> Any:
+def _client(settings: TapSettings) -> Any:
     from tap_rapid7.logsearch import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
 
-    return LogSearchClient.from_config(config)
+    return LogSearchClient(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,16 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `tap-rapid7-reconcile`."""
     args = build_parser().parse_args(argv)
-    config: dict[str, Any] = {}
+    settings: TapSettings | None = None
     try:
-        config = load_config(args.config)
+        settings = load_config(args.config)
         from_ms = parse_time(args.from_) if args.from_ else None
         to_ms = parse_time(args.to) if args.to else None
         window_ms = parse_duration(args.window)
         late_after_ms = parse_duration(args.late_after, "--late-after", allow_zero=True)
         late_margin_ms = parse_duration(args.late_margin, "--late-margin", allow_zero=True)
-        counter, list_log_ids, api = _client_counter(config)
-        log_ids = args.log_ids or list(config.get("log_ids") or [])
+        counter, list_log_ids, api = _client_counter(settings)
+        log_ids = args.log_ids or settings.logs
         if not log_ids:
             if not part_files(args.dataset / sanitize_stream_name(args.stream)) and (
                 from_ms is None or to_ms is None
@@ -378,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset, counter, log_ids=log_ids, from_ms=from_ms, to_ms=to_ms,
             window_ms=window_ms, stream=args.stream, api=api, subset=args.subset,
             concurrency=args.concurrency,
-            key_lister=_client_key_lister(config) if args.list_keys else None,
+            key_lister=_client_key_lister(settings) if args.list_keys else None,
             clocks=args.clocks or args.json, late_after_ms=late_after_ms,
             late_margin_ms=late_margin_ms,
         )  # fmt: skip
@@ -386,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tap-rapid7-reconcile: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # API or dataset failure: one clear line (never the key), exit 2
-        text = redact(f"{type(exc).__name__}: {exc}", [config.get("api_key")])
+        text = redact(f"{type(exc).__name__}: {exc}", [settings.api_key if settings else None])
         print(f"tap-rapid7-reconcile: could not check: {text}", file=sys.stderr)
         return 2
     print(render_json(report) if args.json else render_table(report))

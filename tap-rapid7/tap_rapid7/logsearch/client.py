@@ -17,22 +17,10 @@ from tap_rapid7.logsearch.budget import BudgetPacer
 from tap_rapid7.logsearch.http import LogSearchHttp
 from tap_rapid7.logsearch.query import Page, QueryProtocol
 from tap_rapid7.logsearch.window_reader import WindowReader, WindowReport
+from tap_rapid7.settings import REGIONS, SettingError, TapSettings
 from tap_rapid7.windows import Cursor, Window
 
-__all__ = ["REGIONS", "LogSearchClient"]
-
-REGIONS = ("us", "us2", "us3", "eu", "ca", "au", "ap")
-
-# The settings this client reads, and the type each means (the SDK parses JSON numbers as
-# Decimal, so each is coerced once here).
-_SETTING_TYPES: dict[str, Callable[[Any], Any]] = {
-    "api_key": str, "region": str, "base_url": str, "per_page": int,
-    "poll_interval_seconds": float, "poll_interval_max_seconds": float,
-    "poll_timeout_seconds": float, "max_retries": int, "backoff_base_seconds": float,
-    "backoff_max_seconds": float, "request_timeout_seconds": float, "max_restarts": int,
-    "budget_window_seconds": float, "budget_reserve_share": float,
-    "link_lifetime_seconds": float, "budget_log_interval_seconds": float,
-}  # fmt: skip
+__all__ = ["REGIONS", "LogSearchClient"]  # REGIONS re-exported from the settings
 
 
 class LogSearchClient:
@@ -40,28 +28,16 @@ class LogSearchClient:
 
     def __init__(
         self,
+        settings: TapSettings,
         *,
-        api_key: str,
-        region: str = "us",
-        base_url: str | None = None,
-        per_page: int = 500,
-        poll_interval_seconds: float = 1.0,
-        poll_interval_max_seconds: float = 5.0,
-        poll_timeout_seconds: float = 600.0,
-        max_retries: int = 8,
-        backoff_base_seconds: float = 1.0,
-        backoff_max_seconds: float = 60.0,
-        request_timeout_seconds: float = 60.0,
-        max_restarts: int = 5,
-        event_time_fields: tuple[str, ...] | list[str] = (),
-        budget_window_seconds: float = 900.0,
-        budget_reserve_share: float = 0.05,
-        budget_log_interval_seconds: float = 60.0,
-        link_lifetime_seconds: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        api_key, region, base_url = settings.api_key, settings.region, settings.base_url
+        per_page = settings.per_page
+        poll_interval_max_seconds = settings.poll_interval_max_seconds
+        link_lifetime_seconds = settings.link_lifetime_seconds
         # Secret files often end in a newline: a header value with one is refused by requests
         # with a message that quotes it, key and all.
         api_key = api_key.strip()
@@ -83,9 +59,9 @@ class LogSearchClient:
             raise FatalAPIError(msg)
         try:
             pacer = BudgetPacer(
-                window_seconds=budget_window_seconds,
-                reserve_share=budget_reserve_share,
-                log_interval_seconds=budget_log_interval_seconds,
+                window_seconds=settings.budget_window_seconds,
+                reserve_share=settings.budget_reserve_share,
+                log_interval_seconds=settings.budget_log_interval_seconds,
                 clock=clock,
                 sleep=sleep,
                 wall_clock=wall_clock,
@@ -95,10 +71,10 @@ class LogSearchClient:
         self.http = LogSearchHttp(
             api_key=api_key,
             base_url=base_url or f"https://{region}.rest.logs.insight.rapid7.com",
-            max_retries=max_retries,
-            backoff_base_seconds=backoff_base_seconds,
-            backoff_max_seconds=backoff_max_seconds,
-            request_timeout_seconds=request_timeout_seconds,
+            max_retries=settings.max_retries,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_max_seconds=settings.backoff_max_seconds,
+            request_timeout_seconds=settings.request_timeout_seconds,
             link_lifetime_seconds=link_lifetime_seconds,
             pacer=pacer,
             clock=clock,
@@ -108,28 +84,24 @@ class LogSearchClient:
         self.protocol = QueryProtocol(
             self.http,
             per_page=per_page,
-            poll_interval_seconds=poll_interval_seconds,
+            poll_interval_seconds=settings.poll_interval_seconds,
             poll_interval_max_seconds=poll_interval_max_seconds,
-            poll_timeout_seconds=poll_timeout_seconds,
-            max_restarts=max_restarts,
+            poll_timeout_seconds=settings.poll_timeout_seconds,
+            max_restarts=settings.max_restarts,
         )
         try:
-            self.reader = WindowReader(self.protocol, event_time_fields=tuple(event_time_fields))
+            self.reader = WindowReader(self.protocol, event_time_fields=settings.event_time_fields)
         except ValueError as exc:
             raise FatalAPIError(str(exc)) from exc
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> LogSearchClient:
-        """Build a client from the tap's config dict (the settings in conventions.md)."""
-        kwargs = {
-            name: cast(config[name])
-            for name, cast in _SETTING_TYPES.items()
-            if config.get(name) is not None
-        }
-        if config.get("event_time_fields"):
-            kwargs["event_time_fields"] = tuple(str(f) for f in config["event_time_fields"])
-        kwargs.update(overrides)
-        return cls(**kwargs)
+    def from_config(cls, config: Mapping[str, Any], **clocks: Any) -> LogSearchClient:
+        """A client from a config dict (the tools' and tests' shortcut to ``TapSettings``)."""
+        try:
+            settings = TapSettings.from_config(config)
+        except SettingError as exc:
+            raise FatalAPIError(str(exc)) from exc
+        return cls(settings, **clocks)
 
     @property
     def base_url(self) -> str:
