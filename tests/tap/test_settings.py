@@ -30,9 +30,12 @@ def test_from_config_converts_the_sdk_s_decimals_and_lists_once():
             "unknown_extra": 1,
         }
     )
-    assert settings.lag_seconds == 0.5 and isinstance(settings.lag_seconds, float)
-    assert settings.per_page == 100 and isinstance(settings.per_page, int)
-    assert settings.log_ids == ("a", "b", "a") and settings.logs == ["a", "b"]
+    assert settings.lag_seconds == 0.5
+    assert isinstance(settings.lag_seconds, float)
+    assert settings.per_page == 100
+    assert isinstance(settings.per_page, int)
+    assert settings.log_ids == ("a", "b", "a")
+    assert settings.logs == ["a", "b"]
 
 
 @pytest.mark.parametrize(
