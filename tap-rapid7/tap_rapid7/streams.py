@@ -2,7 +2,7 @@
 
 The streams hold no HTTP policy: they ask ``LogSearchClient`` (through the tap) for windows of
 records and turn the per-log cursor into SDK state. The cursor is updated right after each
-RECORD is written (``_increment_stream_state`` runs after ``_write_record_message``), so any
+RECORD is written (``advance_state``, called by the SDK right after each RECORD), so any
 STATE the SDK emits, periodic or final, never points past what has been written.
 """
 
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from singer_sdk import Stream
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, InvalidStreamSortException
-from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
-from singer_sdk.singerlib import RecordMessage
 
 from tap_rapid7.logsearch.records import (
     EVENTS_KEY_PROPERTIES,
@@ -26,6 +23,7 @@ from tap_rapid7.logsearch.records import (
     EVENTS_SCHEMA,
 )
 from tap_rapid7.runner import WindowTask
+from tap_rapid7.sdk_hooks import StreamHooks
 from tap_rapid7.windows import (
     CURSOR_MILLIS_KEY,
     CURSOR_SEQUENCE_KEY,
@@ -51,12 +49,12 @@ _REF = th.ObjectType(
 )
 
 
-class _TapStream(Stream):
+class _TapStream(StreamHooks):
     """A stream that reaches the shared client and settings through its tap."""
 
     @property
     def rapid7(self) -> TapRapid7:
-        return self._tap  # type: ignore[return-value]
+        return self.parent_tap  # type: ignore[return-value]
 
 
 class EventsStream(_TapStream):
@@ -163,36 +161,16 @@ class EventsStream(_TapStream):
         """The whole window went out: its logs' cursors move to its end, then STATE is written."""
         for log_id in task.log_ids:
             self._partition_state(log_id).update(Cursor(task.window.to_ms).state_fields())
-        self.state_manager.is_flushed = False
-        self._write_state_message()
+        self.write_state_now()
 
-    def _every_property_selected(self) -> bool:
+    def plain_records(self) -> bool:
+        """Every property selected: pruning is a no-op, and records are already conformed."""
         if self._all_selected is None:
             mask = self.mask
             self._all_selected = all(
                 mask.get(("properties", name), True) for name in self.schema["properties"]
             )
         return self._all_selected
-
-    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
-        """The SDK's RECORD generation, minus two per-record passes that cannot change anything.
-
-        With every property selected, pruning deselected properties is a no-op, and the records
-        are already conformed (``TYPE_CONFORMANCE_LEVEL``); stream maps still apply. Together
-        these passes were about a tenth of the tap's CPU per event.
-        """
-        if not self._every_property_selected():
-            yield from super()._generate_record_messages(record)
-            return
-        for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
-            if mapped is not None:
-                yield RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped,
-                    version=self._stream_version,
-                    time_extracted=utc_now(),
-                )
 
     def generate_child_contexts(
         self, record: Record, context: Context | None
@@ -209,9 +187,7 @@ class EventsStream(_TapStream):
             state = self._state_dicts[log_id] = self.get_context_state({"log_id": log_id})
         return state
 
-    def _increment_stream_state(
-        self, latest_record: Record, *, context: Context | None = None
-    ) -> None:
+    def advance_state(self, latest_record: Record) -> bool:
         """After the SDK wrote ``latest_record``: advance its log's bookmark and exact cursor.
 
         Replaces the SDK's sorted-stream bookkeeping (same fields, same sort check, per log)
@@ -229,6 +205,7 @@ class EventsStream(_TapStream):
         state["replication_key_value"] = value
         state[CURSOR_MILLIS_KEY] = latest_record["timestamp"]
         state[CURSOR_SEQUENCE_KEY] = latest_record["sequence_number_str"]
+        return True
 
     def log_sync_costs(self) -> None:
         """At the end of the sync, also log what it spent of Rapid7's budgets.

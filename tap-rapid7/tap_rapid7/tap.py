@@ -8,14 +8,15 @@ import sys
 from functools import cached_property
 from typing import Any
 
-from singer_sdk import Stream, Tap
+from singer_sdk import Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
+from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
 from tap_rapid7.config_dates import check_dates
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
+from tap_rapid7.sdk_hooks import TapHooks
 from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 from tap_rapid7.version import DISTRIBUTION
@@ -38,7 +39,7 @@ class RecordBufferingWriter(MsgSpecWriter):
             sys.stdout.flush()
 
 
-class TapRapid7(Tap):
+class TapRapid7(TapHooks):
     """Singer tap for Rapid7 Log Search: events per log, plus logs and log sets."""
 
     name = DISTRIBUTION
@@ -49,27 +50,14 @@ class TapRapid7(Tap):
     # a copy: the SDK appends its built-in settings (stream_maps, ...) to this dict in place
     config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        """The SDK's schema check, then the dates: relative ones resolved once for the run.
+    def resolve_config(self, config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Relative dates resolved once for the run, and date errors naming the setting.
 
-        ``start_date``/``end_date`` are replaced by their ISO 8601 moments here, so every
-        stream sees the same values; a future ``start_date``, an ``end_date`` not after it, or
-        an unparsable date is refused with the setting named (the CLI prints each error).
+        ``start_date``/``end_date`` become ISO 8601 moments, so every stream sees the same
+        values; a future ``start_date``, an ``end_date`` not after it, or an unparsable date is
+        refused with the setting named (the CLI prints each error).
         """
-        errors: list[str] = []
-        schema: dict | None = None
-        try:
-            errors = list(super()._validate_config(raise_errors=raise_errors))
-        except ConfigValidationError as exc:
-            errors, schema = list(exc.errors), exc.schema
-        resolved, date_errors = check_dates(self._config, dt.datetime.now(tz=dt.UTC))
-        self._config = {**self._config, **resolved}
-        errors += date_errors
-        if errors and raise_errors:
-            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
-        for error in date_errors:
-            self.logger.warning("Config validation error: %s", error)
-        return errors
+        return check_dates(config, dt.datetime.now(tz=dt.UTC))
 
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""
