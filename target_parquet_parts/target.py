@@ -40,7 +40,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
 from tap_rapid7.version import DISTRIBUTION
-from target_parquet_parts.errors import explain_os_errors
+from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
@@ -302,8 +302,12 @@ class TargetParquetParts(Target):
         line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
         if line != self._last_state_line:
             self.logger.debug("Emitting completed target state %s", line.decode())
-            sys.stdout.write(line.decode() + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(line.decode() + "\n")
+                sys.stdout.flush()
+            except OSError as exc:  # not output_dir's fault: say where it failed
+                msg = f"cannot write STATE to standard output: {describe_os_error(exc)}"
+                raise DescribedOSError(msg) from exc
             self._last_state_line = line
         if self._journal is not None:
             self._journal.covered(index)
