@@ -13,6 +13,10 @@ The sequence, and why each step:
 5. ``fsync`` the directory, so the new name survives a power cut.
 
 No writer stays open after this returns; nothing is ever appended to or reopened.
+
+Every directory the target creates (``output_dir`` itself, a stream's directory, a ``date=``
+partition, ``_journal``) is created one level at a time by ``ensure_dir``, and its parent is
+fsynced, so the new directory's name survives a power cut just as a part's name does.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import pyarrow.parquet as pq
 
 from target_parquet_parts.naming import is_temp_part, new_part_name, temp_name_for
 
-__all__ = ["PartWriter", "WrittenPart", "fsync_dir"]
+__all__ = ["PartWriter", "WrittenPart", "ensure_dir", "fsync_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,23 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def ensure_dir(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, fsyncing the parent of each one created."""
+    missing: list[Path] = []
+    path = directory
+    while not os.path.lexists(path) and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # created by another thread or process: its creator syncs the parent
+        fsync_dir(path.parent)
 
 
 def _fsync_file(path: Path) -> None:
@@ -85,11 +106,12 @@ class PartWriter:
     def _prepare_dir(self, directory: Path) -> None:
         """Create the directory; once per run, remove temp files a crashed run left there.
 
-        Safe because the journal's lock guarantees a single writer per output_dir.
+        Safe because the run lock (``lock.py``) guarantees a single writer per output_dir, and
+        no two streams share a directory (``naming.StreamDirectories``).
         """
+        ensure_dir(directory)
         if directory in self._swept:
             return
-        directory.mkdir(parents=True, exist_ok=True)
         with os.scandir(directory) as entries:
             for entry in entries:
                 if is_temp_part(entry.name):

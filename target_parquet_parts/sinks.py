@@ -61,7 +61,13 @@ class ParquetPartsSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self.spec = stream_spec(self.schema)
         self.directory_name = sanitize_stream_name(stream_name)
-        self.output_dir = Path(os.path.abspath(self.config["output_dir"]))
+        reader = target.message_reader
+        self._reader = reader if hasattr(reader, "line_number") else _NoLines()
+        line = self._reader.line_number
+        target.stream_directories.claim(
+            stream_name, self.directory_name, f"input line {line}: " if line else ""
+        )
+        self.output_dir = Path(os.path.realpath(self.config["output_dir"]))
         self.flush_count = 0
         self.rows_flushed = 0
         self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
@@ -69,8 +75,6 @@ class ParquetPartsSink(BatchSink):
             self.config.get("compression") or "zstd", self.config.get("compression_level")
         )
         self._partition_field = self._resolve_partition_field()
-        reader = target.message_reader
-        self._reader = reader if hasattr(reader, "line_number") else _NoLines()
         self._max_rows = self.max_size
         self._sampled_bytes = 0
         self._samples = 0
@@ -258,18 +262,19 @@ class ParquetPartsSink(BatchSink):
                 raise MissingKeyPropertiesError(msg)
 
     def _split(self, table: pa.Table) -> t.Iterator[tuple[Path, pa.Table]]:
-        base = resolve_inside(self.output_dir, self.directory_name)
+        """(directory, rows) per part; each directory resolved, refused if it leads outside."""
         if table.num_rows == 0:
             return
         if self._partition_field is None:
-            yield base, table
+            yield resolve_inside(self.output_dir, self.directory_name), table
             return
         dates = pc.cast(table.column(self._partition_field), pa.date32())
         for day in sorted(pc.unique(dates).to_pylist(), key=lambda d: (d is None, d)):
             if day is None:
-                yield base / f"date={HIVE_NULL_PARTITION}", table.filter(pc.is_null(dates))
+                name, rows = f"date={HIVE_NULL_PARTITION}", table.filter(pc.is_null(dates))
             else:
-                yield base / f"date={day.isoformat()}", table.filter(pc.equal(dates, day))
+                name, rows = f"date={day.isoformat()}", table.filter(pc.equal(dates, day))
+            yield resolve_inside(self.output_dir, self.directory_name, name), rows
 
     def _invalid_record(
         self, exc: ColumnError, records: list[dict], lines: list[int | None] | None

@@ -42,6 +42,7 @@ from singer_sdk.target_base import Target
 from tap_rapid7.version import DISTRIBUTION
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
+from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
 
@@ -137,6 +138,7 @@ class TargetParquetParts(Target):
         self._journal: Journal | None = None
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
+        self.stream_directories = StreamDirectories()
         self._records_since_check = 0
         load_method = self.config.get("load_method") or "append-only"
         if str(getattr(load_method, "value", load_method)) != "append-only":
@@ -167,8 +169,8 @@ class TargetParquetParts(Target):
     def register_sink(self, sink: ParquetPartsSink) -> None:
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
-        if sink.key_properties:
-            _ = self.journal  # load replay keys before the first flush
+        # Lock output_dir (every run, keys or not) and load replay keys before the first flush.
+        _ = self.journal
 
     def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
         """A part landed (possibly in a drain thread): re-check pending STATEs soon."""
