@@ -17,6 +17,7 @@ from pathlib import Path
 __all__ = [
     "DescribedOSError",
     "OutputDirError",
+    "UnreadablePartError",
     "UnsafePathError",
     "describe_os_error",
     "describe_write_error",
@@ -40,6 +41,10 @@ class OutputDirError(DescribedOSError):
 class UnsafePathError(ValueError):
     """A path under ``output_dir`` leads outside it (a symbolic link) or is a link where the
     target keeps its own files; nothing is written there."""
+
+
+class UnreadablePartError(RuntimeError):
+    """A part just written does not open (its footer cannot be read back); never published."""
 
 
 def describe_os_error(exc: OSError) -> str:

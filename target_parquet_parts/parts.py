@@ -4,7 +4,9 @@ The sequence, and why each step:
 
 1. ``pq.write_table`` to ``.part-....parquet.tmp`` in the final directory (hidden and not ending
    in ``.parquet``: pyarrow, DuckDB, Spark and ``*.parquet`` globs all skip it).
-2. ``fsync`` the file: its bytes are on disk before any name points at them.
+2. ``fsync`` the file: its bytes are on disk before any name points at them. Then read its footer
+   back (``pq.read_metadata``: the footer only, not the data) and check the schema converts and
+   the row count matches: a part that would not open is never published.
 3. ``before_publish(final_path)``: the exactly-once journal records the part here, durably,
    before the part can be seen (see ``journal.py``).
 4. ``os.link`` temp → final name (fails instead of overwriting if the name existed; names are
@@ -32,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from target_parquet_parts.errors import UnreadablePartError
 from target_parquet_parts.naming import is_temp_part, new_part_name, temp_name_for
 
 __all__ = ["PartWriter", "WrittenPart", "ensure_dir", "fsync_dir"]
@@ -80,6 +83,22 @@ def _fsync_file(path: Path) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def _verify_readable(temp: Path, rows: int) -> None:
+    """The part opens: its footer reads back, its schema converts, its row count matches."""
+    try:
+        metadata = pq.read_metadata(temp)
+        metadata.schema.to_arrow_schema()
+    except (OSError, pa.ArrowException) as exc:
+        msg = f"the part written to {temp} cannot be read back ({exc}); it is not published"
+        raise UnreadablePartError(msg) from exc
+    if metadata.num_rows != rows:
+        msg = (
+            f"the part written to {temp} reads back {metadata.num_rows} rows instead of {rows}; "
+            "it is not published"
+        )
+        raise UnreadablePartError(msg)
 
 
 def _publish(temp: Path, final: Path) -> None:
@@ -140,6 +159,7 @@ class PartWriter:
                 compression_level=self.compression_level,
             )
             _fsync_file(temp)
+            _verify_readable(temp, table.num_rows)
             if before_publish is not None:
                 before_publish(final)
             _publish(temp, final)

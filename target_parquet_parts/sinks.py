@@ -19,7 +19,7 @@ from singer_sdk.sinks import BatchSink
 from singer_eventlog import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
 from target_parquet_parts.columns import ColumnError, build_table
-from target_parquet_parts.errors import explain_os_errors
+from target_parquet_parts.errors import UnreadablePartError, explain_os_errors
 from target_parquet_parts.naming import resolve_inside, sanitize_stream_name
 from target_parquet_parts.parts import PartWriter, WrittenPart
 
@@ -210,7 +210,11 @@ class ParquetPartsSink(BatchSink):
                 def before(path: Path, journal=journal) -> None:
                     journal.record(self.stream_name, path, list(self.key_properties), state_index)
 
-            part = self._writer.write(part_table, directory, before_publish=before)
+            try:
+                part = self._writer.write(part_table, directory, before_publish=before)
+            except UnreadablePartError as exc:
+                msg = f"stream '{self.stream_name}': {exc}"
+                raise UnreadablePartError(msg) from exc
             written.append(part)
             log_event(
                 self.logger,
