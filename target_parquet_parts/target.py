@@ -101,9 +101,12 @@ class TargetParquetParts(Target):
             th.IntegerType,
             default=DEFAULT_MAX_BATCH_BYTES,
             description=(
-                "Approximate limit on the buffered records of one stream, in bytes of JSON: "
-                "a part is written early when it is reached. Bounds memory with large records "
-                "(the Parquet part is usually several times smaller)."
+                "Limit on the buffered records of one stream, in bytes of JSON (each record's "
+                "input line, or the record itself once a stream map or record metadata changed "
+                "it): a part is written before a record would take the buffer past it (a "
+                "record larger than the limit gets a part of its own). "
+                "Bounds memory with large records (Python holds a record in a few times its "
+                "JSON size; the Parquet part is usually several times smaller)."
             ),
         ),
         th.Property(
