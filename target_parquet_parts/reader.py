@@ -222,6 +222,11 @@ class LineNumberingReader(MsgSpecReader):
             try:
                 self.idle_callback()
             except BaseException as exc:  # surfaced on the main thread at the next line
+                if isinstance(exc, OSError) and not isinstance(exc, DescribedOSError):
+                    where = f"while the input was idle after line {self.line_number}"
+                    described = DescribedOSError(f"{where}: {describe_os_error(exc)}")
+                    described.__cause__ = exc
+                    exc = described
                 self._idle_error = exc
 
     def _raise_idle_error(self) -> None:

@@ -110,3 +110,22 @@ def test_os_error_under_output_dir_names_the_errno(tmp_path, monkeypatch):
     assert logged.endswith(
         f"OSError: [Errno 28] No space left on device: '{tmp_path / 'out' / 'events'}' (ENOSPC)"
     )
+
+
+def test_os_error_in_the_idle_watcher_names_errno_and_where():
+    from target_parquet_parts.reader import LineNumberingReader
+
+    reader = LineNumberingReader()
+    reader.line_number = 41
+
+    def flush_while_idle():
+        raise OSError(errno.EIO, "Input/output error", "/data/out/events")
+
+    reader.idle_callback = flush_while_idle
+    reader._run_idle_callback()
+    with pytest.raises(OSError, match="idle") as info:
+        reader._raise_idle_error()
+    assert _logged(info.value) == (
+        "while the input was idle after line 41: OSError: [Errno 5] Input/output error: "
+        "'/data/out/events' (EIO)"
+    )
