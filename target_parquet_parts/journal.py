@@ -59,16 +59,15 @@ import pyarrow.parquet as pq
 
 from singer_eventlog import log_event
 from target_parquet_parts.errors import UnsafePathError
-from target_parquet_parts.lock import OutputDirInUseError, RunLock
+from target_parquet_parts.lock import OutputDirInUseError, RunLock, lock_output_dir
 from target_parquet_parts.naming import JOURNAL_DIR, open_no_follow, resolve_inside
-from target_parquet_parts.parts import ensure_dir, fsync_dir
+from target_parquet_parts.parts import fsync_dir
 
 __all__ = ["Journal", "JournalEntry", "OutputDirInUseError", "key_strings"]
 
 logger = logging.getLogger(__name__)
 
 JOURNAL_FILE = "journal.jsonl"
-LOCK_FILE = "lock"
 _KEY_SEP = "\x1f"
 COMPACT_AFTER_LINES = 1000
 
@@ -108,15 +107,16 @@ def key_strings(table: pa.Table, keys: list[str]) -> pa.Array | None:
 class Journal:
     """The journal of one ``output_dir`` (thread-safe; sinks flush in parallel)."""
 
-    def __init__(self, output_dir: Path, run_id: str) -> None:
+    def __init__(self, output_dir: Path, run_id: str, run_lock: RunLock | None = None) -> None:
+        """Open output_dir's journal, under ``run_lock`` (taken here when not given)."""
         output_dir = Path(os.path.realpath(output_dir))
         self.output_dir = output_dir
         self.run_id = run_id
+        self._own_run_lock = run_lock is None
+        self._run_lock = run_lock or lock_output_dir(output_dir, run_id)
         self.directory = resolve_inside(output_dir, JOURNAL_DIR)
-        ensure_dir(self.directory)
         self.path = self.directory / JOURNAL_FILE
         self._lock = threading.Lock()
-        self._run_lock = RunLock(self.directory / LOCK_FILE, output_dir, run_id)
         self._lines = 0
         self._append_fd: int | None = None
         self._torn = False
@@ -261,7 +261,8 @@ class Journal:
             if self._append_fd is not None:
                 os.close(self._append_fd)
                 self._append_fd = None
-            self._run_lock.release()
+            if self._own_run_lock:
+                self._run_lock.release()
 
     def _rewrite(self, entries: list[JournalEntry]) -> None:
         if self._append_fd is not None:

@@ -23,9 +23,12 @@ import socket
 import weakref
 from pathlib import Path
 
-from target_parquet_parts.naming import open_no_follow
+from target_parquet_parts.naming import JOURNAL_DIR, open_no_follow, resolve_inside
+from target_parquet_parts.parts import ensure_dir
 
-__all__ = ["OutputDirInUseError", "RunLock"]
+__all__ = ["LOCK_FILE", "OutputDirInUseError", "RunLock", "lock_output_dir"]
+
+LOCK_FILE = "lock"
 
 
 class OutputDirInUseError(RuntimeError):
@@ -80,3 +83,10 @@ def _read_holder(fd: int) -> str:
         )
     except (OSError, ValueError, TypeError, KeyError):
         return "holder unknown"
+
+
+def lock_output_dir(output_dir: Path, run_id: str) -> RunLock:
+    """Create ``_journal/`` if needed and take ``output_dir``'s lock for this run."""
+    directory = resolve_inside(output_dir, JOURNAL_DIR)
+    ensure_dir(directory)
+    return RunLock(directory / LOCK_FILE, Path(os.path.realpath(output_dir)), run_id)

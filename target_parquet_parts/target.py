@@ -42,6 +42,7 @@ from singer_sdk.target_base import Target
 from tap_rapid7.version import DISTRIBUTION
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
+from target_parquet_parts.lock import RunLock, lock_output_dir
 from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
@@ -139,6 +140,7 @@ class TargetParquetParts(Target):
         self._last_state_line: bytes | None = None
         self._records_at_last_state = 0
         self._journal: Journal | None = None
+        self._run_lock: RunLock | None = None
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self.stream_directories = StreamDirectories()
@@ -162,18 +164,27 @@ class TargetParquetParts(Target):
     # -- sinks and journal ----------------------------------------------------------------
     @property
     def journal(self) -> Journal:
-        """The output_dir's exactly-once journal (opened, and locked, on first use)."""
+        """The output_dir's exactly-once journal (opened on first use, under the run lock)."""
         with self._journal_lock:
             if self._journal is None:
                 with explain_os_errors(self.config["output_dir"]):
-                    self._journal = Journal(Path(self.config["output_dir"]), self.run_id)
+                    output_dir = Path(self.config["output_dir"])
+                    self._journal = Journal(output_dir, self.run_id, self._lock_output_dir())
             return self._journal
+
+    def _lock_output_dir(self) -> RunLock:
+        """This run's lock on output_dir (``lock.py``), taken at the first stream's SCHEMA."""
+        if self._run_lock is None:
+            with explain_os_errors(self.config["output_dir"]):
+                self._run_lock = lock_output_dir(Path(self.config["output_dir"]), self.run_id)
+        return self._run_lock
 
     def register_sink(self, sink: ParquetPartsSink) -> None:
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
-        # Lock output_dir (every run, keys or not) and load replay keys before the first flush.
-        _ = self.journal
+        self._lock_output_dir()  # every run, whatever the streams' keys
+        if sink.key_properties:
+            _ = self.journal  # load replay keys before the first flush
 
     def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
         """A part landed (possibly in a drain thread): re-check pending STATEs soon."""
@@ -340,6 +351,9 @@ class TargetParquetParts(Target):
                 all_covered = self._records_received() == self._records_at_last_state
                 self._journal.finish(clear=nothing_to_resume or all_covered)
                 self._journal = None
+            if self._run_lock is not None:
+                self._run_lock.release()
+                self._run_lock = None
 
 
 if __name__ == "__main__":
