@@ -8,7 +8,12 @@ Mapping: ``integer`` → int64, ``number`` → float64, ``string`` → string, `
 ``boolean`` → bool, arrays with typed ``items`` → list, objects with ``properties`` → struct.
 Everything Parquet cannot hold as a typed column (objects without properties, ``anyOf``/``oneOf``
 or multi-type mixes, arrays without ``items``, a schema with no type) → a string column holding
-JSON text. All Arrow fields
+JSON text. So does a
+typed subtree nested deeper than Parquet readers take: Arrow C++ (pyarrow, and the journal that
+reads key columns with it) refuses a file whose schema is more than 100 levels deep, counting the
+root, each struct as one level, each list as two and the leaf. Typed nesting is kept within
+``MAX_PARQUET_DEPTH`` (64) levels; an object or array that would go deeper becomes one JSON text
+column, checked against its sub-schema like the others. All Arrow fields
 are nullable, so a later optional field never breaks a reader; the JSON Schema nullability is
 enforced when records are converted (``columns.py``), not in the Parquet schema.
 
@@ -35,6 +40,7 @@ __all__ = [
 
 NoneType = type(None)
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+MAX_PARQUET_DEPTH = 64  # Parquet schema levels, root and leaf included (Arrow C++ refuses > 100)
 
 
 class Kind:
@@ -169,8 +175,8 @@ def _json_field(name: str, node: dict[str, Any], nullable: bool) -> FieldSpec:
     )
 
 
-def field_spec(name: str, node: Any) -> FieldSpec:
-    """Map one JSON Schema node to a field spec."""
+def field_spec(name: str, node: Any, depth: int = 1) -> FieldSpec:
+    """Map one JSON Schema node to a field spec; ``depth``: Parquet levels above it (root: 1)."""
     if not isinstance(node, dict):
         node = {}
     for combinator in ("anyOf", "oneOf"):
@@ -181,7 +187,7 @@ def field_spec(name: str, node: Any) -> FieldSpec:
                 _type_set(b)[1] for b in non_null
             )
             if len(non_null) == 1:
-                inner = field_spec(name, non_null[0])
+                inner = field_spec(name, non_null[0], depth)
                 return _with_nullable(inner, nullable or inner.nullable)
             if non_null and all(
                 _type_set(b)[0] == {"string"} and not (_VALUE_KEYWORDS & set(b)) for b in non_null
@@ -214,9 +220,9 @@ def field_spec(name: str, node: Any) -> FieldSpec:
         return FieldSpec(name, Kind.BOOL, nullable, pa.bool_(), _PY_TYPES["boolean"])
     if json_type == "array":
         items = node.get("items")
-        if not isinstance(items, dict) or not items:
-            return _json_field(name, node, nullable)
-        item = field_spec("item", items)
+        if not isinstance(items, dict) or not items or depth + 3 > MAX_PARQUET_DEPTH:
+            return _json_field(name, node, nullable)  # a list takes 2 levels, its leaf 1 more
+        item = field_spec("item", items, depth + 2)
         if item.kind == Kind.JSON:
             return _json_field(name, node, nullable)
         return FieldSpec(
@@ -229,9 +235,9 @@ def field_spec(name: str, node: Any) -> FieldSpec:
         )
     if json_type == "object":
         properties = node.get("properties")
-        if not isinstance(properties, dict) or not properties:
-            return _json_field(name, node, nullable)
-        children = tuple(field_spec(key, sub) for key, sub in properties.items())
+        if not isinstance(properties, dict) or not properties or depth + 2 > MAX_PARQUET_DEPTH:
+            return _json_field(name, node, nullable)  # a struct takes 1 level, its leaves 1 more
+        children = tuple(field_spec(key, sub, depth + 1) for key, sub in properties.items())
         struct = pa.struct([pa.field(c.name, c.arrow_type) for c in children])
         return FieldSpec(
             name,

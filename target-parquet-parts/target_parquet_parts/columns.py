@@ -11,6 +11,13 @@ What is enforced (the same records the SDK's validator refuses for these keyword
 non-nullable field, missing ``required`` fields (top level and nested), int64 range, and
 ``date-time``/``date``/``time`` syntax (the SDK parses those per record and fails on bad ones).
 JSON text columns are checked value by value against their own sub-schema.
+
+Also refused, because a part holding them could not be read back everywhere, although the JSON
+Schema allows them: numbers that are not finite in float64 (``1e400`` would be stored as
+infinity; JSON has no infinity, so no schema allows one), and dates or date-times outside the
+years 1 to 9999 (UTC; ``0000-01-01`` is a valid Arrow date32 but Python's ``datetime``, and so
+pyarrow's ``to_pylist``/pandas, cannot hold it). A JSON text value nested too deeply to check or
+encode is refused with its field path instead of a bare ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import datetime
 import decimal
 import functools
 import itertools
+import math
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,12 +36,23 @@ import pyarrow.compute as pc
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR
 
-from target_parquet_parts.arrow_schema import FieldSpec, Kind, StreamSpec
+from target_parquet_parts.arrow_schema import TIMESTAMP_TYPE, FieldSpec, Kind, StreamSpec
 
 __all__ = ["ColumnError", "build_table"]
 
 NoneType = type(None)
 _UTC = datetime.UTC
+# What every reader can hold (Python's datetime range), per Arrow type, in UTC.
+_RANGES = {
+    pa.date32(): (
+        pa.scalar(datetime.date.min, pa.date32()),
+        pa.scalar(datetime.date.max, pa.date32()),
+    ),
+    TIMESTAMP_TYPE: (
+        pa.scalar(datetime.datetime.min.replace(tzinfo=_UTC), TIMESTAMP_TYPE),
+        pa.scalar(datetime.datetime.max.replace(tzinfo=_UTC), TIMESTAMP_TYPE),
+    ),
+}
 _JSON_TYPE_NAMES = {
     str: "string",
     int: "integer",
@@ -145,6 +164,23 @@ def _parse_datetimes(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
 
 
 def _json_text(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
+    try:
+        return _json_text_checked(values, spec, path)
+    except RecursionError:
+        pass
+    row = 0
+    for row, value in enumerate(values):  # slow path, only to name the row
+        try:
+            _json_text_checked([value], spec, path)
+        except RecursionError:
+            break
+        except ColumnError as exc:  # an earlier value breaks its schema: name that one
+            exc.row = row
+            raise
+    raise ColumnError(path, row, "value is nested too deeply to check or store")
+
+
+def _json_text_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
     if spec.json_schema is not None:
         validator = DEFAULT_JSONSCHEMA_VALIDATOR(spec.json_schema)
         for row, value in enumerate(values):
@@ -153,6 +189,55 @@ def _json_text(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
                 raise ColumnError(path, row, f"does not match its schema: {error.message}")
     encode = _json_encoder.encode
     return pa.array([None if v is None else encode(v).decode() for v in values], type=pa.string())
+
+
+def _first_outside(array: pa.Array, spec: FieldSpec) -> int | None:
+    """Row of the first date or timestamp outside what readers can hold, if any."""
+    low, high = _RANGES[spec.arrow_type]
+    extremes = pc.min_max(array)
+    if extremes["min"].is_valid and (
+        pc.less(extremes["min"], low).as_py() or pc.greater(extremes["max"], high).as_py()
+    ):
+        outside = pc.or_(pc.less(array, low), pc.greater(array, high))
+        return int(pc.index(outside, value=True).as_py())
+    return None
+
+
+def _checked_range(array: pa.Array, values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
+    row = _first_outside(array, spec)
+    if row is not None:
+        kind = "date" if spec.kind == Kind.DATE else "date-time"
+        raise ColumnError(
+            path,
+            row,
+            f"{kind} {_short(values[row])} is outside the years 1 to 9999 (UTC) that Parquet "
+            "readers can hold",
+        )
+    return array
+
+
+def _checked_finite(array: pa.Array, values: list[Any], path: str) -> pa.Array:
+    finite = pc.is_finite(array)
+    if pc.all(finite).as_py() is False:
+        row = int(pc.index(finite, value=False).as_py())
+        text = str(values[row])
+        text = text if len(text) <= 40 else text[:37] + "..."
+        raise ColumnError(
+            path,
+            row,
+            f"number {text} does not fit in float64: it would be stored as infinity, which "
+            "JSON Schema has no way to allow",
+        )
+    return array
+
+
+def _to_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float64: the same as a Decimal beyond it
+        return math.inf
 
 
 def _convert_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
@@ -170,16 +255,18 @@ def _convert_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
             ) from None
     if kind == Kind.FLOAT:
         try:
-            return pa.array(values, type=pa.float64())
+            floats = pa.array(values, type=pa.float64())
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             # Decimals (the msgspec reader's floats) and ints beyond 2**53.
-            return pa.array([None if v is None else float(v) for v in values], pa.float64())
+            floats = pa.array(list(map(_to_float, values)), pa.float64())
+        return _checked_finite(floats, values, path)
     if kind in (Kind.TIMESTAMP, Kind.DATE):
         strings = pa.array(values, type=pa.string())
         try:
-            return pc.cast(strings, spec.arrow_type)
+            times = pc.cast(strings, spec.arrow_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return _parse_datetimes(values, spec, path)
+            times = _parse_datetimes(values, spec, path)
+        return _checked_range(times, values, spec, path)
     if kind == Kind.TIME:
         for row, value in enumerate(values):
             if value is not None:

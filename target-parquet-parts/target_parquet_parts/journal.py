@@ -3,8 +3,10 @@
 Lives at ``{output_dir}/_journal/journal.jsonl`` (``_``-prefixed: pyarrow, Spark and ``*.parquet``
 globs ignore it). One JSON line per part: its path relative to ``output_dir``, the stream, the
 stream's key properties, ``state_index`` (how many STATE messages the target had received when the
-part was written) and the run id. A run lock (``fcntl.lockf`` on ``_journal/lock``) makes this run
-the only writer of ``output_dir``.
+part was written) and the run id. The run lock (``lock.py``, on ``_journal/lock``) makes this run
+the only writer of ``output_dir``; every run takes it, with or without key properties. The
+journal's files are opened without following symbolic links, and a journaled path that leads
+outside ``output_dir`` is ignored.
 
 Lifecycle:
 
@@ -44,8 +46,6 @@ re-delivered record, so they are not journaled.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -58,21 +58,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from logfmt_events import log_event
+from target_parquet_parts.errors import UnsafePathError
+from target_parquet_parts.lock import OutputDirInUseError, RunLock, lock_output_dir
+from target_parquet_parts.naming import JOURNAL_DIR, open_no_follow, resolve_inside
 from target_parquet_parts.parts import fsync_dir
 
 __all__ = ["Journal", "JournalEntry", "OutputDirInUseError", "key_strings"]
 
 logger = logging.getLogger(__name__)
 
-JOURNAL_DIR = "_journal"
 JOURNAL_FILE = "journal.jsonl"
-LOCK_FILE = "lock"
 _KEY_SEP = "\x1f"
 COMPACT_AFTER_LINES = 1000
-
-
-class OutputDirInUseError(RuntimeError):
-    """Another process holds the output_dir's journal lock."""
 
 
 @dataclass(frozen=True)
@@ -110,39 +107,38 @@ def key_strings(table: pa.Table, keys: list[str]) -> pa.Array | None:
 class Journal:
     """The journal of one ``output_dir`` (thread-safe; sinks flush in parallel)."""
 
-    def __init__(self, output_dir: Path, run_id: str) -> None:
-        output_dir = Path(os.path.abspath(output_dir))
+    def __init__(self, output_dir: Path, run_id: str, run_lock: RunLock | None = None) -> None:
+        """Open output_dir's journal, under ``run_lock`` (taken here when not given)."""
+        output_dir = Path(os.path.realpath(output_dir))
         self.output_dir = output_dir
         self.run_id = run_id
-        self.directory = output_dir / JOURNAL_DIR
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._own_run_lock = run_lock is None
+        self._run_lock = run_lock or lock_output_dir(output_dir, run_id)
+        self.directory = resolve_inside(output_dir, JOURNAL_DIR)
         self.path = self.directory / JOURNAL_FILE
         self._lock = threading.Lock()
-        self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._lock_fd)
-            msg = (
-                f"output_dir {output_dir} is in use by another target-parquet-parts process "
-                f"(lock {self.directory / LOCK_FILE}); give each concurrent run its own output_dir"
-            )
-            raise OutputDirInUseError(msg) from exc
         self._lines = 0
         self._append_fd: int | None = None
         self._torn = False
-        self._entries = self._load()
-        if self._torn:
-            # Rewrite without the torn line, or the next append would be glued onto it.
-            self._rewrite(self._entries)
-        self._replay = self._load_replay_keys()
+        try:
+            self._entries = self._load()
+            if self._torn:
+                # Rewrite without the torn line, or the next append would be glued onto it.
+                self._rewrite(self._entries)
+            self._replay = self._load_replay_keys()
+        except BaseException:
+            self.close()  # a journal that cannot be loaded must not keep output_dir locked
+            raise
 
     # -- loading -------------------------------------------------------------------------
     def _load(self) -> list[JournalEntry]:
-        if not self.path.exists():
+        try:
+            fd = open_no_follow(self.path, os.O_RDONLY)
+        except FileNotFoundError:
             return []
+        with open(fd, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
         entries: list[JournalEntry] = []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
         self._lines = len(lines)
         for line in lines:
             try:
@@ -163,7 +159,11 @@ class Journal:
     def _load_replay_keys(self) -> dict[str, pa.Array]:
         per_stream: dict[str, list[pa.Array]] = {}
         for entry in self._entries:
-            part = self.output_dir / entry.part
+            try:
+                part = resolve_inside(self.output_dir, entry.part)
+            except UnsafePathError as exc:
+                logger.warning("journal: ignoring %s: %s", entry.part, exc)
+                continue
             if not entry.keys or not part.exists():
                 continue
             try:
@@ -227,7 +227,7 @@ class Journal:
     def _append(self, data: dict, *, sync: bool) -> None:
         line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         if self._append_fd is None:
-            self._append_fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._append_fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             fsync_dir(self.directory)
         os.write(self._append_fd, line)
         if sync:
@@ -261,11 +261,8 @@ class Journal:
             if self._append_fd is not None:
                 os.close(self._append_fd)
                 self._append_fd = None
-            if self._lock_fd >= 0:
-                with contextlib.suppress(OSError):
-                    fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
-                os.close(self._lock_fd)
-                self._lock_fd = -1
+            if self._own_run_lock:
+                self._run_lock.release()
 
     def _rewrite(self, entries: list[JournalEntry]) -> None:
         if self._append_fd is not None:
@@ -273,7 +270,8 @@ class Journal:
             self._append_fd = None
         temp = self.directory / (JOURNAL_FILE + ".tmp")
         data = "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in entries)
-        with open(temp, "w", encoding="utf-8") as handle:
+        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with open(fd, "w", encoding="utf-8") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -19,7 +19,7 @@ from singer_sdk.sinks import BatchSink
 from logfmt_events import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
 from target_parquet_parts.columns import ColumnError, build_table
-from target_parquet_parts.errors import explain_os_errors
+from target_parquet_parts.errors import UnreadablePartError, explain_os_errors
 from target_parquet_parts.naming import resolve_inside, sanitize_stream_name
 from target_parquet_parts.parts import PartWriter, WrittenPart
 
@@ -32,13 +32,20 @@ __all__ = ["ParquetPartsSink"]
 
 DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
 HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
-_SAMPLE_EVERY = 64  # records between two byte-size samples (must be a power of two)
+
+
+class _LineInfo(t.Protocol):
+    """What the sink reads from the reader about the current input line."""
+
+    line_number: int | None
+    line_bytes: int | None
 
 
 class _NoLines:
     """Stand-in when a caller swapped in a reader that does not number lines."""
 
-    line_number = None
+    line_number: int | None = None
+    line_bytes: int | None = None
 
 
 class ParquetPartsSink(BatchSink):
@@ -61,7 +68,14 @@ class ParquetPartsSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self.spec = stream_spec(self.schema)
         self.directory_name = sanitize_stream_name(stream_name)
-        self.output_dir = Path(os.path.abspath(self.config["output_dir"]))
+        reader = target.message_reader
+        numbered = hasattr(reader, "line_number") and hasattr(reader, "line_bytes")
+        self._reader: _LineInfo = t.cast("_LineInfo", reader) if numbered else _NoLines()
+        line = self._reader.line_number
+        target.stream_directories.claim(
+            stream_name, self.directory_name, f"input line {line}: " if line else ""
+        )
+        self.output_dir = Path(os.path.realpath(self.config["output_dir"]))
         self.flush_count = 0
         self.rows_flushed = 0
         self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
@@ -69,12 +83,10 @@ class ParquetPartsSink(BatchSink):
             self.config.get("compression") or "zstd", self.config.get("compression_level")
         )
         self._partition_field = self._resolve_partition_field()
-        reader = target.message_reader
-        self._reader = reader if hasattr(reader, "line_number") else _NoLines()
         self._max_rows = self.max_size
-        self._sampled_bytes = 0
-        self._samples = 0
-        self._bytes_full = False
+        # max_batch_bytes counts JSON bytes: on the fast path each record's input line as read
+        # (the record plus its envelope; free, no re-encoding), else the record encoded.
+        self._batch_bytes = 0
         self.fast_path = False  # set by the target when records bypass the SDK pipeline
         target.register_sink(self)
 
@@ -117,16 +129,21 @@ class ParquetPartsSink(BatchSink):
 
     # -- buffering ------------------------------------------------------------------------
     def start_batch(self, context: dict) -> None:
-        """A new batch: an empty record list, its input line numbers, a fresh size estimate."""
+        """A new batch: an empty record list, its input line numbers, no bytes yet."""
         context["records"] = []
         context["lines"] = []
-        self._sampled_bytes = 0
-        self._samples = 0
-        self._bytes_full = False
+        self._batch_bytes = 0
 
     def process_record(self, record: dict, context: dict) -> None:
         """SDK path (stream maps, flattening, metadata...): buffer the record."""
-        self._buffer(record, context)
+        size = len(_json_encoder.encode(record))  # maps and metadata change it: measure it
+        if self._batch_bytes and self._batch_bytes + size > self._max_bytes:
+            # The SDK has already counted this record into the batch; it starts the next one.
+            self._batch_records_read -= 1
+            self._write_before(size)
+            self._batch_records_read += 1
+            context = self._get_context(record)
+        self._buffer(record, context, size)
 
     def buffer_fast(self, record: dict) -> bool:
         """Target's fast path: buffer one record as it came from the reader; True when full.
@@ -135,27 +152,47 @@ class ParquetPartsSink(BatchSink):
         flattening, record metadata or per-record validator: count it and buffer it. Types,
         nullability, required and key properties are checked in bulk at flush.
         """
+        size = self._size_of(record)
+        if self._batch_bytes and self._batch_bytes + size > self._max_bytes:
+            self._write_before(size)
         context = self._pending_batch or self._get_context(record)
         self._batch_records_read += 1
         self._total_records_read += 1
-        return self._buffer(record, context)
+        return self._buffer(record, context, size)
 
-    def _buffer(self, record: dict, context: dict) -> bool:
+    def _size_of(self, record: dict) -> int:
+        """The record's input line (it holds the record as buffered), or the record encoded."""
+        size = self._reader.line_bytes
+        return len(_json_encoder.encode(record)) if size is None else size
+
+    def _write_before(self, size: int) -> None:
+        """The next record would take the batch past max_batch_bytes: write the batch first."""
+        self.logger.info(
+            "Target sink for '%s' is full: %d bytes buffered, the next record's %d would pass "
+            "max_batch_bytes (%d). Draining...",
+            self.stream_name,
+            self._batch_bytes,
+            size,
+            self._max_bytes,
+        )
+        self._parts_target.drain_one(self)
+
+    def _buffer(self, record: dict, context: dict, size: int) -> bool:
         records = context["records"]
         records.append(record)
         context["lines"].append(self._reader.line_number)
-        count = len(records)
-        if not (count - 1) & (_SAMPLE_EVERY - 1):
-            self._sampled_bytes += len(_json_encoder.encode(record))
-            self._samples += 1
-            if self._sampled_bytes * count >= self._max_bytes * self._samples:
-                self._bytes_full = True
-        return self._bytes_full or count >= self._max_rows
+        self._batch_bytes += size
+        return self._batch_bytes >= self._max_bytes or len(records) >= self._max_rows
 
     @property
     def is_full(self) -> bool:
-        """Full by rows (``batch_size_rows``) or by approximate bytes (``max_batch_bytes``)."""
-        return self._bytes_full or self.current_size >= self._max_rows
+        """Full by rows (``batch_size_rows``) or by bytes (``max_batch_bytes``).
+
+        A batch never passes ``max_batch_bytes``: a record that would take it past the limit
+        has the batch written first (only a record larger than the limit by itself makes a
+        batch, of that one record, larger).
+        """
+        return self._batch_bytes >= self._max_bytes or self.current_size >= self._max_rows
 
     # -- writing --------------------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
@@ -206,7 +243,11 @@ class ParquetPartsSink(BatchSink):
                 def before(path: Path, journal=journal) -> None:
                     journal.record(self.stream_name, path, list(self.key_properties), state_index)
 
-            part = self._writer.write(part_table, directory, before_publish=before)
+            try:
+                part = self._writer.write(part_table, directory, before_publish=before)
+            except UnreadablePartError as exc:
+                msg = f"stream '{self.stream_name}': {exc}"
+                raise UnreadablePartError(msg) from exc
             written.append(part)
             log_event(
                 self.logger,
@@ -258,18 +299,19 @@ class ParquetPartsSink(BatchSink):
                 raise MissingKeyPropertiesError(msg)
 
     def _split(self, table: pa.Table) -> t.Iterator[tuple[Path, pa.Table]]:
-        base = resolve_inside(self.output_dir, self.directory_name)
+        """(directory, rows) per part; each directory resolved, refused if it leads outside."""
         if table.num_rows == 0:
             return
         if self._partition_field is None:
-            yield base, table
+            yield resolve_inside(self.output_dir, self.directory_name), table
             return
         dates = pc.cast(table.column(self._partition_field), pa.date32())
         for day in sorted(pc.unique(dates).to_pylist(), key=lambda d: (d is None, d)):
             if day is None:
-                yield base / f"date={HIVE_NULL_PARTITION}", table.filter(pc.is_null(dates))
+                name, rows = f"date={HIVE_NULL_PARTITION}", table.filter(pc.is_null(dates))
             else:
-                yield base / f"date={day.isoformat()}", table.filter(pc.equal(dates, day))
+                name, rows = f"date={day.isoformat()}", table.filter(pc.equal(dates, day))
+            yield resolve_inside(self.output_dir, self.directory_name, name), rows
 
     def _invalid_record(
         self, exc: ColumnError, records: list[dict], lines: list[int | None] | None

@@ -39,8 +39,10 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
-from target_parquet_parts.errors import explain_os_errors
+from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
+from target_parquet_parts.lock import RunLock, lock_output_dir
+from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
 from target_parquet_parts.version import DISTRIBUTION
@@ -98,9 +100,12 @@ class TargetParquetParts(Target):
             th.IntegerType,
             default=DEFAULT_MAX_BATCH_BYTES,
             description=(
-                "Approximate limit on the buffered records of one stream, in bytes of JSON: "
-                "a part is written early when it is reached. Bounds memory with large records "
-                "(the Parquet part is usually several times smaller)."
+                "Limit on the buffered records of one stream, in bytes of JSON (each record's "
+                "input line, or the record itself once a stream map or record metadata changed "
+                "it): a part is written before a record would take the buffer past it (a "
+                "record larger than the limit gets a part of its own). "
+                "Bounds memory with large records (Python holds a record in a few times its "
+                "JSON size; the Parquet part is usually several times smaller)."
             ),
         ),
         th.Property(
@@ -133,8 +138,10 @@ class TargetParquetParts(Target):
         self._last_state_line: bytes | None = None
         self._records_at_last_state = 0
         self._journal: Journal | None = None
+        self._run_lock: RunLock | None = None
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
+        self.stream_directories = StreamDirectories()
         self._records_since_check = 0
         load_method = self.config.get("load_method") or "append-only"
         if str(getattr(load_method, "value", load_method)) != "append-only":
@@ -155,16 +162,25 @@ class TargetParquetParts(Target):
     # -- sinks and journal ----------------------------------------------------------------
     @property
     def journal(self) -> Journal:
-        """The output_dir's exactly-once journal (opened, and locked, on first use)."""
+        """The output_dir's exactly-once journal (opened on first use, under the run lock)."""
         with self._journal_lock:
             if self._journal is None:
                 with explain_os_errors(self.config["output_dir"]):
-                    self._journal = Journal(Path(self.config["output_dir"]), self.run_id)
+                    output_dir = Path(self.config["output_dir"])
+                    self._journal = Journal(output_dir, self.run_id, self._lock_output_dir())
             return self._journal
+
+    def _lock_output_dir(self) -> RunLock:
+        """This run's lock on output_dir (``lock.py``), taken at the first stream's SCHEMA."""
+        if self._run_lock is None:
+            with explain_os_errors(self.config["output_dir"]):
+                self._run_lock = lock_output_dir(Path(self.config["output_dir"]), self.run_id)
+        return self._run_lock
 
     def register_sink(self, sink: ParquetPartsSink) -> None:
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
+        self._lock_output_dir()  # every run, whatever the streams' keys
         if sink.key_properties:
             _ = self.journal  # load replay keys before the first flush
 
@@ -300,8 +316,12 @@ class TargetParquetParts(Target):
         line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
         if line != self._last_state_line:
             self.logger.debug("Emitting completed target state %s", line.decode())
-            sys.stdout.write(line.decode() + "\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(line.decode() + "\n")
+                sys.stdout.flush()
+            except OSError as exc:  # not output_dir's fault: say where it failed
+                msg = f"cannot write STATE to standard output: {describe_os_error(exc)}"
+                raise DescribedOSError(msg) from exc
             self._last_state_line = line
         if self._journal is not None:
             self._journal.covered(index)
@@ -329,6 +349,9 @@ class TargetParquetParts(Target):
                 all_covered = self._records_received() == self._records_at_last_state
                 self._journal.finish(clear=nothing_to_resume or all_covered)
                 self._journal = None
+            if self._run_lock is not None:
+                self._run_lock.release()
+                self._run_lock = None
 
 
 if __name__ == "__main__":

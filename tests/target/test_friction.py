@@ -45,7 +45,7 @@ def test_permission_error_text():
         message = describe_write_error(exc, "/x")
     assert message.startswith("output_dir '/x' is not writable")
     assert "failed on '/x/events'" in message
-    assert message.endswith("PermissionError: [Errno 13] Permission denied: '/x/events'")
+    assert message.endswith("PermissionError: [Errno 13] Permission denied: '/x/events' (EACCES)")
 
 
 def test_about_names_this_target_and_the_installed_version():
