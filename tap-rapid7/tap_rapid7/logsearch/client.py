@@ -120,7 +120,7 @@ class LogSearchClient:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> LogSearchClient:
-        """Build a client from the tap's config dict (the settings in conventions.md)."""
+        """Build a client from the tap's config dict (the settings `tap-rapid7 --about` lists)."""
         kwargs = {
             name: cast(config[name])
             for name, cast in _SETTING_TYPES.items()
