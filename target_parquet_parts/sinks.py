@@ -76,6 +76,7 @@ class ParquetPartsSink(BatchSink):
         self._samples = 0
         self._bytes_full = False
         self.fast_path = False  # set by the target when records bypass the SDK pipeline
+        self._fast_uncounted = 0  # fast-path records not yet in the record_count metric
         target.register_sink(self)
 
     def _resolve_partition_field(self) -> str | None:
@@ -138,6 +139,7 @@ class ParquetPartsSink(BatchSink):
         context = self._pending_batch or self._get_context(record)
         self._batch_records_read += 1
         self._total_records_read += 1
+        self._fast_uncounted += 1
         return self._buffer(record, context)
 
     def _buffer(self, record: dict, context: dict) -> bool:
@@ -232,8 +234,11 @@ class ParquetPartsSink(BatchSink):
             parquet_write_ms=round((finished - built) * 1000, 3),
             flush_total_ms=round((finished - started) * 1000, 3),
         )
-        if self.fast_path:
-            self.record_counter_metric.increment(rows_in)
+        if self._fast_uncounted:
+            # Only records that bypassed the SDK's per-record counter: BATCH-file records
+            # reach process_batch already counted (Sink.process_batch_files).
+            self.record_counter_metric.increment(self._fast_uncounted)
+            self._fast_uncounted = 0
         self.flush_count += 1
         self.rows_flushed += rows_in
         target.on_sink_flushed(self)
