@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sys
+from collections.abc import Callable
 
 import pyarrow.parquet as pq
 import pytest
 
 from target_parquet_parts.parts import PartWriter
 from target_parquet_parts.target import TargetParquetParts
-from tests.target.conftest import StateCapture, part_files, read_rows, temp_files
-from tests.target.singer_data import BASE_SEQUENCE, events_lines
+from tests.target.conftest import (
+    StateCapture,
+    part_files,
+    read_rows,
+    start_target_process,
+    temp_files,
+)
+from tests.target.cycles import Cycle, dataset_indexes, run_cycle
+from tests.target.singer_data import BASE_SEQUENCE, events_lines, state_message
 
 
 def _listen(target: TargetParquetParts, lines, capture: StateCapture) -> None:
@@ -143,3 +152,92 @@ def test_batch_message_records_are_counted_once(tmp_path, caplog):
                 counted += point["value"]
     assert len(read_rows(out)) == 35
     assert counted == 35
+
+
+# -- real processes --------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_idle_exits_128_plus_signal_after_a_clean_finish(tmp_path, signum):
+    out = tmp_path / "out"
+    with start_target_process(out, batch_size_rows=100, state_max_lag_seconds=0) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            lines = [*events_lines(250), state_message({"bookmarks": {"events": {"last": 249}}})]
+            proc.stdin.write("".join(line + "\n" for line in lines).encode())
+            proc.stdin.flush()
+            # lag 0: the STATE flushes the 50 buffered records and comes out; then input is idle.
+            assert json.loads(proc.stdout.readline()) == {"bookmarks": {"events": {"last": 249}}}
+            proc.send_signal(signum)
+            rest = proc.stdout.read()  # the pipe stays open: the target must end on its own
+        finally:
+            proc.stdin.close()
+    assert proc.returncode == 128 + signum
+    assert rest == b""  # the STATE was already written once
+    assert sorted(r["sequence_number"] - BASE_SEQUENCE for r in read_rows(out)) == list(range(250))
+    assert (out / "_journal" / "journal.jsonl").read_text() == ""  # nothing to resume
+
+
+def _stop_at_flush(nth: int) -> Callable[[Cycle, str, str], bool]:
+    def trigger(cycle: Cycle, kind: str, line: str) -> bool:
+        return kind == "err" and sum("flush_start" in text for text in cycle.stderr) == nth
+
+    return trigger
+
+
+def _stop_when_quiet(cycle: Cycle, kind: str, line: str) -> bool:
+    """After the feeder went quiet: at the idle watcher's flush, or once everything is out."""
+    if not cycle.paused.is_set():
+        return False
+    if kind == "err":
+        return "flush_start" in line
+    return bool(cycle.states) and cycle.states[-1] == cycle.pause_state
+
+
+@pytest.mark.e2e
+def test_signals_aimed_at_flushes_then_resume_lose_and_duplicate_nothing(tmp_path):
+    """About 10 cancels, each during a flush (a full batch's, or the idle watcher's while the
+    tap is quiet), each run resumed from the last STATE the previous one wrote."""
+    out = tmp_path / "out"
+    rng = random.Random(20261130)
+    total, state_every = 16_000, 50
+    config = {"output_dir": str(out), "batch_size_rows": 400, "state_max_lag_seconds": 0.3}
+    position = 0
+    figures = []
+    for number in range(10):
+        signum = rng.choice([signal.SIGTERM, signal.SIGINT])
+        quiet = number % 3 == 2
+        cycle = run_cycle(
+            tmp_path / "runs",
+            start=position,
+            total=total,
+            state_every=state_every,
+            config=config,
+            trigger=_stop_when_quiet if quiet else _stop_at_flush(rng.randint(1, 4)),
+            action=lambda proc, signum=signum: proc.send_signal(signum),
+            pause_after=rng.randint(30, 380) if quiet else None,
+        )
+        assert cycle.triggered, f"cycle {number}: the input ended before the stop"
+        assert cycle.returncode == 128 + signum, "\n".join(cycle.stderr[-20:])
+        assert any("target_stopped_by_signal" in line for line in cycle.stderr)
+        position = cycle.resume_from if cycle.resume_from is not None else position
+        on_disk = dataset_indexes(out)
+        assert len(on_disk) == len(set(on_disk)), f"cycle {number}: duplicates"
+        assert set(range(position)) <= set(on_disk), f"cycle {number}: STATE ahead of the data"
+        figures.append((signal.Signals(signum).name, quiet, cycle.sent, position))
+    final = run_cycle(
+        tmp_path / "runs",
+        start=position,
+        total=total,
+        state_every=state_every,
+        config=config,
+        trigger=lambda cycle, kind, line: False,
+        action=lambda proc: None,
+    )
+    assert final.returncode == 0
+    on_disk = dataset_indexes(out)
+    print(f"signal loop: {figures}; rows {len(on_disk)}, distinct {len(set(on_disk))}")
+    assert len(on_disk) == len(set(on_disk)) == total
+    assert set(on_disk) == set(range(total))
