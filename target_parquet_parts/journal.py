@@ -17,8 +17,9 @@ Lifecycle:
   ``os.replace``, directory fsync).
 * On start, entries left by an earlier run describe parts holding records *after* the last STATE
   that run emitted. The orchestrator restarts the tap from that STATE, so those records come
-  again: their keys are read back from the parts (key columns only) and re-delivered records with
-  those keys are dropped at flush (columnar ``is_in``), logged as ``journal_duplicates_dropped``.
+  again: the parts are read back, and a re-delivered record is dropped at flush only when it is
+  the same record, same key and same content (``row_digests``), logged as
+  ``journal_duplicates_dropped``. A newer version of a row (same key, other content) is written.
   Memory is bounded by the rows written after one STATE, not by the input.
 * These inherited entries stay until this run ends cleanly with no record after its last STATE
   (or the tap sent no STATE at all, so there is nothing to resume): then the journal is emptied.
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +55,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -60,7 +63,7 @@ import pyarrow.parquet as pq
 from singer_eventlog import log_event
 from target_parquet_parts.parts import fsync_dir
 
-__all__ = ["Journal", "JournalEntry", "OutputDirInUseError", "key_strings"]
+__all__ = ["Journal", "JournalEntry", "OutputDirInUseError", "key_strings", "row_digests"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,33 @@ class JournalEntry:
     run: str
 
 
+_DIGEST_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def row_digests(table: pa.Table) -> list[bytes]:
+    """One 128-bit digest per row of its whole content: what makes it "the same record".
+
+    Why a content hash rather than key + replication value: the target does not know a
+    stream's replication key (it is not in the SCHEMA message; full-table streams such as
+    ``logs`` and ``logsets`` have none), and a source can change a row without moving its
+    replication value. A digest of every column needs neither; a changed row always differs,
+    so a newer version is never taken for a duplicate.
+
+    Computed from the Arrow rows, so the table built at flush and the part read back give the
+    same digest. Null and absent are the same (a column added to the schema later does not
+    change old rows' digests); ``_sdc_*`` columns are left out (their times differ each run).
+    Key order inside objects does not matter (sorted). Collisions: 2**-128 per pair.
+    """
+    names = [name for name in table.column_names if not name.startswith("_sdc_")]
+    encode = _DIGEST_ENCODER.encode
+    return [
+        hashlib.blake2b(
+            encode({k: v for k, v in row.items() if v is not None}), digest_size=16
+        ).digest()
+        for row in table.select(names).to_pylist()
+    ]
+
+
 def key_strings(table: pa.Table, keys: list[str]) -> pa.Array | None:
     """One string per row identifying its key (None if the table lacks a key column)."""
     if not keys or any(k not in table.column_names for k in keys):
@@ -105,6 +135,27 @@ def key_strings(table: pa.Table, keys: list[str]) -> pa.Array | None:
     if isinstance(joined, pa.ChunkedArray):
         joined = joined.combine_chunks()
     return joined
+
+
+class _Replay:
+    """One stream's journaled rows: key -> digests of the rows with that key."""
+
+    def __init__(self) -> None:
+        self.digests: dict[str, set[bytes]] = {}
+        self.count = 0
+        self._keys: pa.Array | None = None
+
+    def add(self, keys: pa.Array, digests: list[bytes]) -> None:
+        for key, digest in zip(keys.to_pylist(), digests, strict=True):
+            self.digests.setdefault(key, set()).add(digest)
+        self.count += len(digests)
+        self._keys = None
+
+    def keys(self) -> pa.Array:
+        """The distinct keys, as an Arrow array for ``is_in``."""
+        if self._keys is None:
+            self._keys = pa.array(list(self.digests), pa.string())
+        return self._keys
 
 
 class Journal:
@@ -160,29 +211,30 @@ class Journal:
                 self._torn = True
         return entries
 
-    def _load_replay_keys(self) -> dict[str, pa.Array]:
-        per_stream: dict[str, list[pa.Array]] = {}
+    def _load_replay_keys(self) -> dict[str, _Replay]:
+        replay: dict[str, _Replay] = {}
         for entry in self._entries:
             part = self.output_dir / entry.part
             if not entry.keys or not part.exists():
                 continue
             try:
-                table = pq.read_table(part, columns=entry.keys)
-            except (OSError, pa.ArrowException, KeyError) as exc:
-                logger.warning("journal: cannot read keys of %s: %s", part, exc)
+                # ParquetFile: the part alone, no hive columns taken from its directory names.
+                table = pq.ParquetFile(part).read()
+                keys = key_strings(table, entry.keys)
+                digests = row_digests(table) if keys is not None else []
+            except (OSError, pa.ArrowException, KeyError, RecursionError, TypeError) as exc:
+                logger.warning("journal: cannot read the rows of %s: %s", part, exc)
                 continue
-            keys = key_strings(table, entry.keys)
             if keys is not None:
-                per_stream.setdefault(entry.stream, []).append(keys)
-        replay = {s: pa.concat_arrays(arrays) for s, arrays in per_stream.items()}
-        for stream, keys in replay.items():
+                replay.setdefault(entry.stream, _Replay()).add(keys, digests)
+        for stream, rows in replay.items():
             log_event(
                 logger,
                 logging.INFO,
                 "journal_loaded",
                 stream=stream,
                 parts=sum(1 for e in self._entries if e.stream == stream),
-                keys=len(keys),
+                keys=rows.count,
             )
         return replay
 
@@ -195,20 +247,36 @@ class Journal:
 
     def replay_keys(self, stream: str) -> pa.Array | None:
         """Keys of records of ``stream`` already in parts written after the last STATE."""
-        return self._replay.get(stream)
+        replay = self._replay.get(stream)
+        return None if replay is None else replay.keys()
 
     def drop_replayed(self, stream: str, table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
-        """Remove rows whose key is already in a journaled part; return (table, dropped)."""
+        """Remove rows already in a journaled part (same key and content); (table, dropped).
+
+        Keys are matched column-wise first (``is_in``); only the rows whose key is journaled
+        are digested, so a run with nothing to replay pays nothing per row.
+        """
         replay = self._replay.get(stream)
         if replay is None or not keys:
             return table, 0
         row_keys = key_strings(table, keys)
         if row_keys is None:
             return table, 0
-        seen = pc.is_in(row_keys, value_set=replay)
-        dropped = pc.sum(seen).as_py() or 0
+        candidates = pc.indices_nonzero(pc.is_in(row_keys, value_set=replay.keys()))
+        if not len(candidates):
+            return table, 0
+        digests = row_digests(table.take(candidates))
+        candidate_keys = row_keys.take(candidates).to_pylist()
+        drop = [False] * table.num_rows
+        dropped = 0
+        for position, key, digest in zip(
+            candidates.to_pylist(), candidate_keys, digests, strict=True
+        ):
+            if digest in replay.digests.get(key, ()):
+                drop[position] = True
+                dropped += 1
         if dropped:
-            table = table.filter(pc.invert(seen))
+            table = table.filter(pc.invert(pa.array(drop)))
         return table, dropped
 
     def record(self, stream: str, part: Path, keys: list[str], state_index: int) -> None:

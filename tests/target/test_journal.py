@@ -8,10 +8,13 @@ import pyarrow.parquet as pq
 from target_parquet_parts.journal import Journal, key_strings
 
 
-def _part(out, name, keys):
+def _part(out, name, keys, values=None):
+    """A part with key columns k1, k2 and a value column v (default: 10 * k2)."""
     path = out / "events" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"k1": [k[0] for k in keys], "k2": [k[1] for k in keys]}), path)
+    values = values or [10 * k[1] for k in keys]
+    table = pa.table({"k1": [k[0] for k in keys], "k2": [k[1] for k in keys], "v": values})
+    pq.write_table(table, path)
     return path
 
 
@@ -31,6 +34,10 @@ def test_replay_keys_come_from_existing_journaled_parts(tmp_path):
     kept, dropped = second.drop_replayed("events", incoming, ["k1", "k2"])
     assert dropped == 2
     assert kept.column("v").to_pylist() == [30]
+    # Same keys, other content: newer versions, written (only the same record is dropped).
+    changed = pa.table({"k1": ["x", "y"], "k2": [1, 2], "v": [11, 20]})
+    kept, dropped = second.drop_replayed("events", changed, ["k1", "k2"])
+    assert (dropped, kept.column("v").to_pylist()) == (1, [11])
     assert second.drop_replayed("other", incoming, ["k1", "k2"])[1] == 0
     # The torn line is gone: an entry appended now survives the next load.
     later = _part(out, "part-c.parquet", [("w", 9)])
@@ -104,3 +111,44 @@ def test_lock_is_exclusive_across_processes(tmp_path):
         journal.close()
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=False)
     assert result.returncode == 0  # released on close
+
+
+LOGS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "v": {"type": "integer"},
+    },
+}
+
+
+def _logs_lines(rows, *, state_before=None, state_after=None):
+    from tests.target.singer_data import record_message, schema_message, state_message
+
+    lines = [schema_message("logs", LOGS_SCHEMA, keys=["id"])]
+    if state_before is not None:
+        lines.append(state_message(state_before))
+    lines += [
+        record_message({"id": f"log-{i}", "name": f"log {i}", "v": v}, "logs") for i, v in rows
+    ]
+    if state_after is not None:
+        lines.append(state_message(state_after))
+    return lines
+
+
+def test_rerun_writes_newer_versions_of_journaled_keys(tmp_path, monkeypatch):
+    """A snapshot stream (key id, every row again each run): after an interrupted run, the
+    re-sent rows that changed are new versions and must land; the unchanged ones are dropped."""
+    from tests.target.conftest import read_rows, run_target
+
+    out = tmp_path / "out"
+    # Run 1: STATE, then ten rows at v=1 that no later STATE covers (journaled for the rerun).
+    run_target(out, _logs_lines([(i, 1) for i in range(10)], state_before={"run": 0}), monkeypatch)
+    assert "logs/part-" in (out / "_journal" / "journal.jsonl").read_text()
+    # Run 2 resumes from that STATE: the same ten rows, ids 3 and 7 changed to v=2 meanwhile.
+    again = [(i, 2 if i in (3, 7) else 1) for i in range(10)]
+    run_target(out, _logs_lines(again, state_after={"run": 2}), monkeypatch)
+    rows = sorted((r["id"], r["v"]) for r in read_rows(out, "logs"))
+    expected = sorted([(f"log-{i}", 1) for i in range(10)] + [("log-3", 2), ("log-7", 2)])
+    assert rows == expected
