@@ -20,6 +20,7 @@ from singer_eventlog import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
 from target_parquet_parts.columns import ColumnError, build_table
 from target_parquet_parts.errors import explain_os_errors
+from target_parquet_parts.journal import ARRIVAL_COLUMN, segments_of
 from target_parquet_parts.naming import resolve_inside, sanitize_stream_name
 from target_parquet_parts.parts import PartWriter, WrittenPart
 
@@ -121,6 +122,7 @@ class ParquetPartsSink(BatchSink):
         """A new batch: an empty record list, its input line numbers, a fresh size estimate."""
         context["records"] = []
         context["lines"] = []
+        context["state_marks"] = []
         self._sampled_bytes = 0
         self._samples = 0
         self._bytes_full = False
@@ -154,6 +156,31 @@ class ParquetPartsSink(BatchSink):
                 self._bytes_full = True
         return self._bytes_full or count >= self._max_rows
 
+    def mark_state(self, states_received: int) -> None:
+        """A STATE arrives: the records buffered so far arrived after ``states_received`` STATEs.
+
+        Gives each journaled row its arrival label (see ``journal.py``): a STATE emitted later
+        covers exactly the rows that arrived before it, not the whole part they went to.
+        """
+        batch = self._pending_batch
+        if not batch or "state_marks" not in batch:
+            return
+        count = len(batch["records"])
+        marks = batch["state_marks"]
+        if count and (not marks or marks[-1][0] < count):
+            marks.append((count, states_received))
+
+    @staticmethod
+    def _arrival_labels(context: dict, rows: int, states_received: int) -> pa.Array:
+        """Each row's arrival label, from the batch's STATE marks (later rows: now)."""
+        runs: list[pa.Array] = []
+        done = 0
+        for count, label in [*(context.get("state_marks") or ()), (rows, states_received)]:
+            if count > done:
+                runs.append(pa.repeat(pa.scalar(label, pa.int64()), count - done))
+                done = count
+        return pa.concat_arrays(runs) if runs else pa.array([], pa.int64())
+
     @property
     def is_full(self) -> bool:
         """Full by rows (``batch_size_rows``) or by approximate bytes (``max_batch_bytes``)."""
@@ -186,6 +213,9 @@ class ParquetPartsSink(BatchSink):
         journal = target.journal if self.key_properties else None
         dropped = 0
         if journal is not None:
+            # Carried through the dedupe and the date split, removed before each part is written.
+            arrival = self._arrival_labels(context, table.num_rows, target.states_received)
+            table = table.append_column(ARRIVAL_COLUMN, arrival)
             table, dropped = journal.drop_replayed(
                 self.stream_name, table, list(self.key_properties)
             )
@@ -201,12 +231,17 @@ class ParquetPartsSink(BatchSink):
         built = time.perf_counter()
         written: list[WrittenPart] = []
         state_index = target.states_received
-        for directory, part_table in self._split(table):
+        for directory, split_table in self._split(table):
             before = None
+            part_table = split_table
             if journal is not None:
+                segments = segments_of(split_table.column(ARRIVAL_COLUMN))
+                part_table = split_table.drop_columns([ARRIVAL_COLUMN])
 
-                def before(path: Path, journal=journal) -> None:
-                    journal.record(self.stream_name, path, list(self.key_properties), state_index)
+                def before(path: Path, journal=journal, segments=segments) -> None:
+                    journal.record(
+                        self.stream_name, path, list(self.key_properties), state_index, segments
+                    )
 
             part = self._writer.write(part_table, directory, before_publish=before)
             written.append(part)

@@ -270,6 +270,9 @@ class TargetParquetParts(Target):
         ):
             # Everything buffered arrived before this STATE: flush it, then emit right away.
             self._flush_buffered()
+        for sink in self._sinks:
+            if sink.current_size:
+                sink.mark_state(self.states_received)  # arrival labels for the journal
         self.states_received += 1
         self._latest_state = state
         self._records_at_last_state = self._records_received()
