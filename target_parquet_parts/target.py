@@ -21,9 +21,10 @@ request (``_handle_termination``). The reader stops between two messages (a flus
 always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
 processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
 fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
-one WARNING line ``target_stopped_by_signal``. A second signal stops at once (exit code as
-above, no further flush): like ``kill -9``, which the journal is built for, every STATE already
-written is covered.
+one WARNING line ``target_stopped_by_signal``. The same signal again (Ctrl-C twice) stops at
+once (exit code as above, no further flush): like ``kill -9``, which the journal is built for,
+every STATE already written is covered. A different one (Ctrl-C makes the terminal send SIGINT
+to the whole group, then Meltano sends SIGTERM) does not cut the graceful stop short.
 
 The overrides are the narrowest hooks: ``_process_state_message`` (track instead of only
 remembering the latest), ``_write_state_message`` (Decimal-aware encoding, SDK issue 3787, and
@@ -352,12 +353,14 @@ class TargetParquetParts(Target):
         handler, while the flush it interrupted never finishes (and with the idle watcher
         flushing, two flushes run at once), then exits 0.
         """
-        if self._stop_signal is not None:
-            # A second signal: stop now. Nothing is half-visible (parts are renamed only when
-            # complete) and every STATE already written is covered.
+        if self._stop_signal == signum:
+            # The same signal again: stop now. Nothing is half-visible (parts are renamed only
+            # when complete) and every STATE already written is covered.
             name = signal.Signals(signum).name
             os.write(2, f"target_stopped_by_signal signal={name} at_once=true\n".encode())
             os._exit(128 + signum)
+        if self._stop_signal is not None:
+            return  # already stopping gracefully (see the module docstring)
         self._stop_signal = signum
         reader = getattr(self, "message_reader", None)  # unset while __init__ runs
         if isinstance(reader, LineNumberingReader):

@@ -103,7 +103,7 @@ def test_signal_while_records_are_buffered_flushes_them_and_emits_their_state(tm
     assert _covered(out, capture.states[-1])
 
 
-def test_second_signal_stops_at_once(tmp_path, monkeypatch):
+def test_the_same_signal_twice_stops_at_once_another_one_does_not(tmp_path, monkeypatch):
     out = tmp_path / "out"
     target = TargetParquetParts(config={"output_dir": str(out), "batch_size_rows": 100})
     exits = []
@@ -117,9 +117,11 @@ def test_second_signal_stops_at_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "_exit", fake_exit)
     target._handle_termination(signal.SIGINT, None)
+    target._handle_termination(signal.SIGTERM, None)  # Meltano's after the terminal's SIGINT
+    assert exits == []
     with pytest.raises(HardExit):
-        target._handle_termination(signal.SIGTERM, None)
-    assert exits == [143]
+        target._handle_termination(signal.SIGINT, None)  # Ctrl-C again
+    assert exits == [130]
 
 
 def test_batch_message_records_are_counted_once(tmp_path, caplog):
