@@ -174,6 +174,8 @@ class TargetParquetParts(Target):
             # bound must hold then too, not only when the next message arrives.
             self.message_reader.idle_callback = self._check_state_lag
             self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+        if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
 
     # -- sinks and journal ----------------------------------------------------------------
     @property

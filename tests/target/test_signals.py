@@ -243,3 +243,22 @@ def test_signals_aimed_at_flushes_then_resume_lose_and_duplicate_nothing(tmp_pat
     print(f"signal loop: {figures}; rows {len(on_disk)}, distinct {len(set(on_disk))}")
     assert len(on_disk) == len(set(on_disk)) == total
     assert set(on_disk) == set(range(total))
+
+
+def test_a_signal_during_startup_stops_before_the_first_message(tmp_path, monkeypatch):
+    """The SDK installs the handler in PluginBase.__init__, before the reader exists."""
+    from singer_sdk.plugin_base import PluginBase
+
+    real_setup = PluginBase._setup_signal_handlers
+
+    def setup_then_signal(self):
+        real_setup(self)
+        self._handle_termination(signal.SIGTERM, None)
+
+    monkeypatch.setattr(PluginBase, "_setup_signal_handlers", setup_then_signal)
+    target = TargetParquetParts(config={"output_dir": str(tmp_path / "out")})
+    with pytest.raises(SystemExit) as exited:
+        _listen(target, events_lines(50, state_every=10), StateCapture())
+    assert exited.value.code == 143
+    assert target.message_reader.line_number == 0
+    assert part_files(tmp_path / "out") == []
