@@ -15,7 +15,7 @@ import time
 
 import requests
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from logsearch_emulator import EmulatorOptions, running_emulator
 
 NOW_MS = 1_714_564_800_000
 

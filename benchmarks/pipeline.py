@@ -33,7 +33,7 @@ import benchlib
 import pyarrow.parquet as pq
 from tap_cpu import events_served, fixed_window, no_wait_options, tap_config
 
-from tap_rapid7.emulator import running_emulator
+from logsearch_emulator import running_emulator
 
 GOAL = 1.0
 

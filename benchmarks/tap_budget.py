@@ -20,7 +20,7 @@ all of it; three measurements, each a ratio within one run:
    STATE of a first sync) over one hour, at the published budget. Ratio: queries of that sync
    per log, goal <= 0.2 (one query per log would be 1.0).
 3. **backfill plan**: 50 logs x 13 months (396 days), rates log-uniform in [0.05, 20] events/s
-   (seeded). The hours the tap's plan (``tap_rapid7.capacity.plan_queries`` with the tap's
+   (seeded). The hours the tap's plan (``pipeline_tools.capacity.plan_queries`` with the tap's
    default ``window_seconds`` and ``logs_per_query``) needs at the published budget less its 5%
    reserve, over the hours the fewest queries (every page full) need at the full budget. Goal
    <= 1.1. The same cost model's prediction for the dense run is printed next to what the
@@ -47,7 +47,8 @@ from typing import IO, Any
 import benchlib
 from tap_cpu import fixed_window, tap_config
 
-from tap_rapid7.capacity import (
+from logsearch_emulator import EmulatorOptions, RunningEmulator, running_emulator
+from pipeline_tools.capacity import (
     EVENTS_PER_PAGE,
     PUBLISHED_QUERY_BUDGET,
     PUBLISHED_WINDOW_SECONDS,
@@ -55,7 +56,6 @@ from tap_rapid7.capacity import (
     ideal_queries,
     plan_queries,
 )
-from tap_rapid7.emulator import EmulatorOptions, RunningEmulator, running_emulator
 
 QUERIES_GOAL = 1.05
 WALL_GOAL = 1.2

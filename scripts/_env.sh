@@ -6,7 +6,11 @@ install_dev_env() {
     "$PYTHON_BIN" -m venv .venv
   fi
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,plot]'
+  # every distribution of the repository, editable, with the dev tools, at the versions pinned
+  # in constraints.txt (scripts/lock.sh writes it)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+    -e ./logfmt-events -e ./tap-rapid7 -e ./target-parquet-parts -e ./logsearch-emulator \
+    -e './pipeline-tools[plot]' --group dev
 }
 
 # install_tool NAME REQUIREMENT: a tool in its own venv under .tools/NAME (dependency isolation).

@@ -1,3 +1,5 @@
-"""Shared pytest configuration for the whole suite."""
+"""Shared pytest configuration for the whole suite.
 
-pytest_plugins = ["tap_rapid7.emulator.testing"]
+The `emulator` and `emulator_factory` fixtures come from the logsearch-emulator distribution's
+pytest plugin (entry point `pytest11`), loaded because the emulator is installed.
+"""

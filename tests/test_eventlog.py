@@ -2,7 +2,7 @@
 
 import logging
 
-from singer_eventlog import format_event, log_event, redact
+from logfmt_events import format_event, log_event, parse_fields, redact
 
 
 def test_format_event_orders_fields_and_quotes_only_when_needed():
@@ -35,3 +35,22 @@ def test_log_event_skips_disabled_levels(caplog):
 
 def test_redact_replaces_every_secret_occurrence():
     assert redact("key=abc and abc", ["abc", None, ""]) == "key=[REDACTED] and [REDACTED]"
+
+
+def test_parse_fields_reads_back_exactly_what_format_event_wrote():
+    """Every value type round trips, including strings that look like other types."""
+    import random
+
+    rng = random.Random(11)
+    atoms = ["50", "1.5", "true", "null", "None", "a-1", "x y", "a,b", "", "[x]", "ü", "=", '"q"']
+    values: list = [None, True, False, 0, -7, 2.5, 1e-9, *atoms, ["Next", "Self"], ["1", "2"]]
+    values += [["one"], [], [1, 2], {"k": [1, "2"]}, ["a", "b,c"], ["true", "x"]]
+    for _ in range(300):
+        fields = {f"k{i}": rng.choice(values) for i in range(rng.randint(1, 6))}
+        line = format_event("flush_complete", fields)
+        assert line.split(" ", 1)[0] == "flush_complete"
+        assert parse_fields(line.split(" ", 1)[1]) == fields, line
+
+
+def test_strings_that_look_like_numbers_are_quoted():
+    assert format_event("e", {"progress": "50", "n": 50}) == 'e progress="50" n=50'

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tap_rapid7.capacity import budget_hours, ideal_queries, main, plan_queries
+from pipeline_tools.capacity import budget_hours, ideal_queries, main, plan_queries
 
 DAY_MS = 86_400_000
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

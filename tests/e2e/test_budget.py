@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from logsearch_emulator import EmulatorOptions, running_emulator
 from tap_rapid7.windows import iso_to_millis
 from tests.e2e.pipeline import compare, dataset_keys, start
 

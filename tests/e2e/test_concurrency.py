@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from logsearch_emulator import EmulatorOptions, running_emulator
 from tap_rapid7.runner import ConcurrentRunner
 from tap_rapid7.tap import TapRapid7
 from tap_rapid7.windows import iso_to_millis

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from logsearch_emulator import EmulatorOptions, running_emulator
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.windows import iso_to_millis
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from logsearch_emulator import EmulatorOptions, running_emulator
 from tests.e2e.pipeline import TAP
 
 pytestmark = pytest.mark.e2e

@@ -352,7 +352,7 @@ def test_bad_post_bodies_and_context_parameters(emu, session):
 
 
 def test_statement_parser_edge_cases(emu):
-    from tap_rapid7.emulator.leql import StatementError, parse_statement
+    from logsearch_emulator.leql import StatementError, parse_statement
 
     assert parse_statement('where("a (b) c")').matches("x a (b) c") is True
     assert parse_statement("WHERE(user=alice) CALCULATE(COUNT)").is_count

@@ -12,7 +12,7 @@ import re
 import pytest
 import requests
 
-from tap_rapid7.emulator import EmulatorOptions
+from logsearch_emulator import EmulatorOptions
 from tests.emulator.conftest import HOUR_MS, NOW_MS
 
 MINUTE_MS = 60_000

@@ -11,9 +11,9 @@ import sys
 import pytest
 import requests
 
-from tap_rapid7.emulator.cli import build_parser, main
-from tap_rapid7.emulator.data import SyntheticData
-from tap_rapid7.emulator.options import EmulatorOptions
+from logsearch_emulator.cli import build_parser, main
+from logsearch_emulator.data import SyntheticData
+from logsearch_emulator.options import EmulatorOptions
 
 
 def test_every_option_has_a_flag_and_flags_convert():
@@ -94,7 +94,7 @@ def test_cli_serves_on_loopback_and_stops_on_signal(stop_signal):
         [
             sys.executable,
             "-m",
-            "tap_rapid7.emulator.cli",
+            "logsearch_emulator.cli",
             "--port",
             "0",
             "--api-key",

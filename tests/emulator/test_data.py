@@ -11,9 +11,9 @@ from datetime import datetime
 import pytest
 import requests
 
-from tap_rapid7.emulator import EmulatorOptions
-from tap_rapid7.emulator.app import EmulatorApp
-from tap_rapid7.emulator.data import MESSAGE_KINDS
+from logsearch_emulator import EmulatorOptions
+from logsearch_emulator.app import EmulatorApp
+from logsearch_emulator.data import MESSAGE_KINDS
 from tests.emulator.conftest import HOUR_MS, NOW_MS
 from tests.emulator.plain_client import pull
 

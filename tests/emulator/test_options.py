@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tap_rapid7.emulator import EmulatorOptions
+from logsearch_emulator import EmulatorOptions
 from tests.emulator.conftest import HOUR_MS, NOW_MS
 from tests.emulator.plain_client import pull
 

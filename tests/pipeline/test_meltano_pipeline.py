@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -24,12 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from tap_rapid7.reconcile import main as reconcile_main
-from tap_rapid7.timeline import main as timeline_main
+from pipeline_tools.reconcile.cli import main as reconcile_main
+from pipeline_tools.timeline import main as timeline_main
 
 pytestmark = pytest.mark.e2e
 
-pytest_plugins = ["tap_rapid7.emulator.testing"]
 
 REPO = Path(__file__).resolve().parents[2]
 MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".tools" / "meltano" / "bin" / "meltano"))
@@ -43,14 +43,15 @@ def _iso(millis: int) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of what `pip_url: -e .` installs, plus meltano.yml, in a temp directory."""
+    """meltano.yml and the distribution folders its `pip_url`s install, in a temp directory."""
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("meltano.yml", "pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, root / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for package in ("tap_rapid7", "target_parquet_parts", "singer_eventlog"):
-        shutil.copytree(REPO / package, root / package, ignore=ignore)
+    shutil.copy(REPO / "meltano.yml", root / "meltano.yml")
+    folders = set(re.findall(r"-e \./([\w.-]+)", (REPO / "meltano.yml").read_text()))
+    assert {"tap-rapid7", "target-parquet-parts"} <= folders
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in folders:
+        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
     return root
 
 

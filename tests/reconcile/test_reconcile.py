@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tap_rapid7 import reconcile as reconcile_cli
-from tap_rapid7.reconcile import parse_duration, parse_time, reconcile
-from tap_rapid7.reconcile_report import iso, render_json, render_table
+from pipeline_tools.reconcile import cli as reconcile_cli
+from pipeline_tools.reconcile.cli import parse_duration, parse_time, reconcile
+from pipeline_tools.reconcile.report import iso, render_json, render_table
 
 HOUR = 3_600_000
 START = 1_764_115_200_000  # 2025-11-26T00:00:00Z, hour aligned
@@ -244,7 +244,8 @@ def test_config_from_env_and_files(tmp_path):
             "OTHER": "x",
         },
     )
-    assert config == {"api_key": "from-env", "region": "eu", "log_ids": ["a", "b"], "per_page": 100}
+    assert (config.api_key, config.region, config.log_ids) == ("from-env", "eu", ("a", "b"))
+    assert config.per_page == 100
 
 
 def test_cli_exit_status_and_json(tmp_path, monkeypatch, capsys):
@@ -285,7 +286,7 @@ def test_cli_never_prints_the_api_key_on_failure(tmp_path, monkeypatch, capsys):
 
     def failing(cfg):
         def count(*_):
-            raise RuntimeError(f"401 for key {cfg['api_key']}")
+            raise RuntimeError(f"401 for key {cfg.api_key}")
 
         return count, lambda: LOGS, "http://api"
 
@@ -501,12 +502,15 @@ def test_lag_and_window_seconds_from_the_environment_are_numbers():
             "TAP_RAPID7_EVENT_TIME_FIELDS": '["timestamp", "re:^(\\\\S+),"]',
         },
     )
-    assert config == {
-        "lag_seconds": 0.5,
-        "window_seconds": 900.0,
-        "max_retries": 3,
-        "event_time_fields": ["timestamp", "re:^(\\S+),"],
-    }
+    assert (config.lag_seconds, config.window_seconds, config.max_retries) == (0.5, 900.0, 3)
+    assert config.event_time_fields == ("timestamp", "re:^(\\S+),")
+
+
+def test_a_setting_that_is_not_its_type_is_named():
+    with pytest.raises(
+        reconcile_cli.UsageError, match="TAP_RAPID7_MAX_RETRIES: expected an integer"
+    ):
+        reconcile_cli.load_config(["ENV"], environ={"TAP_RAPID7_MAX_RETRIES": "many"})
 
 
 def test_durations_for_the_clock_options():

@@ -16,9 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tap_rapid7.reconcile import main
-
-pytest_plugins = ["tap_rapid7.emulator.testing"]
+from pipeline_tools.reconcile.cli import main
 
 NOW_MS = 1_714_564_800_000  # 2024-05-01T12:00:00Z, hour aligned
 HOUR = 3_600_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tap_rapid7.logsearch import LogSearchClient
+from tap_rapid7.settings import TapSettings
 
 BASE = "https://logs.test"
 API_KEY = "sekret-api-key-0123456789"
@@ -51,12 +52,14 @@ def make_client(fake_time):
             "max_retries": 3,
             "backoff_base_seconds": 0.5,
             "backoff_max_seconds": 8.0,
-            "clock": fake_time.clock,
-            "sleep": fake_time.sleep,
-            "wall_clock": fake_time.wall_clock,
         }
         kwargs.update(overrides)
-        return LogSearchClient(**kwargs)
+        clocks = {
+            "clock": kwargs.pop("clock", fake_time.clock),
+            "sleep": kwargs.pop("sleep", fake_time.sleep),
+            "wall_clock": kwargs.pop("wall_clock", fake_time.wall_clock),
+        }
+        return LogSearchClient(TapSettings.from_config(kwargs), **clocks)
 
     return build
 

@@ -118,3 +118,15 @@ def test_user_agent_carries_the_installed_version(requests_mock):
     client = LogSearchClient.from_config({"api_key": "k", "base_url": "https://logs.test"})
     client.list_logs()
     assert requests_mock.last_request.headers["User-Agent"] == f"tap-rapid7/{version}"
+
+
+def test_events_column_names_other_parts_import_are_the_schema_s():
+    """reconcile imports these names; each must be a property of the events schema."""
+    from tap_rapid7.logsearch import records
+
+    properties = records.EVENTS_SCHEMA["properties"]
+    for name in records.__all__:
+        value = getattr(records, name)
+        if name.isupper() and isinstance(value, str) and name != "EVENTS_STREAM":
+            assert value in properties, name
+    assert set(records.EVENTS_KEY_PROPERTIES) <= set(properties)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from singer_sdk.testing import SuiteConfig, get_tap_test_class
 
-from tap_rapid7.emulator import EmulatorOptions, running_emulator
+from logsearch_emulator import EmulatorOptions, running_emulator
 from tap_rapid7.tap import TapRapid7
 
 # Filled in by the class-scoped fixture below before the suite's runner syncs (the SDK's test

@@ -45,11 +45,11 @@ def test_permission_error_text():
         message = describe_write_error(exc, "/x")
     assert message.startswith("output_dir '/x' is not writable")
     assert "failed on '/x/events'" in message
-    assert message.endswith("PermissionError: [Errno 13] Permission denied: '/x/events'")
+    assert message.endswith("PermissionError: [Errno 13] Permission denied: '/x/events' (EACCES)")
 
 
 def test_about_names_this_target_and_the_installed_version():
-    from tap_rapid7.version import distribution_version
+    from target_parquet_parts.version import distribution_version
 
     result = subprocess.run(
         [TARGET_BIN, "--about", "--format=json"], capture_output=True, text=True, check=True

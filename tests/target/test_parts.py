@@ -346,6 +346,9 @@ def test_write_sequence_temp_fsync_journal_link_dirsync(tmp_path, monkeypatch):
     target, _ = run_target(out, events_lines(5), monkeypatch)
     assert "events" in target._fast_sinks  # the fast record path was taken
     assert steps == [
+        f"dirsync {tmp_path.name}",  # out created
+        "dirsync out",  # out/_journal created (the run lock)
+        "dirsync out",  # out/events created
         "write True .tmp",
         "fsync True",
         "journal",

@@ -160,8 +160,10 @@ def test_per_record_validator_only_where_bulk_cannot_enforce(tmp_path):
     slow = ParquetPartsSink(target, "enum", with_enum, [])
     assert fast.get_validator() is None
     assert isinstance(slow.get_validator(), JSONSchemaValidator)
+    target.process_endofpipe()  # releases the run lock: one target per output_dir
     off = TargetParquetParts(config={"output_dir": str(tmp_path), "validate_records": False})
     assert ParquetPartsSink(off, "enum", with_enum, []).get_validator() is None
+    off.process_endofpipe()
 
 
 def test_schema_fallback_validator_refuses_enum_violations(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tap_rapid7.timeline import main
+from pipeline_tools.timeline import main
 from tests.timeline.test_timeline import PNG_MAGIC, _run_log
 
 

@@ -1,0 +1,823 @@
+"""The emulator's request handling, independent of the HTTP server.
+
+`EmulatorApp.handle()` takes a parsed request and returns a `Response` (or a "drop the
+connection" verdict). Order per API request: latency, forced 429, random faults (drop, 5xx),
+auth (401/403), the budget of the request's family (429, see ratelimit.py), then the endpoint.
+Every answered API request carries its family's X-RateLimit-* headers. `/_emulator/*` (ground
+truth, stats) is outside the API: no auth, no faults, no budgets, no rate-limit headers.
+
+Every query start (GET `/query/logs/{keys}`, `/query/logsets…`, POST `/query/logs`, and every
+Next link, which is a GET start with `next_page=true`) counts in `requests.queries_started`.
+The ground truth is keyed like Rapid7 identifies an entry: (log_id, timestamp, sequence number
+as a string); JSON `[log_id, ts, "seq"]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+from logsearch_emulator.data import LABELS, Event, SyntheticData, iso_ms
+from logsearch_emulator.faults import FaultInjector
+from logsearch_emulator.leql import INVALID_STATEMENT_CODE, StatementError, parse_statement
+from logsearch_emulator.options import DATA_FIELDS, EmulatorOptions
+from logsearch_emulator.queries import (
+    Continuation,
+    QuerySpec,
+    Registry,
+    iter_matching,
+    page_events,
+    query_bounds,
+    render_page,
+    running_body,
+    statistics_body,
+)
+from logsearch_emulator.ratelimit import (
+    FAMILIES,
+    RATE_LIMITED_BODY,
+    RateDecision,
+    RateLimiter,
+    family_of,
+)
+
+# Emulator-defined errorCodes (the real ones are unconfirmed except 101009).
+MISSING_WINDOW_CODE = 100000
+INVALID_WINDOW_CODE = 100001
+INVALID_PER_PAGE_CODE = 100003
+PER_PAGE_OVER_MAX_CODE = 100004
+INVALID_BODY_CODE = 100005
+STATS_PER_PAGE_CODE = 101009
+
+NOT_FOUND = {"message": "HTTP 404 Not Found"}
+ORG_ID = "00000000-emulator-org"
+_TIME_RANGE = re.compile(r"^\s*last\s+(\d+)?\s*(minute|hour|day|week)s?\s*$", re.I)
+_UNIT_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
+
+TruthKey = tuple[str, int, str]  # (log_id, timestamp, sequence_number_str)
+
+
+class HeaderLookup(Protocol):
+    """Request headers as `handle` reads them: a plain mapping or `http.server`'s `Message`."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+
+
+class ApiError(Exception):
+    """An error answer (status + JSON body) raised from deep inside a handler."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(body.get("message", ""))
+        self.status = status
+        self.body = body
+
+
+def _bad_request(code: int, message: str) -> ApiError:
+    return ApiError(400, {"errorCode": code, "message": message})
+
+
+def _json(status: int, body: object) -> Response:
+    return Response(status, json.dumps(body, separators=(",", ":")).encode())
+
+
+def _rate_limited(decision: RateDecision) -> Response:
+    """Rapid7's 429: text/plain `API rate limit exceeded`, Remaining 0, Retry-After = Reset."""
+    return Response(429, RATE_LIMITED_BODY, decision.limited_headers())
+
+
+def _new_family_stats() -> dict[str, dict]:
+    return {
+        family: {"requests": 0, "rate_limited": 0, "forced_429": 0, "min_remaining": None}
+        for family in FAMILIES
+    }
+
+
+class EmulatorApp:
+    """State and behaviour of one emulator: options, data, queries, limits, faults, counters."""
+
+    def __init__(self, options: EmulatorOptions) -> None:
+        options.validate()
+        self._lock = threading.RLock()
+        self.options = options
+        self.data = SyntheticData(options)
+        self.registry = Registry()
+        self.limiter = RateLimiter()
+        self.faults = FaultInjector(options.fault_seed)
+        self.counters: Counter[str] = Counter()
+        self.status_counts: Counter[int] = Counter()
+        self.family_stats = _new_family_stats()
+        self._api_requests = 0
+        self._duplicate_served = False
+
+    # ----------------------------------------------------------------- options and clock
+    def update_options(self, **changes: Any) -> EmulatorOptions:
+        """Change knobs at runtime (thread-safe); rebuilds data if a data field changed."""
+        with self._lock:
+            unknown = set(changes) - {f.name for f in dataclasses.fields(EmulatorOptions)}
+            if unknown:
+                raise ValueError(f"unknown emulator option(s): {', '.join(sorted(unknown))}")
+            new = dataclasses.replace(self.options, **changes)
+            new.validate()
+            old, self.options = self.options, new
+            if any(getattr(old, name) != getattr(new, name) for name in DATA_FIELDS):
+                self.data = SyntheticData(new)
+            self.data.cache_max_events = new.cache_max_events
+            if old.fault_seed != new.fault_seed:
+                self.faults.reseed(new.fault_seed)
+            if changes.get("duplicate_next"):
+                self._duplicate_served = False
+            return new
+
+    def now_ms(self) -> int:
+        fixed = self.options.fixed_now_ms
+        return fixed if fixed is not None else int(time.time() * 1000)
+
+    def rels(self) -> dict[str, str]:
+        if self.options.lowercase_rels:
+            return {"Self": "self", "Next": "next", "Context": "context", "Related": "related"}
+        return {"Self": "Self", "Next": "Next", "Context": "Context", "Related": "Related"}
+
+    def horizon_ms(self, now_ms: int | None = None) -> int | None:
+        """Oldest receipt time still retained (None: retention off)."""
+        return self.options.retention_horizon_ms(self.now_ms() if now_ms is None else now_ms)
+
+    # ----------------------------------------------------------------- ground truth
+    def truth(self, from_ms: int, to_ms: int, log_id: str | None = None) -> list[TruthKey]:
+        """Keys (log_id, timestamp, sequence_number_str) of the entries retained and visible
+        now with from <= timestamp < to (always half-open, whatever the query options), ordered
+        by (log_id, timestamp, sequence_number)."""
+        return [key for key, _ in self._truth_events(from_ms, to_ms, log_id)]
+
+    def event_times(
+        self, from_ms: int, to_ms: int, log_id: str | None = None
+    ) -> dict[TruthKey, int | None]:
+        """For the same entries as `truth()`: the time written into each message (epoch ms),
+        or None for a message that carries no time. Ground truth for time extractors."""
+        return {key: event.event_ms for key, event in self._truth_events(from_ms, to_ms, log_id)}
+
+    def _truth_events(
+        self, from_ms: int, to_ms: int, log_id: str | None
+    ) -> list[tuple[TruthKey, Event]]:
+        data, now = self.data, self.now_ms()
+        late_ms = self.options.late_arrival_seconds * 1000
+        horizon = self.horizon_ms(now)
+        if horizon is not None:
+            from_ms = max(from_ms, horizon)
+        logs = sorted(data.logs, key=lambda log: log.id)
+        if log_id is not None:
+            if log_id not in data.log_by_id:
+                raise KeyError(log_id)
+            logs = [data.log_by_id[log_id]]
+        out: list[tuple[TruthKey, Event]] = []
+        for log in logs:
+            for event in data.iter_log(log.index, from_ms, min(to_ms, now + 1)):
+                if event.ts + int(event.late_fraction * late_ms) <= now:
+                    out.append(((log.id, event.ts, str(event.seq)), event))
+        return out
+
+    def events(self, log_id: str, from_ms: int, to_ms: int, base_url: str) -> list[dict]:
+        """The event dicts the API would serve for one log now (half-open window)."""
+        log = self.data.log_by_id[log_id]
+        spec = self._spec(
+            (log.index,),
+            "",
+            from_ms=from_ms,
+            to_ms=to_ms,
+            per_page=1,
+            mrf=False,
+            from_inclusive=True,
+            to_inclusive=False,
+        )
+        rel, base = self.rels()["Context"].encode(), base_url.encode()
+        now = self.now_ms()
+        return [
+            json.loads(e.render(rel, base))
+            for e in iter_matching(
+                self.data, spec, now, self.options.late_arrival_seconds, self.horizon_ms(now)
+            )
+        ]
+
+    def stats(self) -> dict:
+        """Counters. `budgets` has, per family (query, poll, management): `requests` answered
+        (dropped connections not counted), `rate_limited` (429s for a spent budget; their sum is
+        `faults.rate_limited`), `forced_429` (429s from `force_429_on_request`) and
+        `min_remaining`, the lowest X-RateLimit-Remaining sent (None before the first answer).
+        `requests.{query,poll,management}_requests` count requests received per family."""
+        with self._lock:
+            return {
+                "api_requests": self._api_requests,
+                "requests": dict(self.counters),
+                "budgets": {family: dict(values) for family, values in self.family_stats.items()},
+                # API responses by status; "0" counts dropped connections
+                "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
+                "faults": {
+                    name: self.counters.get(name, 0)
+                    for name in (
+                        "dropped",
+                        "server_errors",
+                        "forced_429",
+                        "rate_limited",
+                        "expired_links",
+                        "duplicate_next",
+                        "non_page_bodies",
+                    )
+                },
+                "connections": self.counters.get("connections", 0),
+                "live_continuations": len(self.registry),
+                "buckets_generated": self.data.buckets_generated,
+                "cached_events": self.data.cached_events,
+            }
+
+    def count_connection(self) -> None:
+        """Called by the server for every accepted TCP connection (keep-alive check)."""
+        self._count("connections")
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counters[name] += n
+
+    # ----------------------------------------------------------------- entry point
+    def handle(
+        self, method: str, target: str, headers: HeaderLookup, body: bytes, host: str
+    ) -> Response:
+        parts = urlsplit(target)
+        path, params = parts.path, parse_qs(parts.query, keep_blank_values=True)
+        prefix = ""
+        if path == "/log_search" or path.startswith("/log_search/"):
+            prefix, path = "/log_search", path[len("/log_search") :] or "/"
+        base = f"http://{host}{prefix}"
+        if path.startswith("/_emulator/"):
+            response = self._internal(path, params)
+        else:
+            href = f"{base}{path}" + (f"?{parts.query}" if parts.query else "")
+            family = family_of(path)
+            response = self._api(
+                method,
+                path,
+                params,
+                family=family,
+                headers=headers,
+                body=body,
+                base=base,
+                href=href,
+            )
+            self._account(family, response)
+        response.headers.setdefault("Content-Type", "application/json")
+        return response
+
+    def _internal(self, path: str, params: dict[str, list[str]]) -> Response:
+        if path == "/_emulator/stats":
+            return _json(200, self.stats())
+        if path == "/_emulator/truth":
+            try:
+                from_ms, to_ms = int(params["from"][0]), int(params["to"][0])
+            except (KeyError, ValueError):
+                return _json(400, {"message": "from and to (epoch ms integers) are required"})
+            try:
+                keys = self.truth(from_ms, to_ms, params.get("log_id", [None])[0])
+            except KeyError:
+                return _json(404, NOT_FOUND)
+            return _json(200, {"count": len(keys), "keys": [list(k) for k in keys]})
+        return _json(404, NOT_FOUND)
+
+    def _account(self, family: str, response: Response) -> None:
+        """Count one API answer: its status, and its family's requests and lowest Remaining."""
+        with self._lock:
+            self.status_counts[0 if response.drop else response.status] += 1
+            if response.drop:
+                return
+            stats = self.family_stats[family]
+            stats["requests"] += 1
+            remaining = int(response.headers["X-RateLimit-Remaining"])
+            if stats["min_remaining"] is None or remaining < stats["min_remaining"]:
+                stats["min_remaining"] = remaining
+
+    def _budget_check(self, key: str, family: str, *, consume: bool) -> RateDecision:
+        opts = self.options
+        return self.limiter.check(
+            key,
+            family,
+            budget=opts.budget_for(family),
+            window_s=opts.budget_window_seconds,
+            now_ms=self.now_ms(),
+            consume=consume,
+        )
+
+    def _api(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, list[str]],
+        *,
+        family: str,
+        headers: HeaderLookup,
+        body: bytes,
+        base: str,
+        href: str,
+    ) -> Response:
+        opts = self.options
+        with self._lock:
+            self._api_requests += 1
+            number = self._api_requests
+            self.counters[f"{family}_requests"] += 1
+        if opts.request_latency_ms:
+            time.sleep(opts.request_latency_ms / 1000)
+        key = headers.get("X-Api-Key") or ""
+        drop, error = self.faults.roll(opts.drop_rate, opts.error_rate)
+        peek = self._budget_check(key, family, consume=False)
+        if number in opts.forced_429_requests():
+            with self._lock:
+                self.counters["forced_429"] += 1
+                self.family_stats[family]["forced_429"] += 1
+            response = _rate_limited(peek)
+            if opts.forced_429_retry_after is not None:
+                wait = f"{opts.forced_429_retry_after:g}"
+                response.headers.update({"Retry-After": wait, "X-RateLimit-Reset": wait})
+            return response
+        if drop:
+            self._count("dropped")
+            return Response(0, drop=True)
+        if error is not None:
+            self._count("server_errors")
+            response = _json(error, {"message": "Emulated server error"})
+            response.headers.update(peek.headers())
+            return response
+        if opts.forbidden_api_key is not None and key == opts.forbidden_api_key:
+            response = _json(403, {"message": "Forbidden"})
+            response.headers.update(peek.headers())
+            return response
+        if key != opts.api_key:
+            response = _json(401, {"message": "Unauthorized"})
+            response.headers.update(peek.headers())
+            return response
+        decision = self._budget_check(key, family, consume=True)
+        if not decision.allowed:
+            with self._lock:
+                self.counters["rate_limited"] += 1
+                self.family_stats[family]["rate_limited"] += 1
+            return _rate_limited(decision)
+        try:
+            response = self._route(method, path, params, body, base=base, href=href)
+        except ApiError as exc:
+            response = _json(exc.status, exc.body)
+        response.headers.update(decision.headers())
+        return response
+
+    # ----------------------------------------------------------------- routing
+    def _route(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, list[str]],
+        body: bytes,
+        *,
+        base: str,
+        href: str,
+    ) -> Response:
+        segments = [s for s in path.split("/") if s]
+        data = self.data
+        if method == "GET" and segments[:1] == ["management"]:
+            return self._management(segments[1:], base)
+        if segments[:1] != ["query"]:
+            raise ApiError(404, NOT_FOUND)
+        rest = segments[1:]
+        if method == "POST" and rest == ["logs"]:
+            return self._start_post(params, body, base)
+        if method != "GET":
+            raise ApiError(404, NOT_FOUND)
+        if len(rest) == 2 and rest[0] == "logs":
+            indexes = []
+            for key in rest[1].split(":"):
+                if key not in data.log_by_id:
+                    raise ApiError(404, NOT_FOUND)
+                indexes.append(data.log_by_id[key].index)
+            return self._start(tuple(indexes), _param(params, "query"), params, base, href)
+        if rest == ["logsets"]:
+            names = params.get("logset_name", [])
+            by_name = {ls.name: ls for ls in data.logsets}
+            if not names or any(n not in by_name for n in names):
+                raise ApiError(404, NOT_FOUND)
+            indexes = sorted({i for n in names for i in by_name[n].log_indexes})
+            return self._start(tuple(indexes), _param(params, "query"), params, base, href)
+        if len(rest) == 2 and rest[0] == "logsets":
+            logset = data.logset_by_id.get(rest[1])
+            if logset is None:
+                raise ApiError(404, NOT_FOUND)
+            return self._start(logset.log_indexes, _param(params, "query"), params, base, href)
+        if len(rest) == 2 and rest[0] == "context":
+            return self._context(rest[1], params, base)
+        if len(rest) == 1:
+            return self._continue(rest[0], base)
+        raise ApiError(404, NOT_FOUND)
+
+    # ----------------------------------------------------------------- management
+    def _log_json(self, index: int, base: str) -> dict:
+        log = self.data.logs[index]
+        logset = self.data.logsets[log.logset_index]
+        rel = self.rels()
+        return {
+            "id": log.id,
+            "name": log.name,
+            "logsets_info": [
+                {
+                    "id": logset.id,
+                    "name": logset.name,
+                    "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}",
+                    "links": [
+                        {"rel": rel["Self"], "href": f"{base}/management/logsets/{logset.id}"}
+                    ],
+                }
+            ],
+            "links": [{"rel": rel["Related"], "href": f"{base}/management/logs/{log.id}/topkeys"}],
+            "retention_period": "default",
+            "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{log.id}",
+            "source_type": "token",
+            "structures": [],
+            "token_seed": None,
+            "tokens": [],
+            "user_data": {"platform_managed": "true"},
+        }
+
+    def _logset_json(self, index: int, base: str) -> dict:
+        logset = self.data.logsets[index]
+        rel = self.rels()
+        return {
+            "id": logset.id,
+            "name": logset.name,
+            "description": None,
+            "rrn": f"rrn:logsearch:us:{ORG_ID}:logset:{logset.id}",
+            "user_data": {},
+            "logs_info": [
+                {
+                    "id": self.data.logs[i].id,
+                    "name": self.data.logs[i].name,
+                    "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{self.data.logs[i].id}",
+                    "links": [
+                        {
+                            "rel": rel["Self"],
+                            "href": f"{base}/management/logs/{self.data.logs[i].id}",
+                        }
+                    ],
+                }
+                for i in logset.log_indexes
+            ],
+        }
+
+    def _management(self, rest: list[str], base: str) -> Response:
+        data = self.data
+        if rest == ["logs"]:
+            return _json(200, {"logs": [self._log_json(i, base) for i in range(len(data.logs))]})
+        if rest == ["logsets"]:
+            return _json(
+                200, {"logsets": [self._logset_json(i, base) for i in range(len(data.logsets))]}
+            )
+        if len(rest) == 2 and rest[0] == "logs" and rest[1] in data.log_by_id:
+            return _json(200, {"log": self._log_json(data.log_by_id[rest[1]].index, base)})
+        if len(rest) == 2 and rest[0] == "logsets" and rest[1] in data.logset_by_id:
+            return _json(200, {"logset": self._logset_json(data.logset_by_id[rest[1]].index, base)})
+        if len(rest) == 2 and rest[0] == "labels":
+            label = LABELS.get(rest[1])
+            if label is None:
+                raise ApiError(404, {"code": 404, "message": "HTTP 404 Not Found"})
+            return _json(200, {"label": label})
+        raise ApiError(404, NOT_FOUND)
+
+    # ----------------------------------------------------------------- starting queries
+    def _start_post(self, params: dict[str, list[str]], body: bytes, base: str) -> Response:
+        try:
+            payload = json.loads(body or b"null")
+            logs = payload["logs"]
+            leql = payload.get("leql") or {}
+            during = leql.get("during") or {}
+            if not isinstance(logs, list) or not logs:
+                raise TypeError("logs")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise _bad_request(
+                INVALID_BODY_CODE,
+                'Body must be JSON {"logs": [...], "leql": {"statement": ..., "during": {...}}}',
+            ) from exc
+        indexes = []
+        for key in logs:
+            if key not in self.data.log_by_id:
+                raise ApiError(404, NOT_FOUND)
+            indexes.append(self.data.log_by_id[key].index)
+        merged = dict(params)
+        for name in ("from", "to", "time_range"):
+            if name in during:
+                merged[name] = [str(during[name])]
+        return self._start(tuple(indexes), leql.get("statement"), merged, base, None)
+
+    def _window(self, params: dict[str, list[str]]) -> tuple[int, int]:
+        raw_from, raw_to = _param(params, "from"), _param(params, "to")
+        time_range = _param(params, "time_range")
+        if raw_from is None and raw_to is None and time_range:
+            match = _TIME_RANGE.match(time_range)
+            if not match:
+                raise _bad_request(INVALID_WINDOW_CODE, f"Unsupported time_range {time_range!r}")
+            now = self.now_ms()
+            return now - int(match.group(1) or 1) * _UNIT_MS[match.group(2).lower()], now
+        if raw_from is None or raw_to is None:
+            raise _bad_request(
+                MISSING_WINDOW_CODE, "Both 'from' and 'to' (epoch milliseconds) are required"
+            )
+        try:
+            from_ms, to_ms = int(raw_from), int(raw_to)
+        except ValueError as exc:
+            raise _bad_request(
+                INVALID_WINDOW_CODE, "'from' and 'to' must be integer epoch milliseconds"
+            ) from exc
+        if from_ms < 0 or to_ms < from_ms:
+            raise _bad_request(INVALID_WINDOW_CODE, "'from' must be >= 0 and <= 'to'")
+        return from_ms, to_ms
+
+    def _spec(
+        self,
+        indexes: tuple[int, ...],
+        statement_text: str | None,
+        *,
+        from_ms: int,
+        to_ms: int,
+        per_page: int,
+        mrf: bool,
+        sequence_number: int | None = None,
+        from_inclusive: bool | None = None,
+        to_inclusive: bool | None = None,
+    ) -> QuerySpec:
+        """A validated query; inclusivity defaults to the options."""
+        try:
+            statement = parse_statement(statement_text)
+        except StatementError as exc:
+            raise _bad_request(INVALID_STATEMENT_CODE, str(exc)) from exc
+        opts = self.options
+        lower, upper = query_bounds(
+            from_ms,
+            to_ms,
+            from_inclusive=opts.from_inclusive if from_inclusive is None else from_inclusive,
+            to_inclusive=opts.to_inclusive if to_inclusive is None else to_inclusive,
+            sequence_number=sequence_number,
+            most_recent_first=mrf,
+        )
+        return QuerySpec(
+            indexes,
+            tuple(self.data.logs[i].id for i in indexes),
+            statement,
+            from_ms,
+            to_ms,
+            per_page,
+            mrf,
+            lower,
+            upper,
+        )
+
+    def _start(
+        self,
+        indexes: tuple[int, ...],
+        statement_text: str | None,
+        params: dict[str, list[str]],
+        base: str,
+        href: str | None,
+    ) -> Response:
+        """Start a query: a client's own, or a Next link (`next_page=true`)."""
+        opts = self.options
+        from_ms, to_ms = self._window(params)
+        raw_per_page = _param(params, "per_page")
+        per_page = opts.default_per_page
+        if raw_per_page is not None:
+            try:
+                per_page = int(raw_per_page)
+            except ValueError:
+                per_page = 0
+            if per_page < 1:
+                raise _bad_request(INVALID_PER_PAGE_CODE, "'per_page' must be a positive integer")
+            if per_page > opts.max_per_page:
+                if opts.per_page_over_max == "reject":
+                    raise _bad_request(
+                        PER_PAGE_OVER_MAX_CODE, f"'per_page' must be <= {opts.max_per_page}"
+                    )
+                per_page = opts.max_per_page
+        mrf = (_param(params, "most_recent_first") or "").lower() == "true"
+        sequence_number: int | None = None
+        raw_seq = _param(params, "sequence_number")
+        if raw_seq is not None:
+            try:
+                sequence_number = int(raw_seq)
+            except ValueError as exc:
+                raise _bad_request(
+                    INVALID_WINDOW_CODE, "'sequence_number' must be an integer"
+                ) from exc
+        spec = self._spec(
+            indexes,
+            statement_text,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            per_page=per_page,
+            mrf=mrf,
+            sequence_number=sequence_number,
+        )
+        if spec.statement.is_count and raw_per_page is not None and opts.reject_per_page_on_stats:
+            raise _bad_request(
+                STATS_PER_PAGE_CODE, "per_page is not supported for statistical queries"
+            )
+        is_next = (_param(params, "next_page") or "").lower() == "true"
+        now = self.now_ms()
+        horizon = self.horizon_ms(now)
+        beyond = horizon is not None and from_ms < horizon
+        self._count("queries_started")
+        if is_next:
+            self._count("next_queries_started")
+        if beyond:
+            self._count("beyond_retention_queries")
+        entry = Continuation(
+            self.registry.new_id(),
+            spec,
+            touched_ms=now,
+            started_ms=now,
+            followed_href=href if is_next else None,
+            beyond_retention=beyond,
+        )
+        immediate = opts.polls_before_ready == 0 and opts.ready_after_seconds == 0
+        if immediate or (is_next and not opts.next_is_async):
+            entry.ready = True
+            return self._finished(entry, base)
+        self.registry.add(entry, opts.link_ttl_seconds)
+        response = _json(
+            202, running_body(spec, entry.id, 0, f"{base}/query/{entry.id}", self.rels())
+        )
+        return self._retention_headers(response, entry)
+
+    def _retention_headers(self, response: Response, entry: Continuation) -> Response:
+        if entry.beyond_retention:
+            days = self.options.retention_days
+            horizon = self.horizon_ms(entry.started_ms)
+            response.headers["x-beyond-retention"] = "true"
+            response.headers["x-beyond-retention-message"] = (
+                "The requested range starts beyond the retention period"
+                + (
+                    f" ({days:g} days): entries received before {iso_ms(horizon)} "
+                    "are no longer available"
+                    if days is not None and horizon is not None
+                    else ""
+                )
+            )
+        return response
+
+    # ----------------------------------------------------------------- polling
+    def _continue(self, entry_id: str, base: str) -> Response:
+        opts = self.options
+        now = self.now_ms()
+        entry, expired = self.registry.get(entry_id, now, opts.link_ttl_seconds)
+        if entry is None:
+            if expired:
+                self._count("expired_links")
+            raise ApiError(404, NOT_FOUND)
+        self.registry.touch(entry, now)  # a successful poll: the link lives another TTL
+        with self._lock:
+            if not entry.ready:
+                entry.polls += 1
+                self.counters["polls"] += 1
+                if (
+                    entry.polls >= opts.polls_before_ready
+                    and now - entry.started_ms >= opts.ready_after_seconds * 1000
+                ):
+                    entry.ready = True
+                else:
+                    progress = min(99, 100 * entry.polls // max(1, opts.polls_before_ready))
+                    response = _json(
+                        200,
+                        running_body(
+                            entry.spec, entry.id, progress, f"{base}/query/{entry.id}", self.rels()
+                        ),
+                    )
+                    return self._retention_headers(response, entry)
+        return self._finished(entry, base)
+
+    def _finished(self, entry: Continuation, base: str) -> Response:
+        opts, spec, now = self.options, entry.spec, self.now_ms()
+        horizon = self.horizon_ms(now)
+        if spec.statement.is_count:
+            self._count("statistics_served")
+            response = _json(
+                200, statistics_body(self.data, spec, now, opts.late_arrival_seconds, horizon)
+            )
+            return self._retention_headers(response, entry)
+        variant = self.faults.roll_non_page(opts.non_page_rate)
+        with self._lock:
+            non_page = variant is not None and not entry.non_page_served
+            if non_page:
+                entry.non_page_served = True  # asking the same Self link again gets the page
+                self.counters["non_page_bodies"] += 1
+        if variant is not None and non_page:
+            return self._retention_headers(_json(200, self._non_page_body(spec, variant)), entry)
+        events, more = page_events(self.data, spec, now, opts.late_arrival_seconds, horizon)
+        next_href = None
+        if more:
+            with self._lock:
+                duplicate = (
+                    opts.duplicate_next
+                    and entry.followed_href is not None
+                    and not self._duplicate_served
+                )
+                if duplicate:
+                    self._duplicate_served = True
+                    self.counters["duplicate_next"] += 1
+            next_href = (
+                entry.followed_href if duplicate else self._next_href(spec, events[-1], base)
+            )
+        with self._lock:
+            self.counters["pages_served"] += 1
+            self.counters["events_served"] += len(events)
+        response = Response(200, render_page(spec, events, next_href, base, self.rels()))
+        return self._retention_headers(response, entry)
+
+    @staticmethod
+    def _non_page_body(spec: QuerySpec, variant: int) -> dict:
+        """A 200 body that is no page (see `non_page_rate`)."""
+        if variant == 0:
+            return {}
+        if variant == 1:
+            return {"events": None}
+        if variant == 2:
+            return {"logs": list(spec.log_ids), "leql": spec.leql()}
+        return {"events": {}}
+
+    @staticmethod
+    def _next_href(spec: QuerySpec, last: Event, base: str) -> str:
+        """Rapid7's Next: a new query from the last entry of this page on.
+
+        Ascending: `from=<last ts>&to=<to as sent>&sequence_number=<last seq>`, which yields the
+        rest of the last millisecond (sequence numbers larger than the last one) and everything
+        after it. `most_recent_first`: the mirror, `from=<from as sent>&to=<last ts>` with the
+        sequence number applying to the `to` millisecond (smaller ones), see `query_bounds`.
+        """
+        if spec.most_recent_first:
+            window = [("from", spec.from_ms), ("to", last.ts)]
+        else:
+            window = [("from", last.ts), ("to", spec.to_ms)]
+        params: list[tuple[str, object]] = [
+            *window,
+            ("per_page", spec.per_page),
+            ("sequence_number", last.seq),
+            ("next_page", "true"),
+        ]
+        if spec.statement.text:
+            params.append(("query", spec.statement.text))
+        if spec.most_recent_first:
+            params.append(("most_recent_first", "true"))
+        return f"{base}/query/logs/{':'.join(spec.log_ids)}?" + urlencode(
+            params, quote_via=quote, safe=""
+        )
+
+    def _context(self, raw_seq: str, params: dict[str, list[str]], base: str) -> Response:
+        """Entries around one entry of one log (the per-event Context link)."""
+        try:
+            seq, ts = int(raw_seq), int(_param(params, "timestamp") or "")
+            log = self.data.log_by_id[_param(params, "log_keys") or ""]
+            per_page = min(self.options.max_per_page, int(_param(params, "per_page") or 50))
+        except (ValueError, KeyError) as exc:
+            raise ApiError(404, NOT_FOUND) from exc
+        kind = (_param(params, "context_type") or "SURROUND").upper()
+        half = per_page // 2 if kind == "SURROUND" else per_page
+        span = 3_600_000
+        before: list[Event] = []
+        after: list[Event] = []
+        now, late = self.now_ms(), self.options.late_arrival_seconds
+        spec = self._spec(
+            (log.index,),
+            "",
+            from_ms=max(0, ts - span),
+            to_ms=ts + span,
+            per_page=per_page,
+            mrf=False,
+            from_inclusive=True,
+            to_inclusive=False,
+        )
+        for event in iter_matching(self.data, spec, now, late, self.horizon_ms(now)):
+            if (event.ts, event.seq) < (ts, seq):
+                before.append(event)
+            elif len(after) < half + 1:
+                after.append(event)
+            else:
+                break
+        picked = (before[-half:] if kind != "AFTER" else []) + (
+            after[: half + 1] if kind != "BEFORE" else after[:1]
+        )
+        return Response(200, render_page(spec, picked, None, base, self.rels()))
+
+
+def _param(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[0] if values else None

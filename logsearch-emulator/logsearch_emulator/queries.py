@@ -1,0 +1,304 @@
+"""Running queries, Self polling links, pages and statistics.
+
+A running query lives in a server-side registry under an opaque, colon-separated id (like the
+real ids `<uuid>:<n>:<sha1>::<sha1>:`); its Self link `/query/{id}` is polled until the page is
+ready, and expires when it has not been polled successfully for a TTL (sliding, like Rapid7's
+"must be polled at least every 20 seconds"). A Next link is no registry entry: as Rapid7
+documents, it is a new query, `/query/logs/{keys}?from=<ts of the last entry>&to=..&per_page=..
+&sequence_number=<its seq>&next_page=true`. So a query's bounds are sort keys
+(timestamp, sequence_number, log_index): `lower` inclusive, `upper` exclusive, and entries
+that arrive late do not shift later pages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from logsearch_emulator.data import FRAGMENT_MID, Event, SyntheticData
+from logsearch_emulator.leql import Statement
+
+REGISTRY_MAX_ENTRIES = 100_000
+STATS_SLICES = 10
+
+Position = tuple[int, int, int]  # (timestamp, sequence_number, log_index)
+_EDGE = (-1, -1)  # (seq, log_index) below every entry: (ts, -1, -1) is the start of ms `ts`
+
+
+def query_bounds(
+    from_ms: int,
+    to_ms: int,
+    *,
+    from_inclusive: bool,
+    to_inclusive: bool,
+    sequence_number: int | None,
+    most_recent_first: bool,
+) -> tuple[Position, Position]:
+    """(lower inclusive, upper exclusive) sort keys of a query's entries.
+
+    Ascending, `sequence_number=S` makes the `from` millisecond contribute exactly its entries
+    with sequence number > S (Rapid7's wording), whatever `from_inclusive` says. With
+    `most_recent_first` the mirror: it applies to the `to` millisecond, which contributes its
+    entries with sequence number < S (that is how a reversed Next link continues).
+    """
+    if sequence_number is not None and not most_recent_first:
+        lower = (from_ms, sequence_number + 1, -1)
+    else:
+        lower = (from_ms if from_inclusive else from_ms + 1, *_EDGE)
+    if sequence_number is not None and most_recent_first:
+        upper = (to_ms, sequence_number, -1)
+    else:
+        upper = (to_ms + 1 if to_inclusive else to_ms, *_EDGE)
+    return lower, upper
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """What a client asked for, validated."""
+
+    log_indexes: tuple[int, ...]
+    log_ids: tuple[str, ...]
+    statement: Statement
+    from_ms: int  # as sent, echoed in `during`
+    to_ms: int  # as sent, echoed in `during`
+    per_page: int
+    most_recent_first: bool
+    lower: Position  # inclusive sort key: no entry before it
+    upper: Position  # exclusive sort key: no entry at or after it
+
+    def leql(self) -> dict:
+        return {
+            "statement": self.statement.text,
+            "during": {"from": self.from_ms, "to": self.to_ms},
+        }
+
+
+@dataclass
+class Continuation:
+    """One registry entry: a started query in some stage of its async cycle."""
+
+    id: str
+    spec: QuerySpec
+    touched_ms: int  # the start, then every successful poll: the TTL runs from here
+    started_ms: int = 0
+    polls: int = 0
+    ready: bool = False
+    followed_href: str | None = None  # the Next href (next_page=true) that started it
+    beyond_retention: bool = False  # its `from` was older than the retention horizon
+    non_page_served: bool = False  # a non-page body was answered once: the next is the page
+
+
+class Registry:
+    """Thread-safe store of continuations with a sliding TTL and a size bound.
+
+    Entries are kept in order of their last touch, so expired ones are pruned from the old end;
+    the ids of pruned ones are remembered (bounded) so that polling one still counts as an
+    expired link, once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Continuation] = OrderedDict()
+        self._expired: OrderedDict[str, None] = OrderedDict()
+        self._counter = itertools.count(1)
+
+    def new_id(self) -> str:
+        token = uuid.uuid4()
+        n = next(self._counter)
+        a = hashlib.sha1(f"{token}a".encode(), usedforsecurity=False).hexdigest()
+        b = hashlib.sha1(f"{token}b".encode(), usedforsecurity=False).hexdigest()
+        return f"{token}:{n}:{a}::{b}:"
+
+    def add(self, entry: Continuation, ttl_seconds: float | None = None) -> None:
+        """Store an entry; prune expired ones from the old end (least recently touched)."""
+        with self._lock:
+            self._entries[entry.id] = entry
+            while len(self._entries) > REGISTRY_MAX_ENTRIES:
+                self._entries.popitem(last=False)
+            if ttl_seconds is not None:
+                horizon = entry.touched_ms - ttl_seconds * 1000
+                while self._entries:
+                    oldest = next(iter(self._entries.values()))
+                    if oldest.touched_ms >= horizon:
+                        break
+                    self._entries.popitem(last=False)
+                    self._remember_expired(oldest.id)
+
+    def _remember_expired(self, entry_id: str) -> None:
+        self._expired[entry_id] = None
+        while len(self._expired) > REGISTRY_MAX_ENTRIES:
+            self._expired.popitem(last=False)
+
+    def get(
+        self, entry_id: str, now_ms: int, ttl_seconds: float | None
+    ) -> tuple[Continuation | None, bool]:
+        """Return (entry, expired): an entry not touched for more than the TTL has expired and
+        is removed (`expired` is True once per link; later polls find an unknown id)."""
+        with self._lock:
+            entry = self._entries.get(entry_id)
+            if entry is None:
+                expired = entry_id in self._expired
+                self._expired.pop(entry_id, None)
+                return None, expired
+            if ttl_seconds is not None and now_ms - entry.touched_ms > ttl_seconds * 1000:
+                del self._entries[entry_id]
+                return None, True
+            return entry, False
+
+    def touch(self, entry: Continuation, now_ms: int) -> None:
+        """A successful poll: the TTL starts again from `now_ms`."""
+        with self._lock:
+            entry.touched_ms = now_ms
+            if entry.id in self._entries:
+                self._entries.move_to_end(entry.id)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _visible(event: Event, now_ms: int, late_ms: float) -> bool:
+    return event.ts <= now_ms and event.ts + int(event.late_fraction * late_ms) <= now_ms
+
+
+def iter_matching(
+    data: SyntheticData,
+    spec: QuerySpec,
+    now_ms: int,
+    late_arrival_seconds: float,
+    horizon_ms: int | None = None,
+) -> Iterator[Event]:
+    """Visible, matching entries with lower <= key < upper received at or after the retention
+    horizon, in the query's order."""
+    late_ms = late_arrival_seconds * 1000
+    lo_ts, lo_rest = spec.lower[0], spec.lower[1:]
+    hi_ts, hi_rest = spec.upper[0], spec.upper[1:]
+    check_lo, check_hi = lo_rest != _EDGE, hi_rest != _EDGE
+    lo = lo_ts if horizon_ms is None else max(lo_ts, horizon_ms)
+    hi = min(hi_ts + 1 if check_hi else hi_ts, now_ms + 1)
+    matches = spec.statement.matches
+    for event in data.iter_logs(spec.log_indexes, lo, hi, spec.most_recent_first):
+        ts = event.ts
+        if check_lo and ts == lo_ts and (event.seq, event.log_index) < lo_rest:
+            continue
+        if check_hi and ts == hi_ts and (event.seq, event.log_index) >= hi_rest:
+            continue
+        if not _visible(event, now_ms, late_ms):
+            continue
+        if matches is not None and not matches(event.message):
+            continue
+        yield event
+
+
+def page_events(
+    data: SyntheticData,
+    spec: QuerySpec,
+    now_ms: int,
+    late_arrival_seconds: float,
+    horizon_ms: int | None = None,
+) -> tuple[list[Event], bool]:
+    """The query's page of entries and whether more entries follow it."""
+    events = list(
+        itertools.islice(
+            iter_matching(data, spec, now_ms, late_arrival_seconds, horizon_ms), spec.per_page + 1
+        )
+    )
+    if len(events) > spec.per_page:
+        return events[: spec.per_page], True
+    return events, False
+
+
+def render_page(
+    spec: QuerySpec, events: list[Event], next_href: str | None, base: str, rels: dict[str, str]
+) -> bytes:
+    """The finished page body; event JSON comes pre-rendered from the data cache."""
+    head = json.dumps({"logs": list(spec.log_ids), "leql": spec.leql()}, separators=(",", ":"))[
+        :-1
+    ].encode()
+    rel, base_bytes = rels["Context"].encode(), base.encode()
+    parts = [head, b',"events":[']
+    for i, event in enumerate(events):
+        if i:
+            parts.append(b",")
+        parts += (event.head, rel, FRAGMENT_MID, base_bytes, event.tail)
+    parts.append(b"]")
+    if next_href is not None:
+        parts.append(b',"links":' + json.dumps([{"rel": rels["Next"], "href": next_href}]).encode())
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def running_body(
+    spec: QuerySpec, entry_id: str, progress: int, self_href: str, rels: dict[str, str]
+) -> dict:
+    body: dict = {
+        "logs": list(spec.log_ids),
+        "leql": spec.leql(),
+        "progress": progress,
+        "id": entry_id,
+        "events": [],
+        "links": [{"rel": rels["Self"], "href": self_href}],
+    }
+    if spec.statement.is_count:
+        body["partial"] = {"type": "count", "count": 0, "status": 200}
+    return body
+
+
+def statistics_body(
+    data: SyntheticData,
+    spec: QuerySpec,
+    now_ms: int,
+    late_arrival_seconds: float,
+    horizon_ms: int | None = None,
+) -> dict:
+    """The §3.4 `statistics` + `search_stats` answer of `calculate(count)`: exact counts of the
+    entries the same query would page through (same bounds, same retention)."""
+    first_ts = spec.lower[0]
+    span = max(1, spec.upper[0] + (1 if spec.upper[1:] != _EDGE else 0) - first_ts)
+    granularity = math.ceil(span / STATS_SLICES)
+    slices = [0] * STATS_SLICES
+    unfiltered = dataclasses.replace(
+        spec, statement=Statement("", None, True), most_recent_first=False
+    )
+    matches = spec.statement.matches
+    checked = matched = 0
+    for event in iter_matching(data, unfiltered, now_ms, late_arrival_seconds, horizon_ms):
+        checked += 1
+        if matches is None or matches(event.message):
+            matched += 1
+            slices[max(0, min(STATS_SLICES - 1, (event.ts - first_ts) // granularity))] += 1
+    return {
+        "logs": list(spec.log_ids),
+        "leql": spec.leql(),
+        "statistics": {
+            "type": "count",
+            "from": spec.from_ms,
+            "to": spec.to_ms,
+            "granularity": granularity,
+            "count": matched,
+            "cardinality": 0,
+            "stats": {"global_timeseries": {"count": matched}},
+            "timeseries": {"global_timeseries": [{"count": c} for c in slices]},
+            "groups": [],
+            "groups_timeseries": [],
+            "others": {},
+            "status": 200,
+            "all_exact_result": None,
+        },
+        "search_stats": {
+            "events_matched": matched,
+            "events_checked": checked,
+            "events_all": checked,
+            "bytes_checked": 0,
+            "bytes_all": 0,
+            "duration_ms": 1,
+            "index_factor": 1.0,
+        },
+    }

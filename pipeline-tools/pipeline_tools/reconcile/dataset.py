@@ -1,0 +1,534 @@
+"""What the dataset holds, per log and time window: rows, distinct keys, duplicates, strays.
+
+Part of `tap-rapid7-reconcile`. Reads only the columns it needs (`log_id`, `timestamp` and the
+sequence number) from the complete parts (`part-*.parquet`; temporary files and the target's
+`_journal/` are never read), one part at a time so that every row keeps the name of the part it
+came from: that is what lets the report name a duplicated part or a stray row's file.
+
+An entry's identity is `(log_id, timestamp, sequence_number)` (Rapid7's spec: sequence numbers
+are unique only within one millisecond), so every count of distinct keys, every duplicate and
+every key-level diff here is on that triple, never on the sequence number alone.
+
+The second job, `read_event_clocks`, counts the same windows by the other clock: the event's own
+`event_time` (from the message) next to the receipt time `timestamp` that the API counts by.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from tap_rapid7.logsearch.records import (
+    EVENT_TIME,
+    EVENTS_KEY_PROPERTIES,
+    LOG_ID,
+    RECEIVED_AT,
+    SEQUENCE_NUMBER,
+    SEQUENCE_NUMBER_STR,
+    TIMESTAMP,
+)
+from target_parquet_parts.naming import PART_GLOB
+
+__all__ = [
+    "DICTIONARY_LOG_ID",
+    "ClockCounts",
+    "DatasetCounts",
+    "DuplicateGroup",
+    "EventClocks",
+    "StrayRow",
+    "WindowRows",
+    "part_files",
+    "read_dataset_counts",
+    "read_event_clocks",
+    "window_start",
+]
+
+COLUMNS = list(EVENTS_KEY_PROPERTIES)
+# The sequence number is hashed and sorted as the exact int64 `sequence_number` when every part
+# has it without nulls (the same value as `sequence_number_str`, 8 bytes instead of ~19 and an
+# integer comparison); else as the string. Either way it is one half of the (timestamp, seq) pair.
+INT_KEY = SEQUENCE_NUMBER
+MAX_SAMPLES = 10
+
+
+@dataclass
+class WindowRows:
+    """The dataset's view of one (log, window)."""
+
+    rows: int = 0
+    distinct: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        """Rows beyond the first for each key (a key written twice counts once here)."""
+        return self.rows - self.distinct
+
+
+@dataclass
+class StrayRow:
+    """A row whose `timestamp` lies outside the range being reconciled."""
+
+    log_id: str
+    timestamp: int
+    sequence_number_str: str
+    part: str
+
+
+@dataclass
+class DuplicateGroup:
+    """Keys that occur more than once, grouped by the set of parts that hold them.
+
+    `sample` holds a few keys as `(log_id, timestamp, sequence_number_str)`.
+    """
+
+    parts: tuple[str, ...]
+    keys: int
+    rows: int
+    sample: list[tuple[str, int, str]] = field(default_factory=list)
+
+
+@dataclass
+class DatasetCounts:
+    """Everything the reconciliation needs from the dataset."""
+
+    parts: int
+    windows: dict[tuple[str, int], WindowRows]
+    log_ids: set[str]
+    strays: dict[str, int]
+    stray_samples: list[StrayRow]
+    duplicate_groups: list[DuplicateGroup]
+    min_timestamp: int | None
+    max_timestamp: int | None
+    table: pa.Table | None = None  # the key columns read, kept for a key-level diff
+
+    def keys_in(self, log_id: str, from_ms: int, to_ms: int) -> set[tuple[int, str]]:
+        """`(timestamp, sequence_number_str)` of one log's rows in `[from_ms, to_ms)`."""
+        if self.table is None:
+            return set()
+        ts = self.table[TIMESTAMP]
+        mask = pc.and_(
+            pc.equal(self.table[LOG_ID], log_id),
+            pc.and_(pc.greater_equal(ts, from_ms), pc.less(ts, to_ms)),
+        )
+        rows = self.table.filter(mask)
+        return set(zip(rows[TIMESTAMP].to_pylist(), map(str, rows["key"].to_pylist()), strict=True))
+
+
+def part_files(stream_dir: Path) -> list[Path]:
+    """Complete parts of one stream, in a stable order (partition directories included)."""
+    return sorted(stream_dir.rglob(PART_GLOB))
+
+
+_LOG_ID = pa.dictionary(pa.int32(), pa.string())
+# log_id read dictionary-encoded: counting rows per log outside the range costs almost nothing.
+DICTIONARY_LOG_ID = ds.ParquetFileFormat(
+    read_options=ds.ParquetReadOptions(dictionary_columns=[LOG_ID])
+)
+
+
+def _open(path: Path) -> ds.Dataset:
+    part = ds.dataset(path, format=DICTIONARY_LOG_ID)
+    missing = [name for name in COLUMNS if name not in part.schema.names]
+    if missing:
+        raise ValueError(f"{path}: part has no column(s) {', '.join(missing)}")
+    return part
+
+
+def _both(left: ds.Expression | None, right: ds.Expression) -> ds.Expression:
+    return right if left is None else (left & right)
+
+
+def _log_filter(log_ids: set[str] | None) -> ds.Expression | None:
+    return pc.field(LOG_ID).isin(pa.array(sorted(log_ids))) if log_ids else None
+
+
+def _received_in(low: int, high: int) -> ds.Expression:
+    return (pc.field(TIMESTAMP) >= low) & (pc.field(TIMESTAMP) < high)
+
+
+def window_start(timestamp_ms: int, window_ms: int) -> int:
+    """Start of the aligned window (multiples of the window length since the epoch, UTC)."""
+    return timestamp_ms - timestamp_ms % window_ms
+
+
+def _aligned(values: pa.Array | pa.ChunkedArray, width: int) -> pa.Array | pa.ChunkedArray:
+    """Aligned window starts of non-negative values (integer division truncates: floors here)."""
+    scalar = pa.scalar(width, pa.int64())
+    return pc.multiply(pc.divide(values, scalar), scalar)
+
+
+def read_dataset_counts(
+    stream_dir: Path,
+    *,
+    from_ms: int | None,
+    to_ms: int | None,
+    window_ms: int,
+    log_ids: set[str] | None = None,
+    subset: bool = False,
+) -> DatasetCounts:
+    """Count rows and distinct keys per (log, aligned window) inside `[from_ms, to_ms)`.
+
+    `from_ms`/`to_ms` of None mean "the dataset's own first and last timestamp" (then nothing can
+    be outside). Only rows inside the range are materialized (the range filter is pushed down to
+    the parquet reader, so row groups outside it are skipped); rows outside are only counted per
+    log and sampled, and with `subset` not even read.
+    """
+    files = part_files(stream_dir)
+    names = [str(path) for path in files]
+    parts = [_open(path) for path in files]
+    by_log = _log_filter(log_ids)
+
+    min_ts = max_ts = None
+    if from_ms is None or to_ms is None:
+        for part in parts:
+            stamps = part.to_table(columns=[TIMESTAMP], filter=by_log)[TIMESTAMP]
+            if len(stamps):
+                low_high = pc.min_max(stamps).as_py()
+                min_ts = low_high["min"] if min_ts is None else min(min_ts, low_high["min"])
+                max_ts = low_high["max"] if max_ts is None else max(max_ts, low_high["max"])
+    low = from_ms if from_ms is not None else (min_ts or 0)
+    high = to_ms if to_ms is not None else ((max_ts or 0) + 1)
+    in_range = _received_in(low, high)
+
+    table = None
+    if all(INT_KEY in part.schema.names for part in parts):
+        table = _read_keys(parts, INT_KEY, _both(by_log, in_range))
+    if table is None:  # no int64 column everywhere, or a null in it: the exact string instead
+        table = _read_keys(parts, COLUMNS[2], _both(by_log, in_range))
+    assert table is not None  # the string key never has to give way
+
+    strays: dict[str, int] = defaultdict(int)
+    samples: list[StrayRow] = []
+    if not subset:
+        outside = _both(by_log, ~in_range)
+        for index, part in enumerate(parts):
+            logs = part.to_table(columns=[LOG_ID], filter=outside)[LOG_ID]
+            for entry in pc.value_counts(logs).to_pylist():
+                strays[str(entry["values"])] += entry["counts"]
+            if len(logs) and len(samples) < MAX_SAMPLES:
+                head = part.head(MAX_SAMPLES - len(samples), columns=COLUMNS, filter=outside)
+                samples.extend(
+                    StrayRow(row[LOG_ID], row[TIMESTAMP], row[SEQUENCE_NUMBER_STR], names[index])
+                    for row in head.to_pylist()
+                )
+
+    windows, duplicated = _count_windows(table, window_ms)
+    return DatasetCounts(
+        parts=len(files),
+        windows=windows,
+        log_ids=set(table[LOG_ID].unique().to_pylist()) | set(strays),
+        strays=dict(strays),
+        stray_samples=samples,
+        duplicate_groups=_duplicate_groups(duplicated, names),
+        min_timestamp=min_ts,
+        max_timestamp=max_ts,
+        table=table,
+    )
+
+
+def _read_keys(parts: list[ds.Dataset], key: str, where: ds.Expression) -> pa.Table | None:
+    """`log_id` (dictionary), `timestamp`, `key`, `part` (index) of the rows `where` selects.
+
+    None when `key` is the int64 column and some row has no value there: the caller then reads
+    the string, so a part written without `sequence_number` never merges keys by accident.
+    """
+    key_type = pa.int64() if key == INT_KEY else pa.string()
+    schema = pa.schema([(LOG_ID, _LOG_ID), (TIMESTAMP, pa.int64()), ("key", key_type)])
+    tables = []
+    for index, part in enumerate(parts):
+        table = part.to_table(columns=[LOG_ID, TIMESTAMP, key], filter=where)
+        table = table.rename_columns(schema.names).cast(schema)
+        if key == INT_KEY and table["key"].null_count:
+            return None
+        tables.append(table.append_column("part", pa.array([index] * table.num_rows, pa.int32())))
+    if not tables:
+        return schema.empty_table().append_column("part", pa.array([], pa.int32()))
+    return pa.concat_tables(tables).unify_dictionaries()
+
+
+def _count_windows(
+    table: pa.Table, window_ms: int
+) -> tuple[dict[tuple[str, int], WindowRows], pa.Table]:
+    """Rows and distinct keys per (log, window), and the rows of keys that occur more than once.
+
+    Sort-based rather than a hash over every key: sort by (log, timestamp, sequence number), mark
+    each row that starts a new key, then count per (log, window), a handful of groups. The
+    timestamp is part of the key, so a key never spans two windows and its first row stands for
+    it. Returned with the counts: `log_id`, `timestamp`, `key`, `part` of every row whose key is
+    written more than once (usually none: only those rows are looked at again).
+    """
+    empty = pa.table(
+        {
+            LOG_ID: pa.array([], pa.string()),
+            TIMESTAMP: pa.array([], pa.int64()),
+            "key": pa.array([], table.schema.field("key").type),
+            "part": pa.array([], pa.int32()),
+        }
+    )
+    if table.num_rows == 0:
+        return {}, empty
+    logs = table[LOG_ID].combine_chunks()
+    flat = pa.table(
+        {
+            "log": logs.indices,
+            TIMESTAMP: table[TIMESTAMP].combine_chunks(),
+            "key": table["key"].combine_chunks(),
+        }
+    )
+    order = pc.sort_indices(
+        flat, sort_keys=[("log", "ascending"), (TIMESTAMP, "ascending"), ("key", "ascending")]
+    )
+    flat = flat.take(order)
+    columns = [flat[name].combine_chunks() for name in ("log", TIMESTAMP, "key")]
+    size = flat.num_rows
+    changed = [pc.not_equal(column.slice(1), column.slice(0, size - 1)) for column in columns]
+    new_key = pc.or_(pc.or_(changed[0], changed[1]), changed[2])
+    first = pa.concat_arrays([pa.array([True]), new_key])
+    counted = (
+        pa.table(
+            {
+                "log": columns[0],
+                "window": _aligned(columns[1], window_ms),
+                "first": pc.cast(first, pa.int64()),
+            }
+        )
+        .group_by(["log", "window"])
+        .aggregate([("first", "sum"), ("first", "count")])
+    )
+    names = logs.dictionary
+    windows = {
+        (names[row["log"]].as_py(), row["window"]): WindowRows(
+            rows=row["first_count"], distinct=row["first_sum"]
+        )
+        for row in counted.to_pylist()
+    }
+    # A row is in a repeated key when it is not its key's first row, or the next row is not.
+    repeat = pc.invert(first)
+    if not pc.any(repeat).as_py():
+        return windows, empty
+    in_repeated = pc.or_(repeat, pa.concat_arrays([repeat.slice(1), pa.array([False])]))
+    rows = flat.filter(in_repeated)
+    rows = rows.set_column(0, LOG_ID, pc.take(names, rows["log"]))
+    # The part of each such row, looked up only for them (no sorted copy of the whole column).
+    return windows, rows.append_column("part", pc.take(table["part"], order.filter(in_repeated)))
+
+
+def _duplicate_groups(rows: pa.Table, names: list[str]) -> list[DuplicateGroup]:
+    """Keys written more than once in the range, grouped by the parts holding them.
+
+    `rows` holds only the rows of repeated keys (from `_count_windows`), so this stays small.
+    """
+    if rows.num_rows == 0:
+        return []
+    per_key = rows.group_by([LOG_ID, TIMESTAMP, "key"]).aggregate(
+        [("part", "count"), ("part", "distinct")]
+    )
+    groups: dict[tuple[str, ...], DuplicateGroup] = {}
+    for row in per_key.to_pylist():
+        parts = tuple(names[index] for index in sorted(row["part_distinct"]))
+        group = groups.setdefault(parts, DuplicateGroup(parts=parts, keys=0, rows=0))
+        group.keys += 1
+        group.rows += row["part_count"]
+        if len(group.sample) < 3:
+            group.sample.append((row[LOG_ID], row[TIMESTAMP], str(row["key"])))
+    return sorted(groups.values(), key=lambda group: -group.keys)
+
+
+@dataclass
+class ClockCounts:
+    """One (log, window) counted by the event's own time as well as by the receipt time.
+
+    `by_event_time` counts rows whose `event_time` is in the window, whenever they were received
+    (within the margin read); the other figures are about the rows *received* in the window.
+    """
+
+    by_event_time: int = 0
+    both: int = 0  # received in the window and with their event time in it too
+    no_event_time: int = 0
+    late: int = 0  # received more than `late_after_ms` after their event time
+    early: int = 0  # received more than `late_after_ms` before their event time
+
+
+@dataclass
+class EventClocks:
+    """The dataset counted by both clocks, or why it cannot be (`reason` when not `available`).
+
+    Rows are read by receipt time over `[read_from, read_to)`: the checked range widened by
+    `margin_ms` on both sides, so that an event received late (after its window) is still
+    counted in its event-time window. Events received beyond the margin are not seen.
+    """
+
+    available: bool
+    reason: str
+    late_after_ms: int
+    margin_ms: int
+    read_from: int
+    read_to: int
+    windows: dict[tuple[str, int], ClockCounts] = field(default_factory=dict)
+    rows_read: int = 0
+    rows_with_event_time: int = 0
+    parts_without_event_time: int = 0  # older parts: `event_time` there is the receipt time
+
+
+_MICROS = pa.timestamp("us", tz="UTC")
+
+
+def _event_time_kind(part: ds.Dataset) -> str:
+    """`event` when the part's `event_time` is the event's own time, else why not.
+
+    Parts written before the tap had `received_at` hold the receipt time in `event_time` (the
+    same clock as `timestamp`): counting it as the event's time would hide the very difference
+    this is about, so such parts count as having no event time.
+    """
+    schema = part.schema
+    if EVENT_TIME not in schema.names:
+        return "no event_time column"
+    if RECEIVED_AT not in schema.names:
+        return "receipt time"
+    if not pa.types.is_timestamp(schema.field(EVENT_TIME).type):
+        return f"event_time is {schema.field(EVENT_TIME).type}, not a timestamp"
+    return "event"
+
+
+def read_event_clocks(
+    stream_dir: Path,
+    *,
+    from_ms: int,
+    to_ms: int,
+    window_ms: int,
+    log_ids: set[str] | None,
+    late_after_ms: int,
+    margin_ms: int,
+) -> EventClocks:
+    """Per (log, aligned window of `[from_ms, to_ms)`): rows by event time, late, early, none.
+
+    Reads `log_id` (dictionary-encoded), `timestamp` and `event_time` of the rows received in
+    the range plus the margin, one part at a time, and keeps only per-window sums. Event times
+    are compared in microseconds (the column's own unit), so window edges are exact: an event at
+    `to - 1 µs` is in, one at `to` is not.
+    """
+    read_from, read_to = max(from_ms - margin_ms, 0), to_ms + margin_ms
+    clocks = EventClocks(
+        available=False,
+        reason="",
+        late_after_ms=late_after_ms,
+        margin_ms=margin_ms,
+        read_from=read_from,
+        read_to=read_to,
+    )
+    parts = [_open(path) for path in part_files(stream_dir)]
+    kinds = [_event_time_kind(part) for part in parts]
+    if "event" not in kinds:
+        clocks.reason = _no_event_time_reason(kinds)
+        return clocks
+    clocks.available = True
+    where = _both(_log_filter(log_ids), _received_in(read_from, read_to))
+    limits = _ClockLimits(from_ms, to_ms, window_ms, late_after_ms)
+    for part, kind in zip(parts, kinds, strict=True):
+        if kind == "event":
+            table = part.to_table(columns=[LOG_ID, TIMESTAMP, EVENT_TIME], filter=where)
+            event_us = pc.cast(pc.cast(table[EVENT_TIME], _MICROS, safe=False), pa.int64())
+        else:
+            clocks.parts_without_event_time += 1
+            table = part.to_table(columns=[LOG_ID, TIMESTAMP], filter=where)
+            event_us = pa.nulls(table.num_rows, pa.int64())
+        clocks.rows_read += table.num_rows
+        clocks.rows_with_event_time += table.num_rows - event_us.null_count
+        if table.num_rows:
+            table = table.unify_dictionaries().combine_chunks()
+            _add_part(
+                clocks.windows,
+                table[LOG_ID].chunk(0),
+                table[TIMESTAMP].chunk(0),
+                _one_chunk(event_us),
+                limits,
+            )
+    return clocks
+
+
+def _no_event_time_reason(kinds: list[str]) -> str:
+    if not kinds:
+        return "the dataset has no parts"
+    if "receipt time" in kinds:
+        return (
+            "the dataset has no event time: its parts have no received_at column, so they "
+            "were written by an older tap whose event_time is the receipt time (the same "
+            "clock as timestamp); re-load with the current tap and event_time_fields set"
+        )
+    if "no event_time column" in kinds:
+        return "the dataset has no event time: its parts have no event_time column"
+    return f"the dataset has no event time: {kinds[0]}"
+
+
+@dataclass(frozen=True)
+class _ClockLimits:
+    from_ms: int
+    to_ms: int
+    window_ms: int
+    late_after_ms: int
+
+
+def _one_chunk(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _add_part(
+    windows: dict[tuple[str, int], ClockCounts],
+    log_ids: pa.Array,
+    received_ms: pa.Array,
+    event_us: pa.Array,
+    limits: _ClockLimits,
+) -> None:
+    """Add one part's rows to the per-window sums (see `ClockCounts` for each figure)."""
+    received_us = pc.multiply(received_ms, pa.scalar(1000, pa.int64()))
+    threshold = pa.scalar(limits.late_after_ms * 1000, pa.int64())
+    width_us = pa.scalar(limits.window_ms * 1000, pa.int64())
+    received = pc.and_(
+        pc.greater_equal(received_ms, limits.from_ms), pc.less(received_ms, limits.to_ms)
+    )
+    in_event = pc.fill_null(
+        pc.and_(
+            pc.greater_equal(event_us, limits.from_ms * 1000),
+            pc.less(event_us, limits.to_ms * 1000),
+        ),
+        False,
+    )
+    received_window = _aligned(received_ms, limits.window_ms)
+    # Event times before the epoch never reach the division (they are outside the range).
+    event_window = pc.multiply(
+        pc.divide(pc.if_else(in_event, event_us, 0), width_us),
+        pa.scalar(limits.window_ms, pa.int64()),
+    )
+    flags = pa.table(
+        {
+            LOG_ID: log_ids,
+            "window": received_window,
+            "no_event_time": pc.cast(pc.is_null(event_us), pa.int64()),
+            "late": _flag(pc.greater(pc.subtract(received_us, event_us), threshold)),
+            "early": _flag(pc.greater(pc.subtract(event_us, received_us), threshold)),
+            "both": _flag(pc.and_(in_event, pc.equal(event_window, received_window))),
+        }
+    ).filter(received)
+    sums = flags.group_by([LOG_ID, "window"]).aggregate(
+        [(name, "sum") for name in ("no_event_time", "late", "early", "both")]
+    )
+    for row in sums.to_pylist():
+        counts = windows.setdefault((str(row[LOG_ID]), row["window"]), ClockCounts())
+        counts.no_event_time += row["no_event_time_sum"]
+        counts.late += row["late_sum"]
+        counts.early += row["early_sum"]
+        counts.both += row["both_sum"]
+    by_event = pa.table({LOG_ID: log_ids, "window": event_window}).filter(in_event)
+    for row in by_event.group_by([LOG_ID, "window"]).aggregate([([], "count_all")]).to_pylist():
+        counts = windows.setdefault((str(row[LOG_ID]), row["window"]), ClockCounts())
+        counts.by_event_time += row["count_all"]
+
+
+def _flag(condition: pa.Array) -> pa.Array:
+    """1 where `condition` holds, 0 where it does not or is unknown (no event time)."""
+    return pc.cast(pc.fill_null(condition, False), pa.int64())

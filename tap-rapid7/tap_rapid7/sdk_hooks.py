@@ -1,0 +1,112 @@
+"""Every private singer-sdk name the tap overrides, calls or reads, and nowhere else.
+
+singer-sdk promises nothing about names with a leading underscore: an upgrade may rename or
+remove one, and an override of a name that no longer exists is silently never called. So the
+tap's modules use only the public methods below, and ``PRIVATE_SDK_NAMES`` lists each private
+name these classes touch; ``tests/tap/test_sdk_hooks.py`` checks that every one still exists
+in the installed SDK, with the parameters our overrides expect, and fails loudly if not.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from collections.abc import Generator
+
+from singer_sdk import Stream, Tap
+from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers._util import utc_now
+from singer_sdk.singerlib import RecordMessage
+
+if t.TYPE_CHECKING:
+    from singer_sdk.helpers.types import Context, Record
+
+__all__ = ["PRIVATE_SDK_NAMES", "StreamHooks", "TapHooks"]
+
+# (SDK class, private name, "override" | "call" | "attribute")
+PRIVATE_SDK_NAMES: tuple[tuple[type, str, str], ...] = (
+    (Tap, "_validate_config", "override"),
+    (Tap, "_config", "attribute"),
+    (Stream, "_tap", "attribute"),
+    (Stream, "_generate_record_messages", "override"),
+    (Stream, "_increment_stream_state", "override"),
+    (Stream, "_write_state_message", "call"),
+    (Stream, "_stream_version", "attribute"),
+)
+
+
+class TapHooks(Tap):
+    """The tap's private-hook overrides: config validation that can also change the config."""
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        # ``prepare_config``, the SDK's schema check, then ``resolve_config`` (ours): the only
+        # hook that runs once, before streams are built, with the config still writable.
+        self._config = {**self._config, **self.prepare_config(dict(self._config))}
+        errors: list[str] = []
+        schema: dict | None = None
+        try:
+            errors = list(super()._validate_config(raise_errors=raise_errors))
+        except ConfigValidationError as exc:
+            errors, schema = list(exc.errors), exc.schema
+        resolved, more_errors = self.resolve_config(dict(self._config))
+        self._config = {**self._config, **resolved}
+        errors += more_errors
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
+        for error in more_errors:
+            self.logger.warning("Config validation error: %s", error)
+        return errors
+
+    def prepare_config(self, config: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Settings to replace before the schema check (e.g. numbers given as text)."""
+        return {}
+
+    def resolve_config(self, config: dict[str, t.Any]) -> tuple[dict[str, t.Any], list[str]]:
+        """Settings to replace in the config, and errors naming settings; none by default."""
+        return {}, []
+
+
+class StreamHooks(Stream):
+    """The streams' private-hook overrides and the private names they reach."""
+
+    @property
+    def parent_tap(self) -> Tap:
+        """The tap this stream belongs to (the SDK keeps it private)."""
+        return self._tap
+
+    def write_state_now(self) -> None:
+        """Write a STATE message for the stream's current state at once."""
+        self.state_manager.is_flushed = False
+        self._write_state_message()
+
+    def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
+        # The SDK's per-record pruning and conformance can be skipped when ``plain_records``
+        # says they cannot change anything (a tenth of the tap's CPU per event); stream maps
+        # still apply.
+        if not self.plain_records():
+            yield from super()._generate_record_messages(record)
+            return
+        for stream_map in self.stream_maps:
+            mapped = stream_map.transform(record)
+            if mapped is not None:
+                yield RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=utc_now(),
+                )
+
+    def plain_records(self) -> bool:
+        """True when records need no pruning or conformance; False keeps the SDK's path."""
+        return False
+
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
+        # Runs after each RECORD is written; ``advance_state`` replaces the SDK's bookkeeping
+        # when it returns True (per-log cursors of interleaved logs, one dict lookup).
+        if not self.advance_state(latest_record):
+            super()._increment_stream_state(latest_record, context=context)
+
+    def advance_state(self, latest_record: Record) -> bool:
+        """Advance the state after ``latest_record`` was written; False: the SDK's way."""
+        return False

@@ -1,0 +1,301 @@
+"""The tap's settings: declared once (``CONFIG_SCHEMA``), read once into ``TapSettings``.
+
+The JSON Schema is what the SDK validates, what ``--about`` prints and what the README's
+settings table is generated from. ``TapSettings`` is the typed view every part of the tap, and
+the tools that read the tap's config (reconcile, capacity), use: numbers converted once (the SDK
+hands JSON numbers over as ``Decimal``; environment variables arrive as text), defaults taken
+from the schema, so no module converts or defaults a setting on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from singer_sdk import typing as th
+
+from tap_rapid7.config_dates import ACCEPTED_FORMATS
+
+__all__ = [
+    "CONFIG_SCHEMA",
+    "ENV_PREFIX",
+    "REGIONS",
+    "SettingError",
+    "TapSettings",
+    "config_from_env",
+]
+
+REGIONS = ("us", "us2", "us3", "eu", "ca", "au", "ap")
+ENV_PREFIX = "TAP_RAPID7_"  # Meltano's (and the SDK's --config=ENV) names: TAP_RAPID7_<SETTING>
+
+
+class SettingError(ValueError):
+    """A setting whose value cannot mean what its type says; the message names the setting."""
+
+
+CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
+    th.Property(
+        "api_key", th.StringType(nullable=False), required=True, secret=True,
+        description="Rapid7 Insight platform API key, sent as X-Api-Key",
+    ),
+    th.Property(
+        "region", th.StringType, default="us", allowed_values=list(REGIONS),
+        description=(
+            "Picks https://{region}.rest.logs.insight.rapid7.com; one of "
+            + ", ".join(REGIONS)
+        ),
+    ),
+    th.Property(
+        "base_url", th.StringType,
+        description="Overrides the region URL (the emulator, a proxy)",
+    ),
+    th.Property(
+        "log_ids", th.ArrayType(th.StringType),
+        description="Logs to read; empty means every log /management/logs lists",
+    ),
+    th.Property(
+        "query", th.StringType,
+        description="LEQL statement applied to every window, e.g. where(...)",
+    ),
+    th.Property(
+        "event_time_fields", th.ArrayType(th.StringType),
+        description=(
+            "Where the event's own time is in the message, tried in order: JSON keys or "
+            "dotted paths (timestamp, timeGenerated, Event.System.TimeCreated), or "
+            "re:<regex> with a group for text lines; ISO 8601 and epoch s/ms/us are "
+            "understood. Fills event_time (null when absent or unparsable)"
+        ),
+    ),
+    th.Property(
+        "start_date", th.DateTimeType,
+        description=(
+            "Where the first sync starts (required without state): " + ACCEPTED_FORMATS
+        ),
+    ),
+    th.Property(
+        "end_date", th.DateTimeType,
+        description=(
+            "Where a sync stops, exclusive (default: now - lag_seconds); same formats "
+            "as start_date"
+        ),
+    ),
+    th.Property(
+        "lag_seconds", th.NumberType, default=300,
+        description="Stay this far behind now, so windows are complete when read",
+    ),
+    th.Property(
+        "window_seconds", th.NumberType, default=86400,
+        description=(
+            "Longest time one query covers. Each window ends with a partial page, one "
+            "query from the budget: longer windows cost fewer queries, shorter ones bound "
+            "each query's work on the server"
+        ),
+    ),
+    th.Property(
+        "logs_per_query", th.IntegerType, default=20,
+        description=(
+            "Logs read together in one query per window (POST /query/logs): quiet logs "
+            "then cost one query together instead of one each; a group whose first page "
+            "is full goes on log by log. 1 = one query per log"
+        ),
+    ),
+    th.Property(
+        "budget_window_seconds", th.NumberType, default=900,
+        description="Rapid7's budget window (15 minutes): pacing spreads each budget over it",
+    ),
+    th.Property(
+        "budget_reserve_share", th.NumberType, default=0.05,
+        description=(
+            "Share of each budget (queries, polls, management) left unused for other "
+            "users of the same key: other jobs, the console, reconciliation"
+        ),
+    ),
+    th.Property(
+        "budget_log_interval_seconds", th.NumberType, default=60,
+        description="How often a logsearch_budget line reports what is spent and left",
+    ),
+    th.Property(
+        "link_lifetime_seconds", th.NumberType, default=20,
+        description=(
+            "A query's Self link expires when not polled this long (Rapid7: 20 s): polls "
+            "never wait longer for the budget, and poll_interval_max_seconds must be below"
+        ),
+    ),
+    th.Property("per_page", th.IntegerType, default=500, description="Events per page, 1..500"),
+    th.Property(
+        "poll_interval_seconds", th.NumberType, default=1.0,
+        description="First wait between polls of a running query; doubles up to the max",
+    ),
+    th.Property(
+        "poll_interval_max_seconds", th.NumberType, default=5.0,
+        description="Longest wait between two polls",
+    ),
+    th.Property(
+        "poll_timeout_seconds", th.NumberType, default=600,
+        description="Give up on (and restart from the cursor) one query after this long",
+    ),
+    th.Property(
+        "max_retries", th.IntegerType, default=8,
+        description="Retries of one request on 429, 5xx, timeouts and dropped connections",
+    ),
+    th.Property(
+        "backoff_base_seconds", th.NumberType, default=1.0,
+        description="First retry wait (doubles each retry) when the server names none",
+    ),
+    th.Property(
+        "backoff_max_seconds", th.NumberType, default=60,
+        description="Longest backoff wait between retries",
+    ),
+    th.Property(
+        "request_timeout_seconds", th.NumberType, default=60,
+        description="HTTP timeout of one request",
+    ),
+    th.Property(
+        "max_restarts", th.IntegerType, default=5,
+        description="Restarts of one window (expired link, poll timeout) before failing",
+    ),
+    th.Property(
+        "state_every_records", th.IntegerType, default=10000,
+        description="Also emit STATE every this many records (besides after each window)",
+    ),
+    th.Property(
+        "max_concurrent_queries", th.IntegerType, default=4,
+        description="Queries in flight at once (logs and next windows); 1 = sequential",
+    ),
+).to_dict()  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class TapSettings:
+    """Every tap setting, typed; defaults are ``CONFIG_SCHEMA``'s (a test keeps them equal)."""
+
+    api_key: str
+    region: str = "us"
+    base_url: str | None = None
+    log_ids: tuple[str, ...] = ()
+    query: str | None = None
+    event_time_fields: tuple[str, ...] = ()
+    start_date: str | None = None
+    end_date: str | None = None
+    lag_seconds: float = 300.0
+    window_seconds: float = 86400.0
+    logs_per_query: int = 20
+    budget_window_seconds: float = 900.0
+    budget_reserve_share: float = 0.05
+    budget_log_interval_seconds: float = 60.0
+    link_lifetime_seconds: float = 20.0
+    per_page: int = 500
+    poll_interval_seconds: float = 1.0
+    poll_interval_max_seconds: float = 5.0
+    poll_timeout_seconds: float = 600.0
+    max_retries: int = 8
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    request_timeout_seconds: float = 60.0
+    max_restarts: int = 5
+    state_every_records: int = 10000
+    max_concurrent_queries: int = 4
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TapSettings:
+        """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
+        values: dict[str, Any] = {}
+        for name in _FIELDS:
+            raw = config.get(name)
+            if raw is None:
+                continue
+            values[name] = _convert(name, raw)
+        if "api_key" not in values:
+            values["api_key"] = ""
+        return cls(**values)
+
+    @property
+    def logs(self) -> list[str]:
+        """``log_ids`` without repeats, in the order given."""
+        return list(dict.fromkeys(self.log_ids))
+
+
+def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Number and integer settings given as text (``"0.5"``), as numbers; others untouched.
+
+    Meltano passes a setting without a ``kind`` as text when it comes from an environment
+    variable or ``meltano config set``; fractional settings cannot have a ``kind`` (Meltano 4.4.1
+    cannot serialize its own Decimal), so the tap reads such text as the number it spells. Text
+    that is not a number is left for the schema check to refuse, naming the setting.
+    """
+    converted: dict[str, Any] = {}
+    for name, raw in config.items():
+        if name in _FIELDS and isinstance(raw, str) and _kind(name) in {"number", "integer"}:
+            try:
+                converted[name] = _convert(name, raw)
+            except SettingError:
+                continue
+    return converted
+
+
+def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The tap's settings from ``TAP_RAPID7_*`` variables, typed by ``CONFIG_SCHEMA``.
+
+    Arrays: a JSON array (as Meltano passes them), else comma-separated ``log_ids``;
+    ``event_time_fields`` is a single entry when not JSON (a regex may hold commas).
+    """
+    config: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or raw == "":
+            continue
+        name = key.removeprefix(ENV_PREFIX).lower()
+        if name not in _FIELDS:
+            continue
+        kind = _kind(name)
+        text = raw.strip()
+        if kind == "array":
+            if text.startswith("["):
+                try:
+                    config[name] = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    msg = f"{key}: not a JSON array: {exc}"
+                    raise SettingError(msg) from exc
+            elif name == "event_time_fields":
+                config[name] = [text]
+            else:
+                config[name] = [item.strip() for item in text.split(",") if item.strip()]
+        else:
+            config[name] = _convert(name, raw, source=key)
+    return config
+
+
+_PROPERTIES: dict[str, Any] = CONFIG_SCHEMA["properties"]
+_FIELDS = {field.name for field in dataclasses.fields(TapSettings)}
+
+
+def _kind(name: str) -> str:
+    types = _PROPERTIES[name].get("type", "string")
+    types = [types] if isinstance(types, str) else list(types)
+    return next((kind for kind in types if kind != "null"), "string")
+
+
+def _convert(name: str, raw: Any, *, source: str | None = None) -> Any:
+    """One value to the type ``CONFIG_SCHEMA`` gives it; errors name the setting."""
+    kind = _kind(name)
+    where = source or f"setting {name}"
+    try:
+        if kind == "integer":
+            if isinstance(raw, str):
+                return int(raw.strip())
+            if isinstance(raw, bool) or int(raw) != raw:
+                raise ValueError(raw)
+            return int(raw)
+        if kind == "number":
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if kind == "array":
+            if isinstance(raw, str | bytes) or not hasattr(raw, "__iter__"):
+                raise TypeError(raw)
+            return tuple(str(item) for item in raw)
+    except (TypeError, ValueError) as exc:
+        msg = f"{where}: expected {'an ' if kind == 'integer' else 'a '}{kind}, got {raw!r}"
+        raise SettingError(msg) from exc
+    return str(raw)

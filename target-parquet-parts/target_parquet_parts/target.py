@@ -1,0 +1,431 @@
+"""target-parquet-parts: a Singer target writing immutable Parquet parts, STATE exactly on time.
+
+STATE handling (the SDK only writes STATE from ``drain_all()``: end of input, the 5-minute age
+drain, SIGTERM). Here a STATE is emitted as soon as every record received before it is in a
+renamed, fsynced part, and never earlier:
+
+* When a STATE arrives, the sinks holding records (all received before it) are noted with their
+  flush counters. The STATE is safe once each of them has flushed since. After every flush (a
+  full sink, the age drain, end of input) the newest safe STATE is written to stdout.
+* When one of those sinks flushes because it is full, the others the newest STATE waits for
+  are flushed with it, so a small stream never holds STATE back.
+* If no sink holds records, the STATE is written at once.
+* ``state_max_lag_seconds`` bounds how long a STATE may wait for not-yet-full sinks: when the
+  oldest waiting STATE is older than that (checked at each record and STATE message, and by
+  the reader's idle watcher while no input arrives), the sinks holding records are flushed
+  early. ``0`` flushes at every STATE (smallest redo after a crash,
+  more and smaller parts).
+
+SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
+request (``_handle_termination``). The reader stops between two messages (a flush in progress
+always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
+processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
+fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
+one WARNING line ``target_stopped_by_signal``. The same signal again (Ctrl-C twice) stops at
+once (exit code as above, no further flush): like ``kill -9``, which the journal is built for,
+every STATE already written is covered. A different one (Ctrl-C makes the terminal send SIGINT
+to the whole group, then Meltano sends SIGTERM) does not cut the graceful stop short.
+
+The overrides are the narrowest hooks: ``_process_state_message`` (track instead of only
+remembering the latest), ``_write_state_message`` (Decimal-aware encoding, SDK issue 3787, and
+no duplicate lines), ``_handle_max_record_age`` (the SDK's per-record check; ours adds the
+safe-STATE and lag checks), ``process_endofpipe`` (close the journal; exit code after a signal),
+``_handle_termination`` (record the signal instead of draining inside the handler).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from singer_sdk import typing as th
+from singer_sdk.contrib.msgspec import encoder as _json_encoder
+from singer_sdk.exceptions import RecordsWithoutSchemaException
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.target_base import Target
+
+from logfmt_events import log_event
+from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
+from target_parquet_parts.journal import Journal
+from target_parquet_parts.lock import RunLock, lock_output_dir
+from target_parquet_parts.naming import StreamDirectories
+from target_parquet_parts.reader import LineNumberingReader
+from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
+from target_parquet_parts.version import DISTRIBUTION
+
+if t.TYPE_CHECKING:
+    from types import FrameType
+
+__all__ = ["TargetParquetParts"]
+
+COMPRESSIONS = ["zstd", "snappy", "gzip", "brotli", "lz4", "none"]
+DEFAULT_STATE_MAX_LAG_SECONDS = 60.0
+_clock = time.monotonic  # the STATE-lag clock; tests replace it to control time
+
+
+@dataclass
+class _PendingState:
+    index: int
+    value: t.Any
+    received_at: float
+    blockers: dict[ParquetPartsSink, int] = field(default_factory=dict)
+
+    def is_safe(self) -> bool:
+        return all(sink.flush_count > count for sink, count in self.blockers.items())
+
+
+class TargetParquetParts(Target):
+    """Singer target that writes each batch as new, immutable Parquet part files."""
+
+    name = DISTRIBUTION
+    package_name = DISTRIBUTION  # --about's version and Python support come from its metadata
+    message_reader_class = LineNumberingReader
+    default_sink_class = ParquetPartsSink
+    # Set by the signal handler; a class attribute because the SDK installs the handler in
+    # PluginBase.__init__, before this class's __init__ body runs.
+    _stop_signal: int | None = None
+
+    config_jsonschema = th.PropertiesList(
+        th.Property(
+            "output_dir",
+            th.StringType(nullable=False),
+            required=True,
+            description=(
+                "Root directory of the dataset. Parts go to "
+                "`{output_dir}/{stream}/[date=YYYY-MM-DD/]part-{utc time}-{random id}.parquet`."
+            ),
+        ),
+        th.Property(
+            "compression",
+            th.StringType,
+            default="zstd",
+            allowed_values=COMPRESSIONS,
+            description="Parquet compression codec: zstd, snappy, gzip, brotli, lz4 or none.",
+        ),
+        th.Property(
+            "compression_level",
+            th.IntegerType,
+            description="Codec level (codec default when unset).",
+        ),
+        th.Property(
+            "max_batch_bytes",
+            th.IntegerType,
+            default=DEFAULT_MAX_BATCH_BYTES,
+            description=(
+                "Limit on the buffered records of one stream, in bytes of JSON (each record's "
+                "input line, or the record itself once a stream map or record metadata changed "
+                "it): a part is written before a record would take the buffer past it (a "
+                "record larger than the limit gets a part of its own). "
+                "Bounds memory with large records (Python holds a record in a few times its "
+                "JSON size; the Parquet part is usually several times smaller)."
+            ),
+        ),
+        th.Property(
+            "partition_date_field",
+            th.StringType,
+            description=(
+                "Name of a `date-time` or `date` field: streams that have it get Hive-style "
+                "`date=YYYY-MM-DD` directories (UTC date; nulls in "
+                "`date=__HIVE_DEFAULT_PARTITION__`). Streams without it are not partitioned."
+            ),
+        ),
+        th.Property(
+            "state_max_lag_seconds",
+            th.NumberType,
+            default=DEFAULT_STATE_MAX_LAG_SECONDS,
+            description=(
+                "Longest a received STATE waits for sinks that are not full yet; then they are "
+                "flushed early so the STATE can be emitted. 0 = flush at every STATE."
+            ),
+        ),
+    ).to_dict()
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_id = secrets.token_hex(8)
+        self.states_received = 0
+        self._pending: list[_PendingState] = []
+        self._sinks: list[ParquetPartsSink] = []
+        self._state_check_needed = False
+        self._last_state_line: bytes | None = None
+        self._records_at_last_state = 0
+        self._journal: Journal | None = None
+        self._run_lock: RunLock | None = None
+        self._journal_lock = threading.Lock()
+        self._fast_sinks: dict[str, ParquetPartsSink] = {}
+        self.stream_directories = StreamDirectories()
+        self._records_since_check = 0
+        load_method = self.config.get("load_method") or "append-only"
+        if str(getattr(load_method, "value", load_method)) != "append-only":
+            msg = (
+                f"load_method '{load_method}' is not supported by {self.name}: parts are "
+                "immutable and only ever added, so only 'append-only' is possible"
+            )
+            raise ValueError(msg)
+        lag = self.config.get("state_max_lag_seconds")
+        self._state_max_lag = DEFAULT_STATE_MAX_LAG_SECONDS if lag is None else float(lag)
+        self._lag = max(self._state_max_lag, 0.0)
+        if self._lag > 0 and isinstance(self.message_reader, LineNumberingReader):
+            # A tap can go quiet for minutes (a query still running, a 429 wait): the lag
+            # bound must hold then too, not only when the next message arrives.
+            self.message_reader.idle_callback = self._check_state_lag
+            self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+        if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
+
+    # -- sinks and journal ----------------------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        """The output_dir's exactly-once journal (opened on first use, under the run lock)."""
+        with self._journal_lock:
+            if self._journal is None:
+                with explain_os_errors(self.config["output_dir"]):
+                    output_dir = Path(self.config["output_dir"])
+                    self._journal = Journal(output_dir, self.run_id, self._lock_output_dir())
+            return self._journal
+
+    def _lock_output_dir(self) -> RunLock:
+        """This run's lock on output_dir (``lock.py``), taken at the first stream's SCHEMA."""
+        if self._run_lock is None:
+            with explain_os_errors(self.config["output_dir"]):
+                self._run_lock = lock_output_dir(Path(self.config["output_dir"]), self.run_id)
+        return self._run_lock
+
+    def register_sink(self, sink: ParquetPartsSink) -> None:
+        """Every sink ever created (archived ones too: they can hold records)."""
+        self._sinks.append(sink)
+        self._lock_output_dir()  # every run, whatever the streams' keys
+        if sink.key_properties:
+            _ = self.journal  # load replay keys before the first flush
+
+    def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
+        """A part landed (possibly in a drain thread): re-check pending STATEs soon."""
+        self._state_check_needed = True
+
+    def _records_received(self) -> int:
+        return sum(s.rows_flushed + s.current_size for s in self._sinks)
+
+    def _flush_buffered(self) -> None:
+        for sink in self._sinks:
+            if sink.current_size:
+                self.drain_one(sink)
+
+    # -- message handling -----------------------------------------------------------------
+    def _process_schema_message(self, message_dict: dict) -> None:
+        super()._process_schema_message(message_dict)
+        # A changed schema archives the stream's sink; write its records now, in their own
+        # part with the old schema, instead of holding them until the next full drain.
+        archived = [s for s in self._sinks_to_clear if s.current_size]
+        for archived_sink in archived:
+            self.drain_one(archived_sink)
+        if archived:
+            self._emit_safe_states()
+        stream_name = message_dict["stream"]
+        self._fast_sinks.pop(stream_name, None)
+        maps = self.mapper.stream_maps.get(stream_name) or []
+        if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
+            return
+        stream_map = maps[0]
+        sink = self._sinks_active.get(stream_map.stream_alias)
+        if (
+            stream_map.stream_alias == stream_name
+            and not stream_map.flattening_enabled
+            and isinstance(sink, ParquetPartsSink)
+            and sink._validator is None  # bulk validation covers the whole schema
+            and not sink.include_sdc_metadata_properties
+        ):
+            sink.fast_path = True
+            self._fast_sinks[stream_name] = sink
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        # Fast path, why: the SDK's per-record pipeline (copy, map, metadata strip, validate,
+        # parse timestamps, key check, counters) costs ~10 us per record. For a stream with no
+        # stream map, no flattening, no record metadata and no per-record validator, all of
+        # that is either identity or done column-wise at flush (sinks.py, columns.py).
+        sink = self._fast_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
+        record = message_dict.get("record")
+        if sink is not None and type(record) is dict:
+            if sink.buffer_fast(record):
+                self.logger.info(
+                    "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                    sink.stream_name,
+                    sink.current_size,
+                )
+                self.drain_one(sink)
+            self._records_since_check += 1
+            if (
+                self._state_check_needed
+                or not self._records_since_check & 255  # the SDK's 5-minute age check
+                or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
+            ):
+                self._handle_max_record_age()
+            return
+        try:
+            super()._process_record_message(message_dict)
+        except RecordsWithoutSchemaException as exc:
+            line = getattr(self.message_reader, "line_number", None)
+            msg = f"input line {line}: {exc}" if line else str(exc)
+            raise RecordsWithoutSchemaException(msg) from None
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        self._assert_line_requires(message_dict, requires={"value"})
+        state = message_dict["value"]
+        if self._latest_state == state:
+            return
+        now = _clock()
+        if self._state_max_lag <= 0 or (
+            self._pending and now - self._pending[0].received_at >= self._state_max_lag
+        ):
+            # Everything buffered arrived before this STATE: flush it, then emit right away.
+            self._flush_buffered()
+        for sink in self._sinks:
+            if sink.current_size:
+                sink.mark_state(self.states_received)  # arrival labels for the journal
+        self.states_received += 1
+        self._latest_state = state
+        self._records_at_last_state = self._records_received()
+        blockers = {s: s.flush_count for s in self._sinks if s.current_size}
+        self._pending.append(_PendingState(self.states_received, state, now, blockers))
+        self._emit_safe_states()
+
+    def _check_state_lag(self) -> None:
+        """Idle-time check (reader's watcher thread, holding the reader's turn lock)."""
+        if self._state_check_needed or (
+            self._pending and _clock() - self._pending[0].received_at >= self._lag
+        ):
+            self._handle_max_record_age()
+
+    def _handle_max_record_age(self) -> None:
+        if self._state_check_needed:
+            self._emit_safe_states()
+        if self._pending and _clock() - self._pending[0].received_at >= self._lag:
+            self._flush_buffered()
+            self._emit_safe_states()
+        super()._handle_max_record_age()
+
+    def _emit_safe_states(self) -> None:
+        if self._pending:
+            # Piggyback: once one sink the newest STATE waits for has flushed (it was full),
+            # flush the others it waits for too, so a small or slow stream never holds the
+            # STATE back until the lag limit or the end of input.
+            newest = self._pending[-1]
+            if any(s.flush_count > c for s, c in newest.blockers.items()):
+                for sink, count in newest.blockers.items():
+                    if sink.flush_count == count and sink.current_size:
+                        self.drain_one(sink)
+        self._state_check_needed = False
+        safe = -1
+        for position, pending in enumerate(self._pending):
+            if not pending.is_safe():
+                break  # a later STATE cannot be safe while an earlier one is not
+            safe = position
+        if safe >= 0:
+            chosen = self._pending[safe]
+            del self._pending[: safe + 1]
+            self._emit(chosen.value, chosen.index)
+
+    def _write_state_message(self, state: dict) -> None:
+        """Called by ``drain_all`` after every sink was drained: the latest STATE is safe."""
+        self._pending.clear()
+        self._emit(state, self.states_received)
+
+    def _emit(self, state: t.Any, index: int) -> None:
+        line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
+        if line != self._last_state_line:
+            self.logger.debug("Emitting completed target state %s", line.decode())
+            try:
+                sys.stdout.write(line.decode() + "\n")
+                sys.stdout.flush()
+            except OSError as exc:  # not output_dir's fault: say where it failed
+                msg = f"cannot write STATE to standard output: {describe_os_error(exc)}"
+                raise DescribedOSError(msg) from exc
+            self._last_state_line = line
+        if self._journal is not None:
+            self._journal.covered(index)
+
+    @classmethod
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
+        """CLI entry: tune the garbage collector for a stream of short-lived dicts, then run.
+
+        Every decoded record is a container object, so CPython's default collector (a young
+        collection every 700 allocations, full ones as the heap grows) spends about a third
+        of the run scanning buffered records that are never cyclic garbage. Fewer, larger
+        young collections and freezing the startup objects remove most of that; memory stays
+        bounded by the batch limits. Only the CLI process does this, not library users.
+        """
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 1000)
+        super().invoke(*args, **kwargs)
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: only record the request (see the module docstring).
+
+        Overridden because the SDK's handler drains every sink and writes STATE inside the
+        handler, while the flush it interrupted never finishes (and with the idle watcher
+        flushing, two flushes run at once), then exits 0.
+        """
+        if self._stop_signal == signum:
+            # The same signal again: stop now. Nothing is half-visible (parts are renamed only
+            # when complete) and every STATE already written is covered.
+            name = signal.Signals(signum).name
+            os.write(2, f"target_stopped_by_signal signal={name} at_once=true\n".encode())
+            os._exit(128 + signum)
+        if self._stop_signal is not None:
+            return  # already stopping gracefully (see the module docstring)
+        self._stop_signal = signum
+        reader = getattr(self, "message_reader", None)  # unset while __init__ runs
+        if isinstance(reader, LineNumberingReader):
+            reader.request_stop(signum, frame)  # may raise, ending the read loop
+
+    def process_endofpipe(self) -> None:
+        """Drain and emit the final STATE (SDK), then settle and unlock the journal.
+
+        After a stop request (SIGTERM, SIGINT) this is where the run ends: the buffered records
+        are flushed and their STATE written as at a normal end, then the process exits with
+        128 + the signal number so a scheduler sees the cancel.
+        """
+        rows_before = sum(s.rows_flushed for s in self._sinks)
+        with explain_os_errors(self.config["output_dir"]):
+            super().process_endofpipe()
+            if self._journal is not None:
+                nothing_to_resume = self.states_received == 0
+                all_covered = self._records_received() == self._records_at_last_state
+                self._journal.finish(clear=nothing_to_resume or all_covered)
+                self._journal = None
+            if self._run_lock is not None:
+                self._run_lock.release()
+                self._run_lock = None
+        if self._stop_signal is not None:
+            self._exit_after_signal(self._stop_signal, rows_before)
+
+    def _exit_after_signal(self, signum: int, rows_before: int) -> t.NoReturn:
+        rows_written = sum(s.rows_flushed for s in self._sinks)
+        last_state = self._last_state_line.decode() if self._last_state_line else None
+        if last_state is not None and len(last_state) > 500:
+            last_state = last_state[:497] + "..."
+        code = 128 + signum
+        log_event(
+            self.logger,
+            logging.WARNING,
+            "target_stopped_by_signal",
+            signal=signal.Signals(signum).name,
+            exit_code=code,
+            rows_flushed_at_stop=rows_written - rows_before,
+            rows_written=rows_written,
+            rows_after_last_state=self._records_received() - self._records_at_last_state,
+            last_state_emitted=last_state,
+        )
+        raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    TargetParquetParts.cli()
