@@ -609,8 +609,4 @@ class IcebergWriter:
             snapshot_id=result["snapshot_id"],
             commit_ms=result["commit_ms"],
         )
-        if sink.fast_path:
-            sink.record_counter_metric.increment(rows_in)
-        sink.flush_count += 1
-        sink.rows_flushed += rows_in
-        target.on_sink_flushed(sink)
+        sink.count_flush(rows_in)

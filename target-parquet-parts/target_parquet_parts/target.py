@@ -16,16 +16,30 @@ renamed, fsynced part, and never earlier:
   early. ``0`` flushes at every STATE (smallest redo after a crash,
   more and smaller parts).
 
+SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
+request (``_handle_termination``). The reader stops between two messages (a flush in progress
+always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
+processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
+fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
+one WARNING line ``target_stopped_by_signal``. The same signal again (Ctrl-C twice) stops at
+once (exit code as above, no further flush): like ``kill -9``, which the journal is built for,
+every STATE already written is covered. A different one (Ctrl-C makes the terminal send SIGINT
+to the whole group, then Meltano sends SIGTERM) does not cut the graceful stop short.
+
 The overrides are the narrowest hooks: ``_process_state_message`` (track instead of only
 remembering the latest), ``_write_state_message`` (Decimal-aware encoding, SDK issue 3787, and
 no duplicate lines), ``_handle_max_record_age`` (the SDK's per-record check; ours adds the
-safe-STATE and lag checks), ``process_endofpipe`` (close the journal).
+safe-STATE and lag checks), ``process_endofpipe`` (close the journal; exit code after a signal),
+``_handle_termination`` (record the signal instead of draining inside the handler).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -39,6 +53,7 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
+from logfmt_events import log_event
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.lock import RunLock, lock_output_dir
@@ -48,6 +63,8 @@ from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
 from target_parquet_parts.version import DISTRIBUTION
 
 if t.TYPE_CHECKING:
+    from types import FrameType
+
     from target_parquet_parts.iceberg import IcebergWriter
 
 __all__ = ["TargetParquetParts"]
@@ -89,6 +106,9 @@ class TargetParquetParts(Target):
     package_name = DISTRIBUTION  # --about's version and Python support come from its metadata
     message_reader_class = LineNumberingReader
     default_sink_class = ParquetPartsSink
+    # Set by the signal handler; a class attribute because the SDK installs the handler in
+    # PluginBase.__init__, before this class's __init__ body runs.
+    _stop_signal: int | None = None
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -200,6 +220,8 @@ class TargetParquetParts(Target):
             # bound must hold then too, not only when the next message arrives.
             self.message_reader.idle_callback = self._check_state_lag
             self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+        if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
 
     # -- sinks and journal ----------------------------------------------------------------
     @property
@@ -308,6 +330,9 @@ class TargetParquetParts(Target):
         ):
             # Everything buffered arrived before this STATE: flush it, then emit right away.
             self._flush_buffered()
+        for sink in self._sinks:
+            if sink.current_size:
+                sink.mark_state(self.states_received)  # arrival labels for the journal
         self.states_received += 1
         self._latest_state = state
         self._records_at_last_state = self._records_received()
@@ -386,8 +411,34 @@ class TargetParquetParts(Target):
         gc.set_threshold(100_000, 50, 1000)
         super().invoke(*args, **kwargs)
 
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: only record the request (see the module docstring).
+
+        Overridden because the SDK's handler drains every sink and writes STATE inside the
+        handler, while the flush it interrupted never finishes (and with the idle watcher
+        flushing, two flushes run at once), then exits 0.
+        """
+        if self._stop_signal == signum:
+            # The same signal again: stop now. Nothing is half-visible (parts are renamed only
+            # when complete) and every STATE already written is covered.
+            name = signal.Signals(signum).name
+            os.write(2, f"target_stopped_by_signal signal={name} at_once=true\n".encode())
+            os._exit(128 + signum)
+        if self._stop_signal is not None:
+            return  # already stopping gracefully (see the module docstring)
+        self._stop_signal = signum
+        reader = getattr(self, "message_reader", None)  # unset while __init__ runs
+        if isinstance(reader, LineNumberingReader):
+            reader.request_stop(signum, frame)  # may raise, ending the read loop
+
     def process_endofpipe(self) -> None:
-        """Drain and emit the final STATE (SDK), then settle and unlock the journal."""
+        """Drain and emit the final STATE (SDK), then settle and unlock the journal.
+
+        After a stop request (SIGTERM, SIGINT) this is where the run ends: the buffered records
+        are flushed and their STATE written as at a normal end, then the process exits with
+        128 + the signal number so a scheduler sees the cancel.
+        """
+        rows_before = sum(s.rows_flushed for s in self._sinks)
         with explain_os_errors(self.config["output_dir"]):
             super().process_endofpipe()
             if self.iceberg is not None:
@@ -401,6 +452,27 @@ class TargetParquetParts(Target):
             if self._run_lock is not None:
                 self._run_lock.release()
                 self._run_lock = None
+        if self._stop_signal is not None:
+            self._exit_after_signal(self._stop_signal, rows_before)
+
+    def _exit_after_signal(self, signum: int, rows_before: int) -> t.NoReturn:
+        rows_written = sum(s.rows_flushed for s in self._sinks)
+        last_state = self._last_state_line.decode() if self._last_state_line else None
+        if last_state is not None and len(last_state) > 500:
+            last_state = last_state[:497] + "..."
+        code = 128 + signum
+        log_event(
+            self.logger,
+            logging.WARNING,
+            "target_stopped_by_signal",
+            signal=signal.Signals(signum).name,
+            exit_code=code,
+            rows_flushed_at_stop=rows_written - rows_before,
+            rows_written=rows_written,
+            rows_after_last_state=self._records_received() - self._records_at_last_state,
+            last_state_emitted=last_state,
+        )
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
