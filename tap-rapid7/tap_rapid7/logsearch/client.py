@@ -80,6 +80,7 @@ class LogSearchClient:
             clock=clock,
             sleep=sleep,
             wall_clock=wall_clock,
+            url_setting="base_url" if base_url else "region",
         )
         self.protocol = QueryProtocol(
             self.http,
@@ -102,6 +103,10 @@ class LogSearchClient:
         except SettingError as exc:
             raise FatalAPIError(str(exc)) from exc
         return cls(settings, **clocks)
+
+    def close(self) -> None:
+        """Close the HTTP connections kept alive for later requests."""
+        self.http.close()
 
     @property
     def base_url(self) -> str:
