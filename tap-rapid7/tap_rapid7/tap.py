@@ -85,7 +85,7 @@ class TapRapid7(TapHooks):
         """``log_ids`` from config, or every log the API key can see."""
         if self.settings.log_ids:
             return self.settings.logs
-        return [log["id"] for log in self.client.list_logs()]
+        return self.client.list_log_ids()
 
     def window_runner(self, plan: list[WindowTask]) -> WindowRunner:
         """The runner for this sync's windows (built once per run)."""
