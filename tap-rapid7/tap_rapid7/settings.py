@@ -178,7 +178,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
 class TapSettings:
     """Every tap setting, typed; defaults are ``CONFIG_SCHEMA``'s (a test keeps them equal)."""
 
-    api_key: str
+    api_key: str = dataclasses.field(repr=False)  # a repr (a log, a traceback) never shows it
     region: str = "us"
     base_url: str | None = None
     log_ids: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_rapid7.logsearch import InvalidPageError, WindowReport
 from tap_rapid7.logsearch.http import ForeignHostError
+from tap_rapid7.settings import TapSettings
 from tap_rapid7.windows import Window
 from tests.tap.conftest import API_KEY, BASE, LOG, START_URL, event, page, running
 from tests.tap.loopback import LoopbackServer, read_request, request_headers
@@ -149,3 +150,9 @@ def test_a_key_no_header_can_carry_is_refused_without_being_quoted(
         assert part not in message
         assert part not in repr(caught.value)
     assert requests_mock.call_count == 0
+
+
+def test_the_settings_repr_leaves_the_key_out():
+    settings = TapSettings.from_config({"api_key": API_KEY, "base_url": BASE})
+    assert API_KEY not in repr(settings)
+    assert "base_url='https://logs.test'" in repr(settings)
