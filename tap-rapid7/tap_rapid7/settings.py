@@ -138,7 +138,11 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     ),
     th.Property(
         "max_retries", th.IntegerType, default=8,
-        description="Retries of one request on 429, 5xx, timeouts and dropped connections",
+        description=(
+            "Retries of one request on 429, 5xx, timeouts and dropped connections (a "
+            "connection that cannot be made: 2 quick retries at most; TLS and unknown-host "
+            "errors: none)"
+        ),
     ),
     th.Property(
         "backoff_base_seconds", th.NumberType, default=1.0,
@@ -150,7 +154,10 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     ),
     th.Property(
         "request_timeout_seconds", th.NumberType, default=60,
-        description="HTTP timeout of one request",
+        description=(
+            "Longest time one request may take, the whole answer included (connect, headers, "
+            "body): a slower answer is cut and retried"
+        ),
     ),
     th.Property(
         "max_restarts", th.IntegerType, default=5,
@@ -171,7 +178,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
 class TapSettings:
     """Every tap setting, typed; defaults are ``CONFIG_SCHEMA``'s (a test keeps them equal)."""
 
-    api_key: str
+    api_key: str = dataclasses.field(repr=False)  # a repr (a log, a traceback) never shows it
     region: str = "us"
     base_url: str | None = None
     log_ids: tuple[str, ...] = ()
