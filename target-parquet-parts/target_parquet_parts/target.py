@@ -137,12 +137,8 @@ class TargetParquetParts(Target):
             th.IntegerType,
             default=DEFAULT_MAX_BATCH_BYTES,
             description=(
-                "Limit on the buffered records of one stream, in bytes of JSON (each record's "
-                "input line, or the record itself once a stream map or record metadata changed "
-                "it): a part is written before a record would take the buffer past it (a "
-                "record larger than the limit gets a part of its own). "
-                "Bounds memory with large records (Python holds a record in a few times its "
-                "JSON size; the Parquet part is usually several times smaller)."
+                "Limit on one stream's buffered records, in bytes of JSON: a part is written "
+                "before a record would pass it (a larger record gets a part of its own)."
             ),
         ),
         th.Property(
