@@ -162,3 +162,35 @@ def test_the_deadline_leaves_a_quick_answer_alone(make_client):
 def test_request_timeout_seconds_must_be_positive(make_client):
     with pytest.raises(FatalAPIError, match="request_timeout_seconds must be above 0"):
         make_client(request_timeout_seconds=0)
+
+
+def test_a_host_that_never_answered_fails_after_the_quick_retries(make_client, fake_time):
+    """A silent port (accepts, never answers) is not a busy service: 3 attempts, not 9."""
+    with LoopbackServer(silent) as server:
+        client = make_client(base_url=server.url, max_retries=8, request_timeout_seconds=0.3)
+        with pytest.raises(FatalAPIError) as caught:
+            client.list_logs()
+    assert "(0.3 s; 3 attempts)" in str(caught.value)
+    assert f"the base_url setting ({server.url})" in str(caught.value)
+    assert server.connections == 3
+
+
+def test_once_the_host_answered_a_timeout_gets_every_retry(make_client, fake_time):
+    """After one answer, a slow reply is the service being busy: max_retries applies."""
+    answered: list[int] = []
+
+    def first_quick_then_silent(conn, server):
+        raw = read_request(conn)
+        server.record(raw)
+        if not answered:
+            answered.append(1)
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"logs":[]}')
+            raw = read_request(conn)  # the next request on this connection: never answered
+        server.stopped.wait()
+
+    with LoopbackServer(first_quick_then_silent) as server:
+        client = make_client(base_url=server.url, max_retries=4, request_timeout_seconds=0.3)
+        assert client.list_logs() == []
+        with pytest.raises(FatalAPIError) as caught:
+            client.list_logs()
+    assert "(0.3 s; 5 attempts)" in str(caught.value)

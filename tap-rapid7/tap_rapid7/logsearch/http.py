@@ -422,6 +422,9 @@ class LogSearchHttp:
         self.origin = origin
         self._api_key = api_key
         self.max_retries = max_retries
+        # Set by the first HTTP answer: from then on a timeout is the service being slow
+        # (retried up to max_retries), before it a sign that nothing answers there at all.
+        self.host_answered = False
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
         if not request_timeout_seconds > 0:
@@ -641,7 +644,11 @@ class LogSearchHttp:
                           "window": window, "path": path}  # fmt: skip
                 if sent.kind in ("tls", "dns", "invalid"):
                     self._fail_transport(sent, what, url, attempt + 1, **fields)
-                if sent.kind == "connect":
+                # A host that has not answered once in this run is not busy but unreachable
+                # or not a Log Search server (a silent port): fail as quickly as a refused one.
+                if sent.kind == "connect" or (
+                    sent.kind in ("deadline", "timeout") and not self.host_answered
+                ):
                     connect_failures += 1
                     wait = min(self.backoff_seconds(attempt), CONNECT_RETRY_WAIT_MAX_SECONDS)
                     if connect_failures > CONNECT_RETRIES or attempt >= self.max_retries:
@@ -658,6 +665,7 @@ class LogSearchHttp:
                 attempt += 1
                 continue
             response, content = sent
+            self.host_answered = True
             status = response.status_code
             if logger.isEnabledFor(logging.DEBUG):
                 log_event(
