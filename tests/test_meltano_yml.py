@@ -62,3 +62,41 @@ def test_meltano_yml_declares_each_plugin_setting_with_a_matching_kind(kind, nam
         prop = schema["properties"].get(key)
         if prop is not None:
             assert setting.get("kind") in KINDS[_type(prop)], (name, key)
+
+
+def _environment(name: str) -> dict:
+    project = yaml.safe_load(MELTANO_YML.read_text(encoding="utf-8"))
+    return next(env for env in project["environments"] if env["name"] == name)
+
+
+def test_split_jobs_inherit_the_tap_and_read_disjoint_logs_into_one_iceberg_table():
+    project = yaml.safe_load(MELTANO_YML.read_text(encoding="utf-8"))
+    parts = [
+        p for p in project["plugins"]["extractors"] if p["name"].startswith("tap-rapid7--part")
+    ]
+    assert [p["name"] for p in parts] == [f"tap-rapid7--part{n}" for n in (1, 2, 3)]
+    lake = _plugin("extractors", "tap-rapid7--lake")
+    assert lake["inherit_from"] == "tap-rapid7"
+    assert "./target-parquet-parts[iceberg]" in lake["pip_url"]  # reconcile reads the table
+    for part in parts:
+        # No pip_url and no settings of their own: one venv (the lake's), the tap's settings.
+        assert part["inherit_from"] == "tap-rapid7--lake"
+        assert "pip_url" not in part
+        assert "settings" not in part
+    loader = _plugin("loaders", "target-parquet-parts--iceberg")
+    assert loader["inherit_from"] == "target-parquet-parts"
+    assert loader["config"]["table_format"] == "iceberg"
+    assert "./target-parquet-parts[iceberg]" in loader["pip_url"]
+    # dev: every part has logs, no log in two parts (a part without log_ids reads every log).
+    dev = {
+        p["name"]: p.get("config", {})
+        for p in _environment("dev")["config"]["plugins"]["extractors"]
+    }
+    logs = [dev[part["name"]]["log_ids"] for part in parts]
+    assert all(logs)
+    assert len({log for group in logs for log in group}) == sum(len(group) for group in logs)
+    jobs = {job["name"]: job["tasks"] for job in project["jobs"]}
+    assert jobs == {
+        f"lake-part{n}": [f"tap-rapid7--part{n} target-parquet-parts--iceberg"] for n in (1, 2, 3)
+    }
+    assert {s["job"] for s in project["schedules"]} == set(jobs)

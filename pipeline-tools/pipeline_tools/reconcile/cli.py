@@ -13,6 +13,10 @@ counts by: that is the "402 in the console, 18,957 from the API" question.
 
 It takes the same settings as the tap (`--config tap.json`, or `--config ENV` for
 `TAP_RAPID7_*` variables, which is what `meltano invoke tap-rapid7:reconcile` provides).
+
+`--dataset` may also be the `output_dir` of `table_format: iceberg`: the stream's Iceberg table
+is then read at one snapshot through pyiceberg (`iceberg_source.py`; `--table-format`, found by
+itself when the directory holds the target's `catalog.db`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ from pipeline_tools.reconcile.dataset import (
     read_dataset_counts,
     read_event_clocks,
     window_start,
+)
+from pipeline_tools.reconcile.iceberg_source import (
+    IcebergSource,
+    IcebergSourceError,
+    catalog_setting,
+    detect_table_format,
 )
 from pipeline_tools.reconcile.report import Report, WindowResult, render_json, render_table
 from tap_rapid7.logsearch.records import EVENTS_STREAM
@@ -134,20 +144,28 @@ def reconcile(
     clocks: bool = False,
     late_after_ms: int = 60_000,
     late_margin_ms: int = 3_600_000,
+    iceberg: IcebergSource | None = None,
 ) -> Report:
     """Compare the API's counts with the dataset for every (log, window) in the range.
 
     `log_ids` None means every log in the dataset (the CLI adds the API's logs). A range bound
     of None is taken from the dataset's own first/last row. `clocks` adds the same windows
     counted by event time (`Report.clocks`); it never changes whether the report is ok.
+    `iceberg`: the dataset is that Iceberg table (its data files count as the parts).
     """
     stream_dir = dataset / sanitize_stream_name(stream)
-    if not stream_dir.is_dir():
+    if iceberg is None and not stream_dir.is_dir():
         raise UsageError(f"--dataset {dataset}: no {stream}/ directory (is it the output_dir?)")
-    counts = read_dataset_counts(
-        stream_dir, from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
-        log_ids=set(log_ids) if log_ids else None, subset=subset,
-    )  # fmt: skip
+    wanted = set(log_ids) if log_ids else None
+    if iceberg is not None:
+        counts = iceberg.counts(
+            from_ms=from_ms, to_ms=to_ms, window_ms=window_ms, log_ids=wanted, subset=subset
+        )
+    else:
+        counts = read_dataset_counts(
+            stream_dir, from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
+            log_ids=wanted, subset=subset,
+        )  # fmt: skip
     if from_ms is None or to_ms is None:
         if counts.min_timestamp is None or counts.max_timestamp is None:
             raise UsageError("the dataset is empty: pass --from and --to to check a range")
@@ -163,6 +181,7 @@ def reconcile(
         dataset=str(dataset), stream=stream, api=api, from_ms=from_ms, to_ms=to_ms,
         window_ms=window_ms, parts=counts.parts, subset=subset, strays=counts.strays,
         stray_samples=counts.stray_samples, duplicate_groups=counts.duplicate_groups,
+        source=iceberg.description if iceberg is not None else "",
     )  # fmt: skip
     for (log_id, lo, hi), api_count in zip(jobs, api_counts, strict=True):
         seen = counts.windows.get((log_id, window_start(lo, window_ms)))
@@ -174,7 +193,12 @@ def reconcile(
         for window in report.windows:
             if window.missing or window.extra:
                 _diff_keys(window, key_lister, counts.keys_in)
-    if clocks:
+    if clocks and iceberg is not None:
+        report.clocks = iceberg.clocks(
+            from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
+            log_ids=set(logs), late_after_ms=late_after_ms, margin_ms=late_margin_ms,
+        )  # fmt: skip
+    elif clocks:
         report.clocks = read_event_clocks(
             stream_dir, from_ms=from_ms, to_ms=to_ms, window_ms=window_ms,
             log_ids=set(logs), late_after_ms=late_after_ms, margin_ms=late_margin_ms,
@@ -253,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         required=True,
         type=Path,
-        help="the target's output_dir (holds events/part-*.parquet)",
+        help="the target's output_dir (holds events/part-*.parquet, or with table_format "
+        "iceberg the catalog.db and the tables)",
     )
     parser.add_argument(
         "--from",
@@ -320,6 +345,25 @@ def build_parser() -> argparse.ArgumentParser:
         "the range, so late arrivals count in their event-time window; later "
         f"ones are not seen (default {LATE_MARGIN_DEFAULT})",
     )
+    parser.add_argument(
+        "--table-format",
+        choices=("auto", "parquet", "iceberg"),
+        default="auto",
+        help="what --dataset holds: plain parts, or the Iceberg table of table_format "
+        "iceberg (default auto: iceberg when it holds catalog.db, or --iceberg-catalog is set)",
+    )
+    parser.add_argument(
+        "--iceberg-namespace",
+        default="singer",
+        metavar="NAME",
+        help="the target's iceberg_namespace (default singer); the table is NAME.STREAM",
+    )
+    parser.add_argument(
+        "--iceberg-catalog",
+        metavar="JSON|@FILE",
+        help="the target's iceberg_catalog (pyiceberg catalog properties, JSON or @file); "
+        "default: the embedded SQLite catalog DATASET/catalog.db",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -328,8 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `tap-rapid7-reconcile`."""
     args = build_parser().parse_args(argv)
     settings: TapSettings | None = None
+    iceberg: IcebergSource | None = None
     try:
         settings = load_config(args.config)
+        iceberg = _open_iceberg(args)
         from_ms = parse_time(args.from_) if args.from_ else None
         to_ms = parse_time(args.to) if args.to else None
         window_ms = parse_duration(args.window)
@@ -338,13 +384,20 @@ def main(argv: list[str] | None = None) -> int:
         counter, list_log_ids, api = _client_counter(settings)
         log_ids = args.log_ids or settings.logs
         if not log_ids:
-            if not part_files(args.dataset / sanitize_stream_name(args.stream)) and (
-                from_ms is None or to_ms is None
-            ):
+            empty = (
+                not iceberg.data_files
+                if iceberg is not None
+                else not part_files(args.dataset / sanitize_stream_name(args.stream))
+            )
+            if empty and (from_ms is None or to_ms is None):
                 raise UsageError("the dataset is empty: pass --from and --to to check a range")
             log_ids = sorted(
                 set(list_log_ids())
-                | _dataset_log_ids(args.dataset / sanitize_stream_name(args.stream))
+                | (
+                    iceberg.log_ids()
+                    if iceberg is not None
+                    else _dataset_log_ids(args.dataset / sanitize_stream_name(args.stream))
+                )
             )
         report = reconcile(
             args.dataset, counter, log_ids=log_ids, from_ms=from_ms, to_ms=to_ms,
@@ -352,17 +405,32 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             key_lister=_client_key_lister(settings) if args.list_keys else None,
             clocks=args.clocks or args.json, late_after_ms=late_after_ms,
-            late_margin_ms=late_margin_ms,
+            late_margin_ms=late_margin_ms, iceberg=iceberg,
         )  # fmt: skip
-    except UsageError as exc:
+    except (UsageError, IcebergSourceError) as exc:
         print(f"tap-rapid7-reconcile: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # API or dataset failure: one clear line (never the key), exit 2
         text = redact(f"{type(exc).__name__}: {exc}", [settings.api_key if settings else None])
         print(f"tap-rapid7-reconcile: could not check: {text}", file=sys.stderr)
         return 2
+    finally:
+        if iceberg is not None:
+            iceberg.close()
     print(render_json(report) if args.json else render_table(report))
     return 0 if report.ok else 1
+
+
+def _open_iceberg(args: argparse.Namespace) -> IcebergSource | None:
+    """The stream's Iceberg table when --dataset holds one (--table-format), else None."""
+    catalog = catalog_setting(args.iceberg_catalog)
+    dataset = str(args.dataset)
+    requested = "iceberg" if catalog and args.table_format == "auto" else args.table_format
+    if detect_table_format(dataset, sanitize_stream_name(args.stream), requested) != "iceberg":
+        return None
+    return IcebergSource.open(
+        dataset, stream=args.stream, namespace=args.iceberg_namespace, catalog=catalog
+    )
 
 
 def _dataset_log_ids(stream_dir: Path) -> set[str]:

@@ -174,6 +174,7 @@ class Report:
     stray_samples: list[StrayRow] = field(default_factory=list)
     duplicate_groups: list[DuplicateGroup] = field(default_factory=list)
     clocks: EventClocks | None = None  # the windows by event time too (--clocks, --json)
+    source: str = ""  # what was read when not plain parts (an Iceberg table and snapshot)
 
     def clock_counts(self, window: WindowResult) -> ClockCounts:
         """The event-time figures of one row of the table (zeros when nothing was seen)."""
@@ -247,8 +248,11 @@ class Report:
 
 def render_table(report: Report) -> str:
     """The human-readable report: header, one row per (log, window), findings, causes."""
+    read = (
+        f"{report.source}, {report.parts} data files" if report.source else f"{report.parts} parts"
+    )
     lines = [
-        f"dataset {report.dataset} (stream {report.stream}, {report.parts} parts) vs {report.api}",
+        f"dataset {report.dataset} (stream {report.stream}, {read}) vs {report.api}",
         f"range [{iso(report.from_ms)}, {iso(report.to_ms)}), windows of "
         f"{report.window_ms // 1000}s",
         "",
@@ -505,6 +509,7 @@ def render_json(report: Report) -> str:
         "to_iso": iso(report.to_ms),
         "window_seconds": report.window_ms // 1000,
         "parts": report.parts,
+        "source": report.source or "parquet parts",
         "windows": [window.as_dict() for window in report.windows],
         "totals": {
             "api_count": sum(w.api_count for w in report.windows),
