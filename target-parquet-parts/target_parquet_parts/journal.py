@@ -1,12 +1,14 @@
 """Exactly-once journal: the parts written after the last STATE the target emitted.
 
-Lives at ``{output_dir}/_journal/journal.jsonl`` (``_``-prefixed: pyarrow, Spark and ``*.parquet``
-globs ignore it). One JSON line per part: its path relative to ``output_dir``, the stream, the
-stream's key properties, ``state_index`` (how many STATE messages the target had received when the
-part was written) and the run id. The run lock (``lock.py``, on ``_journal/lock``) makes this run
-the only writer of ``output_dir``; every run takes it, with or without key properties. The
-journal's files are opened without following symbolic links, and a journaled path that leads
-outside ``output_dir`` is ignored.
+On disk it lives at ``{output_dir}/_journal/journal.jsonl`` (``_``-prefixed: pyarrow, Spark and
+``*.parquet`` globs ignore it); on object storage it is one small object per entry under
+``{output_dir}/_journal/`` (``objectstore.py``: the same lifecycle, kept in the bucket). One JSON
+line per part: its path relative to ``output_dir``, the stream, the stream's key properties,
+``state_index`` (how many STATE messages the target had received when the part was written) and
+the run id. The run lock (``lock.py``, on ``_journal/lock``) makes this run the only writer of
+``output_dir``; every run takes it, with or without key properties. The journal's files are
+opened without following symbolic links, and a journaled path that leads outside ``output_dir``
+is ignored.
 
 Lifecycle:
 
@@ -50,20 +52,29 @@ import json
 import logging
 import os
 import threading
+import typing as t
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from logfmt_events import log_event
-from target_parquet_parts.errors import UnsafePathError
-from target_parquet_parts.lock import OutputDirInUseError, RunLock, lock_output_dir
+from target_parquet_parts.lock import OutputDirInUseError
 from target_parquet_parts.naming import JOURNAL_DIR, open_no_follow, resolve_inside
 from target_parquet_parts.parts import fsync_dir
 
-__all__ = ["Journal", "JournalEntry", "OutputDirInUseError", "key_strings"]
+if t.TYPE_CHECKING:
+    from target_parquet_parts.storage import RunLockLike, Storage
+
+__all__ = [
+    "Journal",
+    "JournalEntry",
+    "JournalLog",
+    "LocalJournalLog",
+    "OutputDirInUseError",
+    "key_strings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,34 +115,44 @@ def key_strings(table: pa.Table, keys: list[str]) -> pa.Array | None:
     return joined
 
 
-class Journal:
-    """The journal of one ``output_dir`` (thread-safe; sinks flush in parallel)."""
+class JournalLog(t.Protocol):
+    """Where the entries are kept: a file on disk, or objects in a bucket.
 
-    def __init__(self, output_dir: Path, run_id: str, run_lock: RunLock | None = None) -> None:
-        """Open output_dir's journal, under ``run_lock`` (taken here when not given)."""
-        output_dir = Path(os.path.realpath(output_dir))
-        self.output_dir = output_dir
-        self.run_id = run_id
-        self._own_run_lock = run_lock is None
-        self._run_lock = run_lock or lock_output_dir(output_dir, run_id)
+    Called under the journal's lock (one call at a time).
+    """
+
+    def load(self) -> list[JournalEntry]:
+        """The live entries left by earlier runs (covered ones already removed)."""
+        ...
+
+    def append(self, entry: JournalEntry) -> None:
+        """Add an entry durably: it survives ``kill -9`` and a power cut once this returns."""
+        ...
+
+    def covered(self, run: str, state_index: int, keep: list[JournalEntry]) -> None:
+        """Entries of ``run`` below ``state_index`` are covered; ``keep`` are the live ones."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every entry (end of a clean run with nothing to resume)."""
+        ...
+
+    def close(self) -> None:
+        """Release handles (idempotent)."""
+        ...
+
+
+class LocalJournalLog:
+    """``_journal/journal.jsonl``: one JSON line per entry, ``covered`` lines, compaction."""
+
+    def __init__(self, output_dir: Path) -> None:
         self.directory = resolve_inside(output_dir, JOURNAL_DIR)
         self.path = self.directory / JOURNAL_FILE
-        self._lock = threading.Lock()
         self._lines = 0
         self._append_fd: int | None = None
-        self._torn = False
-        try:
-            self._entries = self._load()
-            if self._torn:
-                # Rewrite without the torn line, or the next append would be glued onto it.
-                self._rewrite(self._entries)
-            self._replay = self._load_replay_keys()
-        except BaseException:
-            self.close()  # a journal that cannot be loaded must not keep output_dir locked
-            raise
 
-    # -- loading -------------------------------------------------------------------------
-    def _load(self) -> list[JournalEntry]:
+    def load(self) -> list[JournalEntry]:
+        torn = False
         try:
             fd = open_no_follow(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -153,23 +174,90 @@ class Journal:
                     entries.append(JournalEntry(**data))
             except (ValueError, TypeError, KeyError):
                 logger.warning("ignoring a torn journal line in %s", self.path)
-                self._torn = True
+                torn = True
+        if torn:
+            # Rewrite without the torn line, or the next append would be glued onto it.
+            self._rewrite(entries)
         return entries
 
+    def append(self, entry: JournalEntry) -> None:
+        self._append(asdict(entry), sync=True)
+
+    def covered(self, run: str, state_index: int, keep: list[JournalEntry]) -> None:
+        if self._lines >= COMPACT_AFTER_LINES:
+            self._rewrite(keep)
+        else:
+            # No fsync: losing this line only keeps covered keys a little longer.
+            self._append({"covered": state_index, "run": run}, sync=False)
+
+    def clear(self) -> None:
+        if self._lines:
+            self._rewrite([])
+
+    def close(self) -> None:
+        if self._append_fd is not None:
+            os.close(self._append_fd)
+            self._append_fd = None
+
+    def _append(self, data: dict, *, sync: bool) -> None:
+        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        if self._append_fd is None:
+            self._append_fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            fsync_dir(self.directory)
+        os.write(self._append_fd, line)
+        if sync:
+            os.fdatasync(self._append_fd)
+        self._lines += 1
+
+    def _rewrite(self, entries: list[JournalEntry]) -> None:
+        self.close()
+        temp = self.directory / (JOURNAL_FILE + ".tmp")
+        data = "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in entries)
+        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+        fsync_dir(self.directory)
+        self._lines = len(entries)
+
+
+class Journal:
+    """The journal of one ``output_dir`` (thread-safe; sinks flush in parallel)."""
+
+    def __init__(
+        self, output: Path | Storage, run_id: str, run_lock: RunLockLike | None = None
+    ) -> None:
+        """Open output_dir's journal, under ``run_lock`` (taken here when not given).
+
+        ``output`` is a local directory or a ``storage.Storage`` (local or object storage).
+        """
+        from target_parquet_parts.storage import LocalStorage  # noqa: PLC0415  (storage imports this module)
+
+        self.storage = LocalStorage(output) if isinstance(output, Path) else output
+        self.output_dir = self.storage.display
+        self.run_id = run_id
+        self._own_run_lock = run_lock is None
+        self._run_lock = run_lock or self.storage.lock(run_id)
+        self._lock = threading.Lock()
+        self._log: JournalLog | None = None
+        try:
+            self._log = self.storage.journal_log()
+            self._entries = self._log.load()
+            self._replay = self._load_replay_keys()
+        except BaseException:
+            self.close()  # a journal that cannot be loaded must not keep output_dir locked
+            raise
+
+    # -- loading -------------------------------------------------------------------------
     def _load_replay_keys(self) -> dict[str, pa.Array]:
         per_stream: dict[str, list[pa.Array]] = {}
         for entry in self._entries:
-            try:
-                part = resolve_inside(self.output_dir, entry.part)
-            except UnsafePathError as exc:
-                logger.warning("journal: ignoring %s: %s", entry.part, exc)
+            if not entry.keys:
                 continue
-            if not entry.keys or not part.exists():
-                continue
-            try:
-                table = pq.read_table(part, columns=entry.keys)
-            except (OSError, pa.ArrowException, KeyError) as exc:
-                logger.warning("journal: cannot read keys of %s: %s", part, exc)
+            table = self.storage.read_part_columns(entry.part, entry.keys)
+            if table is None:
                 continue
             keys = key_strings(table, entry.keys)
             if keys is not None:
@@ -211,28 +299,23 @@ class Journal:
             table = table.filter(pc.invert(seen))
         return table, dropped
 
-    def record(self, stream: str, part: Path, keys: list[str], state_index: int) -> None:
-        """Durably add a part (called before the part is renamed into place)."""
+    def record(self, stream: str, part: Path | str, keys: list[str], state_index: int) -> None:
+        """Durably add a part (called before the part is published).
+
+        ``part``: its path relative to output_dir (``events/part-....parquet``), or a local
+        path under output_dir.
+        """
         entry = JournalEntry(
-            part=part.relative_to(self.output_dir).as_posix(),
+            part=self.storage.relative(part),
             stream=stream,
             keys=list(keys),
             state_index=state_index,
             run=self.run_id,
         )
         with self._lock:
-            self._append(asdict(entry), sync=True)
+            assert self._log is not None
+            self._log.append(entry)
             self._entries.append(entry)
-
-    def _append(self, data: dict, *, sync: bool) -> None:
-        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
-        if self._append_fd is None:
-            self._append_fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            fsync_dir(self.directory)
-        os.write(self._append_fd, line)
-        if sync:
-            os.fdatasync(self._append_fd)
-        self._lines += 1
 
     def covered(self, state_index: int) -> None:
         """STATE number ``state_index`` was emitted: forget this run's parts it covers."""
@@ -242,40 +325,22 @@ class Journal:
             ]
             if len(keep) == len(self._entries):
                 return
-            if self._lines >= COMPACT_AFTER_LINES:
-                self._rewrite(keep)
-            else:
-                self._append({"covered": state_index, "run": self.run_id}, sync=False)
-                self._entries = keep
+            assert self._log is not None
+            self._log.covered(self.run_id, state_index, keep)
+            self._entries = keep
 
     def finish(self, *, clear: bool) -> None:
         """End of a clean run: empty the journal if nothing is left to resume, then unlock."""
         with self._lock:
-            if clear and (self._entries or self._lines):
-                self._rewrite([])
+            if clear and self._log is not None:
+                self._log.clear()
+                self._entries = []
         self.close()
 
     def close(self) -> None:
         """Release the file handles and the run lock."""
         with self._lock:
-            if self._append_fd is not None:
-                os.close(self._append_fd)
-                self._append_fd = None
+            if self._log is not None:
+                self._log.close()
             if self._own_run_lock:
                 self._run_lock.release()
-
-    def _rewrite(self, entries: list[JournalEntry]) -> None:
-        if self._append_fd is not None:
-            os.close(self._append_fd)
-            self._append_fd = None
-        temp = self.directory / (JOURNAL_FILE + ".tmp")
-        data = "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in entries)
-        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with open(fd, "w", encoding="utf-8") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
-        fsync_dir(self.directory)
-        self._entries = entries
-        self._lines = len(entries)
