@@ -51,6 +51,7 @@ import socket
 import threading
 import time
 import typing as t
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict
 from urllib.parse import urlsplit
@@ -502,10 +503,16 @@ class ObjectRunLock:
         }
         self._etag = self._acquire()
         self._renewed_at = time.monotonic()
+        # The heartbeat holds the lock only weakly: a lock a library caller dropped without
+        # release() stops being renewed (its lease then runs out) instead of living forever.
         self._thread = threading.Thread(
-            target=self._heartbeat, name="target-parquet-parts-lock", daemon=True
+            target=_heartbeat,
+            args=(weakref.ref(self), self._stop, self.lease / 3),
+            name="target-parquet-parts-lock",
+            daemon=True,
         )
         self._thread.start()
+        weakref.finalize(self, self._stop.set)
 
     def _body(self) -> bytes:
         renewed = _utcnow().isoformat(timespec="milliseconds")
@@ -571,10 +578,6 @@ class ObjectRunLock:
                 )
             self._stop.wait(min(max(lease - age, 0.0) + 0.5, max(lease / 6, 0.5)))
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.lease / 3) and self.renew():
-            pass
-
     def renew(self) -> bool:
         """Renew the lease once (compare-and-swap on the ETag); False once the lock is lost."""
         begun = time.monotonic()
@@ -614,6 +617,17 @@ class ObjectRunLock:
                 self._store.delete_if_match(self.key, self._etag)
             except ObjectStoreError as exc:
                 logger.warning("could not delete the lock (its lease will run out): %s", exc)
+
+
+def _heartbeat(
+    lock_ref: weakref.ReferenceType[ObjectRunLock], stop: threading.Event, interval: float
+) -> None:
+    """Renew the lease every ``interval`` seconds until released, lost or dropped."""
+    while not stop.wait(interval):
+        lock = lock_ref()
+        if lock is None or not lock.renew():
+            return
+        del lock
 
 
 # -- the journal ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -273,6 +275,30 @@ def test_lost_lock_stops_writes_and_states(s3_bucket):
         lock.release()
     # release() never deletes a lock that is not this run's any more
     assert s3_bucket.keys("data/_journal/") == ["data/_journal/lock"]
+
+
+def test_heartbeat_renews_the_lease_in_the_background(s3_bucket):
+    storage = storage_of(s3_bucket)
+    key = f"{storage.location.key('_journal/lock')}"
+    lock = ObjectRunLock(storage.store, key, "beating", lease_seconds=0.3)
+    try:
+        first = storage.store.get(key)
+        assert first is not None
+        renewed = threading.Event()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not renewed.is_set():
+            current = storage.store.get(key)
+            if current is not None and json.loads(current.data)["renewals"] >= 2:
+                renewed.set()
+            else:
+                renewed.wait(0.05)  # bounded wait for a condition, not a timing assumption
+        assert renewed.is_set(), "the lease was never renewed"
+        assert current is not None
+        assert current.etag != first.etag
+        lock.check()  # renewed, so still ours
+    finally:
+        lock.release()
+    assert s3_bucket.keys("data/_journal/") == []
 
 
 # -- the journal in the bucket ----------------------------------------------------------------
