@@ -684,7 +684,12 @@ class ObjectJournalLog:
 
 # -- parts -----------------------------------------------------------------------------------
 class ObjectPartWriter:
-    """Encode in memory, read the footer back, journal, then one PUT to the final key."""
+    """Journal (while encoding), read the footer back, then one PUT to the final key.
+
+    The journal entry names the part before it exists, so its PUT runs while the part is being
+    encoded (the entry of a part never uploaded only names a missing object: no keys, harmless,
+    as for a crash before the upload). The part's own PUT starts only once the entry is durable.
+    """
 
     def __init__(
         self, storage: ObjectStorage, compression: str, compression_level: int | None
@@ -702,6 +707,27 @@ class ObjectPartWriter:
         relative = "/".join((*directory, new_part_name()))
         location = self._storage.location
         where = location.url(relative)
+        self._storage.check_lock()
+        journal = _Background(before_publish, relative) if before_publish else None
+        try:
+            data = self._encode(table, where)
+        except BaseException:
+            if journal is not None:
+                journal.wait(raise_error=False)  # the encoding error is the one to report
+            raise
+        if journal is not None:
+            journal.wait()  # the entry is durable (or its error raised) before the PUT
+        self._storage.check_lock()
+        body = data.to_pybytes()
+        try:
+            self._storage.store.put_new(location.key(relative), body)
+        except ObjectExistsError:
+            msg = f"output_dir {location.uri!r}: the part name '{where}' is already taken"
+            raise ObjectStoreError(msg) from None
+        return WrittenPart(where, table.num_rows, len(body))
+
+    def _encode(self, table: pa.Table, where: str) -> pa.Buffer:
+        """The part's bytes, whose footer reads back with the right row count."""
         sink = pa.BufferOutputStream()
         pq.write_table(
             table, sink, compression=self.compression, compression_level=self.compression_level
@@ -719,16 +745,30 @@ class ObjectPartWriter:
                 f"{table.num_rows}; it is not uploaded"
             )
             raise UnreadablePartError(msg)
-        self._storage.check_lock()
-        if before_publish is not None:
-            before_publish(relative)
-        body = data.to_pybytes()
+        return data
+
+
+class _Background:
+    """``function(argument)`` on its own thread; ``wait()`` joins it and re-raises its error."""
+
+    def __init__(self, function: Callable[[str], None], argument: str) -> None:
+        self._function = function
+        self._argument = argument
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="target-parquet-parts-journal")
+        self._thread.start()
+
+    def _run(self) -> None:
         try:
-            self._storage.store.put_new(location.key(relative), body)
-        except ObjectExistsError:
-            msg = f"output_dir {location.uri!r}: the part name '{where}' is already taken"
-            raise ObjectStoreError(msg) from None
-        return WrittenPart(where, table.num_rows, len(body))
+            self._function(self._argument)
+        except BaseException as exc:  # handed to the writer's thread by wait()
+            self._error = exc
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        self._thread.join()
+        if self._error is not None and raise_error:
+            error, self._error = self._error, None
+            raise error
 
 
 class ObjectStorage(Storage):
