@@ -62,7 +62,7 @@ def fixed_window(seconds: int) -> tuple[int, int]:
 def tap_config(
     emulator: RunningEmulator, log_ids: list[str], window: tuple[int, int], **extra: Any
 ) -> dict[str, Any]:
-    """tap-rapid7 settings (shared/conventions.md) for one window of the emulator's logs."""
+    """tap-rapid7 settings (`tap-rapid7 --about`) for one window of the emulator's logs."""
     return {
         "api_key": emulator.api_key,
         "base_url": emulator.base_url,

@@ -1,7 +1,7 @@
 """Every knob of the emulator in one dataclass.
 
-Defaults behave like the real Log Search service as far as `shared/rapid7-logsearch-api.md`
-knows it (§11, Rapid7's own OpenAPI document, wins over the guesses before it); each fault or
+Defaults behave like the real Log Search service as far as `docs/logsearch-api.md` knows it
+(Rapid7's own OpenAPI document wins over older pages and guesses); each fault or
 awkward behaviour can be switched on for a test, and every point the documents leave open
 (is `from` inclusive? is `to`? are sequence numbers unique beyond one millisecond?) is an
 option, so a client can be tested against each reading. Options can change

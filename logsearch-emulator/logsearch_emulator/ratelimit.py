@@ -1,6 +1,6 @@
 """Rapid7's published request budgets: per API key and per family, over fixed windows.
 
-Rapid7's OpenAPI document (`shared/rapid7-logsearch-api.md` §11) budgets each user separately
+Rapid7's OpenAPI document (`docs/logsearch-api.md`, "Budgets") budgets each user separately
 for three families of requests, per 15 minutes:
 
 * ``query``: 1,500 query starts: `GET /query/logs/{keys}`, `POST /query/logs`,

@@ -35,7 +35,7 @@ from logfmt_events import parse_fields
 
 __all__ = ["LogEvent", "default_output", "main", "parse_line", "parse_lines", "render_timeline"]
 
-# Events this command knows how to draw (conventions.md "Log events").
+# Events this command knows how to draw (docs/log-events.md).
 EVENT_NAME = re.compile(r"(?<![\w=])((?:logsearch|flush|parquet_part)_[a-z_]+)(?=\s|$)")
 # The budget families of `logsearch_budget` lines, and those the budget panel draws.
 BUDGET_FAMILIES = ("query", "poll", "management")

@@ -38,8 +38,9 @@ class TapHooks(Tap):
     """The tap's private-hook overrides: config validation that can also change the config."""
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        # The SDK's schema check, then ``resolve_config`` (ours): the only hook that runs once,
-        # before streams are built, with the config still writable (dates resolved once here).
+        # ``prepare_config``, the SDK's schema check, then ``resolve_config`` (ours): the only
+        # hook that runs once, before streams are built, with the config still writable.
+        self._config = {**self._config, **self.prepare_config(dict(self._config))}
         errors: list[str] = []
         schema: dict | None = None
         try:
@@ -54,6 +55,10 @@ class TapHooks(Tap):
         for error in more_errors:
             self.logger.warning("Config validation error: %s", error)
         return errors
+
+    def prepare_config(self, config: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Settings to replace before the schema check (e.g. numbers given as text)."""
+        return {}
 
     def resolve_config(self, config: dict[str, t.Any]) -> tuple[dict[str, t.Any], list[str]]:
         """Settings to replace in the config, and errors naming settings; none by default."""

@@ -217,6 +217,24 @@ class TapSettings:
         return list(dict.fromkeys(self.log_ids))
 
 
+def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Number and integer settings given as text (``"0.5"``), as numbers; others untouched.
+
+    Meltano passes a setting without a ``kind`` as text when it comes from an environment
+    variable or ``meltano config set``; fractional settings cannot have a ``kind`` (Meltano 4.4.1
+    cannot serialize its own Decimal), so the tap reads such text as the number it spells. Text
+    that is not a number is left for the schema check to refuse, naming the setting.
+    """
+    converted: dict[str, Any] = {}
+    for name, raw in config.items():
+        if name in _FIELDS and isinstance(raw, str) and _kind(name) in {"number", "integer"}:
+            try:
+                converted[name] = _convert(name, raw)
+            except SettingError:
+                continue
+    return converted
+
+
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """The tap's settings from ``TAP_RAPID7_*`` variables, typed by ``CONFIG_SCHEMA``.
 

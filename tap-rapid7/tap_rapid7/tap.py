@@ -17,7 +17,7 @@ from tap_rapid7.config_dates import check_dates
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
 from tap_rapid7.sdk_hooks import TapHooks
-from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings
+from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings, numbers_from_text
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 from tap_rapid7.version import DISTRIBUTION
 
@@ -49,6 +49,10 @@ class TapRapid7(TapHooks):
 
     # a copy: the SDK appends its built-in settings (stream_maps, ...) to this dict in place
     config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
+
+    def prepare_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Numbers given as text (Meltano passes kind-less settings from the environment so)."""
+        return numbers_from_text(config)
 
     def resolve_config(self, config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Relative dates resolved once for the run, and date errors naming the setting.

@@ -47,13 +47,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import typing as t
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -61,7 +61,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from target_parquet_parts.errors import DescribedOSError, UnreadablePartError
-from target_parquet_parts.journal import JournalEntry
 from target_parquet_parts.lock import LOCK_FILE, OutputDirInUseError
 from target_parquet_parts.naming import JOURNAL_DIR, new_part_name
 from target_parquet_parts.parts import WrittenPart
@@ -134,6 +133,10 @@ class ObjectStore:
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
         raise NotImplementedError
 
     def delete(self, keys: list[str]) -> None:
@@ -240,6 +243,15 @@ class S3ObjectStore(ObjectStore):
         now = email.utils.parsedate_to_datetime(date) if date else _utcnow()
         return StoredObject(data, str(answer["ETag"]), answer["LastModified"], now)
 
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.location.bucket, Key=key)
+        except self._errors as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("HeadObject", key, exc) from exc
+        return True
+
     def list_keys(self, prefix: str) -> list[str]:
         keys: list[str] = []
         try:
@@ -344,6 +356,13 @@ class ArrowObjectStore(ObjectStore):
         if modified.tzinfo is None:
             modified = modified.replace(tzinfo=datetime.UTC)
         return StoredObject(data, hashlib.sha256(data).hexdigest(), modified, _utcnow())
+
+    def exists(self, key: str) -> bool:
+        try:
+            info = self._fs.get_file_info(self._path(key))
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail("stat", key, exc) from exc
+        return bool(info.type == pafs.FileType.File)
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix).rstrip("/")
@@ -632,51 +651,83 @@ def _heartbeat(
 
 # -- the journal ---------------------------------------------------------------------------
 class ObjectJournalLog:
-    """One object per entry under ``_journal/{run id}/``; covered entries are deleted."""
+    """The journal's lines as objects: ``_journal/{generation}-{run id}/{sequence}.jsonl``.
 
-    def __init__(self, storage: ObjectStorage) -> None:
+    A generation starts with its object ``0000000000``, the whole journal at that point (as the
+    run read it, or as a rewrite made it); each appended line is one more object, in sequence.
+    Reading takes the highest generation that has its ``0000000000`` object, plus its lines in
+    order. Each run starts a new generation at its first line, and every rewrite starts one
+    too, then deletes the older objects (lines first, then the bases): a crash at any point
+    leaves the newest journal readable, or, at worst, an older one whose rows only ever drop
+    records that really are in a part. Every object is created with a conditional PUT and never
+    rewritten; a PUT that returned is durable (``sync`` changes nothing); objects cannot be torn.
+    """
+
+    _NAME = re.compile(r"^(\d{10})-([^/]+)/(\d{10})\.jsonl$")
+
+    def __init__(self, storage: ObjectStorage, run_id: str) -> None:
         self._storage = storage
         self._store = storage.store
         self._prefix = storage.location.key(JOURNAL_DIR) + "/"
-        self._lock_key = storage.location.key(f"{JOURNAL_DIR}/{LOCK_FILE}")
-        self._keys: dict[int, tuple[JournalEntry, str]] = {}
+        self.where = storage.location.url(JOURNAL_DIR)
+        self._run_id = run_id
+        self._generation = 0  # the highest generation seen or written
         self._sequence = 0
+        self._has_base = False  # this run has started its own generation
+        self._text = ""  # the journal as read: the base of this run's first generation
+        self._keys: list[tuple[int, int, str]] = []  # (generation, sequence, key) in the bucket
 
-    def load(self) -> list[JournalEntry]:
-        entries: list[JournalEntry] = []
-        for key in sorted(self._store.list_keys(self._prefix)):
-            if key == self._lock_key or not key.endswith(".json"):
-                continue
-            found = self._store.get(key)
-            if found is None:
-                continue
-            try:
-                entry = JournalEntry(**json.loads(found.data))
-            except (ValueError, TypeError) as exc:
-                logger.warning("journal: ignoring %s: %s", self._store.where(key), exc)
-                continue
-            entries.append(entry)
-            self._keys[id(entry)] = (entry, key)
-        return entries
+    def _key(self, generation: int, sequence: int) -> str:
+        return f"{self._prefix}{generation:010d}-{self._run_id}/{sequence:010d}.jsonl"
 
-    def append(self, entry: JournalEntry) -> None:
+    def read(self) -> str:
+        found: list[tuple[int, int, str]] = []
+        for key in self._store.list_keys(self._prefix):
+            match = self._NAME.match(key[len(self._prefix) :])
+            if match:
+                found.append((int(match[1]), int(match[3]), key))
+        found.sort()
+        based = [generation for generation, sequence, _ in found if sequence == 0]
+        current = max(based, default=None)
+        parts: list[str] = []
+        for generation, _, key in found:
+            if generation == current:
+                stored = self._store.get(key)
+                if stored is not None:
+                    parts.append(stored.data.decode("utf-8"))
+        self._text = "".join(parts)
+        self._keys = found
+        self._generation = max((g for g, _, _ in found), default=0)
+        self._has_base = False
+        return self._text
+
+    def append(self, line: str, *, sync: bool) -> None:
+        del sync  # a PUT that returned is durable
+        if not self._has_base:
+            self._start_generation(self._text, keep_empty=True)
         self._storage.check_lock()
         self._sequence += 1
-        key = f"{self._prefix}{entry.run}/{self._sequence:08d}.json"
-        self._store.put_new(key, json.dumps(asdict(entry), ensure_ascii=False).encode())
-        self._keys[id(entry)] = (entry, key)
+        key = self._key(self._generation, self._sequence)
+        self._store.put_new(key, line.encode("utf-8"))
+        self._keys.append((self._generation, self._sequence, key))
 
-    def covered(self, run: str, state_index: int, keep: list[JournalEntry]) -> None:
-        live = {id(e) for e in keep}
-        gone = [i for i in self._keys if i not in live]
-        # A crash between these deletes only leaves covered entries: harmless.
-        self._store.delete([self._keys[i][1] for i in gone])
-        for i in gone:
-            del self._keys[i]
+    def rewrite(self, text: str) -> None:
+        self._start_generation(text, keep_empty=False)
 
-    def clear(self) -> None:
-        self._store.delete([key for _, key in self._keys.values()])
-        self._keys.clear()
+    def _start_generation(self, text: str, *, keep_empty: bool) -> None:
+        self._storage.check_lock()
+        older = self._keys
+        self._generation += 1
+        self._sequence = 0
+        self._text = text
+        self._keys = []
+        self._has_base = bool(text) or keep_empty
+        if self._has_base:  # an empty journal is no object at all
+            key = self._key(self._generation, 0)
+            self._store.put_new(key, text.encode("utf-8"))
+            self._keys.append((self._generation, 0, key))
+        self._store.delete([key for _, sequence, key in older if sequence])
+        self._store.delete([key for _, sequence, key in older if not sequence])
 
     def close(self) -> None:
         """Nothing to release."""
@@ -806,18 +857,17 @@ class ObjectStorage(Storage):
         if self._lock is not None:
             self._lock.check()
 
-    def journal_log(self) -> JournalLog:
-        return ObjectJournalLog(self)
+    def journal_log(self, run_id: str) -> JournalLog:
+        return ObjectJournalLog(self, run_id)
 
     def part_writer(self, compression: str, compression_level: int | None) -> PartWriterLike:
         return ObjectPartWriter(self, compression, compression_level)
 
-    def read_part_columns(self, relative: str, columns: list[str]) -> pa.Table | None:
+    def part_exists(self, relative: str) -> bool:
+        return self.store.exists(self.location.key(relative))
+
+    def read_part(self, relative: str) -> pq.ParquetFile:
         found = self.store.get(self.location.key(relative))
         if found is None:
-            return None
-        try:
-            return pq.read_table(pa.BufferReader(found.data), columns=columns)
-        except (OSError, pa.ArrowException, KeyError) as exc:
-            logger.warning("journal: cannot read keys of %s: %s", self.location.url(relative), exc)
-            return None
+            raise FileNotFoundError(self.location.url(relative))
+        return pq.ParquetFile(pa.BufferReader(found.data))

@@ -8,6 +8,13 @@ re-raised naming the line, the message type and the stream; the check costs noth
 something fails. The loop replaces ``GenericSingerReader.process_lines``
 (same callbacks, same counters) because the SDK loop costs about a microsecond per line in
 helper calls (``assert_line_requires`` builds a set per line); at 100k+ lines/s that matters.
+
+Stopping on a signal: the target's signal handler only calls ``request_stop``. If the main
+thread is busy with a message (a flush, say) the request is noted and the loop stops after that
+message; if it is waiting for input (its current frame is the read loop itself, blocked in the
+read), the handler raises ``_StopReading`` there, which ends the loop between two messages. The
+idle watcher is stopped (joined, so an idle flush in progress finishes) before ``process_lines``
+returns, so nothing flushes concurrently with the shutdown that follows.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import sys
 import threading
 import typing as t
 from collections import Counter, defaultdict
+from types import FrameType
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
@@ -99,6 +107,19 @@ class LineNumberingReader(MsgSpecReader):
         self.idle_interval = 1.0
         self._turn = threading.Lock()
         self._idle_error: BaseException | None = None
+        self.stop_signal: int | None = None
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Stop reading input (called from a signal handler, on the main thread).
+
+        ``frame`` is the frame the signal interrupted. Only when that is the read loop's own
+        frame (waiting for the next line, or between two messages) is the loop ended at once,
+        by raising there; anywhere deeper (a message in progress) the loop ends after it.
+        """
+        if self.stop_signal is None:
+            self.stop_signal = signum
+        if frame is not None and frame.f_code is _READ_LOOP_CODE:
+            raise _StopReading
 
     @property
     def default_input(self) -> t.IO[t.Any]:  # type: ignore[override]
@@ -138,22 +159,41 @@ class LineNumberingReader(MsgSpecReader):
         # bytes directly, skipping the text layer's decode.
         if isinstance(lines, io.TextIOWrapper):
             lines = lines.buffer
-        decode = decoder.decode
-        get_callback = callbacks.get
-        turn = self._turn
         watcher = self._start_idle_watcher()
         try:
-            for line in lines:
-                self.line_number += 1
-                with turn:
-                    self._raise_idle_error()
-                    message_type = self._dispatch(line, decode, get_callback)
-                stats[message_type] += 1
+            self._read_loop(lines, callbacks, stats)
+        except _StopReading:
+            pass  # a stop request while waiting for input (see request_stop)
         finally:
             if watcher is not None:
                 watcher.stop()
         self._raise_idle_error()
         return Counter(**stats)
+
+    def _read_loop(
+        self,
+        lines: t.Iterable[bytes],
+        callbacks: dict[str, t.Callable[[dict], None]],
+        stats: dict[str, int],
+    ) -> None:
+        """Read and dispatch until the input ends or a stop is requested.
+
+        Every instruction of this frame is between two messages (dispatching one happens in
+        deeper frames), which is what makes raising ``_StopReading`` here safe.
+        """
+        decode = decoder.decode
+        get_callback = callbacks.get
+        turn = self._turn
+        if self.stop_signal is not None:
+            return
+        for line in lines:
+            self.line_number += 1
+            with turn:
+                self._raise_idle_error()
+                message_type = self._dispatch(line, decode, get_callback)
+            stats[message_type] += 1
+            if self.stop_signal is not None:
+                return
 
     def _dispatch(
         self,
@@ -217,7 +257,11 @@ class LineNumberingReader(MsgSpecReader):
 
     def _run_idle_callback(self) -> None:
         with self._turn:
-            if self._idle_error is not None or self.idle_callback is None:
+            if (
+                self._idle_error is not None
+                or self.idle_callback is None
+                or self.stop_signal is not None  # shutting down: no new idle flush
+            ):
                 return
             try:
                 self.idle_callback()
@@ -240,6 +284,13 @@ class LineNumberingReader(MsgSpecReader):
             "or BATCH)"
         )
         raise ValueError(msg)
+
+
+class _StopReading(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by ``request_stop`` inside the read loop to end it between two messages."""
+
+
+_READ_LOOP_CODE = LineNumberingReader._read_loop.__code__
 
 
 class _IdleWatcher(threading.Thread):

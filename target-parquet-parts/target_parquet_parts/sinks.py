@@ -18,12 +18,14 @@ from logfmt_events import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
 from target_parquet_parts.columns import ColumnError, build_table
 from target_parquet_parts.errors import UnreadablePartError, explain_os_errors
+from target_parquet_parts.journal import ARRIVAL_COLUMN, segments_of
 from target_parquet_parts.naming import sanitize_stream_name
 from target_parquet_parts.parts import WrittenPart
 
 if t.TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+    from target_parquet_parts.storage import PartWriterLike
     from target_parquet_parts.target import TargetParquetParts
 
 __all__ = ["ParquetPartsSink"]
@@ -77,15 +79,18 @@ class ParquetPartsSink(BatchSink):
         self.rows_flushed = 0
         self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
         # Where parts go (a local directory or an object store: storage.py).
-        self._writer = target.storage.part_writer(
-            self.config.get("compression") or "zstd", self.config.get("compression_level")
-        )
+        self._writer: PartWriterLike | None = None
+        if target.iceberg is None:  # Iceberg writes through its own FileIO (iceberg.py)
+            self._writer = target.storage.part_writer(
+                self.config.get("compression") or "zstd", self.config.get("compression_level")
+            )
         self._partition_field = self._resolve_partition_field()
         self._max_rows = self.max_size
         # max_batch_bytes counts JSON bytes: on the fast path each record's input line as read
         # (the record plus its envelope; free, no re-encoding), else the record encoded.
         self._batch_bytes = 0
         self.fast_path = False  # set by the target when records bypass the SDK pipeline
+        self._fast_uncounted = 0  # fast-path records not yet in the record_count metric
         target.register_sink(self)
 
     def _resolve_partition_field(self) -> str | None:
@@ -130,6 +135,7 @@ class ParquetPartsSink(BatchSink):
         """A new batch: an empty record list, its input line numbers, no bytes yet."""
         context["records"] = []
         context["lines"] = []
+        context["state_marks"] = []
         self._batch_bytes = 0
 
     def process_record(self, record: dict, context: dict) -> None:
@@ -156,6 +162,7 @@ class ParquetPartsSink(BatchSink):
         context = self._pending_batch or self._get_context(record)
         self._batch_records_read += 1
         self._total_records_read += 1
+        self._fast_uncounted += 1
         return self._buffer(record, context, size)
 
     def _size_of(self, record: dict) -> int:
@@ -181,6 +188,31 @@ class ParquetPartsSink(BatchSink):
         context["lines"].append(self._reader.line_number)
         self._batch_bytes += size
         return self._batch_bytes >= self._max_bytes or len(records) >= self._max_rows
+
+    def mark_state(self, states_received: int) -> None:
+        """A STATE arrives: the records buffered so far arrived after ``states_received`` STATEs.
+
+        Gives each journaled row its arrival label (see ``journal.py``): a STATE emitted later
+        covers exactly the rows that arrived before it, not the whole part they went to.
+        """
+        batch = self._pending_batch
+        if not batch or "state_marks" not in batch:
+            return
+        count = len(batch["records"])
+        marks = batch["state_marks"]
+        if count and (not marks or marks[-1][0] < count):
+            marks.append((count, states_received))
+
+    @staticmethod
+    def _arrival_labels(context: dict, rows: int, states_received: int) -> pa.Array:
+        """Each row's arrival label, from the batch's STATE marks (later rows: now)."""
+        runs: list[pa.Array] = []
+        done = 0
+        for count, label in [*(context.get("state_marks") or ()), (rows, states_received)]:
+            if count > done:
+                runs.append(pa.repeat(pa.scalar(label, pa.int64()), count - done))
+                done = count
+        return pa.concat_arrays(runs) if runs else pa.array([], pa.int64())
 
     @property
     def is_full(self) -> bool:
@@ -216,9 +248,15 @@ class ParquetPartsSink(BatchSink):
         context["records"] = []
         context["lines"] = []
         del records
+        if target.iceberg is not None:  # table_format: iceberg: one commit per flush
+            target.iceberg.flush_sink(self, table, rows_in, started)
+            return
         journal = target.journal if self.key_properties else None
         dropped = 0
         if journal is not None:
+            # Carried through the dedupe and the date split, removed before each part is written.
+            arrival = self._arrival_labels(context, table.num_rows, target.states_received)
+            table = table.append_column(ARRIVAL_COLUMN, arrival)
             table, dropped = journal.drop_replayed(
                 self.stream_name, table, list(self.key_properties)
             )
@@ -234,14 +272,20 @@ class ParquetPartsSink(BatchSink):
         built = time.perf_counter()
         written: list[WrittenPart] = []
         state_index = target.states_received
-        for directory, part_table in self._split(table):
+        for directory, split_table in self._split(table):
             before = None
+            part_table = split_table
             if journal is not None:
+                segments = segments_of(split_table.column(ARRIVAL_COLUMN))
+                part_table = split_table.drop_columns([ARRIVAL_COLUMN])
 
-                def before(path: str, journal=journal) -> None:
-                    journal.record(self.stream_name, path, list(self.key_properties), state_index)
+                def before(path: str, journal=journal, segments=segments) -> None:
+                    journal.record(
+                        self.stream_name, path, list(self.key_properties), state_index, segments
+                    )
 
             try:
+                assert self._writer is not None  # plain parts (Iceberg returned above)
                 part = self._writer.write(part_table, directory, before_publish=before)
             except UnreadablePartError as exc:
                 msg = f"stream '{self.stream_name}': {exc}"
@@ -271,11 +315,18 @@ class ParquetPartsSink(BatchSink):
             parquet_write_ms=round((finished - built) * 1000, 3),
             flush_total_ms=round((finished - started) * 1000, 3),
         )
-        if self.fast_path:
-            self.record_counter_metric.increment(rows_in)
+        self.count_flush(rows_in)
+
+    def count_flush(self, rows_in: int) -> None:
+        """A flush is durable (parts renamed, or the Iceberg commit done): count it, tell."""
+        if self._fast_uncounted:
+            # Only records that bypassed the SDK's per-record counter: BATCH-file records
+            # reach process_batch already counted (Sink.process_batch_files).
+            self.record_counter_metric.increment(self._fast_uncounted)
+            self._fast_uncounted = 0
         self.flush_count += 1
         self.rows_flushed += rows_in
-        target.on_sink_flushed(self)
+        self._parts_target.on_sink_flushed(self)
 
     def _check_key_properties(
         self, records: list[dict], table: pa.Table, lines: list | None

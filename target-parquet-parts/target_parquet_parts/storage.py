@@ -11,9 +11,8 @@ not branch on the kind of storage):
 * ``lock(run_id)``: this run's exclusive lock on the dataset (``release()``, ``check()``);
 * ``part_writer(...)``: writes a table as a new, complete, immutable part under a directory
   (``stream[/date=...]``), calling ``before_publish(relative path)`` before anyone can see it;
-* ``journal_log()``: where the exactly-once journal keeps its entries;
-* ``read_part_columns(relative path, columns)``: the key columns of a journaled part (None when
-  the part was never published).
+* ``journal_log()``: where the exactly-once journal keeps its lines;
+* ``part_exists(relative path)``, ``read_part(relative path)``: a journaled part, read back.
 
 Credentials, region and endpoint come from each cloud's standard configuration (see
 ``objectstore.py``); nothing about them is a target setting.
@@ -187,16 +186,20 @@ class Storage:
         """Take this run's exclusive lock on the dataset."""
         raise NotImplementedError
 
-    def journal_log(self) -> JournalLog:
-        """The exactly-once journal's entries, kept where they stay correct."""
+    def journal_log(self, run_id: str) -> JournalLog:
+        """The exactly-once journal's lines, kept where they stay correct."""
         raise NotImplementedError
 
     def part_writer(self, compression: str, compression_level: int | None) -> PartWriterLike:
         """A writer of new parts with this codec."""
         raise NotImplementedError
 
-    def read_part_columns(self, relative: str, columns: list[str]) -> pa.Table | None:
-        """``columns`` of a part (relative to output_dir); None if it does not exist."""
+    def part_exists(self, relative: str) -> bool:
+        """Whether a part (path relative to output_dir) was published (False: unsafe path)."""
+        raise NotImplementedError
+
+    def read_part(self, relative: str) -> pq.ParquetFile:
+        """A published part, opened (``OSError`` or ``ArrowException`` when it cannot be)."""
         raise NotImplementedError
 
     def relative(self, part: Path | str) -> str:
@@ -236,25 +239,25 @@ class LocalStorage(Storage):
     def lock(self, run_id: str) -> RunLockLike:
         return lock_output_dir(self.root, run_id)
 
-    def journal_log(self) -> JournalLog:
+    def journal_log(self, run_id: str) -> JournalLog:
+        del run_id  # one file, appended by one run at a time (the run lock)
         return LocalJournalLog(self.root)
 
     def part_writer(self, compression: str, compression_level: int | None) -> PartWriterLike:
         return _LocalPartWriter(self.root, compression, compression_level)
 
-    def read_part_columns(self, relative: str, columns: list[str]) -> pa.Table | None:
+    def part_exists(self, relative: str) -> bool:
         try:
-            part = resolve_inside(self.root, relative)
+            return resolve_inside(self.root, relative).exists()
         except UnsafePathError as exc:
             logger.warning("journal: ignoring %s: %s", relative, exc)
-            return None
-        if not part.exists():
-            return None
+            return False
+
+    def read_part(self, relative: str) -> pq.ParquetFile:
         try:
-            return pq.read_table(part, columns=columns)
-        except (OSError, pa.ArrowException, KeyError) as exc:
-            logger.warning("journal: cannot read keys of %s: %s", part, exc)
-            return None
+            return pq.ParquetFile(resolve_inside(self.root, relative))
+        except UnsafePathError as exc:
+            raise OSError(str(exc)) from exc
 
     def relative(self, part: Path | str) -> str:
         if isinstance(part, str):

@@ -16,16 +16,30 @@ renamed, fsynced part, and never earlier:
   early. ``0`` flushes at every STATE (smallest redo after a crash,
   more and smaller parts).
 
+SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
+request (``_handle_termination``). The reader stops between two messages (a flush in progress
+always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
+processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
+fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
+one WARNING line ``target_stopped_by_signal``. The same signal again (Ctrl-C twice) stops at
+once (exit code as above, no further flush): like ``kill -9``, which the journal is built for,
+every STATE already written is covered. A different one (Ctrl-C makes the terminal send SIGINT
+to the whole group, then Meltano sends SIGTERM) does not cut the graceful stop short.
+
 The overrides are the narrowest hooks: ``_process_state_message`` (track instead of only
 remembering the latest), ``_write_state_message`` (Decimal-aware encoding, SDK issue 3787, and
 no duplicate lines), ``_handle_max_record_age`` (the SDK's per-record check; ours adds the
-safe-STATE and lag checks), ``process_endofpipe`` (close the journal).
+safe-STATE and lag checks), ``process_endofpipe`` (close the journal; exit code after a signal),
+``_handle_termination`` (record the signal instead of draining inside the handler).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import os
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -38,6 +52,7 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.target_base import Target
 
+from logfmt_events import log_event
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.naming import StreamDirectories
@@ -46,8 +61,14 @@ from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
 from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir, open_storage
 from target_parquet_parts.version import DISTRIBUTION
 
+if t.TYPE_CHECKING:
+    from types import FrameType
+
+    from target_parquet_parts.iceberg import IcebergWriter
+
 __all__ = ["TargetParquetParts"]
 
+TABLE_FORMATS = ["parquet", "parts", "iceberg"]
 COMPRESSIONS = ["zstd", "snappy", "gzip", "brotli", "lz4", "none"]
 DEFAULT_STATE_MAX_LAG_SECONDS = 60.0
 _clock = time.monotonic  # the STATE-lag clock; tests replace it to control time
@@ -64,6 +85,19 @@ class _PendingState:
         return all(sink.flush_count > count for sink, count in self.blockers.items())
 
 
+def _iceberg_writer(config: t.Mapping[str, t.Any], run_id: str) -> IcebergWriter:
+    try:
+        # pyiceberg is an optional extra: imported only when table_format is iceberg
+        from target_parquet_parts.iceberg import IcebergWriter  # noqa: PLC0415
+    except ImportError as exc:
+        msg = (
+            f"table_format 'iceberg' needs pyiceberg ({exc}): install the 'iceberg' extra, "
+            "e.g. pip install 'target-parquet-parts[iceberg]'"
+        )
+        raise ValueError(msg) from None
+    return IcebergWriter(config, run_id)
+
+
 class TargetParquetParts(Target):
     """Singer target that writes each batch as new, immutable Parquet part files."""
 
@@ -71,20 +105,16 @@ class TargetParquetParts(Target):
     package_name = DISTRIBUTION  # --about's version and Python support come from its metadata
     message_reader_class = LineNumberingReader
     default_sink_class = ParquetPartsSink
+    # Set by the signal handler; a class attribute because the SDK installs the handler in
+    # PluginBase.__init__, before this class's __init__ body runs.
+    _stop_signal: int | None = None
 
     config_jsonschema = th.PropertiesList(
         th.Property(
             "output_dir",
             th.StringType(nullable=False),
             required=True,
-            description=(
-                "Root of the dataset: a local directory, or an object-store URI "
-                "(`s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`, "
-                "`abfs[s]://container@account.dfs.core.windows.net/prefix`; credentials, region "
-                "and endpoint from the cloud's standard environment, e.g. AWS_PROFILE, "
-                "AWS_ENDPOINT_URL). Parts go to "
-                "`{output_dir}/{stream}/[date=YYYY-MM-DD/]part-{utc time}-{random id}.parquet`."
-            ),
+            description="Dataset root: a directory or an `s3://`, `gs://`, `az://` URI.",
         ),
         th.Property(
             "compression",
@@ -117,7 +147,7 @@ class TargetParquetParts(Target):
             description=(
                 "Name of a `date-time` or `date` field: streams that have it get Hive-style "
                 "`date=YYYY-MM-DD` directories (UTC date; nulls in "
-                "`date=__HIVE_DEFAULT_PARTITION__`). Streams without it are not partitioned."
+                "`date=__HIVE_DEFAULT_PARTITION__`)."
             ),
         ),
         th.Property(
@@ -128,6 +158,26 @@ class TargetParquetParts(Target):
                 "Longest a received STATE waits for sinks that are not full yet; then they are "
                 "flushed early so the STATE can be emitted. 0 = flush at every STATE."
             ),
+        ),
+        th.Property(
+            "table_format",
+            th.StringType,
+            default="parquet",
+            allowed_values=TABLE_FORMATS,
+            description=(
+                "`parquet` (or `parts`): plain parts; `iceberg`: Iceberg tables (`iceberg` extra)"
+            ),
+        ),
+        th.Property(
+            "iceberg_catalog",
+            th.ObjectType(additional_properties=True),
+            description=("pyiceberg catalog properties; unset: SQLite `{output_dir}/catalog.db`"),
+        ),
+        th.Property(
+            "iceberg_namespace",
+            th.StringType,
+            default="singer",
+            description="Namespace of the Iceberg tables",
         ),
     ).to_dict()
 
@@ -147,7 +197,12 @@ class TargetParquetParts(Target):
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self.stream_directories = StreamDirectories()
         self._records_since_check = 0
-        if self.config.get("output_dir"):
+        self.iceberg: IcebergWriter | None = None
+        if self.config.get("table_format") == "iceberg":
+            self.iceberg = _iceberg_writer(self.config, self.run_id)
+            if self._config.get("batch_size_rows") is None:  # fewer, larger commits (iceberg.py)
+                self._config["batch_size_rows"] = self.iceberg.default_batch_size_rows
+        elif self.config.get("output_dir"):
             check_output_dir(self.config["output_dir"])  # an unknown scheme:// fails at start
         load_method = self.config.get("load_method") or "append-only"
         if str(getattr(load_method, "value", load_method)) != "append-only":
@@ -164,6 +219,8 @@ class TargetParquetParts(Target):
             # bound must hold then too, not only when the next message arrives.
             self.message_reader.idle_callback = self._check_state_lag
             self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+        if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
 
     # -- sinks and journal ----------------------------------------------------------------
     @property
@@ -197,6 +254,8 @@ class TargetParquetParts(Target):
     def register_sink(self, sink: ParquetPartsSink) -> None:
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
+        if self.iceberg is not None:
+            return  # Iceberg: several writers share a table (and output_dir): no lock, no journal
         self._lock_output_dir()  # every run, whatever the streams' keys
         if sink.key_properties:
             _ = self.journal  # load replay keys before the first flush
@@ -281,6 +340,9 @@ class TargetParquetParts(Target):
         ):
             # Everything buffered arrived before this STATE: flush it, then emit right away.
             self._flush_buffered()
+        for sink in self._sinks:
+            if sink.current_size:
+                sink.mark_state(self.states_received)  # arrival labels for the journal
         self.states_received += 1
         self._latest_state = state
         self._records_at_last_state = self._records_received()
@@ -344,6 +406,8 @@ class TargetParquetParts(Target):
             self._last_state_line = line
         if self._journal is not None:
             self._journal.covered(index)
+        if self.iceberg is not None:
+            self.iceberg.states_emitted = index
 
     @classmethod
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
@@ -359,10 +423,39 @@ class TargetParquetParts(Target):
         gc.set_threshold(100_000, 50, 1000)
         super().invoke(*args, **kwargs)
 
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: only record the request (see the module docstring).
+
+        Overridden because the SDK's handler drains every sink and writes STATE inside the
+        handler, while the flush it interrupted never finishes (and with the idle watcher
+        flushing, two flushes run at once), then exits 0.
+        """
+        if self._stop_signal == signum:
+            # The same signal again: stop now. Nothing is half-visible (parts are renamed only
+            # when complete) and every STATE already written is covered.
+            name = signal.Signals(signum).name
+            os.write(2, f"target_stopped_by_signal signal={name} at_once=true\n".encode())
+            os._exit(128 + signum)
+        if self._stop_signal is not None:
+            return  # already stopping gracefully (see the module docstring)
+        self._stop_signal = signum
+        reader = getattr(self, "message_reader", None)  # unset while __init__ runs
+        if isinstance(reader, LineNumberingReader):
+            reader.request_stop(signum, frame)  # may raise, ending the read loop
+
     def process_endofpipe(self) -> None:
-        """Drain and emit the final STATE (SDK), then settle and unlock the journal."""
+        """Drain and emit the final STATE (SDK), then settle and unlock the journal.
+
+        After a stop request (SIGTERM, SIGINT) this is where the run ends: the buffered records
+        are flushed and their STATE written as at a normal end, then the process exits with
+        128 + the signal number so a scheduler sees the cancel.
+        """
+        rows_before = sum(s.rows_flushed for s in self._sinks)
         with explain_os_errors(self.config["output_dir"]):
             super().process_endofpipe()
+            if self.iceberg is not None:
+                all_covered = self._records_received() == self._records_at_last_state
+                self.iceberg.finish(complete=self.states_received == 0 or all_covered)
             if self._journal is not None:
                 nothing_to_resume = self.states_received == 0
                 all_covered = self._records_received() == self._records_at_last_state
@@ -371,6 +464,27 @@ class TargetParquetParts(Target):
             if self._run_lock is not None:
                 self._run_lock.release()
                 self._run_lock = None
+        if self._stop_signal is not None:
+            self._exit_after_signal(self._stop_signal, rows_before)
+
+    def _exit_after_signal(self, signum: int, rows_before: int) -> t.NoReturn:
+        rows_written = sum(s.rows_flushed for s in self._sinks)
+        last_state = self._last_state_line.decode() if self._last_state_line else None
+        if last_state is not None and len(last_state) > 500:
+            last_state = last_state[:497] + "..."
+        code = 128 + signum
+        log_event(
+            self.logger,
+            logging.WARNING,
+            "target_stopped_by_signal",
+            signal=signal.Signals(signum).name,
+            exit_code=code,
+            rows_flushed_at_stop=rows_written - rows_before,
+            rows_written=rows_written,
+            rows_after_last_state=self._records_received() - self._records_at_last_state,
+            last_state_emitted=last_state,
+        )
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

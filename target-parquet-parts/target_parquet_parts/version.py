@@ -1,18 +1,7 @@
-"""The target's name and installed version, from its distribution's package metadata."""
+"""The target's distribution name: the SDK reads its version from that package's metadata."""
 
 from __future__ import annotations
 
-import importlib.metadata
-
-__all__ = ["DISTRIBUTION", "UNKNOWN_VERSION", "distribution_version"]
+__all__ = ["DISTRIBUTION"]
 
 DISTRIBUTION = "target-parquet-parts"  # target-parquet-parts/pyproject.toml [project] name
-UNKNOWN_VERSION = "0+unknown"
-
-
-def distribution_version() -> str:
-    """The version in the installed package metadata, or ``0+unknown`` when not installed."""
-    try:
-        return importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return UNKNOWN_VERSION

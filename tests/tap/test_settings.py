@@ -66,3 +66,26 @@ def test_environment_values_are_typed_by_the_schema():
         "log_ids": ["a", "b"],
         "event_time_fields": ["re:^(\\S+),x"],
     }
+
+
+def test_numbers_given_as_text_pass_the_schema_check_as_numbers():
+    """Meltano hands kind-less settings from the environment over as text ("0.5")."""
+    tap = TapRapid7(
+        config={
+            "api_key": "k",
+            "start_date": "2024-01-01T00:00:00Z",
+            "lag_seconds": "0.5",
+            "per_page": "100",
+        },
+        validate_config=True,
+    )
+    assert tap.settings.lag_seconds == 0.5
+    assert tap.settings.per_page == 100
+
+
+def test_text_that_is_not_a_number_is_refused_naming_the_setting():
+    from singer_sdk.exceptions import ConfigValidationError
+
+    with pytest.raises(ConfigValidationError) as raised:
+        TapRapid7(config={"api_key": "k", "lag_seconds": "soon"}, validate_config=True)
+    assert any("lag_seconds" in error for error in raised.value.errors)

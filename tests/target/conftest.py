@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
@@ -17,6 +18,16 @@ import pytest
 from target_parquet_parts.target import TargetParquetParts
 
 TARGET_BIN = str(Path(sys.executable).with_name("target-parquet-parts"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """An in-process target installs SIGINT/SIGTERM handlers (the SDK does, in __init__);
+    put pytest's back afterwards so Ctrl-C still stops the test run."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 class StateCapture(io.TextIOBase):

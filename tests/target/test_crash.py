@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.target.conftest import TARGET_BIN, part_files, start_target_process, temp_files
+from tests.target.cycles import dataset_indexes, run_cycle
 from tests.target.singer_data import (
     BASE_SEQUENCE,
     event,
@@ -122,3 +124,49 @@ def test_relative_output_dir_with_journal(tmp_path, monkeypatch):
     _, capture = run_target(Path("rel-out"), lines, monkeypatch, batch_size_rows=2)
     assert capture.states == [{"done": 1}]
     assert len(part_files(tmp_path / "rel-out")) == 3
+
+
+def test_kill9_at_random_points_resumed_from_the_last_state_keeps_every_record_once(tmp_path):
+    """About 10 ``kill -9`` at seeded-random points (a log line, or a record count on the
+    feeder's side), each run resumed from the last STATE written. Every STATE is covered by
+    parts, nothing is written twice, and the journal a run loads holds only rows after the
+    last STATE, however many runs crashed before: never more than the dataset holds past the
+    resume point."""
+    out = tmp_path / "out"
+    rng = random.Random(1130)
+    total, state_every, batch = 30_000, 70, 300
+    config = {"output_dir": str(out), "batch_size_rows": batch, "state_max_lag_seconds": 3600}
+    position = rows_past_position = 0
+    figures = []
+    for number in range(11):
+        last = number == 10  # the last run is not killed: it reads everything to the end
+        log_line = rng.randint(10, 60)
+        cycle = run_cycle(
+            tmp_path / "runs",
+            start=position,
+            total=total,
+            state_every=state_every,
+            config=config,
+            trigger=lambda cycle, kind, line, n=log_line, last=last: (
+                not last and kind == "err" and len(cycle.stderr) == n
+            ),
+            action=lambda proc: proc.kill(),
+            feeder_trigger=rng.randint(100, 2500) if number % 2 and not last else None,
+        )
+        assert cycle.triggered != last, f"cycle {number}: the input ended before the kill"
+        assert cycle.returncode == (0 if last else -signal.SIGKILL)
+        # The journal it loaded: rows after the last STATE only, so at most the dataset's rows
+        # past the resume point (plus one batch for crash point 4 of journal.py: a kill
+        # between a STATE line and its "covered" line, a window of microseconds).
+        keys = cycle.journal_keys_loaded()
+        assert keys <= rows_past_position + batch, (number, keys, rows_past_position)
+        if cycle.resume_from is not None:
+            position = cycle.resume_from
+        on_disk = dataset_indexes(out)
+        assert len(on_disk) == len(set(on_disk)), f"cycle {number}: duplicates"
+        assert set(range(position)) <= set(on_disk), f"cycle {number}: STATE ahead of the data"
+        rows_past_position = sum(1 for index in on_disk if index >= position)
+        figures.append((cycle.start, cycle.sent, keys, position, rows_past_position))
+    print(f"kill -9 loop (start, sent, journal keys loaded, resume, rows past it): {figures}")
+    assert len(on_disk) == len(set(on_disk)) == total
+    assert (out / "_journal" / "journal.jsonl").read_text() == ""

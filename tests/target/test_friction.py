@@ -49,11 +49,11 @@ def test_permission_error_text():
 
 
 def test_about_names_this_target_and_the_installed_version():
-    from target_parquet_parts.version import distribution_version
+    import importlib.metadata
 
     result = subprocess.run(
         [TARGET_BIN, "--about", "--format=json"], capture_output=True, text=True, check=True
     )
     about = json.loads(result.stdout)
     assert about["name"] == "target-parquet-parts"
-    assert about["version"] == distribution_version()
+    assert about["version"] == importlib.metadata.version("target-parquet-parts")

@@ -47,6 +47,15 @@ def read_dataset(uri: str, stream: str = "events") -> pa.Table:
     return ds.dataset(f"{root}/{stream}", filesystem=fs, format="parquet").to_table()
 
 
+def journal_entries(bucket) -> list:
+    """The live journal entries in the bucket, as the next run would load them."""
+    journal = Journal(storage_of(bucket), "reader")
+    try:
+        return journal.entries
+    finally:
+        journal.close()
+
+
 def storage_of(bucket) -> ObjectStorage:
     storage = open_storage(bucket.uri())
     assert isinstance(storage, ObjectStorage)
@@ -112,11 +121,9 @@ def test_parts_are_new_objects_read_back_whole_and_never_overwritten(s3_bucket, 
     assert s3_bucket.delete_markers("data/events/") == []
     # The run ended cleanly: its lock object is gone; the journal keeps the one part written
     # after the last STATE (records 200..249 come again if the tap resumes from STATE 199).
-    keys = s3_bucket.keys("data/_journal/")
-    assert len(keys) == 1
-    assert json.loads(
-        s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=keys[0])["Body"].read()
-    )["part"].startswith("events/part-")
+    [entry] = journal_entries(s3_bucket)
+    assert entry.part.startswith("events/part-")
+    assert all(key.endswith(".jsonl") for key in s3_bucket.keys("data/_journal/"))
 
 
 def test_state_only_after_the_put_returned(s3_bucket, monkeypatch):
@@ -143,7 +150,7 @@ def test_date_partitions_and_rerun_drops_replayed_records(s3_bucket, monkeypatch
         batch_size_rows=100,
         partition_date_field="event_time",
     )
-    assert len(s3_bucket.keys("data/_journal/")) == 1  # the part holding records 100..199
+    assert len(journal_entries(s3_bucket)) == 1  # the part holding records 100..199
     # The orchestrator resumes from STATE 149: records 150..299 (150..199 again).
     caplog.set_level(logging.INFO)
     _, capture = run_target(
@@ -302,7 +309,7 @@ def test_heartbeat_renews_the_lease_in_the_background(s3_bucket):
 
 
 # -- the journal in the bucket ----------------------------------------------------------------
-def test_journal_entries_are_objects_covered_ones_deleted(s3_bucket):
+def test_journal_lines_are_objects_and_a_clean_end_leaves_none(s3_bucket):
     storage = storage_of(s3_bucket)
     journal = Journal(storage, "run1")
     table = pa.table({"log_id": ["l"], "sequence_number_str": ["1"]})
@@ -311,15 +318,17 @@ def test_journal_entries_are_objects_covered_ones_deleted(s3_bucket):
         table, ("events",), lambda rel: journal.record("events", rel, EVENTS_KEYS, 0)
     )
     journal.record("events", "events/part-never-published.parquet", EVENTS_KEYS, 1)
-    assert len(s3_bucket.keys("data/_journal/run1/")) == 2
-    journal.covered(1)  # STATE #1 emitted: the first entry is covered
-    [left] = s3_bucket.keys("data/_journal/run1/")
-    assert (
-        "part-never-published"
-        in s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=left)["Body"].read().decode()
-    )
+    lines = [k for k in s3_bucket.keys("data/_journal/") if k.endswith(".jsonl")]
+    assert [k.rsplit("/", 2)[-2:] for k in lines] == [
+        ["0000000001-run1", f"{n:010d}.jsonl"] for n in range(3)
+    ]  # the generation's base (the journal as read: empty), then one object per line
+    journal.covered(1)  # STATE #1 emitted: the landed part's rows are covered
     journal.close()
-    # A crashed run's entry whose part did landed: its keys are replayed by the next run.
+    # The next run reads the journal: nothing live (covered; the other part never published),
+    # so its compact rewrite is the empty journal: no object at all.
+    assert journal_entries(s3_bucket) == []
+    assert s3_bucket.keys("data/_journal/") == []
+    # A crashed run's entry whose part did land: its rows are replayed by the next run.
     crashed = Journal(storage_of(s3_bucket), "run2")
     crashed.record("events", str(landed.path).split("/data/", 1)[1], EVENTS_KEYS, 0)
     crashed.close()
@@ -329,6 +338,29 @@ def test_journal_entries_are_objects_covered_ones_deleted(s3_bucket):
     assert (dropped, kept.column("sequence_number_str").to_pylist()) == (1, ["2"])
     rerun.finish(clear=True)
     assert s3_bucket.keys("data/_journal/") == []
+    assert all(len(v) == 1 for v in s3_bucket.versions("data/_journal/0").values())
+
+
+def test_journal_reads_the_newest_generation_with_a_base(s3_bucket):
+    """A crash during a rewrite leaves older generations: the newest complete one wins."""
+    storage = storage_of(s3_bucket)
+
+    def put(name: str, text: str) -> None:
+        s3_bucket.client.put_object(
+            Bucket=s3_bucket.name, Key=f"data/_journal/{name}", Body=text.encode()
+        )
+
+    put("0000000001-a/0000000000.jsonl", "old base\n")
+    put("0000000001-a/0000000001.jsonl", "old line\n")
+    put("0000000002-b/0000000000.jsonl", "new base\n")
+    put("0000000002-b/0000000001.jsonl", "new line 1\n")
+    put("0000000002-b/0000000002.jsonl", "new line 2\n")
+    put("0000000003-c/0000000001.jsonl", "no base: never a journal\n")
+    log = storage.journal_log("d")
+    assert log.read() == "new base\nnew line 1\nnew line 2\n"
+    log.rewrite("compact\n")  # a new generation, then the older objects go
+    assert s3_bucket.keys("data/_journal/") == ["data/_journal/0000000004-d/0000000000.jsonl"]
+    assert storage.journal_log("e").read() == "compact\n"
 
 
 # -- the generic path (GCS, Azure): pyarrow filesystems, no conditional requests ------------

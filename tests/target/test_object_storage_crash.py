@@ -66,7 +66,7 @@ def _check_objects(bucket) -> None:
             assert relative.endswith(".parquet"), key
     versions = bucket.versions("data/events/")
     assert all(len(v) == 1 for v in versions.values()), versions
-    journal = {k: v for k, v in bucket.versions("data/_journal/").items() if k.endswith(".json")}
+    journal = {k: v for k, v in bucket.versions("data/_journal/").items() if k.endswith(".jsonl")}
     assert all(len(v) == 1 for v in journal.values()), journal
     assert bucket.delete_markers("data/events/") == []
 

@@ -1,0 +1,264 @@
+"""SIGTERM / SIGINT: the flush in progress finishes, STATE stays behind the data, exit 128 + N.
+
+In-process tests call the target's handler from inside a flush, exactly as Python runs a signal
+handler in the main thread between two bytecodes of whatever it was doing. Process-level tests
+(``e2e``) send real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import Callable
+
+import pyarrow.parquet as pq
+import pytest
+
+from target_parquet_parts.parts import PartWriter
+from target_parquet_parts.target import TargetParquetParts
+from tests.target.conftest import (
+    StateCapture,
+    part_files,
+    read_rows,
+    start_target_process,
+    temp_files,
+)
+from tests.target.cycles import Cycle, dataset_indexes, run_cycle
+from tests.target.singer_data import BASE_SEQUENCE, events_lines, state_message
+
+
+def _listen(target: TargetParquetParts, lines, capture: StateCapture) -> None:
+    """Feed the lines one by one, lazily (a generator can act between two messages)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", capture)
+        target.listen(file_input=((line + "\n").encode("utf-8") for line in lines))
+
+
+def _covered(out, state) -> bool:
+    """Every record up to the STATE's bookmark is in a complete part."""
+    last = state["bookmarks"]["events"]["last"]
+    on_disk = {row["sequence_number"] - BASE_SEQUENCE for row in read_rows(out)}
+    return set(range(last + 1)) <= on_disk
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_a_flush_lets_it_finish_then_exits_128_plus_signal(
+    tmp_path, monkeypatch, signum
+):
+    out = tmp_path / "out"
+    target = TargetParquetParts(
+        config={"output_dir": str(out), "batch_size_rows": 100, "state_max_lag_seconds": 3600}
+    )
+    real_write = PartWriter.write
+    writes = []
+
+    def write(self, table, directory, before_publish=None):
+        writes.append(table.num_rows)
+        if len(writes) == 2:  # the signal lands in the middle of the second flush
+            target._handle_termination(signum, sys._getframe())
+        return real_write(self, table, directory, before_publish)
+
+    monkeypatch.setattr(PartWriter, "write", write)
+    capture = StateCapture()
+    with pytest.raises(SystemExit) as exited:
+        _listen(target, events_lines(1000, state_every=50), capture)
+    assert exited.value.code == 128 + signum
+    # The interrupted flush completed, and the reader stopped right after that message (the
+    # record that filled the second batch): records 0..199, nothing later.
+    rows = read_rows(out)
+    assert sorted(r["sequence_number"] - BASE_SEQUENCE for r in rows) == list(range(200))
+    assert writes == [100, 100]
+    assert temp_files(out) == []
+    # STATE(149) was the last one received before the stop: out, and covered by the parts.
+    assert capture.states[-1] == {"bookmarks": {"events": {"last": 149}}}
+    assert all(_covered(out, state) for state in capture.states)
+    # Records 150..199 came after the last STATE: journaled, so a rerun from STATE(149) does not
+    # write them twice.
+    journal = (out / "_journal" / "journal.jsonl").read_text()
+    assert "events/part-" in journal
+
+
+def test_signal_while_records_are_buffered_flushes_them_and_emits_their_state(tmp_path):
+    out = tmp_path / "out"
+    target = TargetParquetParts(
+        config={"output_dir": str(out), "batch_size_rows": 1000, "state_max_lag_seconds": 3600}
+    )
+    capture = StateCapture()
+
+    def lines():
+        yield from events_lines(120, state_every=40)
+        # The signal arrives while the target handles the next message (nothing flushed yet).
+        target._handle_termination(signal.SIGTERM, None)
+        yield from events_lines(10, start=120)
+
+    with pytest.raises(SystemExit) as exited:
+        _listen(target, lines(), capture)
+    assert exited.value.code == 143
+    # The 120 buffered records were flushed at the stop, then their STATE written.
+    assert capture.states == [{"bookmarks": {"events": {"last": 119}}}]
+    assert sum(pq.read_table(p).num_rows for p in part_files(out)) <= 121
+    assert _covered(out, capture.states[-1])
+
+
+def test_the_same_signal_twice_stops_at_once_another_one_does_not(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    target = TargetParquetParts(config={"output_dir": str(out), "batch_size_rows": 100})
+    exits = []
+
+    class HardExit(BaseException):
+        pass
+
+    def fake_exit(code):
+        exits.append(code)
+        raise HardExit
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    target._handle_termination(signal.SIGINT, None)
+    target._handle_termination(signal.SIGTERM, None)  # Meltano's after the terminal's SIGINT
+    assert exits == []
+    with pytest.raises(HardExit):
+        target._handle_termination(signal.SIGINT, None)  # Ctrl-C again
+    assert exits == [130]
+
+
+def test_batch_message_records_are_counted_once(tmp_path, caplog):
+    """BATCH files: the SDK counts their records before process_batch; the sink must not."""
+    out = tmp_path / "out"
+    batch_file = tmp_path / "batch.jsonl"
+    records = [json.loads(line)["record"] for line in list(events_lines(30))[1:]]
+    batch_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    lines = [
+        next(events_lines(0)),  # SCHEMA
+        json.dumps(
+            {
+                "type": "BATCH",
+                "stream": "events",
+                "encoding": {"format": "jsonl", "compression": "none"},
+                "manifest": [batch_file.as_uri()],
+            }
+        ),
+        *list(events_lines(5, start=30))[1:],  # and 5 ordinary RECORDs
+    ]
+    target = TargetParquetParts(config={"output_dir": str(out)})
+    caplog.set_level("INFO", logger="singer_sdk.metrics")
+    _listen(target, lines, StateCapture())
+    counted = 0
+    for record in caplog.records:
+        message = record.getMessage()
+        if message.startswith("METRIC: "):
+            point = json.loads(message.removeprefix("METRIC: "))
+            if point["metric"] == "record_count" and point["tags"].get("stream") == "events":
+                counted += point["value"]
+    assert len(read_rows(out)) == 35
+    assert counted == 35
+
+
+# -- real processes --------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_idle_exits_128_plus_signal_after_a_clean_finish(tmp_path, signum):
+    out = tmp_path / "out"
+    with start_target_process(out, batch_size_rows=100, state_max_lag_seconds=0) as proc:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            lines = [*events_lines(250), state_message({"bookmarks": {"events": {"last": 249}}})]
+            proc.stdin.write("".join(line + "\n" for line in lines).encode())
+            proc.stdin.flush()
+            # lag 0: the STATE flushes the 50 buffered records and comes out; then input is idle.
+            assert json.loads(proc.stdout.readline()) == {"bookmarks": {"events": {"last": 249}}}
+            proc.send_signal(signum)
+            rest = proc.stdout.read()  # the pipe stays open: the target must end on its own
+        finally:
+            proc.stdin.close()
+    assert proc.returncode == 128 + signum
+    assert rest == b""  # the STATE was already written once
+    assert sorted(r["sequence_number"] - BASE_SEQUENCE for r in read_rows(out)) == list(range(250))
+    assert (out / "_journal" / "journal.jsonl").read_text() == ""  # nothing to resume
+
+
+def _stop_at_flush(nth: int) -> Callable[[Cycle, str, str], bool]:
+    def trigger(cycle: Cycle, kind: str, line: str) -> bool:
+        return kind == "err" and sum("flush_start" in text for text in cycle.stderr) == nth
+
+    return trigger
+
+
+def _stop_when_quiet(cycle: Cycle, kind: str, line: str) -> bool:
+    """After the feeder went quiet: at the idle watcher's flush, or once everything is out."""
+    if not cycle.paused.is_set():
+        return False
+    if kind == "err":
+        return "flush_start" in line
+    return bool(cycle.states) and cycle.states[-1] == cycle.pause_state
+
+
+@pytest.mark.e2e
+def test_signals_aimed_at_flushes_then_resume_lose_and_duplicate_nothing(tmp_path):
+    """About 10 cancels, each during a flush (a full batch's, or the idle watcher's while the
+    tap is quiet), each run resumed from the last STATE the previous one wrote."""
+    out = tmp_path / "out"
+    rng = random.Random(20261130)
+    total, state_every = 16_000, 50
+    config = {"output_dir": str(out), "batch_size_rows": 400, "state_max_lag_seconds": 0.3}
+    position = 0
+    figures = []
+    for number in range(10):
+        signum = rng.choice([signal.SIGTERM, signal.SIGINT])
+        quiet = number % 3 == 2
+        cycle = run_cycle(
+            tmp_path / "runs",
+            start=position,
+            total=total,
+            state_every=state_every,
+            config=config,
+            trigger=_stop_when_quiet if quiet else _stop_at_flush(rng.randint(1, 4)),
+            action=lambda proc, signum=signum: proc.send_signal(signum),
+            pause_after=rng.randint(30, 380) if quiet else None,
+        )
+        assert cycle.triggered, f"cycle {number}: the input ended before the stop"
+        assert cycle.returncode == 128 + signum, "\n".join(cycle.stderr[-20:])
+        assert any("target_stopped_by_signal" in line for line in cycle.stderr)
+        position = cycle.resume_from if cycle.resume_from is not None else position
+        on_disk = dataset_indexes(out)
+        assert len(on_disk) == len(set(on_disk)), f"cycle {number}: duplicates"
+        assert set(range(position)) <= set(on_disk), f"cycle {number}: STATE ahead of the data"
+        figures.append((signal.Signals(signum).name, quiet, cycle.sent, position))
+    final = run_cycle(
+        tmp_path / "runs",
+        start=position,
+        total=total,
+        state_every=state_every,
+        config=config,
+        trigger=lambda cycle, kind, line: False,
+        action=lambda proc: None,
+    )
+    assert final.returncode == 0
+    on_disk = dataset_indexes(out)
+    print(f"signal loop: {figures}; rows {len(on_disk)}, distinct {len(set(on_disk))}")
+    assert len(on_disk) == len(set(on_disk)) == total
+    assert set(on_disk) == set(range(total))
+
+
+def test_a_signal_during_startup_stops_before_the_first_message(tmp_path, monkeypatch):
+    """The SDK installs the handler in PluginBase.__init__, before the reader exists."""
+    from singer_sdk.plugin_base import PluginBase
+
+    real_setup = PluginBase._setup_signal_handlers
+
+    def setup_then_signal(self):
+        real_setup(self)
+        self._handle_termination(signal.SIGTERM, None)
+
+    monkeypatch.setattr(PluginBase, "_setup_signal_handlers", setup_then_signal)
+    target = TargetParquetParts(config={"output_dir": str(tmp_path / "out")})
+    with pytest.raises(SystemExit) as exited:
+        _listen(target, events_lines(50, state_every=10), StateCapture())
+    assert exited.value.code == 143
+    assert target.message_reader.line_number == 0
+    assert part_files(tmp_path / "out") == []
