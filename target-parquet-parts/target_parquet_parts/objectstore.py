@@ -17,11 +17,11 @@
   fresh worker, where a local journal would be gone (its replay keys lost: duplicates) and a
   local lock would lock nothing (two workers writing one dataset).
 
-  - Journal: one small object per part, ``_journal/{run id}/{sequence}.json``, PUT (and so
-    durable) before the part's own PUT. Covered entries (their records are before an emitted
-    STATE) are deleted; a clean run with nothing to resume deletes them all. The lifecycle and
-    crash points are the disk journal's (``journal.py``); a torn entry cannot exist (PUTs are
-    atomic).
+  - Journal: the disk journal's lines (``journal.py``: same lifecycle, same crash points), each
+    a small object ``_journal/{generation}-{run id}/{sequence}.jsonl`` PUT (and so durable)
+    before the part it names (``ObjectJournalLog``: a rewrite starts a new generation and
+    deletes the older objects; a clean run with nothing to resume leaves none). A torn line
+    cannot exist (PUTs are atomic).
   - Lock: the object ``_journal/lock``, created with ``If-None-Match: *`` (only one run can
     create it), holding the holder's host, pid, run id and lease. The holder renews it every
     ``lease/3`` seconds with ``If-Match: <its ETag>`` (a compare-and-swap) and stops writing if
