@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typing as t
 from collections.abc import Generator
+from types import FrameType
 
 from singer_sdk import Stream, Tap
 from singer_sdk.exceptions import ConfigValidationError
@@ -25,6 +26,7 @@ __all__ = ["PRIVATE_SDK_NAMES", "StreamHooks", "TapHooks"]
 # (SDK class, private name, "override" | "call" | "attribute")
 PRIVATE_SDK_NAMES: tuple[tuple[type, str, str], ...] = (
     (Tap, "_validate_config", "override"),
+    (Tap, "_handle_termination", "override"),
     (Tap, "_config", "attribute"),
     (Stream, "_tap", "attribute"),
     (Stream, "_generate_record_messages", "override"),
@@ -35,7 +37,17 @@ PRIVATE_SDK_NAMES: tuple[tuple[type, str, str], ...] = (
 
 
 class TapHooks(Tap):
-    """The tap's private-hook overrides: config validation that can also change the config."""
+    """The tap's private-hook overrides: config validation that can also change the config, and
+    the SIGTERM/SIGINT handler."""
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # The SDK's handler writes STATE and exits 0 from wherever the main thread was (even
+        # halfway through a RECORD line); ``on_stop_signal`` decides instead.
+        self.on_stop_signal(signum)
+
+    def on_stop_signal(self, signum: int) -> None:
+        """Called from the signal handler (main thread, at any point); the SDK's by default."""
+        super()._handle_termination(signum, None)
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # ``prepare_config``, the SDK's schema check, then ``resolve_config`` (ours): the only

@@ -62,10 +62,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "event_time_fields", th.ArrayType(th.StringType),
         description=(
-            "Where the event's own time is in the message, tried in order: JSON keys or "
-            "dotted paths (timestamp, timeGenerated, Event.System.TimeCreated), or "
-            "re:<regex> with a group for text lines; ISO 8601 and epoch s/ms/us are "
-            "understood. Fills event_time (null when absent or unparsable)"
+            "Where the event's own time is in the message, tried in order: JSON keys, "
+            "dotted paths, or re:<regex> with a group. Fills event_time (null if absent)"
         ),
     ),
     th.Property(
@@ -88,17 +86,15 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "window_seconds", th.NumberType, default=86400,
         description=(
-            "Longest time one query covers. Each window ends with a partial page, one "
-            "query from the budget: longer windows cost fewer queries, shorter ones bound "
-            "each query's work on the server"
+            "Longest time one query covers: longer windows cost fewer queries (each ends "
+            "with a partial page)"
         ),
     ),
     th.Property(
         "logs_per_query", th.IntegerType, default=20,
         description=(
-            "Logs read together in one query per window (POST /query/logs): quiet logs "
-            "then cost one query together instead of one each; a group whose first page "
-            "is full goes on log by log. 1 = one query per log"
+            "Logs read together in one query per window (quiet logs share a query; a busy "
+            "one goes on alone). 1 = one query per log"
         ),
     ),
     th.Property(
@@ -108,8 +104,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "budget_reserve_share", th.NumberType, default=0.05,
         description=(
-            "Share of each budget (queries, polls, management) left unused for other "
-            "users of the same key: other jobs, the console, reconciliation"
+            "Share of each budget left for other users of the key (jobs, console, reconcile)"
         ),
     ),
     th.Property(
@@ -119,8 +114,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "link_lifetime_seconds", th.NumberType, default=20,
         description=(
-            "A query's Self link expires when not polled this long (Rapid7: 20 s): polls "
-            "never wait longer for the budget, and poll_interval_max_seconds must be below"
+            "A query's Self link expires when not polled this long (Rapid7: 20 s); "
+            "poll_interval_max_seconds must be below"
         ),
     ),
     th.Property("per_page", th.IntegerType, default=500, description="Events per page, 1..500"),
@@ -138,7 +133,11 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     ),
     th.Property(
         "max_retries", th.IntegerType, default=8,
-        description="Retries of one request on 429, 5xx, timeouts and dropped connections",
+        description=(
+            "Retries of one request on 429, 5xx, timeouts and dropped connections (a "
+            "connection that cannot be made: 2 quick retries at most; TLS and unknown-host "
+            "errors: none)"
+        ),
     ),
     th.Property(
         "backoff_base_seconds", th.NumberType, default=1.0,
@@ -150,7 +149,10 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     ),
     th.Property(
         "request_timeout_seconds", th.NumberType, default=60,
-        description="HTTP timeout of one request",
+        description=(
+            "Longest time one request may take, the whole answer included (connect, headers, "
+            "body): a slower answer is cut and retried"
+        ),
     ),
     th.Property(
         "max_restarts", th.IntegerType, default=5,
@@ -171,7 +173,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
 class TapSettings:
     """Every tap setting, typed; defaults are ``CONFIG_SCHEMA``'s (a test keeps them equal)."""
 
-    api_key: str
+    api_key: str = dataclasses.field(repr=False)  # a repr (a log, a traceback) never shows it
     region: str = "us"
     base_url: str | None = None
     log_ids: tuple[str, ...] = ()

@@ -56,6 +56,11 @@ class _TapStream(StreamHooks):
     def rapid7(self) -> TapRapid7:
         return self.parent_tap  # type: ignore[return-value]
 
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        """Between two records (the SDK calls this before writing each): stop if a signal came."""
+        self.rapid7.stop_if_requested()
+        return row
+
 
 class EventsStream(_TapStream):
     """Log entries, pulled window by window per log, resumable inside a millisecond."""
@@ -149,11 +154,21 @@ class EventsStream(_TapStream):
         return self._plan
 
     def get_records(self, context: Context | None) -> Iterable[dict]:
-        """Records of every log, window after window (a group's logs mixed); STATE after each."""
-        plan = self.window_plan()
-        runner = self.rapid7.window_runner(plan)
+        """Records of every log, window after window (a group's logs mixed); STATE after each.
+
+        Fetching the next batch is a wait for the API: a stop signal ends it at once.
+        """
+        tap = self.rapid7
+        with tap.waiting_for_api():
+            plan = self.window_plan()
+            runner = tap.window_runner(plan)
         for task in plan:
-            for batch in runner.batches(task):
+            batches = runner.batches(task)
+            while True:
+                with tap.waiting_for_api():
+                    batch = next(batches, None)
+                if batch is None:
+                    break
                 yield from batch
             self._commit_window_end(task)
 
@@ -243,7 +258,9 @@ class LogsStream(_TapStream):
 
     def get_records(self, context: Context | None) -> Iterator[dict]:
         """One record per log."""
-        yield from self.rapid7.client.list_logs()
+        with self.rapid7.waiting_for_api():
+            logs = self.rapid7.client.list_logs()
+        yield from logs
 
 
 class LogsetsStream(_TapStream):
@@ -262,4 +279,6 @@ class LogsetsStream(_TapStream):
 
     def get_records(self, context: Context | None) -> Iterator[dict]:
         """One record per log set."""
-        yield from self.rapid7.client.list_logsets()
+        with self.rapid7.waiting_for_api():
+            logsets = self.rapid7.client.list_logsets()
+        yield from logsets

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 from singer_sdk import Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
+from logfmt_events import log_event
 from tap_rapid7.config_dates import check_dates
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
 from tap_rapid7.sdk_hooks import TapHooks
 from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings, numbers_from_text
+from tap_rapid7.stopping import StopRequested, StopSignal
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 from tap_rapid7.version import DISTRIBUTION
 
@@ -63,6 +69,60 @@ class TapRapid7(TapHooks):
         """
         return check_dates(config, dt.datetime.now(tz=dt.UTC))
 
+    # Stopping on SIGTERM/SIGINT (see ``stopping``): the handler only records the signal.
+    installed_stop: ClassVar[StopSignal | None] = None  # the latest tap's: handlers are per process
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stop_signal = StopSignal()  # before the SDK installs the handler that uses it
+        TapRapid7.installed_stop = self.stop_signal
+        super().__init__(*args, **kwargs)
+
+    def on_stop_signal(self, signum: int) -> None:
+        """Record the signal; stop at once only while waiting for the API (nothing half written)."""
+        self.stop_signal.request(signum)
+
+    def stop_if_requested(self) -> None:
+        """Between two records: stop here if a signal came (STATE of what was written, exit)."""
+        if self.stop_signal.signum is not None:
+            self.stop_now(self.stop_signal.signum)
+
+    @contextmanager
+    def waiting_for_api(self) -> Iterator[None]:
+        """A wait for the API (the main thread writes nothing): a stop signal ends it at once."""
+        try:
+            with self.stop_signal.waiting():
+                yield
+        except StopRequested as stop:
+            self.stop_now(stop.signum)
+
+    def stop_now(self, signum: int) -> NoReturn:
+        """Write the STATE of what was written, log ``tap_stopped``, exit 128 + ``signum``."""
+        # The cursor of every log is the last RECORD written (streams update it right after
+        # each write), so this STATE is never ahead of the records.
+        self.state_writer.write_state(self.state)
+        sys.stdout.flush()
+        code = 128 + signum
+        log_event(
+            self.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(signum).name,
+            exit_code=code, reason="stopped between records; the last STATE covers every RECORD "
+            "written, resume from it",
+        )  # fmt: skip
+        raise SystemExit(code)
+
+    @classmethod
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:
+        """The SDK's sync, then: a signal that came after the last record still exits 128 + n."""
+        super().invoke(*args, **kwargs)
+        stop = TapRapid7.installed_stop
+        if stop is not None and stop.signum is not None:
+            code = 128 + stop.signum
+            log_event(
+                cls.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(stop.signum).name,
+                exit_code=code, reason="the signal came after the last record: the sync is "
+                "complete",
+            )  # fmt: skip
+            raise SystemExit(code)
+
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""
         return [EventsStream(self), LogsStream(self), LogsetsStream(self)]
@@ -85,7 +145,7 @@ class TapRapid7(TapHooks):
         """``log_ids`` from config, or every log the API key can see."""
         if self.settings.log_ids:
             return self.settings.logs
-        return [log["id"] for log in self.client.list_logs()]
+        return self.client.list_log_ids()
 
     def window_runner(self, plan: list[WindowTask]) -> WindowRunner:
         """The runner for this sync's windows (built once per run)."""

@@ -133,12 +133,8 @@ class TargetParquetParts(Target):
             th.IntegerType,
             default=DEFAULT_MAX_BATCH_BYTES,
             description=(
-                "Limit on the buffered records of one stream, in bytes of JSON (each record's "
-                "input line, or the record itself once a stream map or record metadata changed "
-                "it): a part is written before a record would take the buffer past it (a "
-                "record larger than the limit gets a part of its own). "
-                "Bounds memory with large records (Python holds a record in a few times its "
-                "JSON size; the Parquet part is usually several times smaller)."
+                "Limit on one stream's buffered records, in bytes of JSON: a part is written "
+                "before a record would pass it (a larger record gets a part of its own)."
             ),
         ),
         th.Property(
@@ -147,7 +143,7 @@ class TargetParquetParts(Target):
             description=(
                 "Name of a `date-time` or `date` field: streams that have it get Hive-style "
                 "`date=YYYY-MM-DD` directories (UTC date; nulls in "
-                "`date=__HIVE_DEFAULT_PARTITION__`)."
+                "`date=__HIVE_DEFAULT_PARTITION__`). Streams without it are not partitioned."
             ),
         ),
         th.Property(

@@ -41,6 +41,8 @@ def fake_time() -> FakeTime:
 
 @pytest.fixture
 def make_client(fake_time):
+    clients: list[LogSearchClient] = []
+
     def build(**overrides) -> LogSearchClient:
         kwargs = {
             "api_key": API_KEY,
@@ -59,9 +61,13 @@ def make_client(fake_time):
             "sleep": kwargs.pop("sleep", fake_time.sleep),
             "wall_clock": kwargs.pop("wall_clock", fake_time.wall_clock),
         }
-        return LogSearchClient(TapSettings.from_config(kwargs), **clocks)
+        client = LogSearchClient(TapSettings.from_config(kwargs), **clocks)
+        clients.append(client)
+        return client
 
-    return build
+    yield build
+    for client in clients:  # kept-alive sockets of tests against real loopback servers
+        client.close()
 
 
 def event(ts: int, seq: int, log_id: str = LOG, message: str = "line") -> dict:

@@ -14,7 +14,7 @@ from typing import Any
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_rapid7.logsearch.budget import BudgetPacer
-from tap_rapid7.logsearch.http import LogSearchHttp
+from tap_rapid7.logsearch.http import InvalidPageError, LogSearchHttp
 from tap_rapid7.logsearch.query import Page, QueryProtocol
 from tap_rapid7.logsearch.window_reader import WindowReader, WindowReport
 from tap_rapid7.settings import REGIONS, SettingError, TapSettings
@@ -80,6 +80,7 @@ class LogSearchClient:
             clock=clock,
             sleep=sleep,
             wall_clock=wall_clock,
+            url_setting="base_url" if base_url else "region",
         )
         self.protocol = QueryProtocol(
             self.http,
@@ -102,6 +103,10 @@ class LogSearchClient:
         except SettingError as exc:
             raise FatalAPIError(str(exc)) from exc
         return cls(settings, **clocks)
+
+    def close(self) -> None:
+        """Close the HTTP connections kept alive for later requests."""
+        self.http.close()
 
     @property
     def base_url(self) -> str:
@@ -126,6 +131,21 @@ class LogSearchClient:
         """Every log the key can see (``/management/logs``; not paginated by the API)."""
         return self._listing("/management/logs", "logs")
 
+    def list_log_ids(self) -> list[str]:
+        """The id of every log the key can see; a log without a usable id is an error."""
+        ids: list[str] = []
+        for index, log in enumerate(self.list_logs()):
+            log_id = log.get("id")
+            if not isinstance(log_id, str) or not log_id:
+                msg = (
+                    f"Log Search /management/logs sent log {index} without a usable id "
+                    f"(field logs[{index}].id: {log_id!r}); set log_ids, or check "
+                    "region/base_url"
+                )
+                raise InvalidPageError(self.http.redact(msg))
+            ids.append(log_id)
+        return ids
+
     def list_logsets(self) -> list[dict]:
         """Every log set (``/management/logsets``)."""
         return self._listing("/management/logsets", "logsets")
@@ -135,7 +155,7 @@ class LogSearchClient:
         items = body.get(key) if isinstance(body, dict) else None
         if not isinstance(items, list):
             msg = f"Log Search {path} answered without a {key!r} list: check region/base_url"
-            raise FatalAPIError(msg)
+            raise InvalidPageError(msg)
         return [item for item in items if isinstance(item, dict)]
 
     def query_pages(

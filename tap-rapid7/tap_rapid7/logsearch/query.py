@@ -24,7 +24,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from logfmt_events import log_event
 from tap_rapid7.logsearch.budget import POLL, QUERY
-from tap_rapid7.logsearch.http import LogSearchHttp, QueryRestartNeeded, Reply
+from tap_rapid7.logsearch.http import InvalidPageError, LogSearchHttp, QueryRestartNeeded, Reply
 
 __all__ = ["Page", "QueryProtocol", "beyond_retention", "is_running", "page_problem"]
 
@@ -60,12 +60,14 @@ def _links(body: Any) -> list[dict]:
     return [link for link in links if isinstance(link, dict)]
 
 
-def link_href(body: Any, rel: str) -> str | None:
-    """The href of the first link whose ``rel`` matches, case-insensitively (never by position)."""
+def link_href(body: Any, rel: str) -> Any:
+    """The href of the first link whose ``rel`` matches, case-insensitively (never by position);
+    None when there is no such link. The href is as sent (any JSON value): a link that is there
+    but unusable is an error (``LogSearchHttp.link_url``), never taken as "no link"."""
     for link in _links(body):
         if str(link.get("rel", "")).lower() == rel:
             href = link.get("href")
-            return href if isinstance(href, str) and href else None
+            return "" if href is None else href
     return None
 
 
@@ -144,7 +146,8 @@ class QueryProtocol:
                     f"query for log {log_id!r} window {window} is still running (HTTP "
                     f"{reply.status_code} at {reply.path}) but has no Self link to poll"
                 )
-                raise FatalAPIError(msg)
+                raise InvalidPageError(msg)
+            href = http.link_url(href, rel="Self", reply=reply, log_id=log_id, window=window)
             if http.clock() - started > self.poll_timeout_seconds:
                 raise QueryRestartNeeded("poll timeout")
             if interval > 0:
@@ -216,6 +219,10 @@ class QueryProtocol:
             retention = retention or beyond_retention(reply.headers)
             number += 1
             next_href = link_href(body, "next")
+            if next_href is not None:
+                next_href = http.link_url(
+                    next_href, rel="Next", reply=reply, log_id=log_id, window=window
+                )
             events = body["events"]
             yield Page(
                 events=events,
