@@ -1,14 +1,16 @@
 """Exactly-once journal: the rows written after the last STATE the target emitted.
 
-Lives at ``{output_dir}/_journal/journal.jsonl`` (``_``-prefixed: pyarrow, Spark and ``*.parquet``
-globs ignore it). One JSON line per part: its path relative to ``output_dir``, the stream, the
-stream's key properties, the run id, and ``segments``: ``[[label, rows], ...]`` in row order, where
-a row's label is how many STATE messages the target had received when the row arrived (labels
-never decrease along a part). ``state_index`` is the largest label (the only one in the format
-before segments: such an entry counts as one segment, so old journals load). The run lock
-(``lock.py``, on ``_journal/lock``) makes this run the only writer of ``output_dir``; every run
-takes it, with or without key properties. The journal's files are opened without following
-symbolic links, and a journaled path that leads outside ``output_dir`` is ignored.
+On disk it lives at ``{output_dir}/_journal/journal.jsonl`` (``_``-prefixed: pyarrow, Spark and
+``*.parquet`` globs ignore it); on object storage the same lines are small objects under
+``{output_dir}/_journal/`` in the bucket (``objectstore.ObjectJournalLog``). One JSON line per part:
+its path relative to ``output_dir``, the stream, the stream's key properties, the run id, and
+``segments``: ``[[label, rows], ...]`` in row order, where a row's label is how many STATE messages
+the target had received when the row arrived (labels never decrease along a part). ``state_index``
+is the largest label (the only one in the format before segments: such an entry counts as one
+segment, so old journals load). The run lock (``lock.py``, on ``_journal/lock``) makes this run the
+only writer of ``output_dir``; every run takes it, with or without key properties. The journal's
+files are opened without following symbolic links, and a journaled path that leads outside
+``output_dir`` is ignored.
 
 Lifecycle:
 
@@ -66,23 +68,26 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from logfmt_events import log_event
-from target_parquet_parts.errors import UnsafePathError
-from target_parquet_parts.lock import OutputDirInUseError, RunLock, lock_output_dir
+from target_parquet_parts.lock import OutputDirInUseError
 from target_parquet_parts.naming import JOURNAL_DIR, open_no_follow, resolve_inside
 from target_parquet_parts.parts import fsync_dir
+
+if TYPE_CHECKING:
+    from target_parquet_parts.storage import RunLockLike, Storage
 
 __all__ = [
     "ARRIVAL_COLUMN",
     "Journal",
     "JournalEntry",
+    "JournalLog",
+    "LocalJournalLog",
     "OutputDirInUseError",
     "key_strings",
     "row_digests",
@@ -300,25 +305,99 @@ class _Replay:
         return self._keys
 
 
+class JournalLog(Protocol):
+    """Where the journal's lines are kept: a file on disk, or objects in a bucket.
+
+    Called under the journal's lock, one call at a time.
+    """
+
+    where: str  # for messages
+
+    def read(self) -> str:
+        """Every line kept so far (a torn last line included, if any)."""
+        ...
+
+    def append(self, line: str, *, sync: bool) -> None:
+        """Add one line; with ``sync`` it survives a power cut once this returns."""
+        ...
+
+    def rewrite(self, text: str) -> None:
+        """Replace every line by ``text``, atomically."""
+        ...
+
+    def close(self) -> None:
+        """Release handles (idempotent)."""
+        ...
+
+
+class LocalJournalLog:
+    """``{output_dir}/_journal/journal.jsonl``: appended (fdatasync when asked), rewritten
+    through a temp file, fsync, ``os.replace`` and a directory fsync; no symbolic links."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.directory = resolve_inside(output_dir, JOURNAL_DIR)
+        self.path = self.directory / JOURNAL_FILE
+        self.where = str(self.path)
+        self._append_fd: int | None = None
+
+    def read(self) -> str:
+        try:
+            fd = open_no_follow(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return ""
+        with open(fd, encoding="utf-8") as handle:
+            return handle.read()
+
+    def append(self, line: str, *, sync: bool) -> None:
+        if self._append_fd is None:
+            self._append_fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            fsync_dir(self.directory)
+        os.write(self._append_fd, line.encode("utf-8"))
+        if sync:
+            os.fdatasync(self._append_fd)
+
+    def rewrite(self, text: str) -> None:
+        self.close()
+        temp = self.directory / (JOURNAL_FILE + ".tmp")
+        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+        fsync_dir(self.directory)
+
+    def close(self) -> None:
+        if self._append_fd is not None:
+            os.close(self._append_fd)
+            self._append_fd = None
+
+
 class Journal:
     """The journal of one ``output_dir`` (thread-safe; sinks flush in parallel)."""
 
-    def __init__(self, output_dir: Path, run_id: str, run_lock: RunLock | None = None) -> None:
-        """Open output_dir's journal, under ``run_lock`` (taken here when not given)."""
-        output_dir = Path(os.path.realpath(output_dir))
-        self.output_dir = output_dir
+    def __init__(
+        self, output: Path | Storage, run_id: str, run_lock: RunLockLike | None = None
+    ) -> None:
+        """Open output_dir's journal, under ``run_lock`` (taken here when not given).
+
+        ``output``: a local directory, or a ``storage.Storage`` (local or object storage).
+        """
+        from target_parquet_parts.storage import LocalStorage  # noqa: PLC0415  (a cycle)
+
+        self.storage = LocalStorage(output) if isinstance(output, Path) else output
+        self.output_dir = self.storage.display
         self.run_id = run_id
         self._own_run_lock = run_lock is None
-        self._run_lock = run_lock or lock_output_dir(output_dir, run_id)
-        self.directory = resolve_inside(output_dir, JOURNAL_DIR)
-        self.path = self.directory / JOURNAL_FILE
+        self._run_lock = run_lock or self.storage.lock(run_id)
         self._lock = threading.Lock()
         self._lines = 0
-        self._append_fd: int | None = None
+        self._log: JournalLog | None = None
         # This run's consumed rows, not yet covered by an emitted STATE: (label, part, rows).
         self._consumed: list[tuple[int, str, Ranges]] = []
         try:
-            text = self._read()
+            self._log = self.storage.journal_log(run_id)
+            text = self._log.read()
             self._entries = self._load(text)
             compact = "".join(self._line(e.to_json()) for e in self._entries)
             if compact != text:
@@ -330,22 +409,6 @@ class Journal:
             raise
 
     # -- loading -------------------------------------------------------------------------
-    def _read(self) -> str:
-        try:
-            fd = open_no_follow(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return ""
-        with open(fd, encoding="utf-8") as handle:
-            return handle.read()
-
-    def _part_path(self, entry: JournalEntry) -> Path | None:
-        """The entry's part, if its path stays inside output_dir."""
-        try:
-            return resolve_inside(self.output_dir, entry.part)
-        except UnsafePathError as exc:
-            logger.warning("journal: ignoring %s: %s", entry.part, exc)
-            return None
-
     def _load(self, text: str) -> list[JournalEntry]:
         lines: list[dict[str, Any]] = []
         for line in text.splitlines():
@@ -365,15 +428,14 @@ class Journal:
                     data = {"entry": JournalEntry.from_json(data)}
                 lines.append(data)
             except (ValueError, TypeError, KeyError):
-                logger.warning("ignoring a torn journal line in %s", self.path)
+                logger.warning("ignoring a torn journal line in %s", self._where)
         entries: list[JournalEntry] = []
         pending: dict[str, list[tuple[int, str, Ranges]]] = {}
         for data in lines:
             if "entry" in data:
                 entry = data["entry"]
-                path = self._part_path(entry)
-                if path is not None and path.exists():  # else: unsafe, or crash point 2
-                    self._size_old_entry(entry, path)
+                if self.storage.part_exists(entry.part):  # else: unsafe, or crash point 2
+                    self._size_old_entry(entry)
                     entries.append(entry)
             elif "consumed" in data:
                 consumed = (data["state_index"], data["consumed"], data["rows"])
@@ -396,12 +458,16 @@ class Journal:
         # Consumed rows of earlier runs that no STATE of theirs covered stay live.
         return [e for e in entries if not e.dead]
 
-    def _size_old_entry(self, entry: JournalEntry, part: Path) -> None:
+    @property
+    def _where(self) -> str:
+        return self._log.where if self._log is not None else self.output_dir
+
+    def _size_old_entry(self, entry: JournalEntry) -> None:
         """An entry in the format before segments: one segment, sized from the part."""
         if entry.segments is not None:
             return
         try:
-            rows = pq.ParquetFile(part).metadata.num_rows
+            rows = self.storage.read_part(entry.part).metadata.num_rows
         except (OSError, pa.ArrowException) as exc:
             logger.warning("journal: cannot read %s: %s", entry.part, exc)
             return
@@ -410,12 +476,11 @@ class Journal:
     def _load_replay(self) -> dict[str, _Replay]:
         replay: dict[str, _Replay] = {}
         for entry in self._entries:
-            part = self._part_path(entry)
-            if part is None or not entry.keys:
+            if not entry.keys:
                 continue
             try:
                 # ParquetFile: the part alone, no hive columns taken from its directory names.
-                table = pq.ParquetFile(part).read()
+                table = self.storage.read_part(entry.part).read()
                 live = entry.live_ranges()
                 rows = _rows_of(live) if live is not None else list(range(table.num_rows))
                 if len(rows) != table.num_rows:
@@ -423,7 +488,7 @@ class Journal:
                 keys = key_strings(table, entry.keys)
                 digests = row_digests(table) if keys is not None else []
             except (OSError, pa.ArrowException, KeyError, RecursionError, TypeError) as exc:
-                logger.warning("journal: cannot read the rows of %s: %s", part, exc)
+                logger.warning("journal: cannot read the rows of %s: %s", entry.part, exc)
                 continue
             if keys is not None:
                 replay.setdefault(entry.stream, _Replay()).add(entry, rows, keys, digests)
@@ -504,18 +569,21 @@ class Journal:
     def record(
         self,
         stream: str,
-        part: Path,
+        part: Path | str,
         keys: list[str],
         state_index: int,
         segments: list[list[int]] | None = None,
     ) -> None:
-        """Durably add a part (called before the part is renamed into place).
+        """Durably add a part (called before the part is published).
+
+        ``part``: its path relative to output_dir (``events/part-....parquet``), or a local path
+        under output_dir.
 
         ``segments``: its rows' arrival labels, run-length encoded (``segments_of``); without
         them the whole part counts as arrived before STATE ``state_index + 1``.
         """
         entry = JournalEntry(
-            part=part.relative_to(self.output_dir).as_posix(),
+            part=self.storage.relative(part),
             stream=stream,
             keys=list(keys),
             state_index=segments[-1][0] if segments else state_index,  # labels never decrease
@@ -531,13 +599,8 @@ class Journal:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
     def _append(self, data: dict, *, sync: bool) -> None:
-        line = self._line(data).encode("utf-8")
-        if self._append_fd is None:
-            self._append_fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            fsync_dir(self.directory)
-        os.write(self._append_fd, line)
-        if sync:
-            os.fdatasync(self._append_fd)
+        assert self._log is not None
+        self._log.append(self._line(data), sync=sync)
         self._lines += 1
 
     def covered(self, state_index: int) -> None:
@@ -576,29 +639,19 @@ class Journal:
     def close(self) -> None:
         """Release the file handles and the run lock."""
         with self._lock:
-            if self._append_fd is not None:
-                os.close(self._append_fd)
-                self._append_fd = None
+            if self._log is not None:
+                self._log.close()
             if self._own_run_lock:
                 self._run_lock.release()
 
     def _rewrite(self, entries: list[JournalEntry]) -> None:
         """Replace the journal by ``entries`` and this run's pending consumed rows."""
-        if self._append_fd is not None:
-            os.close(self._append_fd)
-            self._append_fd = None
+        assert self._log is not None
         lines = [self._line(e.to_json()) for e in entries]
         lines += [
             self._line({"consumed": part, "rows": rows, "state_index": label, "run": self.run_id})
             for label, part, rows in self._consumed
         ]
-        temp = self.directory / (JOURNAL_FILE + ".tmp")
-        fd = open_no_follow(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with open(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
-        fsync_dir(self.directory)
+        self._log.rewrite("".join(lines))
         self._entries = entries
         self._lines = len(lines)

@@ -64,6 +64,9 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
 
+    def check(self) -> None:
+        """Nothing to check: the kernel holds a flock until this process ends."""
+
     def release(self) -> None:
         """Forget the holder text and unlock (idempotent)."""
         if not self._closer.alive:

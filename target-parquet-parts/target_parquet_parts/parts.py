@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 class WrittenPart:
     """A part that is complete, durable and visible under its final name."""
 
-    path: Path
+    path: Path | str  # a local path, or the object's URI (objectstore.py)
     rows: int
     bytes: int
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
-import os
 import time
 import typing as t
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,12 +19,13 @@ from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stre
 from target_parquet_parts.columns import ColumnError, build_table
 from target_parquet_parts.errors import UnreadablePartError, explain_os_errors
 from target_parquet_parts.journal import ARRIVAL_COLUMN, segments_of
-from target_parquet_parts.naming import resolve_inside, sanitize_stream_name
-from target_parquet_parts.parts import PartWriter, WrittenPart
+from target_parquet_parts.naming import sanitize_stream_name
+from target_parquet_parts.parts import WrittenPart
 
 if t.TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+    from target_parquet_parts.storage import PartWriterLike
     from target_parquet_parts.target import TargetParquetParts
 
 __all__ = ["ParquetPartsSink"]
@@ -76,13 +75,15 @@ class ParquetPartsSink(BatchSink):
         target.stream_directories.claim(
             stream_name, self.directory_name, f"input line {line}: " if line else ""
         )
-        self.output_dir = Path(os.path.realpath(self.config["output_dir"]))
         self.flush_count = 0
         self.rows_flushed = 0
         self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
-        self._writer = PartWriter(
-            self.config.get("compression") or "zstd", self.config.get("compression_level")
-        )
+        # Where parts go (a local directory or an object store: storage.py).
+        self._writer: PartWriterLike | None = None
+        if target.iceberg is None:  # Iceberg writes through its own FileIO (iceberg.py)
+            self._writer = target.storage.part_writer(
+                self.config.get("compression") or "zstd", self.config.get("compression_level")
+            )
         self._partition_field = self._resolve_partition_field()
         self._max_rows = self.max_size
         # max_batch_bytes counts JSON bytes: on the fast path each record's input line as read
@@ -278,12 +279,13 @@ class ParquetPartsSink(BatchSink):
                 segments = segments_of(split_table.column(ARRIVAL_COLUMN))
                 part_table = split_table.drop_columns([ARRIVAL_COLUMN])
 
-                def before(path: Path, journal=journal, segments=segments) -> None:
+                def before(path: str, journal=journal, segments=segments) -> None:
                     journal.record(
                         self.stream_name, path, list(self.key_properties), state_index, segments
                     )
 
             try:
+                assert self._writer is not None  # plain parts (Iceberg returned above)
                 part = self._writer.write(part_table, directory, before_publish=before)
             except UnreadablePartError as exc:
                 msg = f"stream '{self.stream_name}': {exc}"
@@ -345,12 +347,12 @@ class ParquetPartsSink(BatchSink):
                 )
                 raise MissingKeyPropertiesError(msg)
 
-    def _split(self, table: pa.Table) -> t.Iterator[tuple[Path, pa.Table]]:
-        """(directory, rows) per part; each directory resolved, refused if it leads outside."""
+    def _split(self, table: pa.Table) -> t.Iterator[tuple[tuple[str, ...], pa.Table]]:
+        """(directory under output_dir, rows) per part (the storage resolves the directory)."""
         if table.num_rows == 0:
             return
         if self._partition_field is None:
-            yield resolve_inside(self.output_dir, self.directory_name), table
+            yield (self.directory_name,), table
             return
         dates = pc.cast(table.column(self._partition_field), pa.date32())
         for day in sorted(pc.unique(dates).to_pylist(), key=lambda d: (d is None, d)):
@@ -358,7 +360,7 @@ class ParquetPartsSink(BatchSink):
                 name, rows = f"date={HIVE_NULL_PARTITION}", table.filter(pc.is_null(dates))
             else:
                 name, rows = f"date={day.isoformat()}", table.filter(pc.equal(dates, day))
-            yield resolve_inside(self.output_dir, self.directory_name, name), rows
+            yield (self.directory_name, name), rows
 
     def _invalid_record(
         self, exc: ColumnError, records: list[dict], lines: list[int | None] | None

@@ -45,7 +45,6 @@ import threading
 import time
 import typing as t
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
@@ -56,10 +55,10 @@ from singer_sdk.target_base import Target
 from logfmt_events import log_event
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
-from target_parquet_parts.lock import RunLock, lock_output_dir
 from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
+from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir, open_storage
 from target_parquet_parts.version import DISTRIBUTION
 
 if t.TYPE_CHECKING:
@@ -115,10 +114,7 @@ class TargetParquetParts(Target):
             "output_dir",
             th.StringType(nullable=False),
             required=True,
-            description=(
-                "Root directory of the dataset. Parts go to "
-                "`{output_dir}/{stream}/[date=YYYY-MM-DD/]part-{utc time}-{random id}.parquet`."
-            ),
+            description="Dataset root: a directory or an `s3://`, `gs://`, `az://` URI.",
         ),
         th.Property(
             "compression",
@@ -191,7 +187,8 @@ class TargetParquetParts(Target):
         self._last_state_line: bytes | None = None
         self._records_at_last_state = 0
         self._journal: Journal | None = None
-        self._run_lock: RunLock | None = None
+        self._run_lock: RunLockLike | None = None
+        self._storage: Storage | None = None
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self.stream_directories = StreamDirectories()
@@ -201,6 +198,8 @@ class TargetParquetParts(Target):
             self.iceberg = _iceberg_writer(self.config, self.run_id)
             if self._config.get("batch_size_rows") is None:  # fewer, larger commits (iceberg.py)
                 self._config["batch_size_rows"] = self.iceberg.default_batch_size_rows
+        elif self.config.get("output_dir"):
+            check_output_dir(self.config["output_dir"])  # an unknown scheme:// fails at start
         load_method = self.config.get("load_method") or "append-only"
         if str(getattr(load_method, "value", load_method)) != "append-only":
             msg = (
@@ -221,20 +220,31 @@ class TargetParquetParts(Target):
 
     # -- sinks and journal ----------------------------------------------------------------
     @property
+    def storage(self) -> Storage:
+        """Where the dataset lives: a local directory or an object store (``storage.py``)."""
+        with self._journal_lock:
+            if self._storage is None:
+                with explain_os_errors(self.config["output_dir"]):
+                    self._storage = open_storage(self.config["output_dir"])
+            return self._storage
+
+    @property
     def journal(self) -> Journal:
         """The output_dir's exactly-once journal (opened on first use, under the run lock)."""
+        storage = self.storage
         with self._journal_lock:
             if self._journal is None:
                 with explain_os_errors(self.config["output_dir"]):
-                    output_dir = Path(self.config["output_dir"])
-                    self._journal = Journal(output_dir, self.run_id, self._lock_output_dir())
+                    self._journal = Journal(storage, self.run_id, self._lock_output_dir())
             return self._journal
 
-    def _lock_output_dir(self) -> RunLock:
-        """This run's lock on output_dir (``lock.py``), taken at the first stream's SCHEMA."""
+    def _lock_output_dir(self) -> RunLockLike:
+        """This run's lock on output_dir (``lock.py``, or the object store's lock object),
+        taken at the first stream's SCHEMA."""
         if self._run_lock is None:
+            storage = self.storage
             with explain_os_errors(self.config["output_dir"]):
-                self._run_lock = lock_output_dir(Path(self.config["output_dir"]), self.run_id)
+                self._run_lock = storage.lock(self.run_id)
         return self._run_lock
 
     def register_sink(self, sink: ParquetPartsSink) -> None:
@@ -380,6 +390,8 @@ class TargetParquetParts(Target):
     def _emit(self, state: t.Any, index: int) -> None:
         line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
         if line != self._last_state_line:
+            if self._run_lock is not None:
+                self._run_lock.check()  # an object-store lease lost: no STATE, stop
             self.logger.debug("Emitting completed target state %s", line.decode())
             try:
                 sys.stdout.write(line.decode() + "\n")

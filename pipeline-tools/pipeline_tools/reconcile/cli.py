@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from logfmt_events import redact
 from pipeline_tools.reconcile.dataset import (
-    DICTIONARY_LOG_ID,
-    part_files,
+    StreamDir,
+    open_part,
     read_dataset_counts,
     read_event_clocks,
     window_start,
@@ -53,6 +52,7 @@ from tap_rapid7.logsearch.records import EVENTS_STREAM
 from tap_rapid7.settings import SettingError, TapSettings, config_from_env
 from tap_rapid7.windows import iso_to_millis
 from target_parquet_parts.naming import sanitize_stream_name
+from target_parquet_parts.storage import UnsupportedOutputDirError
 
 __all__ = ["Counter", "load_config", "main", "parse_duration", "parse_time", "reconcile"]
 
@@ -129,7 +129,7 @@ def _windows(from_ms: int, to_ms: int, window_ms: int) -> list[tuple[int, int]]:
 
 
 def reconcile(
-    dataset: Path,
+    dataset: str | Path,
     counter: Counter,
     *,
     log_ids: list[str] | None,
@@ -153,7 +153,7 @@ def reconcile(
     counted by event time (`Report.clocks`); it never changes whether the report is ok.
     `iceberg`: the dataset is that Iceberg table (its data files count as the parts).
     """
-    stream_dir = dataset / sanitize_stream_name(stream)
+    stream_dir = _stream_dir(dataset, stream)
     if iceberg is None and not stream_dir.is_dir():
         raise UsageError(f"--dataset {dataset}: no {stream}/ directory (is it the output_dir?)")
     wanted = set(log_ids) if log_ids else None
@@ -276,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset",
         required=True,
-        type=Path,
-        help="the target's output_dir (holds events/part-*.parquet, or with table_format "
-        "iceberg the catalog.db and the tables)",
+        help="the target's output_dir: a local directory or an object-store URI "
+        "(s3://bucket/prefix, gs://..., az://...; credentials and endpoint from the "
+        "environment, e.g. AWS_PROFILE, AWS_ENDPOINT_URL); holds events/part-*.parquet, or with "
+        "table_format iceberg the catalog.db and the tables",
     )
     parser.add_argument(
         "--from",
@@ -384,20 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         counter, list_log_ids, api = _client_counter(settings)
         log_ids = args.log_ids or settings.logs
         if not log_ids:
-            empty = (
-                not iceberg.data_files
-                if iceberg is not None
-                else not part_files(args.dataset / sanitize_stream_name(args.stream))
-            )
+            stream_dir = _stream_dir(args.dataset, args.stream)
+            empty = not iceberg.data_files if iceberg is not None else not stream_dir.parts()
             if empty and (from_ms is None or to_ms is None):
                 raise UsageError("the dataset is empty: pass --from and --to to check a range")
             log_ids = sorted(
                 set(list_log_ids())
-                | (
-                    iceberg.log_ids()
-                    if iceberg is not None
-                    else _dataset_log_ids(args.dataset / sanitize_stream_name(args.stream))
-                )
+                | (iceberg.log_ids() if iceberg is not None else _dataset_log_ids(stream_dir))
             )
         report = reconcile(
             args.dataset, counter, log_ids=log_ids, from_ms=from_ms, to_ms=to_ms,
@@ -433,13 +427,21 @@ def _open_iceberg(args: argparse.Namespace) -> IcebergSource | None:
     )
 
 
-def _dataset_log_ids(stream_dir: Path) -> set[str]:
+def _stream_dir(dataset: str | Path, stream: str) -> StreamDir:
+    """The stream's directory of `--dataset` (a local path or an object-store URI)."""
+    try:
+        return StreamDir.of(dataset, sanitize_stream_name(stream))
+    except UnsupportedOutputDirError as exc:
+        raise UsageError(f"--dataset: {exc}") from None
+
+
+def _dataset_log_ids(stream_dir: StreamDir) -> set[str]:
     """Logs present in the dataset (so a log the API no longer lists is still checked)."""
     if not stream_dir.is_dir():
         return set()
     found: set[str] = set()
-    for path in part_files(stream_dir):  # dictionary-encoded: a few bytes per row, not the ids
-        column = ds.dataset(path, format=DICTIONARY_LOG_ID).to_table(columns=["log_id"])["log_id"]
+    for part_file in stream_dir.parts():  # dictionary-encoded: a few bytes per row, not the ids
+        column = open_part(stream_dir, part_file).to_table(columns=["log_id"])["log_id"]
         found.update(pc.unique(column).to_pylist())
     return found
 

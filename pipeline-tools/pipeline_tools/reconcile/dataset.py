@@ -3,7 +3,9 @@
 Part of `tap-rapid7-reconcile`. Reads only the columns it needs (`log_id`, `timestamp` and the
 sequence number) from the complete parts (`part-*.parquet`; temporary files and the target's
 `_journal/` are never read), one part at a time so that every row keeps the name of the part it
-came from: that is what lets the report name a duplicated part or a stray row's file.
+came from: that is what lets the report name a duplicated part or a stray row's file. The
+dataset may be a local directory or an object-store URI (`s3://bucket/prefix`, ...): `StreamDir`
+reads it through pyarrow's filesystem for it, configured from the environment as the target is.
 
 An entry's identity is `(log_id, timestamp, sequence_number)` (Rapid7's spec: sequence numbers
 are unique only within one millisecond), so every count of distinct keys, every duplicate and
@@ -15,13 +17,16 @@ The second job, `read_event_clocks`, counts the same windows by the other clock:
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
 from tap_rapid7.logsearch.records import (
     EVENT_TIME,
@@ -33,6 +38,7 @@ from tap_rapid7.logsearch.records import (
     TIMESTAMP,
 )
 from target_parquet_parts.naming import PART_GLOB
+from target_parquet_parts.storage import arrow_filesystem, parse_location
 
 __all__ = [
     "DICTIONARY_LOG_ID",
@@ -40,8 +46,11 @@ __all__ = [
     "DatasetCounts",
     "DuplicateGroup",
     "EventClocks",
+    "PartFile",
     "StrayRow",
+    "StreamDir",
     "WindowRows",
+    "open_part",
     "part_files",
     "read_dataset_counts",
     "read_event_clocks",
@@ -119,9 +128,57 @@ class DatasetCounts:
         return set(zip(rows[TIMESTAMP].to_pylist(), map(str, rows["key"].to_pylist()), strict=True))
 
 
-def part_files(stream_dir: Path) -> list[Path]:
+class PartFile(NamedTuple):
+    """One complete part: its path in the filesystem, and its name as the user knows it."""
+
+    path: str
+    name: str
+
+
+@dataclass(frozen=True)
+class StreamDir:
+    """One stream's directory of the dataset, local or on object storage."""
+
+    filesystem: pafs.FileSystem
+    path: str  # in `filesystem`
+    display: str  # as the user names it: a local path, or s3://bucket/prefix/stream
+
+    @classmethod
+    def of(cls, dataset: str | Path, stream_dir_name: str) -> StreamDir:
+        """The directory `stream_dir_name` of the dataset at `dataset` (path or URI)."""
+        if parse_location(str(dataset)) is None:
+            path = str(Path(dataset) / stream_dir_name)
+            return cls(pafs.LocalFileSystem(), path, path)
+        filesystem, root = arrow_filesystem(dataset)
+        display = f"{str(dataset).rstrip('/')}/{stream_dir_name}"
+        return cls(filesystem, f"{root}/{stream_dir_name}", display)
+
+    def is_dir(self) -> bool:
+        """Whether the directory exists (on object storage: whether objects are under it)."""
+        return self.filesystem.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def parts(self) -> list[PartFile]:
+        """Complete parts, in a stable order (partition directories included)."""
+        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+        found = [
+            info.path
+            for info in self.filesystem.get_file_info(selector)
+            if info.type == pafs.FileType.File and fnmatch.fnmatchcase(info.base_name, PART_GLOB)
+        ]
+        found.sort(key=lambda path: path.split("/"))
+        base = self.path.rstrip("/")
+        return [PartFile(path, self.display + path[len(base) :]) for path in found]
+
+
+def _as_stream_dir(stream_dir: Path | StreamDir) -> StreamDir:
+    if isinstance(stream_dir, StreamDir):
+        return stream_dir
+    return StreamDir(pafs.LocalFileSystem(), str(stream_dir), str(stream_dir))
+
+
+def part_files(stream_dir: Path | StreamDir) -> list[PartFile]:
     """Complete parts of one stream, in a stable order (partition directories included)."""
-    return sorted(stream_dir.rglob(PART_GLOB))
+    return _as_stream_dir(stream_dir).parts()
 
 
 _LOG_ID = pa.dictionary(pa.int32(), pa.string())
@@ -131,11 +188,16 @@ DICTIONARY_LOG_ID = ds.ParquetFileFormat(
 )
 
 
-def _open(path: Path) -> ds.Dataset:
-    part = ds.dataset(path, format=DICTIONARY_LOG_ID)
+def open_part(stream_dir: StreamDir, part_file: PartFile) -> ds.Dataset:
+    """One part as a dataset (log_id read dictionary-encoded)."""
+    return ds.dataset(part_file.path, filesystem=stream_dir.filesystem, format=DICTIONARY_LOG_ID)
+
+
+def _open(stream_dir: StreamDir, part_file: PartFile) -> ds.Dataset:
+    part = open_part(stream_dir, part_file)
     missing = [name for name in COLUMNS if name not in part.schema.names]
     if missing:
-        raise ValueError(f"{path}: part has no column(s) {', '.join(missing)}")
+        raise ValueError(f"{part_file.name}: part has no column(s) {', '.join(missing)}")
     return part
 
 
@@ -163,7 +225,7 @@ def _aligned(values: pa.Array | pa.ChunkedArray, width: int) -> pa.Array | pa.Ch
 
 
 def read_dataset_counts(
-    stream_dir: Path,
+    stream_dir: Path | StreamDir,
     *,
     from_ms: int | None,
     to_ms: int | None,
@@ -178,9 +240,10 @@ def read_dataset_counts(
     the parquet reader, so row groups outside it are skipped); rows outside are only counted per
     log and sampled, and with `subset` not even read.
     """
-    files = part_files(stream_dir)
-    names = [str(path) for path in files]
-    parts = [_open(path) for path in files]
+    where = _as_stream_dir(stream_dir)
+    files = where.parts()
+    names = [part_file.name for part_file in files]
+    parts = [_open(where, part_file) for part_file in files]
     by_log = _log_filter(log_ids)
 
     min_ts = max_ts = None
@@ -396,7 +459,7 @@ def _event_time_kind(part: ds.Dataset) -> str:
 
 
 def read_event_clocks(
-    stream_dir: Path,
+    stream_dir: Path | StreamDir,
     *,
     from_ms: int,
     to_ms: int,
@@ -421,7 +484,8 @@ def read_event_clocks(
         read_from=read_from,
         read_to=read_to,
     )
-    parts = [_open(path) for path in part_files(stream_dir)]
+    where_dir = _as_stream_dir(stream_dir)
+    parts = [_open(where_dir, part_file) for part_file in where_dir.parts()]
     kinds = [_event_time_kind(part) for part in parts]
     if "event" not in kinds:
         clocks.reason = _no_event_time_reason(kinds)

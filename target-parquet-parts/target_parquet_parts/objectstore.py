@@ -1,0 +1,873 @@
+"""Object storage (``s3://``, ``gs://``, ``az://``, ``abfs[s]://``): the disk's promises, kept.
+
+* **Every part is a new object, never overwritten.** Its name holds 128 random bits, and on S3 it
+  is created with ``PutObject`` + ``If-None-Match: *``: the store refuses (412) to replace an
+  existing key. pyarrow's filesystems expose no conditional write, so S3 goes through boto3
+  (``target-parquet-parts[s3]``). GCS and Azure go through pyarrow's filesystems: there the
+  random name is the only guard (a check-then-write, not atomic).
+* **No partial or temporary object is ever visible.** The part is encoded in memory, its footer
+  read back (a part that would not open is never uploaded), then uploaded with one PUT straight
+  to its final key. An object store shows an object only once its upload has completed, whole;
+  a process killed mid-upload leaves nothing (there is no temporary object to sweep).
+* **STATE only after the object is durable:** the PUT has returned (S3 is strongly consistent:
+  a completed PUT is durable and visible to every reader at once).
+* **Exactly once across kill -9: the journal and the run lock live in the bucket, next to the
+  data**, under ``{output_dir}/_journal/`` (``_``-prefixed: pyarrow, Spark, Trino and DuckDB
+  Hive readers skip it). Not on the local disk: an orchestrator runs the rerun on another,
+  fresh worker, where a local journal would be gone (its replay keys lost: duplicates) and a
+  local lock would lock nothing (two workers writing one dataset).
+
+  - Journal: the disk journal's lines (``journal.py``: same lifecycle, same crash points), each
+    a small object ``_journal/{generation}-{run id}/{sequence}.jsonl`` PUT (and so durable)
+    before the part it names (``ObjectJournalLog``: a rewrite starts a new generation and
+    deletes the older objects; a clean run with nothing to resume leaves none). A torn line
+    cannot exist (PUTs are atomic).
+  - Lock: the object ``_journal/lock``, created with ``If-None-Match: *`` (only one run can
+    create it), holding the holder's host, pid, run id and lease. The holder renews it every
+    ``lease/3`` seconds with ``If-Match: <its ETag>`` (a compare-and-swap) and stops writing if
+    it could not renew within the lease. A lock whose holder is gone is taken over with the same
+    compare-and-swap (so only one run wins): at once when the holder ran on this machine and its
+    process is dead (a ``kill -9`` and a rerun on one machine), else once its lease ran out
+    without a renewal (measured on the store's clock: its ``Last-Modified`` and ``Date``). A run
+    that sees the lock renewed is refused at once, naming the holder.
+
+Credentials, region and endpoint come from each cloud's standard configuration: for S3 the AWS
+chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, instance and web-identity roles); for GCS Google's
+default credentials (``GOOGLE_APPLICATION_CREDENTIALS``); for Azure ``AZURE_STORAGE_ACCOUNT_NAME``
+(or the account in an ``abfs://container@account.dfs.core.windows.net`` URI) with
+``AZURE_STORAGE_ACCOUNT_KEY``, ``AZURE_STORAGE_SAS_TOKEN`` or Azure's default credential.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import typing as t
+import weakref
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from target_parquet_parts.errors import DescribedOSError, UnreadablePartError
+from target_parquet_parts.lock import LOCK_FILE, OutputDirInUseError
+from target_parquet_parts.naming import JOURNAL_DIR, new_part_name
+from target_parquet_parts.parts import WrittenPart
+from target_parquet_parts.storage import Location, PartWriterLike, RunLockLike, Storage
+
+if t.TYPE_CHECKING:
+    from target_parquet_parts.journal import JournalLog
+
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "LockLostError",
+    "ObjectExistsError",
+    "ObjectRunLock",
+    "ObjectStorage",
+    "ObjectStore",
+    "ObjectStoreError",
+    "S3ObjectStore",
+    "arrow_filesystem_for",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 60.0
+_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+
+
+class ObjectStoreError(DescribedOSError):
+    """An object-store request failed; the message names output_dir, operation, key and cause."""
+
+
+class ObjectExistsError(Exception):
+    """A conditional create found the key taken."""
+
+
+class PreconditionError(Exception):
+    """A compare-and-swap found the object changed (or gone)."""
+
+
+class LockLostError(OutputDirInUseError):
+    """This run could not renew its lock in time, or another run took it over."""
+
+
+class StoredObject(t.NamedTuple):
+    """An object read back, with the store's clock."""
+
+    data: bytes
+    etag: str
+    modified: datetime.datetime
+    now: datetime.datetime  # the store's time when it answered
+
+
+# -- the handful of object operations the target needs ---------------------------------------
+class ObjectStore:
+    """Keys are full object keys inside the bucket."""
+
+    conditional = False  # True when put_new / put_if_match are atomic on the store itself
+    location: Location
+
+    def put_new(self, key: str, data: bytes) -> str:
+        """Create ``key``; raise ``ObjectExistsError`` if it exists. Returns the ETag."""
+        raise NotImplementedError
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        """Replace ``key`` only if its ETag is ``etag``; else ``PreconditionError``."""
+        raise NotImplementedError
+
+    def get(self, key: str) -> StoredObject | None:
+        """The object, or None when it does not exist."""
+        raise NotImplementedError
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        raise NotImplementedError
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete keys (missing ones are fine)."""
+        raise NotImplementedError
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete ``key`` only if its ETag is ``etag`` (else leave it)."""
+        raise NotImplementedError
+
+    def where(self, key: str) -> str:
+        """``scheme://bucket/key`` for messages."""
+        return f"{self.location.scheme}://{self.location.bucket}/{key}"
+
+
+_S3_HINTS = {
+    "NoSuchBucket": "the bucket does not exist (the target never creates buckets)",
+    "AccessDenied": "check the credentials and the bucket policy (AWS_PROFILE, "
+    "AWS_ACCESS_KEY_ID, the role)",
+    "InvalidAccessKeyId": "check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID)",
+    "SignatureDoesNotMatch": "check the credentials (AWS_SECRET_ACCESS_KEY) and AWS_REGION",
+    "NotImplemented": "the store does not implement this request (conditional writes need "
+    "S3 or a compatible store that supports If-None-Match / If-Match)",
+}
+
+
+class S3ObjectStore(ObjectStore):
+    """S3 through boto3: conditional PUTs (``If-None-Match: *``, ``If-Match``) are atomic."""
+
+    conditional = True
+
+    def __init__(self, location: Location) -> None:
+        import boto3  # noqa: PLC0415  (optional: the [s3] extra)
+        from botocore.config import Config  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        self.location = location
+        # The standard AWS chain: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL(_S3), keys, roles.
+        session = boto3.session.Session()
+        self._client = session.client(
+            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5})
+        )
+        self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
+        self._client_error = ClientError
+
+    def _fail(self, operation: str, key: str, exc: Exception) -> ObjectStoreError:
+        code = ""
+        if isinstance(exc, self._client_error):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            text = f"{code}: {error.get('Message', exc)}"
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        hint = _S3_HINTS.get(code, "")
+        if not code and "Credentials" in type(exc).__name__:
+            hint = "no AWS credentials found (AWS_PROFILE, AWS_ACCESS_KEY_ID, an instance role)"
+        if not code and "Endpoint" in type(exc).__name__:
+            hint = "is the endpoint right? (AWS_ENDPOINT_URL, AWS_REGION)"
+        msg = f"output_dir {self.location.uri!r}: {operation} of '{self.where(key)}' failed: {text}"
+        return ObjectStoreError(f"{msg} ({hint})" if hint else msg)
+
+    def _code(self, exc: Exception) -> str:
+        if isinstance(exc, self._client_error):
+            return str(exc.response.get("Error", {}).get("Code", ""))
+        return ""
+
+    def put_new(self, key: str, data: bytes) -> str:
+        try:
+            answer = self._client.put_object(
+                Bucket=self.location.bucket, Key=key, Body=data, IfNoneMatch="*"
+            )
+        except self._errors as exc:
+            if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise ObjectExistsError(key) from None
+            raise self._fail("PutObject (If-None-Match: *)", key, exc) from exc
+        return str(answer["ETag"])
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        try:
+            answer = self._client.put_object(
+                Bucket=self.location.bucket, Key=key, Body=data, IfMatch=etag
+            )
+        except self._errors as exc:
+            if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                raise PreconditionError(key) from None
+            raise self._fail("PutObject (If-Match)", key, exc) from exc
+        return str(answer["ETag"])
+
+    def get(self, key: str) -> StoredObject | None:
+        try:
+            answer = self._client.get_object(Bucket=self.location.bucket, Key=key)
+        except self._errors as exc:
+            if self._code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise self._fail("GetObject", key, exc) from exc
+        body = answer["Body"]
+        try:
+            data = body.read()
+        except self._errors as exc:
+            raise self._fail("GetObject", key, exc) from exc
+        finally:
+            body.close()
+        date = answer["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = email.utils.parsedate_to_datetime(date) if date else _utcnow()
+        return StoredObject(data, str(answer["ETag"]), answer["LastModified"], now)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self.location.bucket, Key=key)
+        except self._errors as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("HeadObject", key, exc) from exc
+        return True
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket, Prefix=prefix
+            )
+            for page in pages:
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except self._errors as exc:
+            raise self._fail("ListObjectsV2", prefix, exc) from exc
+        return keys
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            try:
+                answer = self._client.delete_objects(
+                    Bucket=self.location.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                )
+            except self._errors as exc:
+                raise self._fail("DeleteObjects", batch[0], exc) from exc
+            for error in answer.get("Errors", []):
+                msg = (
+                    f"output_dir {self.location.uri!r}: DeleteObjects of "
+                    f"'{self.where(error.get('Key', ''))}' failed: {error.get('Code')}: "
+                    f"{error.get('Message')}"
+                )
+                raise ObjectStoreError(msg)
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.location.bucket, Key=key, IfMatch=etag)
+        except self._errors as exc:
+            code = self._code(exc)
+            if code in ("PreconditionFailed", "NoSuchKey"):
+                return  # not ours any more, or gone: leave it
+            if code in ("NotImplemented", "InvalidArgument"):
+                current = self.get(key)  # a store without conditional deletes
+                if current is not None and current.etag == etag:
+                    self.delete([key])
+                return
+            raise self._fail("DeleteObject (If-Match)", key, exc) from exc
+
+
+class ArrowObjectStore(ObjectStore):
+    """GCS and Azure through pyarrow's filesystems: no conditional requests (check, then write).
+
+    ETags are content hashes. Part names stay unique (128 random bits), but two runs started at
+    the same instant could both take the lock: the run lock is advisory here.
+    """
+
+    conditional = False
+
+    def __init__(self, location: Location, filesystem: pafs.FileSystem | None = None) -> None:
+        self.location = location
+        self._fs = filesystem or arrow_filesystem_for(location)
+
+    def _path(self, key: str) -> str:
+        return f"{self.location.bucket}/{key}"
+
+    def _fail(self, operation: str, key: str, exc: Exception) -> ObjectStoreError:
+        msg = (
+            f"output_dir {self.location.uri!r}: {operation} of '{self.where(key)}' failed: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        return ObjectStoreError(msg)
+
+    def _write(self, key: str, data: bytes) -> str:
+        try:
+            with self._fs.open_output_stream(self._path(key)) as out:
+                out.write(data)
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail("write", key, exc) from exc
+        return hashlib.sha256(data).hexdigest()
+
+    def put_new(self, key: str, data: bytes) -> str:
+        try:
+            info = self._fs.get_file_info(self._path(key))
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail("stat", key, exc) from exc
+        if info.type != pafs.FileType.NotFound:
+            raise ObjectExistsError(key)
+        return self._write(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        current = self.get(key)
+        if current is None or current.etag != etag:
+            raise PreconditionError(key)
+        return self._write(key, data)
+
+    def get(self, key: str) -> StoredObject | None:
+        try:
+            with self._fs.open_input_stream(self._path(key)) as handle:
+                data = handle.read()
+            info = self._fs.get_file_info(self._path(key))
+        except FileNotFoundError:
+            return None
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail("read", key, exc) from exc
+        modified = info.mtime or _utcnow()
+        if modified.tzinfo is None:
+            modified = modified.replace(tzinfo=datetime.UTC)
+        return StoredObject(data, hashlib.sha256(data).hexdigest(), modified, _utcnow())
+
+    def exists(self, key: str) -> bool:
+        try:
+            info = self._fs.get_file_info(self._path(key))
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail("stat", key, exc) from exc
+        return bool(info.type == pafs.FileType.File)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix).rstrip("/")
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except (OSError, pa.ArrowException) as exc:
+            raise self._fail("list", prefix, exc) from exc
+        skip = len(self.location.bucket) + 1
+        return [i.path[skip:] for i in infos if i.type == pafs.FileType.File]
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self._fs.delete_file(self._path(key))
+            except FileNotFoundError:
+                continue
+            except (OSError, pa.ArrowException) as exc:
+                raise self._fail("delete", key, exc) from exc
+
+    def delete_if_match(self, key: str, etag: str) -> None:
+        current = self.get(key)
+        if current is not None and current.etag == etag:
+            self.delete([key])
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+def _endpoint_from_env() -> tuple[str | None, str | None]:
+    """(scheme, host:port) from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, as boto3 reads them."""
+    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        return None, None
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.scheme, parts.netloc + parts.path.rstrip("/")
+
+
+def arrow_filesystem_for(location: Location) -> pafs.FileSystem:
+    """pyarrow's filesystem for ``location``, configured from the environment."""
+    if location.scheme == "s3":
+        kwargs: dict[str, t.Any] = {}
+        scheme, endpoint = _endpoint_from_env()
+        if endpoint:
+            kwargs.update(endpoint_override=endpoint, scheme=scheme)
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        return pafs.S3FileSystem(**kwargs)
+    if location.scheme == "gs":
+        return pafs.GcsFileSystem()
+    account = location.account or (
+        os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")
+    )
+    if not account:
+        msg = (
+            f"output_dir {location.uri!r}: no Azure storage account: set "
+            "AZURE_STORAGE_ACCOUNT_NAME, or use abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/..."
+        )
+        raise ObjectStoreError(msg)
+    azure: dict[str, t.Any] = {"account_name": account}
+    key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or os.environ.get("AZURE_STORAGE_KEY")
+    if key:
+        azure["account_key"] = key
+    elif os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
+        azure["sas_token"] = os.environ["AZURE_STORAGE_SAS_TOKEN"]
+    return pafs.AzureFileSystem(**azure)
+
+
+# -- the run lock --------------------------------------------------------------------------
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a reused pid apart)."""
+    stat = _read_text(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _machine() -> dict[str, t.Any]:
+    """What identifies this machine and pid namespace (a container has its own pids)."""
+    return {
+        "host": socket.gethostname(),
+        "boot": _read_text("/proc/sys/kernel/random/boot_id"),
+        "pidns": _pid_namespace(),
+    }
+
+
+def _same_pid_namespace(holder: dict[str, t.Any]) -> bool:
+    """True when the holder ran on this machine (boot) and in this pid namespace."""
+    here = _machine()
+    if here["boot"] is None or here["pidns"] is None:
+        return False  # cannot tell machines or containers apart: rely on the lease
+    return all(holder.get(k) == here[k] for k in ("host", "boot", "pidns"))
+
+
+def _holder_is_dead_here(holder: dict[str, t.Any]) -> bool:
+    """True only when the holder ran on this machine, in this pid namespace, and is gone."""
+    if not _same_pid_namespace(holder):
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return False
+    start = _process_start(pid)
+    return start is None or start != holder.get("start")
+
+
+def _describe(holder: dict[str, t.Any]) -> str:
+    try:
+        return (
+            f"pid {holder['pid']} on host {holder['host']}, run {holder['run']}, "
+            f"since {holder['since']}"
+        )
+    except (KeyError, TypeError):
+        return "holder unknown"
+
+
+class ObjectRunLock:
+    """``{output_dir}/_journal/lock`` in the bucket: conditional create, lease, heartbeat."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        key: str,
+        run_id: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self._store = store
+        self.key = key
+        self.lease = lease_seconds
+        self._stop = threading.Event()
+        self._lost: str | None = None
+        self._renewals = 0
+        started = _utcnow().isoformat(timespec="seconds")
+        self._holder = {
+            **_machine(),
+            "pid": os.getpid(),
+            "start": _process_start(os.getpid()),
+            "run": run_id,
+            "since": started,
+            "lease_seconds": lease_seconds,
+        }
+        self._etag = self._acquire()
+        self._renewed_at = time.monotonic()
+        # The heartbeat holds the lock only weakly: a lock a library caller dropped without
+        # release() stops being renewed (its lease then runs out) instead of living forever.
+        self._thread = threading.Thread(
+            target=_heartbeat,
+            args=(weakref.ref(self), self._stop, self.lease / 3),
+            name="target-parquet-parts-lock",
+            daemon=True,
+        )
+        self._thread.start()
+        weakref.finalize(self, self._stop.set)
+
+    def _body(self) -> bytes:
+        renewed = _utcnow().isoformat(timespec="milliseconds")
+        data = {**self._holder, "renewals": self._renewals, "renewed": renewed}
+        return (json.dumps(data) + "\n").encode()
+
+    def _in_use(self, holder: dict[str, t.Any], why: str) -> OutputDirInUseError:
+        where = self._store.where(self.key)
+        msg = (
+            f"output_dir '{self._store.location.uri}' is in use by another target-parquet-parts "
+            f"process ({_describe(holder)}; lock object '{where}', {why}): give each concurrent "
+            "run its own output_dir, or wait for that run to end"
+        )
+        return OutputDirInUseError(msg)
+
+    def _acquire(self) -> str:
+        first_seen: str | None = None
+        while True:
+            try:
+                return self._store.put_new(self.key, self._body())
+            except ObjectExistsError:
+                pass
+            current = self._store.get(self.key)
+            if current is None:
+                continue  # released meanwhile: try again
+            try:
+                holder = json.loads(current.data)
+                if not isinstance(holder, dict):
+                    raise TypeError
+            except (ValueError, TypeError):
+                holder = {}
+            lease = holder.get("lease_seconds", DEFAULT_LEASE_SECONDS)
+            if not isinstance(lease, int | float) or lease < 0:
+                lease = DEFAULT_LEASE_SECONDS
+            age = (current.now - current.modified).total_seconds()
+            dead = _holder_is_dead_here(holder)
+            if dead or age > lease:
+                reason = "its process is gone" if dead else f"lease not renewed for {age:.0f} s"
+                try:
+                    etag = self._store.put_if_match(self.key, self._body(), current.etag)
+                except PreconditionError:
+                    continue  # another run changed it first: look again
+                logger.warning(
+                    "took over the lock '%s' of %s (%s)",
+                    self._store.where(self.key),
+                    _describe(holder),
+                    reason,
+                )
+                return etag
+            if _same_pid_namespace(holder):
+                raise self._in_use(holder, "its process is running on this machine")
+            if first_seen is not None and current.etag != first_seen:
+                raise self._in_use(holder, "its lease is being renewed")
+            if first_seen is None:
+                first_seen = current.etag
+                logger.warning(
+                    "output_dir '%s' is locked by %s on another machine; waiting up to %.0f s "
+                    "for its lease to be renewed (then this run is refused) or to run out (then "
+                    "the lock is taken over)",
+                    self._store.location.uri,
+                    _describe(holder),
+                    lease - age,
+                )
+            self._stop.wait(min(max(lease - age, 0.0) + 0.5, max(lease / 6, 0.5)))
+
+    def renew(self) -> bool:
+        """Renew the lease once (compare-and-swap on the ETag); False once the lock is lost."""
+        begun = time.monotonic()
+        self._renewals += 1
+        try:
+            self._etag = self._store.put_if_match(self.key, self._body(), self._etag)
+        except PreconditionError:
+            self._lost = "another run took the lock over (its lease had run out)"
+            logger.error("lost the lock '%s': %s", self._store.where(self.key), self._lost)
+            return False
+        except ObjectStoreError as exc:
+            logger.warning("could not renew the lock (will retry): %s", exc)
+            return True
+        self._renewed_at = begun
+        return True
+
+    def check(self) -> None:
+        """Raise ``LockLostError`` unless the lease is surely still this run's."""
+        if self._lost is None and time.monotonic() - self._renewed_at > self.lease * 0.8:
+            self._lost = f"the lease could not be renewed for {self.lease * 0.8:.0f} s"
+        if self._lost is not None:
+            msg = (
+                f"output_dir '{self._store.location.uri}': this run no longer holds its lock "
+                f"'{self._store.where(self.key)}' ({self._lost}); stopping before writing more, "
+                "so two runs never write one dataset at once. Rerun from the last STATE."
+            )
+            raise LockLostError(msg)
+
+    def release(self) -> None:
+        """Stop renewing and delete the lock (only if it is still this run's)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        if self._lost is None:
+            try:
+                self._store.delete_if_match(self.key, self._etag)
+            except ObjectStoreError as exc:
+                logger.warning("could not delete the lock (its lease will run out): %s", exc)
+
+
+def _heartbeat(
+    lock_ref: weakref.ReferenceType[ObjectRunLock], stop: threading.Event, interval: float
+) -> None:
+    """Renew the lease every ``interval`` seconds until released, lost or dropped."""
+    while not stop.wait(interval):
+        lock = lock_ref()
+        if lock is None or not lock.renew():
+            return
+        del lock
+
+
+# -- the journal ---------------------------------------------------------------------------
+class ObjectJournalLog:
+    """The journal's lines as objects: ``_journal/{generation}-{run id}/{sequence}.jsonl``.
+
+    A generation starts with its object ``0000000000``, the whole journal at that point (as the
+    run read it, or as a rewrite made it); each appended line is one more object, in sequence.
+    Reading takes the highest generation that has its ``0000000000`` object, plus its lines in
+    order. Each run starts a new generation at its first line, and every rewrite starts one
+    too, then deletes the older objects (lines first, then the bases): a crash at any point
+    leaves the newest journal readable, or, at worst, an older one whose rows only ever drop
+    records that really are in a part. Every object is created with a conditional PUT and never
+    rewritten; a PUT that returned is durable (``sync`` changes nothing); objects cannot be torn.
+    """
+
+    _NAME = re.compile(r"^(\d{10})-([^/]+)/(\d{10})\.jsonl$")
+
+    def __init__(self, storage: ObjectStorage, run_id: str) -> None:
+        self._storage = storage
+        self._store = storage.store
+        self._prefix = storage.location.key(JOURNAL_DIR) + "/"
+        self.where = storage.location.url(JOURNAL_DIR)
+        self._run_id = run_id
+        self._generation = 0  # the highest generation seen or written
+        self._sequence = 0
+        self._has_base = False  # this run has started its own generation
+        self._text = ""  # the journal as read: the base of this run's first generation
+        self._keys: list[tuple[int, int, str]] = []  # (generation, sequence, key) in the bucket
+
+    def _key(self, generation: int, sequence: int) -> str:
+        return f"{self._prefix}{generation:010d}-{self._run_id}/{sequence:010d}.jsonl"
+
+    def read(self) -> str:
+        found: list[tuple[int, int, str]] = []
+        for key in self._store.list_keys(self._prefix):
+            match = self._NAME.match(key[len(self._prefix) :])
+            if match:
+                found.append((int(match[1]), int(match[3]), key))
+        found.sort()
+        based = [generation for generation, sequence, _ in found if sequence == 0]
+        current = max(based, default=None)
+        parts: list[str] = []
+        for generation, _, key in found:
+            if generation == current:
+                stored = self._store.get(key)
+                if stored is not None:
+                    parts.append(stored.data.decode("utf-8"))
+        self._text = "".join(parts)
+        self._keys = found
+        self._generation = max((g for g, _, _ in found), default=0)
+        self._has_base = False
+        return self._text
+
+    def append(self, line: str, *, sync: bool) -> None:
+        del sync  # a PUT that returned is durable
+        if not self._has_base:
+            self._start_generation(self._text, keep_empty=True)
+        self._storage.check_lock()
+        self._sequence += 1
+        key = self._key(self._generation, self._sequence)
+        self._store.put_new(key, line.encode("utf-8"))
+        self._keys.append((self._generation, self._sequence, key))
+
+    def rewrite(self, text: str) -> None:
+        self._start_generation(text, keep_empty=False)
+
+    def _start_generation(self, text: str, *, keep_empty: bool) -> None:
+        self._storage.check_lock()
+        older = self._keys
+        self._generation += 1
+        self._sequence = 0
+        self._text = text
+        self._keys = []
+        self._has_base = bool(text) or keep_empty
+        if self._has_base:  # an empty journal is no object at all
+            key = self._key(self._generation, 0)
+            self._store.put_new(key, text.encode("utf-8"))
+            self._keys.append((self._generation, 0, key))
+        self._store.delete([key for _, sequence, key in older if sequence])
+        self._store.delete([key for _, sequence, key in older if not sequence])
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+# -- parts -----------------------------------------------------------------------------------
+class ObjectPartWriter:
+    """Journal (while encoding), read the footer back, then one PUT to the final key.
+
+    The journal entry names the part before it exists, so its PUT runs while the part is being
+    encoded (the entry of a part never uploaded only names a missing object: no keys, harmless,
+    as for a crash before the upload). The part's own PUT starts only once the entry is durable.
+    """
+
+    def __init__(
+        self, storage: ObjectStorage, compression: str, compression_level: int | None
+    ) -> None:
+        self._storage = storage
+        self.compression = None if compression == "none" else compression
+        self.compression_level = compression_level
+
+    def write(
+        self,
+        table: pa.Table,
+        directory: tuple[str, ...],
+        before_publish: Callable[[str], None] | None = None,
+    ) -> WrittenPart:
+        relative = "/".join((*directory, new_part_name()))
+        location = self._storage.location
+        where = location.url(relative)
+        self._storage.check_lock()
+        journal = _Background(before_publish, relative) if before_publish else None
+        try:
+            data = self._encode(table, where)
+        except BaseException:
+            if journal is not None:
+                journal.wait(raise_error=False)  # the encoding error is the one to report
+            raise
+        if journal is not None:
+            journal.wait()  # the entry is durable (or its error raised) before the PUT
+        self._storage.check_lock()
+        body = data.to_pybytes()
+        try:
+            self._storage.store.put_new(location.key(relative), body)
+        except ObjectExistsError:
+            msg = f"output_dir {location.uri!r}: the part name '{where}' is already taken"
+            raise ObjectStoreError(msg) from None
+        return WrittenPart(where, table.num_rows, len(body))
+
+    def _encode(self, table: pa.Table, where: str) -> pa.Buffer:
+        """The part's bytes, whose footer reads back with the right row count."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            table, sink, compression=self.compression, compression_level=self.compression_level
+        )
+        data = sink.getvalue()
+        try:
+            metadata = pq.read_metadata(pa.BufferReader(data))
+            metadata.schema.to_arrow_schema()
+        except (OSError, pa.ArrowException) as exc:
+            msg = f"the part for {where} cannot be read back ({exc}); it is not uploaded"
+            raise UnreadablePartError(msg) from exc
+        if metadata.num_rows != table.num_rows:
+            msg = (
+                f"the part for {where} reads back {metadata.num_rows} rows instead of "
+                f"{table.num_rows}; it is not uploaded"
+            )
+            raise UnreadablePartError(msg)
+        return data
+
+
+class _Background:
+    """``function(argument)`` on its own thread; ``wait()`` joins it and re-raises its error."""
+
+    def __init__(self, function: Callable[[str], None], argument: str) -> None:
+        self._function = function
+        self._argument = argument
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="target-parquet-parts-journal")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._function(self._argument)
+        except BaseException as exc:  # handed to the writer's thread by wait()
+            self._error = exc
+
+    def wait(self, *, raise_error: bool = True) -> None:
+        self._thread.join()
+        if self._error is not None and raise_error:
+            error, self._error = self._error, None
+            raise error
+
+
+class ObjectStorage(Storage):
+    """An object-store ``output_dir``."""
+
+    def __init__(self, location: Location, store: ObjectStore) -> None:
+        self.location = location
+        self.store = store
+        self.display = location.uri
+        self._lock: ObjectRunLock | None = None
+
+    @classmethod
+    def open(cls, location: Location) -> ObjectStorage:
+        """The store for ``location``: boto3 for S3, pyarrow's filesystem otherwise."""
+        store: ObjectStore
+        if location.scheme == "s3":
+            store = S3ObjectStore(location)
+        else:
+            store = ArrowObjectStore(location)
+            logger.warning(
+                "output_dir '%s': %s:// has no conditional create through pyarrow, so the run "
+                "lock is a check-then-create (advisory): never start two runs on one output_dir",
+                location.uri,
+                location.scheme,
+            )
+        return cls(location, store)
+
+    def lock(self, run_id: str) -> RunLockLike:
+        key = self.location.key(f"{JOURNAL_DIR}/{LOCK_FILE}")
+        self._lock = ObjectRunLock(self.store, key, run_id)
+        return self._lock
+
+    def check_lock(self) -> None:
+        """Before anything becomes visible: is the lease still ours?"""
+        if self._lock is not None:
+            self._lock.check()
+
+    def journal_log(self, run_id: str) -> JournalLog:
+        return ObjectJournalLog(self, run_id)
+
+    def part_writer(self, compression: str, compression_level: int | None) -> PartWriterLike:
+        return ObjectPartWriter(self, compression, compression_level)
+
+    def part_exists(self, relative: str) -> bool:
+        return self.store.exists(self.location.key(relative))
+
+    def read_part(self, relative: str) -> pq.ParquetFile:
+        found = self.store.get(self.location.key(relative))
+        if found is None:
+            raise FileNotFoundError(self.location.url(relative))
+        return pq.ParquetFile(pa.BufferReader(found.data))

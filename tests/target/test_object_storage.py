@@ -1,0 +1,396 @@
+"""output_dir on object storage, against a real HTTP S3 API (moto's server, versioned buckets).
+
+The disk's promises, kept on S3: every part a new object (one version per key: never
+overwritten), no temporary or partial object visible, STATE only once the PUT returned, the
+journal and the lock in the bucket (``objectstore.py``), unknown schemes refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from target_parquet_parts import objectstore
+from target_parquet_parts.journal import Journal
+from target_parquet_parts.lock import OutputDirInUseError
+from target_parquet_parts.objectstore import (
+    ArrowObjectStore,
+    LockLostError,
+    ObjectExistsError,
+    ObjectRunLock,
+    ObjectStorage,
+    ObjectStoreError,
+)
+from target_parquet_parts.storage import (
+    UnsupportedOutputDirError,
+    arrow_filesystem,
+    open_storage,
+    parse_location,
+)
+from target_parquet_parts.target import TargetParquetParts
+from tests.target.conftest import run_target
+from tests.target.singer_data import EVENTS_KEYS, event, events_lines
+
+
+def read_dataset(uri: str, stream: str = "events") -> pa.Table:
+    """Every row of a stream, read back by pyarrow's dataset reader on its S3 filesystem."""
+    fs, root = arrow_filesystem(uri)
+    return ds.dataset(f"{root}/{stream}", filesystem=fs, format="parquet").to_table()
+
+
+def journal_entries(bucket) -> list:
+    """The live journal entries in the bucket, as the next run would load them."""
+    journal = Journal(storage_of(bucket), "reader")
+    try:
+        return journal.entries
+    finally:
+        journal.close()
+
+
+def storage_of(bucket) -> ObjectStorage:
+    storage = open_storage(bucket.uri())
+    assert isinstance(storage, ObjectStorage)
+    return storage
+
+
+# -- output_dir ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("uri", "bucket", "prefix"),
+    [
+        ("s3://lake/data", "lake", "data"),
+        ("s3://lake/data/", "lake", "data"),
+        ("s3://lake", "lake", ""),
+        ("gs://lake/a/b", "lake", "a/b"),
+        ("az://container/x", "container", "x"),
+        ("abfss://container@acct.dfs.core.windows.net/x", "container", "x"),
+    ],
+)
+def test_object_store_uris(uri, bucket, prefix):
+    location = parse_location(uri)
+    assert location is not None
+    assert (location.bucket, location.prefix) == (bucket, prefix)
+
+
+@pytest.mark.parametrize("path", ["out", "/tmp/out", "./s3/out", "file:///tmp/out"])
+def test_local_paths_are_local(path):
+    assert parse_location(path) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("hdfs://namenode/data", "scheme 'hdfs://' is not supported"),
+        ("s3a://lake/data", "scheme 's3a://' is not supported"),
+        ("s3:///data", "names no bucket"),
+        ("s3://lake/data?region=eu-west-1", "query strings"),
+        ("s3://key:secret@lake/data", "no credentials or port"),
+        ("s3://lake/a/../b", "'..' segments"),
+    ],
+)
+def test_unusable_output_dir_refused_at_start_naming_the_setting(tmp_path, monkeypatch, uri, says):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnsupportedOutputDirError, match="output_dir") as raised:
+        TargetParquetParts(config={"output_dir": uri})
+    assert says in str(raised.value)
+    assert list(tmp_path.iterdir()) == []  # no local folder named 's3:' or 'hdfs:'
+
+
+# -- writing parts ------------------------------------------------------------------------
+def test_parts_are_new_objects_read_back_whole_and_never_overwritten(s3_bucket, monkeypatch):
+    uri = s3_bucket.uri()
+    _, capture = run_target(
+        uri, events_lines(250, state_every=100), monkeypatch, batch_size_rows=100
+    )
+    assert capture.states == [{"bookmarks": {"events": {"last": i}}} for i in (99, 199)]
+    table = read_dataset(uri)
+    assert table.num_rows == 250
+    assert len(set(table.column("sequence_number_str").to_pylist())) == 250
+    versions = s3_bucket.versions("data/events/")
+    assert len(versions) == 3  # three flushes of up to 100 rows
+    assert all(len(v) == 1 for v in versions.values())  # each key written exactly once
+    assert all(k.rsplit("/", 1)[1].startswith("part-") for k in versions)
+    assert s3_bucket.delete_markers("data/events/") == []
+    # The run ended cleanly: its lock object is gone; the journal keeps the one part written
+    # after the last STATE (records 200..249 come again if the tap resumes from STATE 199).
+    [entry] = journal_entries(s3_bucket)
+    assert entry.part.startswith("events/part-")
+    assert all(key.endswith(".jsonl") for key in s3_bucket.keys("data/_journal/"))
+
+
+def test_state_only_after_the_put_returned(s3_bucket, monkeypatch):
+    uri = s3_bucket.uri()
+    seen: list[int] = []
+
+    def on_state(_state):
+        seen.append(len(s3_bucket.keys("data/events/")))
+
+    run_target(
+        uri, events_lines(300, state_every=100), monkeypatch, on_state=on_state, batch_size_rows=100
+    )
+    assert seen == [1, 2, 3]  # each STATE came after its part was listable in the bucket
+
+
+def test_date_partitions_and_rerun_drops_replayed_records(s3_bucket, monkeypatch, caplog):
+    uri = s3_bucket.uri()
+    # Run 1: STATE after record 149, then 50 more records; the run ends with them written but
+    # not covered by a STATE, so their keys stay in the journal (as after a crash).
+    run_target(
+        uri,
+        events_lines(200, state_every=150),
+        monkeypatch,
+        batch_size_rows=100,
+        partition_date_field="event_time",
+    )
+    assert len(journal_entries(s3_bucket)) == 1  # the part holding records 100..199
+    # The orchestrator resumes from STATE 149: records 150..299 (150..199 again).
+    caplog.set_level(logging.INFO)
+    _, capture = run_target(
+        uri,
+        events_lines(150, start=150, state_every=150),
+        monkeypatch,
+        batch_size_rows=100,
+        partition_date_field="event_time",
+    )
+    assert capture.states[-1] == {"bookmarks": {"events": {"last": 299}}}
+    assert "journal_duplicates_dropped stream=events rows=50" in caplog.text
+    table = read_dataset(uri)
+    keys = table.column("sequence_number_str").to_pylist()
+    assert len(keys) == len(set(keys)) == 300
+    assert all("/date=2024-01-01/part-" in k for k in s3_bucket.versions("data/events/"))
+    assert all(len(v) == 1 for v in s3_bucket.versions("data/events/").values())
+    assert s3_bucket.keys("data/_journal/") == []  # all covered by the last STATE: cleared
+
+
+def test_conditional_create_refuses_an_existing_key(s3_bucket):
+    """S3's If-None-Match: * through moto: a second create of one key fails, one version."""
+    storage = storage_of(s3_bucket)
+    storage.store.put_new("data/events/part-x.parquet", b"first")
+    with pytest.raises(ObjectExistsError):
+        storage.store.put_new("data/events/part-x.parquet", b"second")
+    [version] = s3_bucket.versions("data/events/part-x.parquet").values()
+    assert len(version) == 1
+    body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="data/events/part-x.parquet")
+    assert body["Body"].read() == b"first"
+
+
+def test_a_part_is_journaled_before_its_put_and_leaves_no_object_on_failure(s3_bucket, monkeypatch):
+    storage = storage_of(s3_bucket)
+    lock = storage.lock("run")
+    try:
+        writer = storage.part_writer("zstd", None)
+        table = pa.table({"k": ["a", "b"]})
+        seen: list[list[str]] = []
+        part = writer.write(table, ("events",), lambda rel: seen.append(s3_bucket.keys("data/e")))
+        assert seen == [[]]  # journaled while the part was not visible yet
+        assert str(part.path).startswith(f"s3://{s3_bucket.name}/data/events/part-")
+
+        def fail(_rel: str) -> None:
+            raise OSError("journal write failed")
+
+        with pytest.raises(OSError, match="journal write failed"):
+            writer.write(table, ("events",), fail)
+        assert len(s3_bucket.keys("data/events/")) == 1  # nothing uploaded for the failed one
+    finally:
+        lock.release()
+
+
+def test_missing_bucket_is_named_in_the_error(s3_bucket, monkeypatch):
+    uri = f"s3://{s3_bucket.name}-missing/data"
+    with pytest.raises(ObjectStoreError, match=r"output_dir .*NoSuchBucket.*never creates"):
+        run_target(uri, events_lines(3), monkeypatch)
+
+
+# -- the lock -------------------------------------------------------------------------------
+def _fake_holder(bucket, **holder) -> None:
+    body = {
+        "host": "elsewhere",
+        "boot": None,
+        "pidns": None,
+        "pid": 1,
+        "start": "1",
+        "run": "old",
+        "since": "2024-01-01T00:00:00+00:00",
+        "lease_seconds": 60,
+        **holder,
+    }
+    bucket.client.put_object(
+        Bucket=bucket.name, Key="data/_journal/lock", Body=json.dumps(body).encode()
+    )
+
+
+def test_lock_is_exclusive_and_released(s3_bucket):
+    storage = storage_of(s3_bucket)
+    lock = storage.lock("first")
+    try:
+        with pytest.raises(OutputDirInUseError, match=r"in use .* run first.*this machine"):
+            storage_of(s3_bucket).lock("second")
+    finally:
+        lock.release()
+    assert s3_bucket.keys("data/_journal/") == []
+    storage_of(s3_bucket).lock("third").release()
+
+
+def test_lock_of_a_dead_process_on_this_machine_is_taken_over(s3_bucket, caplog):
+    machine = objectstore._machine()
+    _fake_holder(s3_bucket, **machine, pid=os.getpid(), start="not-this-process")
+    lock = storage_of(s3_bucket).lock("rerun")
+    lock.release()
+    assert "took over the lock" in caplog.text
+    assert "its process is gone" in caplog.text
+
+
+def test_lock_of_another_machine_is_taken_over_once_its_lease_ran_out(s3_bucket, caplog):
+    _fake_holder(s3_bucket, host="worker-gone", lease_seconds=0)
+    lock = storage_of(s3_bucket).lock("rerun")
+    lock.release()
+    assert "took over the lock" in caplog.text
+    assert "lease not renewed" in caplog.text
+
+
+def test_lock_of_a_live_process_on_this_machine_is_not_taken_over(s3_bucket):
+    machine = objectstore._machine()
+    start = objectstore._process_start(os.getpid())
+    _fake_holder(s3_bucket, **machine, pid=os.getpid(), start=start, lease_seconds=0)
+    with pytest.raises(OutputDirInUseError, match=f"host {socket.gethostname()}"):
+        storage_of(s3_bucket).lock("second")
+
+
+def test_lost_lock_stops_writes_and_states(s3_bucket):
+    storage = storage_of(s3_bucket)
+    lock = storage.lock("slow")
+    assert isinstance(lock, ObjectRunLock)
+    try:
+        assert lock.renew()  # a heartbeat: compare-and-swap on its own ETag
+        _fake_holder(s3_bucket, run="taker")  # another run took the lock over
+        assert not lock.renew()
+        with pytest.raises(LockLostError, match="no longer holds its lock"):
+            lock.check()
+        writer = storage.part_writer("zstd", None)
+        with pytest.raises(LockLostError):
+            writer.write(pa.table({"k": ["a"]}), ("events",))
+        assert s3_bucket.keys("data/events/") == []
+    finally:
+        lock.release()
+    # release() never deletes a lock that is not this run's any more
+    assert s3_bucket.keys("data/_journal/") == ["data/_journal/lock"]
+
+
+def test_heartbeat_renews_the_lease_in_the_background(s3_bucket):
+    storage = storage_of(s3_bucket)
+    key = f"{storage.location.key('_journal/lock')}"
+    lock = ObjectRunLock(storage.store, key, "beating", lease_seconds=0.3)
+    try:
+        first = storage.store.get(key)
+        assert first is not None
+        renewed = threading.Event()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not renewed.is_set():
+            current = storage.store.get(key)
+            if current is not None and json.loads(current.data)["renewals"] >= 2:
+                renewed.set()
+            else:
+                renewed.wait(0.05)  # bounded wait for a condition, not a timing assumption
+        assert renewed.is_set(), "the lease was never renewed"
+        assert current is not None
+        assert current.etag != first.etag
+        lock.check()  # renewed, so still ours
+    finally:
+        lock.release()
+    assert s3_bucket.keys("data/_journal/") == []
+
+
+# -- the journal in the bucket ----------------------------------------------------------------
+def test_journal_lines_are_objects_and_a_clean_end_leaves_none(s3_bucket):
+    storage = storage_of(s3_bucket)
+    journal = Journal(storage, "run1")
+    table = pa.table({"log_id": ["l"], "sequence_number_str": ["1"]})
+    writer = storage.part_writer("zstd", None)
+    landed = writer.write(
+        table, ("events",), lambda rel: journal.record("events", rel, EVENTS_KEYS, 0)
+    )
+    journal.record("events", "events/part-never-published.parquet", EVENTS_KEYS, 1)
+    lines = [k for k in s3_bucket.keys("data/_journal/") if k.endswith(".jsonl")]
+    assert [k.rsplit("/", 2)[-2:] for k in lines] == [
+        ["0000000001-run1", f"{n:010d}.jsonl"] for n in range(3)
+    ]  # the generation's base (the journal as read: empty), then one object per line
+    journal.covered(1)  # STATE #1 emitted: the landed part's rows are covered
+    journal.close()
+    # The next run reads the journal: nothing live (covered; the other part never published),
+    # so its compact rewrite is the empty journal: no object at all.
+    assert journal_entries(s3_bucket) == []
+    assert s3_bucket.keys("data/_journal/") == []
+    # A crashed run's entry whose part did land: its rows are replayed by the next run.
+    crashed = Journal(storage_of(s3_bucket), "run2")
+    crashed.record("events", str(landed.path).split("/data/", 1)[1], EVENTS_KEYS, 0)
+    crashed.close()
+    rerun = Journal(storage_of(s3_bucket), "run3")
+    incoming = pa.table({"log_id": ["l", "l"], "sequence_number_str": ["1", "2"]})
+    kept, dropped = rerun.drop_replayed("events", incoming, EVENTS_KEYS)
+    assert (dropped, kept.column("sequence_number_str").to_pylist()) == (1, ["2"])
+    rerun.finish(clear=True)
+    assert s3_bucket.keys("data/_journal/") == []
+    assert all(len(v) == 1 for v in s3_bucket.versions("data/_journal/0").values())
+
+
+def test_journal_reads_the_newest_generation_with_a_base(s3_bucket):
+    """A crash during a rewrite leaves older generations: the newest complete one wins."""
+    storage = storage_of(s3_bucket)
+
+    def put(name: str, text: str) -> None:
+        s3_bucket.client.put_object(
+            Bucket=s3_bucket.name, Key=f"data/_journal/{name}", Body=text.encode()
+        )
+
+    put("0000000001-a/0000000000.jsonl", "old base\n")
+    put("0000000001-a/0000000001.jsonl", "old line\n")
+    put("0000000002-b/0000000000.jsonl", "new base\n")
+    put("0000000002-b/0000000001.jsonl", "new line 1\n")
+    put("0000000002-b/0000000002.jsonl", "new line 2\n")
+    put("0000000003-c/0000000001.jsonl", "no base: never a journal\n")
+    log = storage.journal_log("d")
+    assert log.read() == "new base\nnew line 1\nnew line 2\n"
+    log.rewrite("compact\n")  # a new generation, then the older objects go
+    assert s3_bucket.keys("data/_journal/") == ["data/_journal/0000000004-d/0000000000.jsonl"]
+    assert storage.journal_log("e").read() == "compact\n"
+
+
+# -- the generic path (GCS, Azure): pyarrow filesystems, no conditional requests ------------
+def test_arrow_object_store_against_s3(s3_bucket):
+    location = parse_location(s3_bucket.uri())
+    assert location is not None
+    store = ArrowObjectStore(location, arrow_filesystem(s3_bucket.uri())[0])
+    assert not store.conditional
+    etag = store.put_new("data/x", b"one")
+    with pytest.raises(ObjectExistsError):
+        store.put_new("data/x", b"two")
+    found = store.get("data/x")
+    assert found is not None
+    assert (found.data, found.etag) == (b"one", etag)
+    assert store.get("data/missing") is None
+    assert store.list_keys("data") == ["data/x"]
+    with pytest.raises(objectstore.PreconditionError):
+        store.put_if_match("data/x", b"three", "stale")
+    store.put_if_match("data/x", b"three", etag)
+    store.delete(["data/x", "data/missing"])
+    assert store.list_keys("data") == []
+
+
+def test_arrow_filesystem_reads_what_the_target_wrote(s3_bucket, monkeypatch):
+    run_target(s3_bucket.uri(), (event_line for event_line in events_lines(5)), monkeypatch)
+    fs, root = arrow_filesystem(s3_bucket.uri())
+    assert isinstance(fs, pafs.S3FileSystem)
+    assert root == f"{s3_bucket.name}/data"
+    assert read_dataset(s3_bucket.uri()).num_rows == 5
+    assert (
+        event(0)["sequence_number_str"]
+        in read_dataset(s3_bucket.uri()).column("sequence_number_str").to_pylist()
+    )
