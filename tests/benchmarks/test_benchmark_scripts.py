@@ -49,6 +49,7 @@ def ratios(output: str) -> dict[str, float]:
         ("pipeline.py", "pipeline_over_sum_of_parts"),
         ("object_storage.py", "s3_over_local"),
         ("iceberg_vs_parts.py", "iceberg_over_parts"),
+        ("lake_formats.py", "s3_over_parts"),
     ],
 )
 def test_benchmark_script_runs_end_to_end_and_prints_its_ratio(script, ratio):
