@@ -105,6 +105,9 @@ _TEST_KILL_ENV = "TARGET_PARQUET_PARTS_TEST_KILL"
 _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "file://")
 
 
+# Tries to create a stream's namespace and table when other writers race to create them too.
+CREATE_ATTEMPTS = 3
+
 class IcebergSchemaError(ValueError):
     """A SCHEMA message cannot become an evolution of the existing Iceberg table."""
 
@@ -327,13 +330,7 @@ class StreamTable:
         try:
             table = catalog.load_table(self.identifier)
         except NoSuchTableError:
-            schema = iceberg_schema(arrow_schema)
-            catalog.create_namespace_if_not_exists(self.identifier[:-1])
-            table = catalog.create_table_if_not_exists(
-                self.identifier,
-                schema=schema,
-                partition_spec=day_partition_spec(schema, partition_field),
-            )
+            table = self._create(arrow_schema, partition_field)
             log_event(
                 logger,
                 logging.INFO,
@@ -345,6 +342,32 @@ class StreamTable:
             )
         self.table = table
         return table
+
+    def _create(self, arrow_schema: pa.Schema, partition_field: str | None) -> Table:
+        """Create the namespace and table, or take the ones another writer just created.
+
+        ``create_*_if_not_exists`` check, then insert: two writers starting together both pass
+        the check, and the SQL catalog's second insert fails on its unique key
+        (``IntegrityError``, not ``...AlreadyExistsError``). Whatever a creation raises, the
+        table is looked up again; it is an error only if it still does not exist.
+        """
+        catalog = self.writer.catalog
+        schema = iceberg_schema(arrow_schema)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                catalog.create_namespace_if_not_exists(self.identifier[:-1])
+                return catalog.create_table_if_not_exists(
+                    self.identifier,
+                    schema=schema,
+                    partition_spec=day_partition_spec(schema, partition_field),
+                )
+            except Exception:
+                try:
+                    return catalog.load_table(self.identifier)
+                except NoSuchTableError:
+                    if attempt == CREATE_ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _evolve(self, table: Table, arrow_schema: pa.Schema) -> Table:
         """Make the table schema a superset of ``arrow_schema`` (idempotent)."""

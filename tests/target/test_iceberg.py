@@ -308,3 +308,32 @@ def test_catalog_properties(tmp_path):
     assert sql["warehouse"] == "s3://lake/x"
     with pytest.raises(ValueError, match="set iceberg_catalog"):
         catalog_properties({"output_dir": "s3://lake/x"})
+
+
+def test_a_writer_that_loses_the_race_to_create_the_table_takes_the_winner_s(tmp_path):
+    """Two writers starting together: both see no table, the first creates it, the second's
+    insert fails on the SQL catalog's unique key. The second must use the table, not fail."""
+    import sqlalchemy.exc
+
+    from target_parquet_parts.iceberg import IcebergWriter
+
+    config = {"output_dir": str(tmp_path / "out"), "table_format": "iceberg"}
+    arrow_schema = stream_spec(EVENTS_SCHEMA).arrow_schema
+    winner, loser = IcebergWriter(config, "winner"), IcebergWriter(config, "loser")
+    try:
+        original = loser.catalog.create_namespace_if_not_exists
+
+        def racing_create(namespace, *args, **kwargs):
+            winner.stream_table("events").prepare(arrow_schema, None)  # the winner, just now
+            raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint"))
+
+        loser.catalog.create_namespace_if_not_exists = racing_create  # type: ignore[method-assign]
+        loser.stream_table("events").prepare(arrow_schema, None)
+        loser.catalog.create_namespace_if_not_exists = original  # type: ignore[method-assign]
+        assert loser.stream_table("events").table is not None
+        assert loser.catalog.load_table(("singer", "events")).metadata.table_uuid == (
+            winner.catalog.load_table(("singer", "events")).metadata.table_uuid
+        )
+    finally:
+        winner.close()
+        loser.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import random
@@ -65,8 +67,11 @@ def test_concurrent_writers_into_one_table(tmp_path, writers):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    # the process may have died with input still buffered
+                    with contextlib.suppress(BrokenPipeError):
+                        pipe.close()
     assert [p.returncode for p in procs] == [0] * writers
     for text in outputs:
         assert json.loads(text.splitlines()[-1]) == {"bookmarks": {"events": {"last": 599}}}
