@@ -108,6 +108,7 @@ _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss
 # Tries to create a stream's namespace and table when other writers race to create them too.
 CREATE_ATTEMPTS = 3
 
+
 class IcebergSchemaError(ValueError):
     """A SCHEMA message cannot become an evolution of the existing Iceberg table."""
 
