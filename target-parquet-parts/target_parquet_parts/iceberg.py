@@ -110,11 +110,6 @@ class IcebergSchemaError(ValueError):
     """A SCHEMA message cannot become an evolution of the existing Iceberg table."""
 
 
-def is_iceberg(settings: TargetSettings) -> bool:
-    """True when the target's settings ask for Iceberg tables."""
-    return settings.is_iceberg
-
-
 def _warehouse_uri(output_dir: str) -> str:
     if output_dir.startswith(_URI_SCHEMES):
         return output_dir

@@ -17,7 +17,7 @@ renamed, fsynced part, and never earlier:
   more and smaller parts).
 
 SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
-request (``_handle_termination``). The reader stops between two messages (a flush in progress
+request (``on_stop_signal``). The reader stops between two messages (a flush in progress
 always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
 processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
 fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
