@@ -77,8 +77,9 @@ def parts_rows(output_dir: Path) -> int:
 def iceberg_table(output_dir: Path):
     """The events table of an output_dir's embedded catalog, with the catalog to close."""
     from target_parquet_parts.iceberg import load_iceberg_catalog
+    from target_parquet_parts.settings import TargetSettings
 
-    catalog = load_iceberg_catalog({"output_dir": str(output_dir)})
+    catalog = load_iceberg_catalog(TargetSettings(output_dir=str(output_dir)))
     return catalog, catalog.load_table(("singer", "events"))
 
 

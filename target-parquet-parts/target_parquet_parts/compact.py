@@ -52,20 +52,19 @@ from pyiceberg.transforms import DayTransform
 from logfmt_events import log_event
 from target_parquet_parts.iceberg import (
     commit_with_retry,
-    is_iceberg,
     load_iceberg_catalog,
     namespace_of,
     stage_snapshot,
     table_identifier,
 )
 from target_parquet_parts.iceberg_ledger import COMPACTION, pending_snapshot_ids
+from target_parquet_parts.settings import SettingError, TargetSettings, config_from_env
 
 __all__ = ["PARTS_EXPLANATION", "compact_table", "expire_table", "main"]
 
 logger = logging.getLogger("target_parquet_parts.compact")
 
 EXIT_NOT_ICEBERG = 2
-_ENV_PREFIX = "TARGET_PARQUET_PARTS_"
 _EPOCH = datetime.date(1970, 1, 1)
 
 PARTS_EXPLANATION = """\
@@ -301,28 +300,27 @@ def expire_table(
     return table, len(expired), deleted
 
 
-def _tables(catalog: Catalog, config: dict[str, t.Any], streams: Sequence[str]) -> list[Table]:
+def _tables(catalog: Catalog, settings: TargetSettings, streams: Sequence[str]) -> list[Table]:
     if streams:
-        return [catalog.load_table(table_identifier(config, s)) for s in streams]
+        return [catalog.load_table(table_identifier(settings, s)) for s in streams]
     return [
-        catalog.load_table(identifier) for identifier in catalog.list_tables(namespace_of(config))
+        catalog.load_table(identifier) for identifier in catalog.list_tables(namespace_of(settings))
     ]
 
 
-def load_config(sources: Sequence[str], environ: t.Mapping[str, str] | None = None) -> dict:
-    """Merge the target's settings from JSON files and/or ``ENV`` (as Meltano exports them)."""
+def load_config(
+    sources: Sequence[str], environ: t.Mapping[str, str] | None = None
+) -> TargetSettings:
+    """The target's settings from JSON files and/or ``ENV`` (as Meltano exports them)."""
     environ = os.environ if environ is None else environ
     config: dict[str, t.Any] = {}
     for source in sources:
         if source == "ENV":
-            for key, raw in environ.items():
-                if key.startswith(_ENV_PREFIX) and raw != "":
-                    name = key.removeprefix(_ENV_PREFIX).lower()
-                    config[name] = json.loads(raw) if name == "iceberg_catalog" else raw
+            config.update(config_from_env(environ))
             continue
         with open(source, encoding="utf-8") as handle:
             config.update(json.load(handle))
-    return config
+    return TargetSettings.from_config(config)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -364,15 +362,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-8s | %(message)s")
-    config = load_config(args.config)
-    if not is_iceberg(config):
+    try:
+        settings = load_config(args.config)
+    except SettingError as exc:
+        sys.stderr.write(f"target-parquet-parts-compact: {exc}\n")
+        return 2  # as argparse's usage errors
+    if not settings.is_iceberg:
         sys.stderr.write(PARTS_EXPLANATION)
         return EXIT_NOT_ICEBERG
     before = args.before or datetime.datetime.now(tz=datetime.UTC).date()
     rng = random.Random()
-    catalog = load_iceberg_catalog(config)
+    catalog = load_iceberg_catalog(settings)
     try:
-        for loaded in _tables(catalog, config, args.stream):
+        for loaded in _tables(catalog, settings, args.stream):
             table, result = compact_table(
                 loaded,
                 before=before,

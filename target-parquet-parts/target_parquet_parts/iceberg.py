@@ -76,8 +76,10 @@ from target_parquet_parts.iceberg_ledger import (
     load_replay_set,
 )
 from target_parquet_parts.naming import sanitize_stream_name
+from target_parquet_parts.settings import DEFAULT_NAMESPACE
 
 if t.TYPE_CHECKING:
+    from target_parquet_parts.settings import TargetSettings
     from target_parquet_parts.sinks import ParquetPartsSink
 
 __all__ = [
@@ -91,7 +93,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "singer"
 # Rows per flush when batch_size_rows is unset (plain parts: the SDK's 10 000). Every commit adds
 # a snapshot, a manifest, a manifest list and a metadata version that later commits and every
 # reader's planning go through; ten times fewer, larger commits keep the table fast and its files
@@ -113,11 +114,6 @@ class IcebergSchemaError(ValueError):
     """A SCHEMA message cannot become an evolution of the existing Iceberg table."""
 
 
-def is_iceberg(config: t.Mapping[str, t.Any]) -> bool:
-    """True when the target config asks for Iceberg tables."""
-    return str(config.get("table_format") or "parquet") == "iceberg"
-
-
 def _warehouse_uri(output_dir: str) -> str:
     if output_dir.startswith(_URI_SCHEMES):
         return output_dir
@@ -133,10 +129,10 @@ def _property_text(value: t.Any) -> str:
     return str(value)
 
 
-def catalog_properties(config: t.Mapping[str, t.Any]) -> dict[str, str]:
-    """pyiceberg catalog properties from the target config (see the module docstring)."""
-    output_dir = str(config["output_dir"])
-    custom = config.get("iceberg_catalog")
+def catalog_properties(settings: TargetSettings) -> dict[str, str]:
+    """pyiceberg catalog properties from the target's settings (see the module docstring)."""
+    output_dir = settings.output_dir
+    custom = settings.iceberg_catalog
     if custom:
         properties = {str(k): _property_text(v) for k, v in dict(custom).items()}
         if properties.get("type") in _LOCATION_CATALOGS:
@@ -161,22 +157,22 @@ def catalog_properties(config: t.Mapping[str, t.Any]) -> dict[str, str]:
     }
 
 
-def load_iceberg_catalog(config: t.Mapping[str, t.Any]) -> Catalog:
-    """The pyiceberg catalog the target config names."""
-    properties = catalog_properties(config)
+def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
+    """The pyiceberg catalog the target's settings name."""
+    properties = catalog_properties(settings)
     name = properties.pop("name", "default")
     return load_catalog(name, **properties)
 
 
-def namespace_of(config: t.Mapping[str, t.Any]) -> tuple[str, ...]:
+def namespace_of(settings: TargetSettings) -> tuple[str, ...]:
     """``iceberg_namespace`` as an identifier tuple (dots separate levels)."""
-    raw = str(config.get("iceberg_namespace") or DEFAULT_NAMESPACE)
+    raw = settings.iceberg_namespace or DEFAULT_NAMESPACE
     return tuple(part for part in raw.split(".") if part) or (DEFAULT_NAMESPACE,)
 
 
-def table_identifier(config: t.Mapping[str, t.Any], stream_name: str) -> tuple[str, ...]:
+def table_identifier(settings: TargetSettings, stream_name: str) -> tuple[str, ...]:
     """(namespace..., table): the table is named like the stream's directory."""
-    return (*namespace_of(config), sanitize_stream_name(stream_name))
+    return (*namespace_of(settings), sanitize_stream_name(stream_name))
 
 
 def iceberg_schema(arrow_schema: pa.Schema) -> Schema:
@@ -316,7 +312,7 @@ class StreamTable:
     def __init__(self, writer: IcebergWriter, stream_name: str) -> None:
         self.writer = writer
         self.stream_name = stream_name
-        self.identifier = table_identifier(writer.config, stream_name)
+        self.identifier = table_identifier(writer.settings, stream_name)
         self.name = ".".join(self.identifier)
         self.table: Table | None = None
         self.flushes = 0
@@ -489,8 +485,8 @@ class IcebergWriter:
     catalog calls (load, create, evolve, commit) are serialized by one lock.
     """
 
-    def __init__(self, config: t.Mapping[str, t.Any], run_id: str) -> None:
-        self.config = config
+    def __init__(self, settings: TargetSettings, run_id: str) -> None:
+        self.settings = settings
         self.run_id = run_id
         self.rng = random.Random(run_id)
         self.default_batch_size_rows = DEFAULT_BATCH_SIZE_ROWS
@@ -505,7 +501,7 @@ class IcebergWriter:
         """The catalog (loaded on first use)."""
         with self._lock:
             if self._catalog is None:
-                self._catalog = load_iceberg_catalog(self.config)
+                self._catalog = load_iceberg_catalog(self.settings)
             return self._catalog
 
     def next_commit_number(self) -> int:
@@ -515,7 +511,7 @@ class IcebergWriter:
 
     def stream_table(self, stream_name: str) -> StreamTable:
         """The table of a stream (one object per table, shared by its successive sinks)."""
-        identifier = table_identifier(self.config, stream_name)
+        identifier = table_identifier(self.settings, stream_name)
         with self._lock:
             table = self._tables.get(identifier)
             if table is None:

@@ -27,11 +27,12 @@ from collections import Counter, defaultdict
 from types import FrameType
 
 import msgspec
-from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
+from singer_sdk.contrib.msgspec import decoder
 from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_parquet_parts.errors import DescribedOSError, describe_os_error
+from target_parquet_parts.sdk_hooks import ReaderHooks
 
 __all__ = ["LineNumberingReader"]
 
@@ -88,7 +89,7 @@ def shape_problem(message: dict) -> str | None:
     return None
 
 
-class LineNumberingReader(MsgSpecReader):
+class LineNumberingReader(ReaderHooks):
     """``MsgSpecReader`` (msgspec decoding, floats as Decimal) plus a line counter.
 
     Reads standard input as bytes (msgspec decodes UTF-8 bytes directly; no text layer). Bad
@@ -211,7 +212,7 @@ class LineNumberingReader(MsgSpecReader):
             message_type = message["type"]
             callback = get_callback(message_type)
         if callback is None:
-            self._process_unknown_message(message)
+            self.on_unknown_message(message)
             return message_type
         if message_type == "SCHEMA" and (problem := shape_problem(message)):
             raise self._ill_formed(problem, message_type, line)
@@ -277,7 +278,8 @@ class LineNumberingReader(MsgSpecReader):
         if self._idle_error is not None:
             raise self._idle_error
 
-    def _process_unknown_message(self, message_dict: dict) -> None:
+    def on_unknown_message(self, message_dict: dict) -> None:
+        """Refuse it, naming the line and the message types a Singer target takes."""
         msg = (
             f"input line {self.line_number}: unknown Singer message type "
             f"{message_dict.get('type')!r} (expected SCHEMA, RECORD, STATE, ACTIVATE_VERSION "

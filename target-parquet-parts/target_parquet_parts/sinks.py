@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
-from singer_sdk.sinks import BatchSink
 
 from logfmt_events import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
@@ -21,6 +20,8 @@ from target_parquet_parts.errors import UnreadablePartError, explain_os_errors
 from target_parquet_parts.journal import ARRIVAL_COLUMN, segments_of
 from target_parquet_parts.naming import sanitize_stream_name
 from target_parquet_parts.parts import WrittenPart
+from target_parquet_parts.sdk_hooks import SinkHooks
+from target_parquet_parts.settings import DEFAULT_MAX_BATCH_BYTES
 
 if t.TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
@@ -30,7 +31,6 @@ if t.TYPE_CHECKING:
 
 __all__ = ["ParquetPartsSink"]
 
-DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
 HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 
@@ -48,7 +48,7 @@ class _NoLines:
     line_bytes: int | None = None
 
 
-class ParquetPartsSink(BatchSink):
+class ParquetPartsSink(SinkHooks):
     """One stream (one schema version): each drain writes new part(s), never touches old ones.
 
     Thread-safe: the SDK drains sinks in parallel threads; each sink only writes its own new,
@@ -77,12 +77,13 @@ class ParquetPartsSink(BatchSink):
         )
         self.flush_count = 0
         self.rows_flushed = 0
-        self._max_bytes = int(self.config.get("max_batch_bytes") or DEFAULT_MAX_BATCH_BYTES)
+        settings = target.settings
+        self._max_bytes = settings.max_batch_bytes or DEFAULT_MAX_BATCH_BYTES  # 0: the default
         # Where parts go (a local directory or an object store: storage.py).
         self._writer: PartWriterLike | None = None
         if target.iceberg is None:  # Iceberg writes through its own FileIO (iceberg.py)
             self._writer = target.storage.part_writer(
-                self.config.get("compression") or "zstd", self.config.get("compression_level")
+                settings.compression or "zstd", settings.compression_level
             )
         self._partition_field = self._resolve_partition_field()
         self._max_rows = self.max_size
@@ -94,7 +95,7 @@ class ParquetPartsSink(BatchSink):
         target.register_sink(self)
 
     def _resolve_partition_field(self) -> str | None:
-        name = self.config.get("partition_date_field")
+        name = self._parts_target.settings.partition_date_field
         if not name:
             return None
         field = self.spec.field(name)
@@ -120,14 +121,14 @@ class ParquetPartsSink(BatchSink):
             return super().get_validator()
         return None
 
-    def _parse_timestamps_in_record(self, record: dict, schema: dict, treatment: t.Any) -> None:
+    def parse_timestamps_in_record(self, record: dict, schema: dict, treatment: t.Any) -> None:
         """No per-record parsing: date-time strings become timestamps column-wise at flush.
 
-        Overrides the SDK's private per-record hook (singer-sdk ~=0.54.9 is pinned): the
-        columnar cast in ``columns.py`` does the same parse and refuses the same bad strings.
+        Replaces the SDK's private per-record hook (``sdk_hooks.SinkHooks``): the columnar
+        cast in ``columns.py`` does the same parse and refuses the same bad strings.
         """
 
-    def _after_process_record(self, context: dict) -> None:
+    def after_process_record(self, context: dict) -> None:
         """Skip the SDK's per-record DEBUG line (one per record is too costly at this rate)."""
 
     # -- buffering ------------------------------------------------------------------------
@@ -143,10 +144,10 @@ class ParquetPartsSink(BatchSink):
         size = len(_json_encoder.encode(record))  # maps and metadata change it: measure it
         if self._batch_bytes and self._batch_bytes + size > self._max_bytes:
             # The SDK has already counted this record into the batch; it starts the next one.
-            self._batch_records_read -= 1
+            self.batch_records_read -= 1
             self._write_before(size)
-            self._batch_records_read += 1
-            context = self._get_context(record)
+            self.batch_records_read += 1
+            context = self.new_batch_context(record)
         self._buffer(record, context, size)
 
     def buffer_fast(self, record: dict) -> bool:
@@ -159,9 +160,8 @@ class ParquetPartsSink(BatchSink):
         size = self._size_of(record)
         if self._batch_bytes and self._batch_bytes + size > self._max_bytes:
             self._write_before(size)
-        context = self._pending_batch or self._get_context(record)
-        self._batch_records_read += 1
-        self._total_records_read += 1
+        context = self.pending_batch or self.new_batch_context(record)
+        self.tally_record_read()  # the SDK's two counters (batch and total), one each
         self._fast_uncounted += 1
         return self._buffer(record, context, size)
 
@@ -195,7 +195,7 @@ class ParquetPartsSink(BatchSink):
         Gives each journaled row its arrival label (see ``journal.py``): a STATE emitted later
         covers exactly the rows that arrived before it, not the whole part they went to.
         """
-        batch = self._pending_batch
+        batch = self.pending_batch
         if not batch or "state_marks" not in batch:
             return
         count = len(batch["records"])
@@ -227,7 +227,7 @@ class ParquetPartsSink(BatchSink):
     # -- writing --------------------------------------------------------------------------
     def process_batch(self, context: dict) -> None:
         """Write the batch as new part(s); an OS error names output_dir, path and cause."""
-        with explain_os_errors(self._parts_target.config["output_dir"]):
+        with explain_os_errors(self._parts_target.settings.output_dir):
             self._write_batch(context)
 
     def _write_batch(self, context: dict) -> None:

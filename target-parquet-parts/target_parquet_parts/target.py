@@ -17,7 +17,7 @@ renamed, fsynced part, and never earlier:
   more and smaller parts).
 
 SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
-request (``_handle_termination``). The reader stops between two messages (a flush in progress
+request (``on_stop_signal``). The reader stops between two messages (a flush in progress
 always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
 processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
 fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
@@ -26,15 +26,18 @@ once (exit code as above, no further flush): like ``kill -9``, which the journal
 every STATE already written is covered. A different one (Ctrl-C makes the terminal send SIGINT
 to the whole group, then Meltano sends SIGTERM) does not cut the graceful stop short.
 
-The overrides are the narrowest hooks: ``_process_state_message`` (track instead of only
-remembering the latest), ``_write_state_message`` (Decimal-aware encoding, SDK issue 3787, and
-no duplicate lines), ``_handle_max_record_age`` (the SDK's per-record check; ours adds the
-safe-STATE and lag checks), ``process_endofpipe`` (close the journal; exit code after a signal),
-``_handle_termination`` (record the signal instead of draining inside the handler).
+The SDK's private hooks are overridden in ``sdk_hooks.py`` only, each delegating to a public
+method here: ``handle_state_message`` (track instead of only remembering the latest),
+``write_state_message`` (Decimal-aware encoding, SDK issue 3787, and no duplicate lines),
+``handle_max_record_age`` (the SDK's per-record check; ours adds the safe-STATE and lag checks),
+``handle_schema_message`` and ``handle_record_message`` (the fast path), ``on_stop_signal``
+(record the signal instead of draining inside the handler), ``prepare_config`` (numbers given
+as text); ``process_endofpipe`` is public (close the journal; exit code after a signal).
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import os
@@ -44,20 +47,21 @@ import sys
 import threading
 import time
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
-from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.target_base import Target
 
 from logfmt_events import log_event
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.reader import LineNumberingReader
-from target_parquet_parts.sinks import DEFAULT_MAX_BATCH_BYTES, ParquetPartsSink
+from target_parquet_parts.sdk_hooks import TargetHooks
+from target_parquet_parts.settings import CONFIG_SCHEMA, TargetSettings, numbers_from_text
+from target_parquet_parts.sinks import ParquetPartsSink
 from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir, open_storage
 from target_parquet_parts.version import DISTRIBUTION
 
@@ -68,9 +72,6 @@ if t.TYPE_CHECKING:
 
 __all__ = ["TargetParquetParts"]
 
-TABLE_FORMATS = ["parquet", "parts", "iceberg"]
-COMPRESSIONS = ["zstd", "snappy", "gzip", "brotli", "lz4", "none"]
-DEFAULT_STATE_MAX_LAG_SECONDS = 60.0
 _clock = time.monotonic  # the STATE-lag clock; tests replace it to control time
 
 
@@ -85,7 +86,7 @@ class _PendingState:
         return all(sink.flush_count > count for sink, count in self.blockers.items())
 
 
-def _iceberg_writer(config: t.Mapping[str, t.Any], run_id: str) -> IcebergWriter:
+def _iceberg_writer(settings: TargetSettings, run_id: str) -> IcebergWriter:
     try:
         # pyiceberg is an optional extra: imported only when table_format is iceberg
         from target_parquet_parts.iceberg import IcebergWriter  # noqa: PLC0415
@@ -95,10 +96,10 @@ def _iceberg_writer(config: t.Mapping[str, t.Any], run_id: str) -> IcebergWriter
             "e.g. pip install 'target-parquet-parts[iceberg]'"
         )
         raise ValueError(msg) from None
-    return IcebergWriter(config, run_id)
+    return IcebergWriter(settings, run_id)
 
 
-class TargetParquetParts(Target):
+class TargetParquetParts(TargetHooks):
     """Singer target that writes each batch as new, immutable Parquet part files."""
 
     name = DISTRIBUTION
@@ -109,73 +110,17 @@ class TargetParquetParts(Target):
     # PluginBase.__init__, before this class's __init__ body runs.
     _stop_signal: int | None = None
 
-    config_jsonschema = th.PropertiesList(
-        th.Property(
-            "output_dir",
-            th.StringType(nullable=False),
-            required=True,
-            description="Dataset root: a directory or an `s3://`, `gs://`, `az://` URI.",
-        ),
-        th.Property(
-            "compression",
-            th.StringType,
-            default="zstd",
-            allowed_values=COMPRESSIONS,
-            description="Parquet compression codec: zstd, snappy, gzip, brotli, lz4 or none.",
-        ),
-        th.Property(
-            "compression_level",
-            th.IntegerType,
-            description="Codec level (codec default when unset).",
-        ),
-        th.Property(
-            "max_batch_bytes",
-            th.IntegerType,
-            default=DEFAULT_MAX_BATCH_BYTES,
-            description=(
-                "Limit on one stream's buffered records, in bytes of JSON: a part is written "
-                "before a record would pass it (a larger record gets a part of its own)."
-            ),
-        ),
-        th.Property(
-            "partition_date_field",
-            th.StringType,
-            description=(
-                "Name of a `date-time` or `date` field: streams that have it get Hive-style "
-                "`date=YYYY-MM-DD` directories (UTC date; nulls in "
-                "`date=__HIVE_DEFAULT_PARTITION__`). Streams without it are not partitioned."
-            ),
-        ),
-        th.Property(
-            "state_max_lag_seconds",
-            th.NumberType,
-            default=DEFAULT_STATE_MAX_LAG_SECONDS,
-            description=(
-                "Longest a received STATE waits for sinks that are not full yet; then they are "
-                "flushed early so the STATE can be emitted. 0 = flush at every STATE."
-            ),
-        ),
-        th.Property(
-            "table_format",
-            th.StringType,
-            default="parquet",
-            allowed_values=TABLE_FORMATS,
-            description=(
-                "`parquet` (or `parts`): plain parts; `iceberg`: Iceberg tables (`iceberg` extra)"
-            ),
-        ),
-        th.Property(
-            "iceberg_catalog",
-            th.ObjectType(additional_properties=True),
-            description=("pyiceberg catalog properties; unset: SQLite `{output_dir}/catalog.db`"),
-        ),
-        th.Property(
-            "iceberg_namespace",
-            th.StringType,
-            default="singer",
-            description="Namespace of the Iceberg tables",
-        ),
-    ).to_dict()
+    # a copy: the SDK appends its built-in settings (batch_size_rows, ...) to this dict in place
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
+
+    def prepare_config(self, config: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Numbers given as text (Meltano passes kind-less settings from the environment so)."""
+        return numbers_from_text(config)
+
+    @cached_property
+    def settings(self) -> TargetSettings:
+        """The typed settings of this run (built once, after the config was validated)."""
+        return TargetSettings.from_config(self.config)
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -194,21 +139,23 @@ class TargetParquetParts(Target):
         self.stream_directories = StreamDirectories()
         self._records_since_check = 0
         self.iceberg: IcebergWriter | None = None
-        if self.config.get("table_format") == "iceberg":
-            self.iceberg = _iceberg_writer(self.config, self.run_id)
-            if self._config.get("batch_size_rows") is None:  # fewer, larger commits (iceberg.py)
-                self._config["batch_size_rows"] = self.iceberg.default_batch_size_rows
-        elif self.config.get("output_dir"):
-            check_output_dir(self.config["output_dir"])  # an unknown scheme:// fails at start
-        load_method = self.config.get("load_method") or "append-only"
-        if str(getattr(load_method, "value", load_method)) != "append-only":
+        settings = self.settings
+        if settings.is_iceberg:
+            self.iceberg = _iceberg_writer(settings, self.run_id)
+            if settings.batch_size_rows is None:  # fewer, larger commits (iceberg.py)
+                rows = self.iceberg.default_batch_size_rows
+                self.set_config_value("batch_size_rows", rows)  # what the SDK's sinks read
+                self.settings = settings = replace(settings, batch_size_rows=rows)
+        elif settings.output_dir:
+            check_output_dir(settings.output_dir)  # an unknown scheme:// fails at start
+        load_method = settings.load_method or "append-only"
+        if load_method != "append-only":
             msg = (
                 f"load_method '{load_method}' is not supported by {self.name}: parts are "
                 "immutable and only ever added, so only 'append-only' is possible"
             )
             raise ValueError(msg)
-        lag = self.config.get("state_max_lag_seconds")
-        self._state_max_lag = DEFAULT_STATE_MAX_LAG_SECONDS if lag is None else float(lag)
+        self._state_max_lag = settings.state_max_lag_seconds
         self._lag = max(self._state_max_lag, 0.0)
         if self._lag > 0 and isinstance(self.message_reader, LineNumberingReader):
             # A tap can go quiet for minutes (a query still running, a 429 wait): the lag
@@ -224,8 +171,8 @@ class TargetParquetParts(Target):
         """Where the dataset lives: a local directory or an object store (``storage.py``)."""
         with self._journal_lock:
             if self._storage is None:
-                with explain_os_errors(self.config["output_dir"]):
-                    self._storage = open_storage(self.config["output_dir"])
+                with explain_os_errors(self.settings.output_dir):
+                    self._storage = open_storage(self.settings.output_dir)
             return self._storage
 
     @property
@@ -234,7 +181,7 @@ class TargetParquetParts(Target):
         storage = self.storage
         with self._journal_lock:
             if self._journal is None:
-                with explain_os_errors(self.config["output_dir"]):
+                with explain_os_errors(self.settings.output_dir):
                     self._journal = Journal(storage, self.run_id, self._lock_output_dir())
             return self._journal
 
@@ -243,7 +190,7 @@ class TargetParquetParts(Target):
         taken at the first stream's SCHEMA."""
         if self._run_lock is None:
             storage = self.storage
-            with explain_os_errors(self.config["output_dir"]):
+            with explain_os_errors(self.settings.output_dir):
                 self._run_lock = storage.lock(self.run_id)
         return self._run_lock
 
@@ -269,11 +216,12 @@ class TargetParquetParts(Target):
                 self.drain_one(sink)
 
     # -- message handling -----------------------------------------------------------------
-    def _process_schema_message(self, message_dict: dict) -> None:
-        super()._process_schema_message(message_dict)
+    def handle_schema_message(self, message_dict: dict) -> None:
+        """SDK's SCHEMA handling, then: archived sinks written now; the fast path chosen."""
+        super().handle_schema_message(message_dict)
         # A changed schema archives the stream's sink; write its records now, in their own
         # part with the old schema, instead of holding them until the next full drain.
-        archived = [s for s in self._sinks_to_clear if s.current_size]
+        archived = [s for s in self.sinks_to_clear if s.current_size]
         for archived_sink in archived:
             self.drain_one(archived_sink)
         if archived:
@@ -284,18 +232,19 @@ class TargetParquetParts(Target):
         if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
             return
         stream_map = maps[0]
-        sink = self._sinks_active.get(stream_map.stream_alias)
+        sink = self.sinks_active.get(stream_map.stream_alias)
         if (
             stream_map.stream_alias == stream_name
             and not stream_map.flattening_enabled
             and isinstance(sink, ParquetPartsSink)
-            and sink._validator is None  # bulk validation covers the whole schema
+            and sink.record_validator is None  # bulk validation covers the whole schema
             and not sink.include_sdc_metadata_properties
         ):
             sink.fast_path = True
             self._fast_sinks[stream_name] = sink
 
-    def _process_record_message(self, message_dict: dict) -> None:
+    def handle_record_message(self, message_dict: dict) -> None:
+        """A RECORD: the fast path when its stream has one, else the SDK's pipeline."""
         # Fast path, why: the SDK's per-record pipeline (copy, map, metadata strip, validate,
         # parse timestamps, key check, counters) costs ~10 us per record. For a stream with no
         # stream map, no flattening, no record metadata and no per-record validator, all of
@@ -316,19 +265,20 @@ class TargetParquetParts(Target):
                 or not self._records_since_check & 255  # the SDK's 5-minute age check
                 or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
             ):
-                self._handle_max_record_age()
+                self.handle_max_record_age()
             return
         try:
-            super()._process_record_message(message_dict)
+            super().handle_record_message(message_dict)
         except RecordsWithoutSchemaException as exc:
             line = getattr(self.message_reader, "line_number", None)
             msg = f"input line {line}: {exc}" if line else str(exc)
             raise RecordsWithoutSchemaException(msg) from None
 
-    def _process_state_message(self, message_dict: dict) -> None:
-        self._assert_line_requires(message_dict, requires={"value"})
+    def handle_state_message(self, message_dict: dict) -> None:
+        """A STATE: tracked until every record received before it is durable, then emitted."""
+        self.assert_line_requires(message_dict, requires={"value"})
         state = message_dict["value"]
-        if self._latest_state == state:
+        if self.latest_state == state:
             return
         now = _clock()
         if self._state_max_lag <= 0 or (
@@ -340,7 +290,7 @@ class TargetParquetParts(Target):
             if sink.current_size:
                 sink.mark_state(self.states_received)  # arrival labels for the journal
         self.states_received += 1
-        self._latest_state = state
+        self.latest_state = state
         self._records_at_last_state = self._records_received()
         blockers = {s: s.flush_count for s in self._sinks if s.current_size}
         self._pending.append(_PendingState(self.states_received, state, now, blockers))
@@ -351,15 +301,16 @@ class TargetParquetParts(Target):
         if self._state_check_needed or (
             self._pending and _clock() - self._pending[0].received_at >= self._lag
         ):
-            self._handle_max_record_age()
+            self.handle_max_record_age()
 
-    def _handle_max_record_age(self) -> None:
+    def handle_max_record_age(self) -> None:
+        """The SDK's per-record age check, after the safe-STATE and STATE-lag checks."""
         if self._state_check_needed:
             self._emit_safe_states()
         if self._pending and _clock() - self._pending[0].received_at >= self._lag:
             self._flush_buffered()
             self._emit_safe_states()
-        super()._handle_max_record_age()
+        super().handle_max_record_age()
 
     def _emit_safe_states(self) -> None:
         if self._pending:
@@ -382,7 +333,7 @@ class TargetParquetParts(Target):
             del self._pending[: safe + 1]
             self._emit(chosen.value, chosen.index)
 
-    def _write_state_message(self, state: dict) -> None:
+    def write_state_message(self, state: dict) -> None:
         """Called by ``drain_all`` after every sink was drained: the latest STATE is safe."""
         self._pending.clear()
         self._emit(state, self.states_received)
@@ -419,12 +370,13 @@ class TargetParquetParts(Target):
         gc.set_threshold(100_000, 50, 1000)
         super().invoke(*args, **kwargs)
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+    def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: only record the request (see the module docstring).
 
-        Overridden because the SDK's handler drains every sink and writes STATE inside the
-        handler, while the flush it interrupted never finishes (and with the idle watcher
-        flushing, two flushes run at once), then exits 0.
+        Replaces the SDK's handler (``sdk_hooks.TargetHooks._handle_termination``), which
+        drains every sink and writes STATE inside the handler, while the flush it interrupted
+        never finishes (and with the idle watcher flushing, two flushes run at once), then
+        exits 0.
         """
         if self._stop_signal == signum:
             # The same signal again: stop now. Nothing is half-visible (parts are renamed only
@@ -447,7 +399,7 @@ class TargetParquetParts(Target):
         128 + the signal number so a scheduler sees the cancel.
         """
         rows_before = sum(s.rows_flushed for s in self._sinks)
-        with explain_os_errors(self.config["output_dir"]):
+        with explain_os_errors(self.settings.output_dir):
             super().process_endofpipe()
             if self.iceberg is not None:
                 all_covered = self._records_received() == self._records_at_last_state

@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from target_parquet_parts.iceberg import load_iceberg_catalog
+from target_parquet_parts.settings import TargetSettings
 
 ICEBERG = {"table_format": "iceberg"}
 
@@ -19,7 +20,7 @@ ICEBERG = {"table_format": "iceberg"}
 @contextlib.contextmanager
 def open_table(out: Path, name: str = "events", namespace: str = "singer") -> Iterator[Any]:
     """The table in ``out``'s embedded catalog (the catalog closed afterwards)."""
-    catalog = load_iceberg_catalog({"output_dir": str(out)})
+    catalog = load_iceberg_catalog(TargetSettings(output_dir=str(out)))
     try:
         yield catalog.load_table((namespace, name))
     finally:

@@ -22,6 +22,7 @@ from target_parquet_parts.iceberg_ledger import (
     commit_properties,
     pending_snapshot_ids,
 )
+from target_parquet_parts.settings import TargetSettings
 from tests.target.conftest import part_files, run_target
 from tests.target.iceberg_helpers import (
     ICEBERG,
@@ -87,7 +88,7 @@ def test_custom_namespace_and_sanitized_table_name(tmp_path, monkeypatch):
     stream = "weird:stream!"
     lines = [schema_message(stream)] + [record_message(event(i), stream) for i in range(3)]
     run_target(out, lines, monkeypatch, iceberg_namespace="lake.raw", **ICEBERG)
-    catalog = load_iceberg_catalog({"output_dir": str(out)})
+    catalog = load_iceberg_catalog(TargetSettings(output_dir=str(out)))
     try:
         [(identifier)] = catalog.list_tables(("lake", "raw"))
         assert identifier[-1].startswith("weird_stream_-")
@@ -165,7 +166,7 @@ def test_a_stale_writer_retries_on_commit_conflict_and_logs_it(tmp_path, monkeyp
     out = tmp_path / "out"
     run_target(out, events_lines(10), monkeypatch, **ICEBERG)
     spec = stream_spec(EVENTS_SCHEMA)
-    catalog = load_iceberg_catalog({"output_dir": str(out)})
+    catalog = load_iceberg_catalog(TargetSettings(output_dir=str(out)))
     try:
         first = catalog.load_table(("singer", "events"))
         second = catalog.load_table(("singer", "events"))  # same base snapshot
@@ -286,16 +287,16 @@ def test_iceberg_flushes_are_larger_by_default(tmp_path, monkeypatch):
 def test_catalog_properties(tmp_path):
     from target_parquet_parts.iceberg import catalog_properties
 
-    embedded = catalog_properties({"output_dir": str(tmp_path / "o")})
+    embedded = catalog_properties(TargetSettings(output_dir=str(tmp_path / "o")))
     assert embedded["type"] == "sql"
     assert embedded["uri"].startswith(f"sqlite:///{tmp_path / 'o' / 'catalog.db'}")
     assert embedded["warehouse"] == (tmp_path / "o").as_uri()
     assert embedded["py-io-impl"].endswith("DurableLocalFileIO")
     rest = catalog_properties(
-        {
-            "output_dir": "s3://lake/x",
-            "iceberg_catalog": {"type": "rest", "uri": "http://c", "x": True},
-        }
+        TargetSettings(
+            output_dir="s3://lake/x",
+            iceberg_catalog={"type": "rest", "uri": "http://c", "x": True},
+        )
     )
     assert rest == {
         "type": "rest",
@@ -303,11 +304,13 @@ def test_catalog_properties(tmp_path):
         "x": "true",
     }  # the server names the warehouse
     sql = catalog_properties(
-        {"output_dir": "s3://lake/x", "iceberg_catalog": {"type": "sql", "uri": "postgresql://h/d"}}
+        TargetSettings(
+            output_dir="s3://lake/x", iceberg_catalog={"type": "sql", "uri": "postgresql://h/d"}
+        )
     )
     assert sql["warehouse"] == "s3://lake/x"
     with pytest.raises(ValueError, match="set iceberg_catalog"):
-        catalog_properties({"output_dir": "s3://lake/x"})
+        catalog_properties(TargetSettings(output_dir="s3://lake/x"))
 
 
 def test_a_writer_that_loses_the_race_to_create_the_table_takes_the_winner_s(tmp_path):
@@ -317,7 +320,7 @@ def test_a_writer_that_loses_the_race_to_create_the_table_takes_the_winner_s(tmp
 
     from target_parquet_parts.iceberg import IcebergWriter
 
-    config = {"output_dir": str(tmp_path / "out"), "table_format": "iceberg"}
+    config = TargetSettings(output_dir=str(tmp_path / "out"), table_format="iceberg")
     arrow_schema = stream_spec(EVENTS_SCHEMA).arrow_schema
     winner, loser = IcebergWriter(config, "winner"), IcebergWriter(config, "loser")
     try:

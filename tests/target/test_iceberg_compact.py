@@ -18,6 +18,7 @@ from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.columns import build_table
 from target_parquet_parts.iceberg import load_iceberg_catalog, stage_snapshot
 from target_parquet_parts.iceberg_ledger import commit_properties
+from target_parquet_parts.settings import TargetSettings
 from tests.target.conftest import run_target
 from tests.target.iceberg_helpers import (
     ICEBERG,
@@ -121,7 +122,7 @@ def test_writer_committing_during_compaction_keeps_its_rows(tmp_path, monkeypatc
     out = tmp_path / "out"
     total = _events_over_days(out, monkeypatch, days=1, per_day=90, batch=30)
     spec = stream_spec(EVENTS_SCHEMA)
-    catalog = load_iceberg_catalog({"output_dir": str(out)})
+    catalog = load_iceberg_catalog(TargetSettings(output_dir=str(out)))
     writer_table = catalog.load_table(("singer", "events"))
     original = compact._dataframe_to_data_files
     late = build_table([event(50_000 + k) for k in range(7)], spec)  # same day as the rest
@@ -254,10 +255,10 @@ def test_config_from_meltano_environment_variables(tmp_path):
         "TARGET_PARQUET_PARTS_COMPRESSION": "",
         "OTHER": "1",
     }
-    config = compact.load_config([str(file_config), "ENV"], environ)
-    assert config == {
-        "output_dir": "/from/env",
-        "iceberg_namespace": "a",
-        "table_format": "iceberg",
-        "iceberg_catalog": {"type": "rest", "uri": "http://x"},
-    }
+    settings = compact.load_config([str(file_config), "ENV"], environ)
+    assert settings == TargetSettings(
+        output_dir="/from/env",
+        iceberg_namespace="a",
+        table_format="iceberg",
+        iceberg_catalog={"type": "rest", "uri": "http://x"},
+    )

@@ -132,10 +132,10 @@ def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
 
     from target_parquet_parts.target import TargetParquetParts
 
-    original = TargetParquetParts._process_record_message
+    original = TargetParquetParts.handle_record_message
     monkeypatch.setattr(
         TargetParquetParts,
-        "_process_record_message",
+        "handle_record_message",
         lambda self, m: original(self, advance_clock(m)),
     )
     run_target(out, lines, monkeypatch, on_state=on_state, state_max_lag_seconds=5)

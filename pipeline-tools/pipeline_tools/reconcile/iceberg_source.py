@@ -152,18 +152,19 @@ class IcebergSource:
             load_iceberg_catalog,
             table_identifier,
         )
+        from target_parquet_parts.settings import TargetSettings  # noqa: PLC0415
 
-        config: dict[str, Any] = {"output_dir": dataset, "iceberg_namespace": namespace}
-        if catalog:
-            config["iceberg_catalog"] = dict(catalog)
-        elif not (Path(dataset) / CATALOG_FILE).is_file():
+        settings = TargetSettings.from_config(
+            {"output_dir": dataset, "iceberg_namespace": namespace, "iceberg_catalog": catalog}
+        )
+        if not catalog and not (Path(dataset) / CATALOG_FILE).is_file():
             # The target's loader would create an empty catalog here; a check must not.
             raise IcebergSourceError(
                 f"--dataset {dataset}: no {CATALOG_FILE} (the embedded catalog of "
                 "table_format: iceberg); pass --iceberg-catalog for another catalog"
             )
-        identifier = table_identifier(config, stream)
-        loaded = load_iceberg_catalog(config)
+        identifier = table_identifier(settings, stream)
+        loaded = load_iceberg_catalog(settings)
         try:
             table = loaded.load_table(identifier)
         except NoSuchTableError:
