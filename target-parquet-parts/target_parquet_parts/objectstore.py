@@ -568,6 +568,10 @@ class ObjectRunLock:
                 lease = DEFAULT_LEASE_SECONDS
             age = (current.now - current.modified).total_seconds()
             dead = _holder_is_dead_here(holder)
+            if not dead and _same_pid_namespace(holder):
+                # Alive on this machine: known to be running, whatever its lease says (a
+                # process stalled past its lease would otherwise lose the lock while writing).
+                raise self._in_use(holder, "its process is running on this machine")
             if dead or age > lease:
                 reason = "its process is gone" if dead else f"lease not renewed for {age:.0f} s"
                 try:
@@ -581,8 +585,6 @@ class ObjectRunLock:
                     reason,
                 )
                 return etag
-            if _same_pid_namespace(holder):
-                raise self._in_use(holder, "its process is running on this machine")
             if first_seen is not None and current.etag != first_seen:
                 raise self._in_use(holder, "its lease is being renewed")
             if first_seen is None:
