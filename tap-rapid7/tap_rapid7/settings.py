@@ -10,12 +10,12 @@ from the schema, so no module converts or defaults a setting on its own.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from singer_sdk import typing as th
 
+from plugin_settings import SettingError, SettingTypes
 from tap_rapid7.config_dates import ACCEPTED_FORMATS
 
 __all__ = [
@@ -29,10 +29,6 @@ __all__ = [
 
 REGIONS = ("us", "us2", "us3", "eu", "ca", "au", "ap")
 ENV_PREFIX = "TAP_RAPID7_"  # Meltano's (and the SDK's --config=ENV) names: TAP_RAPID7_<SETTING>
-
-
-class SettingError(ValueError):
-    """A setting whose value cannot mean what its type says; the message names the setting."""
 
 
 CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
@@ -203,12 +199,7 @@ class TapSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TapSettings:
         """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
-        values: dict[str, Any] = {}
-        for name in _FIELDS:
-            raw = config.get(name)
-            if raw is None:
-                continue
-            values[name] = _convert(name, raw)
+        values = _TYPES.values(config)
         if "api_key" not in values:
             values["api_key"] = ""
         return cls(**values)
@@ -220,21 +211,8 @@ class TapSettings:
 
 
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Number and integer settings given as text (``"0.5"``), as numbers; others untouched.
-
-    Meltano passes a setting without a ``kind`` as text when it comes from an environment
-    variable or ``meltano config set``; fractional settings cannot have a ``kind`` (Meltano 4.4.1
-    cannot serialize its own Decimal), so the tap reads such text as the number it spells. Text
-    that is not a number is left for the schema check to refuse, naming the setting.
-    """
-    converted: dict[str, Any] = {}
-    for name, raw in config.items():
-        if name in _FIELDS and isinstance(raw, str) and _kind(name) in {"number", "integer"}:
-            try:
-                converted[name] = _convert(name, raw)
-            except SettingError:
-                continue
-    return converted
+    """Number settings given as text (Meltano's kind-less settings), as numbers."""
+    return _TYPES.numbers_from_text(config)
 
 
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -243,61 +221,12 @@ def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     Arrays: a JSON array (as Meltano passes them), else comma-separated ``log_ids``;
     ``event_time_fields`` is a single entry when not JSON (a regex may hold commas).
     """
-    config: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or raw == "":
-            continue
-        name = key.removeprefix(ENV_PREFIX).lower()
-        if name not in _FIELDS:
-            continue
-        kind = _kind(name)
-        text = raw.strip()
-        if kind == "array":
-            if text.startswith("["):
-                try:
-                    config[name] = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    msg = f"{key}: not a JSON array: {exc}"
-                    raise SettingError(msg) from exc
-            elif name == "event_time_fields":
-                config[name] = [text]
-            else:
-                config[name] = [item.strip() for item in text.split(",") if item.strip()]
-        else:
-            config[name] = _convert(name, raw, source=key)
-    return config
+    return _TYPES.from_env(environ)
 
 
-_PROPERTIES: dict[str, Any] = CONFIG_SCHEMA["properties"]
-_FIELDS = {field.name for field in dataclasses.fields(TapSettings)}
-
-
-def _kind(name: str) -> str:
-    types = _PROPERTIES[name].get("type", "string")
-    types = [types] if isinstance(types, str) else list(types)
-    return next((kind for kind in types if kind != "null"), "string")
-
-
-def _convert(name: str, raw: Any, *, source: str | None = None) -> Any:
-    """One value to the type ``CONFIG_SCHEMA`` gives it; errors name the setting."""
-    kind = _kind(name)
-    where = source or f"setting {name}"
-    try:
-        if kind == "integer":
-            if isinstance(raw, str):
-                return int(raw.strip())
-            if isinstance(raw, bool) or int(raw) != raw:
-                raise ValueError(raw)
-            return int(raw)
-        if kind == "number":
-            if isinstance(raw, bool):
-                raise ValueError(raw)
-            return float(raw)
-        if kind == "array":
-            if isinstance(raw, str | bytes) or not hasattr(raw, "__iter__"):
-                raise TypeError(raw)
-            return tuple(str(item) for item in raw)
-    except (TypeError, ValueError) as exc:
-        msg = f"{where}: expected {'an ' if kind == 'integer' else 'a '}{kind}, got {raw!r}"
-        raise SettingError(msg) from exc
-    return str(raw)
+_TYPES = SettingTypes(
+    CONFIG_SCHEMA,
+    (field.name for field in dataclasses.fields(TapSettings)),
+    env_prefix=ENV_PREFIX,
+    single_entry={"event_time_fields"},
+)

@@ -11,11 +11,12 @@ the target reads itself (``batch_size_rows``, ``load_method``) are typed here to
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from singer_sdk import typing as th
+
+from plugin_settings import SettingError, SettingTypes
 
 __all__ = [
     "CONFIG_SCHEMA",
@@ -38,10 +39,6 @@ DEFAULT_NAMESPACE = "singer"
 ENV_PREFIX = "TARGET_PARQUET_PARTS_"  # Meltano's (and --config=ENV) names: TARGET_PARQUET_PARTS_*
 # SDK built-in settings (appended to the schema by the SDK) that the target reads itself.
 SDK_SETTINGS: dict[str, str] = {"batch_size_rows": "integer", "load_method": "string"}
-
-
-class SettingError(ValueError):
-    """A setting whose value cannot mean what its type says; the message names the setting."""
 
 
 CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
@@ -134,12 +131,7 @@ class TargetSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
         """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
-        values: dict[str, Any] = {}
-        for name in _FIELDS:
-            raw = config.get(name)
-            if raw is None:
-                continue
-            values[name] = _convert(name, raw)
+        values = _TYPES.values(config)
         if "output_dir" not in values:
             values["output_dir"] = ""
         return cls(**values)
@@ -151,21 +143,8 @@ class TargetSettings:
 
 
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Number and integer settings given as text (``"0.5"``), as numbers; others untouched.
-
-    Meltano passes a setting without a ``kind`` as text when it comes from an environment
-    variable or ``meltano config set``; fractional settings cannot have a ``kind`` (Meltano 4.4.1
-    cannot serialize its own Decimal), so the target reads such text as the number it spells.
-    Text that is not a number is left for the schema check to refuse, naming the setting.
-    """
-    converted: dict[str, Any] = {}
-    for name, raw in config.items():
-        if name in _FIELDS and isinstance(raw, str) and _kind(name) in {"number", "integer"}:
-            try:
-                converted[name] = _convert(name, raw)
-            except SettingError:
-                continue
-    return converted
+    """Number settings given as text (Meltano's kind-less settings), as numbers."""
+    return _TYPES.numbers_from_text(config)
 
 
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -173,56 +152,12 @@ def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
     ``iceberg_catalog`` is a JSON object (as Meltano passes objects).
     """
-    config: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or raw == "":
-            continue
-        name = key.removeprefix(ENV_PREFIX).lower()
-        if name not in _FIELDS:
-            continue
-        if _kind(name) == "object":
-            try:
-                config[name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                msg = f"{key}: not a JSON object: {exc}"
-                raise SettingError(msg) from exc
-        config[name] = _convert(name, config.get(name, raw), source=key)
-    return config
+    return _TYPES.from_env(environ)
 
 
-_PROPERTIES: dict[str, Any] = CONFIG_SCHEMA["properties"]
-_FIELDS = {field.name for field in dataclasses.fields(TargetSettings)}
-
-
-def _kind(name: str) -> str:
-    if name in SDK_SETTINGS:
-        return SDK_SETTINGS[name]
-    types = _PROPERTIES[name].get("type", "string")
-    types = [types] if isinstance(types, str) else list(types)
-    return next((kind for kind in types if kind != "null"), "string")
-
-
-def _convert(name: str, raw: Any, *, source: str | None = None) -> Any:
-    """One value to the type ``CONFIG_SCHEMA`` gives it; errors name the setting."""
-    kind = _kind(name)
-    where = source or f"setting {name}"
-    try:
-        if kind == "integer":
-            if isinstance(raw, str):
-                return int(raw.strip())
-            if isinstance(raw, bool) or int(raw) != raw:
-                raise ValueError(raw)
-            return int(raw)
-        if kind == "number":
-            if isinstance(raw, bool):
-                raise ValueError(raw)
-            return float(raw)
-        if kind == "object":
-            if not isinstance(raw, Mapping):
-                raise TypeError(raw)
-            return dict(raw)
-    except (TypeError, ValueError) as exc:
-        article = "an" if kind in {"integer", "object"} else "a"
-        msg = f"{where}: expected {article} {kind}, got {raw!r}"
-        raise SettingError(msg) from exc
-    return str(getattr(raw, "value", raw))  # an SDK enum (load_method) as its value
+_TYPES = SettingTypes(
+    CONFIG_SCHEMA,
+    (field.name for field in dataclasses.fields(TargetSettings)),
+    env_prefix=ENV_PREFIX,
+    extra_kinds=SDK_SETTINGS,
+)

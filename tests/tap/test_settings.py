@@ -43,7 +43,7 @@ def test_from_config_converts_the_sdk_s_decimals_and_lists_once():
     [
         ({"per_page": 2.5}, "setting per_page: expected an integer, got 2.5"),
         ({"lag_seconds": "soon"}, "setting lag_seconds: expected a number, got 'soon'"),
-        ({"log_ids": "abc"}, "setting log_ids: expected a array"),
+        ({"log_ids": "abc"}, "setting log_ids: expected an array"),
     ],
 )
 def test_a_value_that_is_not_its_type_names_the_setting(config, message):
@@ -63,8 +63,8 @@ def test_environment_values_are_typed_by_the_schema():
     )
     assert config == {
         "lag_seconds": 0.5,
-        "log_ids": ["a", "b"],
-        "event_time_fields": ["re:^(\\S+),x"],
+        "log_ids": ("a", "b"),
+        "event_time_fields": ("re:^(\\S+),x",),
     }
 
 
