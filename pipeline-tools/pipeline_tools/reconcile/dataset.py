@@ -437,6 +437,18 @@ class EventClocks:
     rows_with_event_time: int = 0
     parts_without_event_time: int = 0  # older parts: `event_time` there is the receipt time
 
+    @classmethod
+    def unread(cls, from_ms: int, to_ms: int, late_after_ms: int, margin_ms: int) -> EventClocks:
+        """Nothing read yet: the checked range widened by the margin, not available (yet)."""
+        return cls(
+            available=False,
+            reason="",
+            late_after_ms=late_after_ms,
+            margin_ms=margin_ms,
+            read_from=max(from_ms - margin_ms, 0),
+            read_to=to_ms + margin_ms,
+        )
+
 
 _MICROS = pa.timestamp("us", tz="UTC")
 
@@ -475,15 +487,7 @@ def read_event_clocks(
     are compared in microseconds (the column's own unit), so window edges are exact: an event at
     `to - 1 µs` is in, one at `to` is not.
     """
-    read_from, read_to = max(from_ms - margin_ms, 0), to_ms + margin_ms
-    clocks = EventClocks(
-        available=False,
-        reason="",
-        late_after_ms=late_after_ms,
-        margin_ms=margin_ms,
-        read_from=read_from,
-        read_to=read_to,
-    )
+    clocks = EventClocks.unread(from_ms, to_ms, late_after_ms, margin_ms)
     where_dir = _as_stream_dir(stream_dir)
     parts = [_open(where_dir, part_file) for part_file in where_dir.parts()]
     kinds = [_event_time_kind(part) for part in parts]
@@ -491,7 +495,7 @@ def read_event_clocks(
         clocks.reason = _no_event_time_reason(kinds)
         return clocks
     clocks.available = True
-    where = _both(_log_filter(log_ids), _received_in(read_from, read_to))
+    where = _both(_log_filter(log_ids), _received_in(clocks.read_from, clocks.read_to))
     limits = _ClockLimits(from_ms, to_ms, window_ms, late_after_ms)
     for part, kind in zip(parts, kinds, strict=True):
         if kind == "event":

@@ -365,22 +365,14 @@ class IcebergSource:
         margin_ms: int,
     ) -> EventClocks:
         """`dataset.read_event_clocks` for the table (same figures and margins)."""
-        read_from, read_to = max(from_ms - margin_ms, 0), to_ms + margin_ms
-        clocks = EventClocks(
-            available=False,
-            reason="",
-            late_after_ms=late_after_ms,
-            margin_ms=margin_ms,
-            read_from=read_from,
-            read_to=read_to,
-        )
+        clocks = EventClocks.unread(from_ms, to_ms, late_after_ms, margin_ms)
         kind = self._event_time_kind() if self._files else ""
         if kind != "event":
             clocks.reason = _no_event_time_reason([kind] if kind else [])
             return clocks
         clocks.available = True
         limits = _ClockLimits(from_ms, to_ms, window_ms, late_after_ms)
-        where = self._where(log_ids, read_from, read_to)
+        where = self._where(log_ids, clocks.read_from, clocks.read_to)
         windows: dict[tuple[str, int], ClockCounts] = clocks.windows
         for _, rows in self._scan([LOG_ID, TIMESTAMP, EVENT_TIME], where):
             event_us = pc.cast(pc.cast(rows[EVENT_TIME], _MICROS, safe=False), pa.int64())
