@@ -41,6 +41,7 @@ default credentials (``GOOGLE_APPLICATION_CREDENTIALS``); for Azure ``AZURE_STOR
 
 from __future__ import annotations
 
+import abc
 import datetime
 import email.utils
 import hashlib
@@ -113,39 +114,39 @@ class StoredObject(t.NamedTuple):
 
 
 # -- the handful of object operations the target needs ---------------------------------------
-class ObjectStore:
+class ObjectStore(abc.ABC):
     """Keys are full object keys inside the bucket."""
 
     conditional = False  # True when put_new / put_if_match are atomic on the store itself
     location: Location
 
+    @abc.abstractmethod
     def put_new(self, key: str, data: bytes) -> str:
         """Create ``key``; raise ``ObjectExistsError`` if it exists. Returns the ETag."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         """Replace ``key`` only if its ETag is ``etag``; else ``PreconditionError``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def get(self, key: str) -> StoredObject | None:
         """The object, or None when it does not exist."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def exists(self, key: str) -> bool:
         """Whether ``key`` exists."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete(self, keys: list[str]) -> None:
         """Delete keys (missing ones are fine)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete_if_match(self, key: str, etag: str) -> None:
         """Delete ``key`` only if its ETag is ``etag`` (else leave it)."""
-        raise NotImplementedError
 
     def where(self, key: str) -> str:
         """``scheme://bucket/key`` for messages."""

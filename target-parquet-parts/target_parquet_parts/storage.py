@@ -20,6 +20,7 @@ Credentials, region and endpoint come from each cloud's standard configuration (
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import re
@@ -177,30 +178,30 @@ def check_output_dir(output_dir: str) -> None:
             raise UnsupportedOutputDirError(msg) from None
 
 
-class Storage:
+class Storage(abc.ABC):
     """The interface; ``LocalStorage`` and ``objectstore.ObjectStorage`` implement it."""
 
     display: str
 
+    @abc.abstractmethod
     def lock(self, run_id: str) -> RunLockLike:
         """Take this run's exclusive lock on the dataset."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def journal_log(self, run_id: str) -> JournalLog:
         """The exactly-once journal's lines, kept where they stay correct."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def part_writer(self, compression: str, compression_level: int | None) -> PartWriterLike:
         """A writer of new parts with this codec."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def part_exists(self, relative: str) -> bool:
         """Whether a part (path relative to output_dir) was published (False: unsafe path)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def read_part(self, relative: str) -> pq.ParquetFile:
         """A published part, opened (``OSError`` or ``ArrowException`` when it cannot be)."""
-        raise NotImplementedError
 
     def relative(self, part: Path | str) -> str:
         """A part's path relative to output_dir (posix)."""
