@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from singer_sdk import typing as th
@@ -159,14 +160,12 @@ class EventsStream(_TapStream):
         Fetching the next batch is a wait for the API: a stop signal ends it at once.
         """
         tap = self.rapid7
-        with tap.waiting_for_api():
-            plan = self.window_plan()
-            runner = tap.window_runner(plan)
+        plan = tap.wait_for_api(self.window_plan)
+        runner = tap.wait_for_api(partial(tap.window_runner, plan))
         for task in plan:
             batches = runner.batches(task)
             while True:
-                with tap.waiting_for_api():
-                    batch = next(batches, None)
+                batch = tap.wait_for_api(partial(next, batches, None))
                 if batch is None:
                     break
                 yield from batch
@@ -258,9 +257,7 @@ class LogsStream(_TapStream):
 
     def get_records(self, context: Context | None) -> Iterator[dict]:
         """One record per log."""
-        with self.rapid7.waiting_for_api():
-            logs = self.rapid7.client.list_logs()
-        yield from logs
+        yield from self.rapid7.wait_for_api(self.rapid7.client.list_logs)
 
 
 class LogsetsStream(_TapStream):
@@ -279,6 +276,4 @@ class LogsetsStream(_TapStream):
 
     def get_records(self, context: Context | None) -> Iterator[dict]:
         """One record per log set."""
-        with self.rapid7.waiting_for_api():
-            logsets = self.rapid7.client.list_logsets()
-        yield from logsets
+        yield from self.rapid7.wait_for_api(self.rapid7.client.list_logsets)

@@ -7,10 +7,9 @@ import datetime as dt
 import logging
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from singer_sdk import Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
@@ -26,6 +25,8 @@ from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings, number
 from tap_rapid7.stopping import StopRequested, StopSignal
 from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
 from tap_rapid7.version import DISTRIBUTION
+
+T = TypeVar("T")
 
 __all__ = ["TapRapid7"]
 
@@ -86,12 +87,17 @@ class TapRapid7(TapHooks):
         if self.stop_signal.signum is not None:
             self.stop_now(self.stop_signal.signum)
 
-    @contextmanager
-    def waiting_for_api(self) -> Iterator[None]:
-        """A wait for the API (the main thread writes nothing): a stop signal ends it at once."""
+    def wait_for_api(self, fetch: Callable[[], T]) -> T:
+        """``fetch()``, a wait for the API (nothing is written): a stop signal ends it at once.
+
+        A call, not a context manager: a ``with`` block's ``__exit__`` runs in the caller's
+        frame, so a signal landing as the block was left (still counted as waiting) raised
+        ``StopRequested`` outside the handler (exit 1 in CI). Here every moment counted as
+        waiting runs inside this ``try``.
+        """
         try:
             with self.stop_signal.waiting():
-                yield
+                return fetch()
         except StopRequested as stop:
             self.stop_now(stop.signum)
 

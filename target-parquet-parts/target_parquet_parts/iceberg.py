@@ -108,6 +108,8 @@ _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss
 
 # Tries to create a stream's namespace and table when other writers race to create them too.
 CREATE_ATTEMPTS = 3
+# Tries to open the catalog when other writers race to create a SQL catalog's own tables.
+CATALOG_OPEN_ATTEMPTS = 5
 
 
 class IcebergSchemaError(ValueError):
@@ -158,10 +160,41 @@ def catalog_properties(settings: TargetSettings) -> dict[str, str]:
 
 
 def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
-    """The pyiceberg catalog the target's settings name."""
+    """The pyiceberg catalog the target's settings name.
+
+    A SQL catalog creates its own tables on first use, checking first and then creating: writers
+    that open a new catalog together all see no tables, and all but one fail with "table
+    iceberg_tables already exists". A database error while opening is therefore retried; the
+    next attempt finds the tables the winner created. A real fault fails every attempt.
+    """
     properties = catalog_properties(settings)
     name = properties.pop("name", "default")
-    return load_catalog(name, **properties)
+    database_error = _sqlalchemy_errors("DBAPIError")
+    for attempt in range(1, CATALOG_OPEN_ATTEMPTS + 1):
+        try:
+            return load_catalog(name, **properties)
+        except database_error as exc:
+            if attempt == CATALOG_OPEN_ATTEMPTS:
+                raise
+            log_event(
+                logger,
+                logging.INFO,
+                "iceberg_catalog_retry",
+                catalog=name,
+                attempt=attempt,
+                reason=type(exc).__name__,
+                error=str(exc).splitlines()[0][:200],
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlalchemy_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """These ``sqlalchemy.exc`` classes, when the SQL catalog's extra is installed (else none)."""
+    try:
+        sqlalchemy_exc = importlib.import_module("sqlalchemy.exc")
+    except ImportError:  # pragma: no cover - sql extra not installed
+        return ()
+    return tuple(getattr(sqlalchemy_exc, name) for name in names)
 
 
 def namespace_of(settings: TargetSettings) -> tuple[str, ...]:
@@ -243,14 +276,12 @@ def stage_snapshot(
 
 
 def _retryable() -> tuple[type[BaseException], ...]:
-    kinds: list[type[BaseException]] = [CommitFailedException, CommitStateUnknownException]
-    try:
-        sqlalchemy_exc = importlib.import_module("sqlalchemy.exc")
-    except ImportError:  # pragma: no cover - sql extra not installed
-        pass
-    else:
-        kinds.append(sqlalchemy_exc.OperationalError)  # SQLite "database is locked"
-    return tuple(kinds)
+    # OperationalError: SQLite's "database is locked"
+    return (
+        CommitFailedException,
+        CommitStateUnknownException,
+        *_sqlalchemy_errors("OperationalError"),
+    )
 
 
 def commit_with_retry(

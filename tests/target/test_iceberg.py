@@ -340,3 +340,45 @@ def test_a_writer_that_loses_the_race_to_create_the_table_takes_the_winner_s(tmp
     finally:
         winner.close()
         loser.close()
+
+
+def test_writers_opening_a_new_catalog_together_all_get_it(tmp_path, monkeypatch, caplog):
+    """The SQL catalog checks for its own tables, then creates them: writers starting together
+    all see none, and the losers' CREATE TABLE failed with "table iceberg_tables already exists"
+    (a CI run of three split jobs). The loser must open the catalog the winner created."""
+    import sqlalchemy.exc
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    config = TargetSettings(output_dir=str(tmp_path / "out"), table_format="iceberg")
+    original = SqlCatalog.create_tables
+    raced: list[bool] = []
+
+    def racing_create_tables(self):
+        if not raced:
+            raced.append(True)
+            original(self)  # the winner, between this writer's check and its create
+            raise sqlalchemy.exc.OperationalError(
+                "CREATE TABLE iceberg_tables", {}, Exception("table iceberg_tables already exists")
+            )
+        original(self)
+
+    monkeypatch.setattr(SqlCatalog, "create_tables", racing_create_tables)
+    with caplog.at_level(logging.INFO, logger="target_parquet_parts.iceberg"):
+        catalog = load_iceberg_catalog(config)
+    assert raced == [True]
+    catalog.create_namespace("singer")
+    assert catalog.list_namespaces() == [("singer",)]
+    assert "iceberg_catalog_retry catalog=default attempt=1 reason=OperationalError" in caplog.text
+
+
+def test_a_catalog_that_keeps_failing_to_open_raises_its_error(tmp_path, monkeypatch):
+    import sqlalchemy.exc
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    def broken(self):
+        raise sqlalchemy.exc.OperationalError("CREATE TABLE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(SqlCatalog, "create_tables", broken)
+    config = TargetSettings(output_dir=str(tmp_path / "out"), table_format="iceberg")
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="disk I/O error"):
+        load_iceberg_catalog(config)
