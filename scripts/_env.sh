@@ -9,7 +9,7 @@ install_dev_env() {
   # every distribution of the repository, editable, with the dev tools, at the versions pinned
   # in constraints.txt (scripts/lock.sh writes it)
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
-    -e ./logfmt-events -e ./plugin-settings -e ./tap-rapid7 -e './target-parquet-parts[s3]' -e ./logsearch-emulator \
+    -e ./logfmt-events -e ./plugin-settings -e ./singer-stdout -e ./tap-rapid7 -e './target-parquet-parts[s3]' -e ./logsearch-emulator \
     -e './pipeline-tools[plot]' --group dev
 }
 

@@ -10,7 +10,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$PYTHON_BIN" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check \
-  -e ./logfmt-events -e ./plugin-settings -e ./tap-rapid7 -e './target-parquet-parts[s3]' -e ./logsearch-emulator \
+  -e ./logfmt-events -e ./plugin-settings -e ./singer-stdout -e ./tap-rapid7 -e './target-parquet-parts[s3]' -e ./logsearch-emulator \
   -e './pipeline-tools[plot]' --group dev
 {
   echo "# Pinned versions for reproducible installs (scripts/lock.sh writes this file)."

@@ -17,6 +17,7 @@ from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.singerlib import Message, RecordMessage
 
 from logfmt_events import log_event
+from singer_stdout import write_line
 from tap_rapid7.config_dates import check_dates
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
@@ -40,10 +41,8 @@ class RecordBufferingWriter(MsgSpecWriter):
     """
 
     def write_message(self, message: Message) -> None:
-        """Write one message; flush unless it is a RECORD."""
-        sys.stdout.buffer.write(self.format_message(message))
-        if not isinstance(message, RecordMessage):
-            sys.stdout.flush()
+        """Write one message whole (``singer_stdout``); flush unless it is a RECORD."""
+        write_line(self.format_message(message), flush=not isinstance(message, RecordMessage))
 
 
 class TapRapid7(TapHooks):

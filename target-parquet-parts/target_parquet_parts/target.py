@@ -43,7 +43,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import threading
 import time
 import typing as t
@@ -55,6 +54,7 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
 
 from logfmt_events import log_event
+from singer_stdout import write_line
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.naming import StreamDirectories
@@ -345,8 +345,7 @@ class TargetParquetParts(TargetHooks):
                 self._run_lock.check()  # an object-store lease lost: no STATE, stop
             self.logger.debug("Emitting completed target state %s", line.decode())
             try:
-                sys.stdout.write(line.decode() + "\n")
-                sys.stdout.flush()
+                write_line(line + b"\n", flush=True)  # whole, even cut short by a signal
             except OSError as exc:  # not output_dir's fault: say where it failed
                 msg = f"cannot write STATE to standard output: {describe_os_error(exc)}"
                 raise DescribedOSError(msg) from exc

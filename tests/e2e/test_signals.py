@@ -9,6 +9,7 @@ code is 128 + the signal's number.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -42,7 +43,10 @@ def run_and_signal(
     records = 0
     with (
         stderr.open("wb") as err,
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err) as tap,
+        # PYTHONUNBUFFERED=1 (many images and CI set it): a signal can cut a write in pieces
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        ) as tap,
     ):
         assert tap.stdout is not None
         for raw in tap.stdout:

@@ -256,3 +256,18 @@ def test_quiet_logs_read_together_cost_one_query_per_window(monkeypatch, request
     records = event_records(run_tap(monkeypatch, config(logs_per_query=2, per_page=100)))
     assert len(records) == 77
     assert [start[0] for start in api.starts] == ["log-a:log-b"] * 3  # 3 windows, not 6 queries
+
+
+def test_messages_taken_by_stdout_in_pieces_come_out_whole(monkeypatch, fake):
+    """Unbuffered stdout (PYTHONUNBUFFERED=1) may take a line in pieces; none is dropped."""
+    from tests.test_singer_stdout import Trickle
+
+    raw = Trickle(step=1000)
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(raw, encoding="utf-8"))
+    TapRapid7(config=config(per_page=40), state=None, setup_mapper=True).sync_all()
+    messages = [json.loads(line) for line in bytes(raw.data).splitlines()]
+    assert raw.calls > len(messages)  # lines longer than a piece really were split
+    assert sorted(emitted_keys(event_records(messages))) == sorted(
+        (log, ts, seq) for log, keys in make_events().items() for ts, seq in keys
+    )
+    assert messages[-1]["type"] == "STATE"

@@ -54,6 +54,25 @@ class StateCapture(io.TextIOBase):
     def flush(self) -> None:
         pass
 
+    @property
+    def buffer(self) -> _BinaryLayer:  # type: ignore[override]
+        """The binary layer the target writes its STATE lines to (``singer_stdout``)."""
+        return _BinaryLayer(self)
+
+
+class _BinaryLayer(io.RawIOBase):
+    """``StateCapture.buffer``: bytes written here are decoded into the capture."""
+
+    def __init__(self, capture: StateCapture) -> None:
+        super().__init__()
+        self.capture = capture
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        return self.capture.write(bytes(data).decode("utf-8"))
+
 
 def run_target(
     output_dir: Path,

@@ -65,9 +65,19 @@ def test_json_nested_beyond_the_decoder_names_the_line(tmp_path, monkeypatch):
     assert len(logged) < 400  # an excerpt, not the whole line
 
 
-class _FullStdout(io.TextIOBase):
-    def write(self, text: str) -> int:
+class _FullDevice(io.RawIOBase):
+    """Standard output on a full device: every write fails with ENOSPC."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
         raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _FullStdout(io.TextIOWrapper):
+    def __init__(self) -> None:
+        super().__init__(_FullDevice(), encoding="utf-8")
 
 
 def test_os_error_writing_state_names_errno_text_and_where(tmp_path):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import decimal
+import io
 import json
 import select
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from target_parquet_parts import target as target_module
+from target_parquet_parts.target import TargetParquetParts
 from tests.target.conftest import part_files, run_target, start_target_process
 from tests.target.singer_data import (
     BASE_SEQUENCE,
@@ -19,6 +22,7 @@ from tests.target.singer_data import (
     schema_message,
     state_message,
 )
+from tests.test_singer_stdout import Trickle
 
 
 def _written_indexes(out) -> set[int]:
@@ -186,6 +190,18 @@ def test_identical_states_are_not_repeated(tmp_path, monkeypatch):
     _, capture = run_target(tmp_path / "out", lines, monkeypatch)
     assert capture.states == [{"a": 1}]
     assert json.dumps(capture.states[0]) == '{"a": 1}'
+
+
+def test_a_large_state_taken_by_stdout_in_pieces_comes_out_whole(tmp_path, monkeypatch):
+    """Unbuffered stdout (PYTHONUNBUFFERED=1) may take a line in pieces; none is dropped."""
+    bookmarks = {f"log-{i:05d}": {"next_from_millis": 10**12 + i} for i in range(400)}
+    raw = Trickle(step=4096)
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8"))
+    target = TargetParquetParts(config={"output_dir": str(tmp_path / "out")})
+    lines = [schema_message(), record_message(event(1)), state_message({"bookmarks": bookmarks})]
+    target.listen(file_input=io.BytesIO("".join(line + "\n" for line in lines).encode()))
+    assert raw.calls > 1  # the STATE line really went out in pieces
+    assert [json.loads(line) for line in bytes(raw.data).splitlines()] == [{"bookmarks": bookmarks}]
 
 
 @pytest.mark.e2e
