@@ -4,14 +4,15 @@ An SDK upgrade that renames or removes one would otherwise pass silently: an ove
 missing hook is never called (the tap would lose its per-log cursors or its date checks).
 """
 
-import inspect
-
 import pytest
 from singer_sdk import Stream, Tap
 
 from tap_rapid7 import sdk_hooks
 from tap_rapid7.streams import EventsStream
 from tap_rapid7.tap import TapRapid7
+from tests.sdk_names import check_private_sdk_name
+
+HOOK_CLASSES = (sdk_hooks.TapHooks, sdk_hooks.StreamHooks)
 
 CONFIG = {"api_key": "k", "base_url": "http://127.0.0.1:9", "start_date": "2024-01-01T00:00:00Z"}
 
@@ -26,27 +27,14 @@ def instances() -> dict[type, object]:
     ("base", "name", "use"), sdk_hooks.PRIVATE_SDK_NAMES, ids=lambda v: getattr(v, "__name__", v)
 )
 def test_each_private_sdk_name_still_exists(base, name, use, instances):
-    if use == "attribute":
-        assert hasattr(instances[base], name), f"singer-sdk {base.__name__} lost {name}"
-        return
-    sdk_method = getattr(base, name, None)
-    assert callable(sdk_method), f"singer-sdk {base.__name__}.{name} is gone"
-    if use == "override":
-        ours = next(
-            getattr(cls, name)
-            for cls in (sdk_hooks.TapHooks, sdk_hooks.StreamHooks)
-            if name in cls.__dict__
-        )
-        assert list(inspect.signature(ours).parameters) == list(
-            inspect.signature(sdk_method).parameters
-        ), f"singer-sdk {base.__name__}.{name} changed its parameters"
+    check_private_sdk_name(base, name, use, instances, HOOK_CLASSES)
 
 
 def test_every_private_override_in_the_hook_classes_is_listed():
     listed = {name for _, name, use in sdk_hooks.PRIVATE_SDK_NAMES if use == "override"}
     overridden = {
         name
-        for cls in (sdk_hooks.TapHooks, sdk_hooks.StreamHooks)
+        for cls in HOOK_CLASSES
         for name in cls.__dict__
         if name.startswith("_") and not name.startswith("__") and name != "_abc_impl"
     }

@@ -5,8 +5,6 @@ missing hook is never called (the target would emit STATE only at a full drain, 
 path, or drain inside the signal handler again).
 """
 
-import inspect
-
 import pytest
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.sinks import BatchSink
@@ -16,6 +14,7 @@ from target_parquet_parts import sdk_hooks
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sinks import ParquetPartsSink
 from target_parquet_parts.target import TargetParquetParts
+from tests.sdk_names import check_private_sdk_name
 
 HOOK_CLASSES = (sdk_hooks.TargetHooks, sdk_hooks.SinkHooks, sdk_hooks.ReaderHooks)
 SCHEMA = {
@@ -42,16 +41,7 @@ def instances(tmp_path_factory) -> dict[type, object]:
     ("base", "name", "use"), sdk_hooks.PRIVATE_SDK_NAMES, ids=lambda v: getattr(v, "__name__", v)
 )
 def test_each_private_sdk_name_still_exists(base, name, use, instances):
-    if use == "attribute":
-        assert hasattr(instances[base], name), f"singer-sdk {base.__name__} lost {name}"
-        return
-    sdk_method = getattr(base, name, None)
-    assert callable(sdk_method), f"singer-sdk {base.__name__}.{name} is gone"
-    if use == "override":
-        ours = next(getattr(cls, name) for cls in HOOK_CLASSES if name in cls.__dict__)
-        assert list(inspect.signature(ours).parameters) == list(
-            inspect.signature(sdk_method).parameters
-        ), f"singer-sdk {base.__name__}.{name} changed its parameters"
+    check_private_sdk_name(base, name, use, instances, HOOK_CLASSES)
 
 
 def test_every_private_override_in_the_hook_classes_is_listed():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections import defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -453,21 +454,27 @@ class EventClocks:
 _MICROS = pa.timestamp("us", tz="UTC")
 
 
-def _event_time_kind(part: ds.Dataset) -> str:
-    """`event` when the part's `event_time` is the event's own time, else why not.
+def event_time_kind(names: Collection[str], type_of: Callable[[str], object]) -> str:
+    """`event` when a part's (or table's) `event_time` is the event's own time, else why not.
 
-    Parts written before the tap had `received_at` hold the receipt time in `event_time` (the
-    same clock as `timestamp`): counting it as the event's time would hide the very difference
-    this is about, so such parts count as having no event time.
+    ``names`` are its columns, ``type_of(name)`` a column's type (Arrow's or Iceberg's: both
+    spell timestamps ``timestamp...``). Parts written before the tap had `received_at` hold the
+    receipt time in `event_time` (the same clock as `timestamp`): counting it as the event's
+    time would hide the very difference this is about, so they count as having no event time.
     """
-    schema = part.schema
-    if EVENT_TIME not in schema.names:
+    if EVENT_TIME not in names:
         return "no event_time column"
-    if RECEIVED_AT not in schema.names:
+    if RECEIVED_AT not in names:
         return "receipt time"
-    if not pa.types.is_timestamp(schema.field(EVENT_TIME).type):
-        return f"event_time is {schema.field(EVENT_TIME).type}, not a timestamp"
+    kind = str(type_of(EVENT_TIME))
+    if not kind.startswith("timestamp"):
+        return f"event_time is {kind}, not a timestamp"
     return "event"
+
+
+def _event_time_kind(part: ds.Dataset) -> str:
+    schema = part.schema
+    return event_time_kind(schema.names, lambda name: schema.field(name).type)
 
 
 def read_event_clocks(

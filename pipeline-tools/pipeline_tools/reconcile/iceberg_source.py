@@ -43,11 +43,11 @@ from pipeline_tools.reconcile.dataset import (
     _duplicate_groups,
     _no_event_time_reason,
     _one_chunk,
+    event_time_kind,
 )
 from tap_rapid7.logsearch.records import (
     EVENT_TIME,
     LOG_ID,
-    RECEIVED_AT,
     SEQUENCE_NUMBER_STR,
     TIMESTAMP,
 )
@@ -342,18 +342,6 @@ class IcebergSource:
             return schema.empty_table().append_column("part", pa.array([], pa.int32()))
         return pa.concat_tables(tables).unify_dictionaries()
 
-    def _event_time_kind(self) -> str:
-        """`event` when the table's `event_time` is the event's own time, else why not."""
-        names = self.schema.column_names
-        if EVENT_TIME not in names:
-            return "no event_time column"
-        if RECEIVED_AT not in names:
-            return "receipt time"
-        kind = str(self.schema.find_type(EVENT_TIME))
-        if not kind.startswith("timestamp"):
-            return f"event_time is {kind}, not a timestamp"
-        return "event"
-
     def clocks(
         self,
         *,
@@ -366,7 +354,8 @@ class IcebergSource:
     ) -> EventClocks:
         """`dataset.read_event_clocks` for the table (same figures and margins)."""
         clocks = EventClocks.unread(from_ms, to_ms, late_after_ms, margin_ms)
-        kind = self._event_time_kind() if self._files else ""
+        schema = self.schema
+        kind = event_time_kind(schema.column_names, schema.find_type) if self._files else ""
         if kind != "event":
             clocks.reason = _no_event_time_reason([kind] if kind else [])
             return clocks
