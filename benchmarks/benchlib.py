@@ -46,6 +46,25 @@ _encode = msgspec.json.Encoder().encode
 CHILD_ENV: dict[str, str] = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
+def parse_run_sizes(description: str, default_records: int) -> tuple[int, int]:
+    """The comparing scripts' common command line: (records, repeat), the environment applied.
+
+    ``--quick`` (3,000 records, 1 run: the smoke test), ``--records`` (``default_records``),
+    ``--repeat`` (runs of each, best counts: 2) and ``--unbuffered``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument(
+        "--records", type=int, help=f"records through the target ({default_records})"
+    )
+    parser.add_argument("--repeat", type=int, help="runs of each, best counts (2; quick: 1)")
+    add_env_argument(parser)
+    args = parser.parse_args()
+    configure_env(args)
+    records = args.records or (3_000 if args.quick else default_records)
+    return records, args.repeat or (1 if args.quick else 2)
+
+
 def add_env_argument(parser: argparse.ArgumentParser) -> None:
     """The ``--unbuffered`` flag every benchmark takes."""
     parser.add_argument(

@@ -21,7 +21,6 @@ Run: ``.venv/bin/python benchmarks/lake_formats.py [--quick] [--records N] [--re
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -71,15 +70,7 @@ def run(
 
 def main() -> None:
     """Parse arguments, run the three formats alternately, print figures and ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    parser.add_argument("--records", type=int, help="records through the target (300000)")
-    parser.add_argument("--repeat", type=int, help="runs of each, best counts (2; quick: 1)")
-    benchlib.add_env_argument(parser)
-    args = parser.parse_args()
-    benchlib.configure_env(args)
-    repeat = args.repeat or (1 if args.quick else 2)
-    records = args.records or (3_000 if args.quick else 300_000)
+    records, repeat = benchlib.parse_run_sizes(__doc__.splitlines()[0], 300_000)
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
         workdir = Path(tmp)
         input_path = workdir / "input.jsonl"
