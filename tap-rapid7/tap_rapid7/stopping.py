@@ -32,18 +32,26 @@ class StopSignal:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._waiting = 0
+        self._stopping = False
 
     def request(self, signum: int) -> None:
-        """Called by the signal handler: record, and end a wait for the API if one is on."""
+        """Called by the signal handler: record, and end a wait for the API if one is on.
+
+        Only once: from then on the run is stopping (writing its STATE), and a second signal
+        (Ctrl-C, then the scheduler's SIGTERM) is only recorded. A wait ended at its very edge
+        may not have lowered its count yet, so the count alone cannot tell.
+        """
         if self.signum is None:
             self.signum = signum
-        if self._waiting:
+        if self._waiting and not self._stopping:
+            self._stopping = True
             raise StopRequested(self.signum)
 
     @contextmanager
     def waiting(self) -> Iterator[None]:
         """A stretch where the main thread writes nothing and may be stopped at any point."""
         if self.signum is not None:
+            self._stopping = True
             raise StopRequested(self.signum)
         self._waiting += 1
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -116,8 +117,19 @@ class TapRapid7(TapHooks):
 
     @classmethod
     def invoke(cls, *args: Any, **kwargs: Any) -> None:
-        """The SDK's sync, then: a signal that came after the last record still exits 128 + n."""
-        super().invoke(*args, **kwargs)
+        """The SDK's sync, then: a signal that came after the last record still exits 128 + n.
+
+        A cancel reaches the target too, and it stops reading first: the tap's next write then
+        fails with a broken pipe. That is the cancel, not a fault of the tap (click would exit
+        1 with a traceback): the target has the last STATE it could read, so exit 128 + n.
+        """
+        try:
+            super().invoke(*args, **kwargs)
+        except BrokenPipeError:
+            stop = TapRapid7.installed_stop
+            if stop is None or stop.signum is None:
+                raise  # the reader went away on its own: a failure
+            cls._stopped_by_closed_output(stop.signum)
         stop = TapRapid7.installed_stop
         if stop is not None and stop.signum is not None:
             code = 128 + stop.signum
@@ -127,6 +139,21 @@ class TapRapid7(TapHooks):
                 "complete",
             )  # fmt: skip
             raise SystemExit(code)
+
+    @classmethod
+    def _stopped_by_closed_output(cls, signum: int) -> NoReturn:
+        # What is still buffered for stdout goes nowhere, so the exit's flush cannot fail too
+        # (Python would then exit 120).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        code = 128 + signum
+        log_event(
+            cls.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(signum).name,
+            exit_code=code, reason="the target closed its input (it was stopped too): it holds "
+            "the last STATE it read, resume from that",
+        )  # fmt: skip
+        raise SystemExit(code)
 
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""

@@ -153,3 +153,60 @@ def test_a_signal_while_waiting_for_the_api_stops_at_once(tmp_path):
     assert [m["type"] for m in messages if m["type"] != "SCHEMA"] == ["STATE", "STATE"]
     assert cursors(messages[-1]["value"]) == cursors(state)  # the state it has: nothing read
     assert b"tap_stopped signal=SIGTERM exit_code=143" in err
+
+
+def test_a_cancel_that_closed_the_target_first_still_exits_128_plus_signal(tmp_path):
+    """A cancel stops the target too, and it stops reading first: the tap's STATE write then
+    meets a closed pipe. That is the cancel, not a tap failure: exit 143, not 1 with a
+    traceback (nor 120 from the exit's flush)."""
+
+    def silent(conn, server):
+        server.record(read_request(conn))
+        server.stopped.wait()
+
+    with LoopbackServer(silent) as server:
+        config = {
+            "api_key": "k-signal-test-0123", "base_url": server.url, "log_ids": ["log-a"],
+            "start_date": START, "end_date": END, "request_timeout_seconds": 300,
+            "max_concurrent_queries": 1,
+        }  # fmt: skip
+        command = tap_command(tmp_path, config, None, "closed")
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tap:
+            assert tap.stdout is not None
+            assert server.request_seen.wait(timeout=60)  # the tap is waiting for its answer
+            tap.stdout.close()  # the target is gone
+            tap.send_signal(signal.SIGTERM)
+            err = tap.stderr.read() if tap.stderr else b""
+            code = tap.wait(timeout=60)
+    assert code == 143, err.decode()[-3000:]
+    assert b"tap_stopped signal=SIGTERM exit_code=143" in err
+    assert b"the target closed its input" in err
+    assert b"Traceback" not in err
+
+
+def test_a_cancel_while_records_fill_a_closed_pipe_exits_128_plus_signal(
+    emulator_factory, tmp_path
+):
+    """The same while the tap is writing records (the target, the slower side, fell behind)."""
+    emu = emulator_factory(seed=5, log_count=2, events_per_second=5.0)
+    config = {
+        "api_key": emu.api_key, "base_url": emu.base_url, "log_ids": emu.log_ids,
+        "start_date": START, "end_date": END, "window_seconds": 120, "per_page": 100,
+        "poll_interval_seconds": 0.005, "poll_interval_max_seconds": 0.05,
+    }  # fmt: skip
+    command = tap_command(tmp_path, config, None, "records")
+    with (
+        (tmp_path / "records.stderr").open("wb") as err,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err) as tap,
+    ):
+        assert tap.stdout is not None
+        for count, _ in enumerate(tap.stdout, start=1):
+            if count == 200:
+                break
+        tap.send_signal(signal.SIGTERM)
+        tap.stdout.close()
+        code = tap.wait(timeout=60)
+    stderr = (tmp_path / "records.stderr").read_bytes()
+    assert code == 143, stderr.decode()[-3000:]
+    assert b"tap_stopped signal=SIGTERM exit_code=143" in stderr
+    assert b"Traceback" not in stderr

@@ -78,3 +78,38 @@ def test_a_signal_at_the_edge_of_a_wait_exits_130_with_an_exact_state(
         # the STATE claims exactly what was written for this log: no more, no less
         claimed = {key for key in keys if cursor is not None and cursor.already_emitted(*key)}
         assert claimed == mine
+
+
+def test_a_second_signal_while_the_stop_writes_its_state_is_only_recorded(monkeypatch, fake):
+    """The first signal ends a wait at its very edge, before the wait lowered its count (the
+    handler can run as ``__exit__`` starts); then a second one (Ctrl-C, then the scheduler's
+    SIGTERM) arrives while the STATE is written. It must not raise again: exit 130, one STATE."""
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", out)
+    tap = TapRapid7(config=config(), state=None, setup_mapper=True)
+    waits: list[int] = []
+
+    @contextmanager
+    def waiting(self: StopSignal) -> Iterator[None]:
+        waits.append(len(waits) + 1)
+        self._waiting += 1  # no finally: as when the handler ran before the wait's own exit
+        yield
+        if len(waits) == 5:
+            self.request(signal.SIGINT)
+        self._waiting -= 1
+
+    write_state = tap.state_writer.write_state
+
+    def second_signal_then_write(state):
+        if tap.stop_signal.signum is not None:  # the stop's own STATE
+            tap.on_stop_signal(signal.SIGTERM)
+        write_state(state)
+
+    monkeypatch.setattr(StopSignal, "waiting", waiting)
+    monkeypatch.setattr(tap.state_writer, "write_state", second_signal_then_write)
+    with pytest.raises(SystemExit) as stopped:
+        tap.sync_all()
+    out.flush()
+    assert stopped.value.code == 128 + signal.SIGINT  # the first signal decides the exit code
+    messages = [json.loads(line) for line in out.buffer.getvalue().decode().splitlines()]
+    assert messages[-1]["type"] == "STATE"
