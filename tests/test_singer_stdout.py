@@ -17,7 +17,7 @@ import threading
 
 import pytest
 
-from singer_stdout import write_all, write_line
+from singer_stdout import flush_all, write_all, write_line
 
 
 class Trickle(io.RawIOBase):
@@ -47,8 +47,10 @@ def test_a_write_taken_in_pieces_is_completed_in_order(data):
     assert stream.calls == -(-len(data) // 4096)
 
 
-def test_a_full_non_blocking_pipe_is_waited_for_not_dropped():
-    """A non-blocking pipe: ``write`` returns None when full (and partial counts)."""
+@pytest.mark.parametrize("buffered", [False, True], ids=["raw", "buffered"])
+def test_a_full_non_blocking_pipe_is_waited_for_not_dropped(buffered):
+    """A non-blocking pipe: a raw ``write`` returns None when full (and partial counts); a
+    buffered one raises BlockingIOError saying how much it took, and so may its flush."""
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     data = bytes(range(256)) * 4096  # 1 MiB: far more than a pipe holds
@@ -61,10 +63,12 @@ def test_a_full_non_blocking_pipe_is_waited_for_not_dropped():
 
     reader = threading.Thread(target=drain)
     reader.start()
-    with os.fdopen(write_fd, "wb", buffering=0) as writer:
+    with os.fdopen(write_fd, "wb", buffering=8192 if buffered else 0) as writer:
         write_all(writer, data)
+        write_all(writer, b"end\n")
+        flush_all(writer)
     reader.join()
-    assert bytes(received) == data
+    assert bytes(received) == data + b"end\n"
 
 
 def test_write_line_writes_to_the_current_stdout_and_flushes_when_asked(monkeypatch):

@@ -16,26 +16,46 @@ import select
 import sys
 from typing import BinaryIO
 
-__all__ = ["write_all", "write_line"]
+__all__ = ["flush_all", "write_all", "write_line"]
 
 
 def write_all(stream: BinaryIO, data: bytes | bytearray) -> None:
     """Write every byte of ``data`` to the binary ``stream``, however many calls it takes.
 
-    A raw stream may take part of the data (a partial write: returns the count) or none (a
-    non-blocking pipe that is full: returns ``None``); then the rest is written once the stream
-    can take it. Buffered and in-memory streams take everything in the first call, and ``data``
-    is passed as it is (no copy, no view that would pin the SDK's reused message buffer).
+    A raw stream may take part of the data (a partial write: returns the count) or, when it is
+    a full non-blocking pipe, none (returns ``None``); a buffered one on such a pipe raises
+    ``BlockingIOError`` saying how much it took. The rest is written once the stream can take
+    more. ``data`` is passed as it is (no copy, no view that would pin the SDK's reused
+    message buffer); only a rest left over is copied.
     """
     remaining: bytes | bytearray = data
     while remaining:
-        written = stream.write(remaining)
-        if written is None:  # non-blocking and full: wait until it can take more
-            select.select([], [stream], [])
+        try:
+            written = stream.write(remaining)
+        except BlockingIOError as exc:
+            written = exc.characters_written
+            _wait_until_writable(stream)
+        if written is None:
+            _wait_until_writable(stream)
             continue
         if written >= len(remaining):
             return
-        remaining = bytes(remaining[written:])  # rare: a copy of what is left
+        remaining = bytes(remaining[written:])
+
+
+def flush_all(stream: BinaryIO) -> None:
+    """Flush ``stream``, waiting while a non-blocking pipe is full."""
+    while True:
+        try:
+            stream.flush()
+        except BlockingIOError:
+            _wait_until_writable(stream)
+        else:
+            return
+
+
+def _wait_until_writable(stream: BinaryIO) -> None:
+    select.select([], [stream], [])
 
 
 def write_line(line: bytes | bytearray, *, flush: bool) -> None:
@@ -47,4 +67,4 @@ def write_line(line: bytes | bytearray, *, flush: bool) -> None:
     binary = sys.stdout.buffer
     write_all(binary, line)
     if flush:
-        binary.flush()
+        flush_all(binary)
