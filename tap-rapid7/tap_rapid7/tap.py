@@ -107,11 +107,18 @@ class TapRapid7(TapHooks):
         # each write), so this STATE is never ahead of the records.
         self.state_writer.write_state(self.state)
         sys.stdout.flush()
+        self.exit_stopped(
+            signum, "stopped between records; the last STATE covers every RECORD written, "
+            "resume from it",
+        )  # fmt: skip
+
+    @classmethod
+    def exit_stopped(cls, signum: int, reason: str) -> NoReturn:
+        """Log ``tap_stopped`` and exit 128 + ``signum``, as a shell reports a killed command."""
         code = 128 + signum
         log_event(
-            self.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(signum).name,
-            exit_code=code, reason="stopped between records; the last STATE covers every RECORD "
-            "written, resume from it",
+            cls.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(signum).name,
+            exit_code=code, reason=reason,
         )  # fmt: skip
         raise SystemExit(code)
 
@@ -129,31 +136,20 @@ class TapRapid7(TapHooks):
             stop = TapRapid7.installed_stop
             if stop is None or stop.signum is None:
                 raise  # the reader went away on its own: a failure
-            cls._stopped_by_closed_output(stop.signum)
+            # What is still buffered for stdout goes nowhere, so the exit's flush cannot fail
+            # too (Python would then exit 120).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            cls.exit_stopped(
+                stop.signum, "the target closed its input (it was stopped too): it holds the "
+                "last STATE it read, resume from that",
+            )  # fmt: skip
         stop = TapRapid7.installed_stop
         if stop is not None and stop.signum is not None:
-            code = 128 + stop.signum
-            log_event(
-                cls.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(stop.signum).name,
-                exit_code=code, reason="the signal came after the last record: the sync is "
-                "complete",
-            )  # fmt: skip
-            raise SystemExit(code)
-
-    @classmethod
-    def _stopped_by_closed_output(cls, signum: int) -> NoReturn:
-        # What is still buffered for stdout goes nowhere, so the exit's flush cannot fail too
-        # (Python would then exit 120).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        code = 128 + signum
-        log_event(
-            cls.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(signum).name,
-            exit_code=code, reason="the target closed its input (it was stopped too): it holds "
-            "the last STATE it read, resume from that",
-        )  # fmt: skip
-        raise SystemExit(code)
+            cls.exit_stopped(
+                stop.signum, "the signal came after the last record: the sync is complete"
+            )
 
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""

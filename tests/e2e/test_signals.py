@@ -125,25 +125,30 @@ def test_a_signal_stops_between_records_with_a_state_that_resumes_exactly(
     assert len(together) == len(truth)  # and nothing twice
 
 
+def silent(conn, server) -> None:
+    """A server that takes the request and never answers."""
+    server.record(read_request(conn))
+    server.stopped.wait()
+
+
+def waiting_config(server: LoopbackServer) -> dict:
+    """The tap against ``silent``: it waits for an answer (request_timeout_seconds 300)."""
+    return {
+        "api_key": "k-signal-test-0123", "base_url": server.url, "log_ids": ["log-a"],
+        "start_date": START, "end_date": END, "request_timeout_seconds": 300,
+        "max_concurrent_queries": 1,
+    }  # fmt: skip
+
+
 def test_a_signal_while_waiting_for_the_api_stops_at_once(tmp_path):
     """The tap waits on a server that never answers (request_timeout_seconds 300): the signal
     ends the wait instead of letting it run out."""
-
-    def silent(conn, server):
-        server.record(read_request(conn))
-        server.stopped.wait()
-
     state = {"bookmarks": {"events": {"partitions": [
         {"context": {"log_id": "log-a"}, "next_from_millis": iso_to_millis(START),
          "next_from_sequence_number_str": "7"},
     ]}}}  # fmt: skip
     with LoopbackServer(silent) as server:
-        config = {
-            "api_key": "k-signal-test-0123", "base_url": server.url, "log_ids": ["log-a"],
-            "start_date": START, "end_date": END, "request_timeout_seconds": 300,
-            "max_concurrent_queries": 1,
-        }  # fmt: skip
-        command = tap_command(tmp_path, config, state, "waiting")
+        command = tap_command(tmp_path, waiting_config(server), state, "waiting")
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tap:
             assert server.request_seen.wait(timeout=60)  # the tap is waiting for its answer
             tap.send_signal(signal.SIGTERM)
@@ -159,18 +164,8 @@ def test_a_cancel_that_closed_the_target_first_still_exits_128_plus_signal(tmp_p
     """A cancel stops the target too, and it stops reading first: the tap's STATE write then
     meets a closed pipe. That is the cancel, not a tap failure: exit 143, not 1 with a
     traceback (nor 120 from the exit's flush)."""
-
-    def silent(conn, server):
-        server.record(read_request(conn))
-        server.stopped.wait()
-
     with LoopbackServer(silent) as server:
-        config = {
-            "api_key": "k-signal-test-0123", "base_url": server.url, "log_ids": ["log-a"],
-            "start_date": START, "end_date": END, "request_timeout_seconds": 300,
-            "max_concurrent_queries": 1,
-        }  # fmt: skip
-        command = tap_command(tmp_path, config, None, "closed")
+        command = tap_command(tmp_path, waiting_config(server), None, "closed")
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tap:
             assert tap.stdout is not None
             assert server.request_seen.wait(timeout=60)  # the tap is waiting for its answer
