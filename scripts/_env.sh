@@ -6,11 +6,10 @@ install_dev_env() {
     "$PYTHON_BIN" -m venv .venv
   fi
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  # every distribution of the repository, editable, with the dev tools, at the versions pinned
-  # in constraints.txt (scripts/lock.sh writes it)
+  # the repository's one distribution, editable with the extras the tests use, and the dev
+  # tools, at the versions pinned in constraints.txt (scripts/lock.sh writes it)
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
-    -e ./logfmt-events -e ./plugin-settings -e ./singer-stdout -e ./tap-rapid7 -e './target-parquet-parts[s3]' -e ./logsearch-emulator \
-    -e './pipeline-tools[plot]' --group dev
+    -e '.[s3,iceberg,plot]' --group dev
 }
 
 # install_tool NAME REQUIREMENT: a tool in its own venv under .tools/NAME (dependency isolation).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-pins constraints.txt: resolves every distribution of the repository and the dev group
+# Re-pins constraints.txt: resolves the repository's distribution (its extras) and the dev group
 # afresh (without the old pins) in a throwaway venv, then freezes it. Run after changing a
 # dependency; commit the result. scripts/_env.sh installs with `-c constraints.txt`.
 set -euo pipefail
@@ -10,8 +10,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$PYTHON_BIN" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check \
-  -e ./logfmt-events -e ./plugin-settings -e ./singer-stdout -e ./tap-rapid7 -e './target-parquet-parts[s3]' -e ./logsearch-emulator \
-  -e './pipeline-tools[plot]' --group dev
+  -e '.[s3,iceberg,plot]' --group dev
 {
   echo "# Pinned versions for reproducible installs (scripts/lock.sh writes this file)."
   "$tmp/venv/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check \

@@ -3,8 +3,8 @@
 - The settings tables in README.md are what `scripts/settings_tables.py` makes of each plugin's
   `--about --format=markdown` now: a setting added to a plugin without regenerating fails here.
 - README.md is a front door: at most 16 KB.
-- The layout tree in README's Development section names every module of every distribution, and
-  nothing that does not exist.
+- The layout tree in README's Development section names every module the distribution ships,
+  and nothing that does not exist.
 - Every relative link in the tracked Markdown files resolves to a tracked file (and heading).
 - No tracked file refers to documents outside the repository.
 """
@@ -21,6 +21,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.distribution_sources import top_level_packages
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -187,15 +189,13 @@ def _layout_entries() -> list[str]:
 
 
 def _distribution_modules() -> set[str]:
-    """Every module and package of every distribution folder (a folder with pyproject.toml)."""
-    distributions = {path.split("/")[0] for path in tracked_files() if path.count("/") == 1}
-    distributions = {d for d in distributions if f"{d}/pyproject.toml" in tracked_files()}
+    """Every package and module that the distribution ships (pyproject.toml's packages)."""
+    packages = set(top_level_packages())
     wanted: set[str] = set()
     for path in tracked_files():
         parts = path.split("/")
-        if parts[0] in distributions and len(parts) > 2 and path.endswith(".py"):
-            wanted.add(parts[0])
-            wanted.update("/".join(parts[:i]) for i in range(2, len(parts)))  # packages
+        if parts[0] in packages and path.endswith(".py"):
+            wanted.update("/".join(parts[:i]) for i in range(1, len(parts)))  # packages
             if parts[-1] != "__init__.py":
                 wanted.add(path)
     return wanted

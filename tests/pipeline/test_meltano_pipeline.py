@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -31,6 +30,7 @@ import yaml
 
 from pipeline_tools.reconcile.cli import main as reconcile_main
 from pipeline_tools.timeline import main as timeline_main
+from tests.distribution_sources import copy_distribution_sources
 from tests.target.iceberg_helpers import scan, summaries
 
 pytestmark = pytest.mark.e2e
@@ -60,16 +60,12 @@ def _base_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """meltano.yml and the distribution folders its `pip_url`s install, in a temp directory,
-    after `meltano install` (once for the module's tests: each uses its own state IDs)."""
+    """meltano.yml and the distribution its `pip_url`s install (`-e .[extras]`), in a temp
+    directory, after `meltano install` (once for the module's tests: each uses its own state
+    IDs)."""
     root = tmp_path_factory.mktemp("meltano") / "project"
-    root.mkdir()
+    copy_distribution_sources(root)
     shutil.copy(REPO / "meltano.yml", root / "meltano.yml")
-    folders = set(re.findall(r"-e \./([\w.-]+)", (REPO / "meltano.yml").read_text()))
-    assert {"tap-rapid7", "target-parquet-parts"} <= folders
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for folder in folders:
-        shutil.copytree(REPO / folder, root / folder, ignore=ignore)
     _meltano(root, _base_env(), "install")
     return root
 

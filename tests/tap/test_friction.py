@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from plugin_io.distribution import distribution_version
 from tap_rapid7.config_dates import check_dates, resolve_date
 from tap_rapid7.logsearch import REGIONS, LogSearchClient
-from tap_rapid7.version import distribution_version
 
 pytestmark = pytest.mark.e2e
 

@@ -260,7 +260,7 @@ def test_quiet_logs_read_together_cost_one_query_per_window(monkeypatch, request
 
 def test_messages_taken_by_stdout_in_pieces_come_out_whole(monkeypatch, fake):
     """Unbuffered stdout (PYTHONUNBUFFERED=1) may take a line in pieces; none is dropped."""
-    from tests.test_singer_stdout import Trickle
+    from tests.plugin_io.test_singer_lines import Trickle
 
     raw = Trickle(step=1000)
     monkeypatch.setattr("sys.stdout", io.TextIOWrapper(raw, encoding="utf-8"))

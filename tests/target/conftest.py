@@ -56,7 +56,7 @@ class StateCapture(io.TextIOBase):
 
     @property
     def buffer(self) -> _BinaryLayer:  # type: ignore[override]
-        """The binary layer the target writes its STATE lines to (``singer_stdout``)."""
+        """The binary layer the target writes its STATE lines to (``plugin_io.singer_lines``)."""
         return _BinaryLayer(self)
 
 

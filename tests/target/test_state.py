@@ -13,6 +13,7 @@ import pytest
 
 from target_parquet_parts import target as target_module
 from target_parquet_parts.target import TargetParquetParts
+from tests.plugin_io.test_singer_lines import Trickle
 from tests.target.conftest import part_files, run_target, start_target_process
 from tests.target.singer_data import (
     BASE_SEQUENCE,
@@ -22,7 +23,6 @@ from tests.target.singer_data import (
     schema_message,
     state_message,
 )
-from tests.test_singer_stdout import Trickle
 
 
 def _written_indexes(out) -> set[int]:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from logfmt_events import format_event, parse_fields
 from pipeline_tools.timeline import build_timeline, main, parse_line, parse_lines
+from plugin_io.log_events import format_event, parse_fields
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PAGE = {

@@ -1,0 +1,376 @@
+"""One window of one log, exactly: ``[from, to)`` whatever the server's reading of the bounds.
+
+Rapid7's spec leaves open whether ``from`` is inclusive (one literal reading of the
+``sequence_number`` text excludes it) and does not say whether ``to`` is. So the reader asks from
+the millisecond *before* the one it needs and cuts ``[from, to)`` itself: a server that excludes
+``from`` still returns ``from``, one that includes it also returns the millisecond before, which
+is dropped (counted in ``out_of_window_dropped``), and one that includes ``to`` has ``to`` cut.
+Entries are identified by ``(log_id, timestamp, sequence_number)``; sequence numbers may recur
+across milliseconds. A restart (expired or refused link, poll timeout, looping ``Next``) asks
+again from just before the last accepted event's millisecond, and the identity dedupe absorbs
+the re-read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from singer_sdk.exceptions import FatalAPIError
+
+from plugin_io.log_events import log_event
+from tap_rapid7.logsearch.http import InvalidPageError, QueryRestartNeeded
+from tap_rapid7.logsearch.query import Page, QueryProtocol
+from tap_rapid7.logsearch.records import RecordBuilder
+from tap_rapid7.windows import Cursor, Window, WindowFilter
+
+__all__ = ["WindowReader", "WindowReport", "exact_sequence"]
+
+logger = logging.getLogger("tap_rapid7.logsearch")
+
+
+@dataclass
+class WindowReport:
+    """What reading one window did (filled in as the window is read)."""
+
+    log_id: str
+    window: Window
+    events: int = 0
+    duplicates_dropped: int = 0
+    out_of_window_dropped: int = 0
+    resume_skipped: int = 0
+    pages: int = 0
+    restarts: int = 0
+    stalls: int = 0
+    elapsed_seconds: float = 0.0
+    event_time_missing: int = 0
+    event_time_unparsable: int = 0
+    beyond_retention: bool = False
+    page_sizes: list[int] = field(default_factory=list)
+
+
+def exact_sequence(event: Mapping[str, Any]) -> tuple[int, str] | None:
+    """``(int, str)`` of an event's sequence number, from the exact string when present."""
+    text = event.get("sequence_number_str")
+    if isinstance(text, str) and text:
+        try:
+            return int(text), text
+        except ValueError:
+            return None
+    number = event.get("sequence_number")
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number, str(number)
+    return None
+
+
+def _not_advancing(page_max: int | None, previous_max: int | None) -> bool:
+    """A continued page whose newest event is no newer than the previous page's newest."""
+    return page_max is None or (previous_max is not None and page_max <= previous_max)
+
+
+@dataclass
+class _LogRead:
+    """One log's part of a window being read: its filter, record builder and report."""
+
+    log_id: str
+    filt: WindowFilter
+    build: RecordBuilder
+    report: WindowReport
+    started: float
+
+
+class WindowReader:
+    """Reads windows through a ``QueryProtocol``; logs one line per page and one per window.
+
+    One log per query, or several (``read_group``): quiet logs share one query, which then
+    costs one query for all of them instead of one each. A shared query is only ever read for
+    its first page. If that page is full (it has a ``Next``), each log goes on alone from where
+    the page left it: exactness then never depends on how a server continues a query over
+    several logs (Rapid7 promises sequence numbers unique only within one log's millisecond).
+    """
+
+    def __init__(self, protocol: QueryProtocol, *, event_time_fields: tuple[str, ...] = ()) -> None:
+        self.protocol = protocol
+        self.event_time_fields = event_time_fields
+        RecordBuilder(event_time_fields)  # refuse a bad event_time_fields before any query
+
+    def _start(
+        self, log_id: str, window: Window, resume: Cursor | None, report: WindowReport | None
+    ) -> _LogRead:
+        return _LogRead(
+            log_id,
+            WindowFilter(window, resume),
+            RecordBuilder(self.event_time_fields),
+            report or WindowReport(log_id, window),
+            self.protocol.http.clock(),
+        )
+
+    def read(
+        self,
+        log_id: str,
+        window: Window,
+        resume: Cursor | None = None,
+        statement: str | None = None,
+        report: WindowReport | None = None,
+    ) -> Iterator[list[dict]]:
+        """Batches (one per page) of the records of ``window``, exactly, in server order.
+
+        Drops events outside ``[from, to)``, events at or before ``resume`` and duplicates;
+        restarts the query when it cannot go on, bounded by ``max_restarts`` restarts in a row
+        that made no progress.
+        """
+        state = self._start(log_id, window, resume, report)
+        self._log_query_start(log_id, window, state.filt.start_from_ms())
+        yield from self._read_alone(state, statement)
+        self._complete(state)
+
+    def read_group(
+        self,
+        log_ids: tuple[str, ...],
+        window: Window,
+        resumes: Mapping[str, Cursor | None],
+        statement: str | None = None,
+        reports: Mapping[str, WindowReport] | None = None,
+    ) -> Iterator[list[dict]]:
+        """Batches of the records of ``window`` for several logs (mixed, in server order).
+
+        One shared query first; only if its first page is full does each log continue alone.
+        Each log keeps its own filter (resume point, identity dedupe) and report.
+        """
+        if len(log_ids) == 1:
+            log_id = log_ids[0]
+            report = reports.get(log_id) if reports else None
+            yield from self.read(log_id, window, resumes.get(log_id), statement, report)
+            return
+        states = {
+            log_id: self._start(
+                log_id, window, resumes.get(log_id), reports.get(log_id) if reports else None
+            )
+            for log_id in log_ids
+        }
+        first_ms = min(state.filt.start_from_ms() for state in states.values())
+        label = f"{log_ids[0]}+{len(log_ids) - 1}"
+        self._log_query_start(label, window, first_ms, logs=len(log_ids))
+        page = self._group_page(log_ids, label, window, first_ms, statement)
+        batch = self._filter_group_page(page, states, label)
+        if batch:
+            self.protocol.http.pacer.count_events(len(batch))
+            yield batch
+        if page.next_href:  # full: each log goes on alone from where the page left it
+            for log_id in log_ids:
+                yield from self._read_alone(states[log_id], statement)
+        for log_id in log_ids:
+            self._complete(states[log_id])
+
+    def _group_page(
+        self,
+        log_ids: tuple[str, ...],
+        label: str,
+        window: Window,
+        first_ms: int,
+        statement: str | None,
+    ) -> Page:
+        """The first page of one query over several logs (restarted if its link expires)."""
+        protocol = self.protocol
+        for attempt in range(protocol.max_restarts + 1):
+            pages = protocol.pages(log_ids, max(0, first_ms - 1), window.to_ms, statement)
+            try:
+                return next(pages)
+            except QueryRestartNeeded as signal:
+                protocol.http.pacer.count_restart()
+                log_event(
+                    logger, logging.WARNING, "logsearch_retry", log_id=label,
+                    status_code=signal.status_code, attempt=attempt + 1, wait_seconds=0,
+                    reason=signal.reason, restart_from=max(0, first_ms - 1),
+                )  # fmt: skip
+                last = signal
+            finally:
+                pages.close()  # never follow a shared query's Next
+        msg = (
+            f"query for logs {label} window [{window.from_ms}, {window.to_ms}) restarted "
+            f"{protocol.max_restarts} times without a page ({last.reason}); giving up "
+            "(setting max_restarts)"
+        )
+        raise FatalAPIError(msg) from last
+
+    def _filter_group_page(
+        self, page: Page, states: Mapping[str, _LogRead], label: str
+    ) -> list[dict]:
+        batch: list[dict] = []
+        window = next(iter(states.values())).filt.window
+        if page.beyond_retention:
+            for read in states.values():
+                self._note_retention(read, page)
+        per_log: dict[str, list[int]] = {}
+        for index, event in enumerate(page.events):
+            if not isinstance(event, dict):
+                _bad_event(
+                    page, label, window, index, f"is a {type(event).__name__}, not an object"
+                )
+            event_log = event.get("log_id")
+            state = states.get(event_log) if isinstance(event_log, str) else None
+            if state is None:
+                _bad_event(page, label, window, index, f"belongs to log {event_log!r}")
+            timestamp, seq, seq_str = _identity(page, label, window, index, event)
+            per_log.setdefault(state.log_id, []).append(timestamp)
+            if state.filt.accept(timestamp, seq, seq_str):
+                batch.append(state.build(event, state.log_id, timestamp, seq, seq_str))
+        for state in states.values():
+            state.report.pages += 1
+            state.report.page_sizes.append(len(per_log.get(state.log_id, ())))
+        stamps = [ts for log_stamps in per_log.values() for ts in log_stamps]
+        log_event(
+            logger, logging.INFO, "logsearch_page_complete", log_id=label, logs=len(states),
+            page=1, status_code=page.status_code, event_count=len(page.events),
+            events_total=len(batch), page_min_event_timestamp=min(stamps, default=None),
+            page_max_event_timestamp=max(stamps, default=None), window_from=window.from_ms,
+            window_to=window.to_ms, link_rels=page.link_rels, keys=page.body_keys,
+            accepted=len(batch), polls=page.polls, elapsed_seconds=round(page.elapsed_seconds, 3),
+        )  # fmt: skip
+        return batch
+
+    def _log_query_start(self, log_id: str, window: Window, first_ms: int, **extra: Any) -> None:
+        log_event(
+            logger, logging.INFO, "logsearch_query_start", log_id=log_id,
+            window_from=window.from_ms, window_to=window.to_ms, per_page=self.protocol.per_page,
+            query_from=max(0, first_ms - 1), **extra,
+        )  # fmt: skip
+
+    @staticmethod
+    def _note_retention(state: _LogRead, page: Page) -> None:
+        if not page.beyond_retention or state.report.beyond_retention:
+            return
+        state.report.beyond_retention = True
+        window = state.filt.window
+        log_event(
+            logger, logging.WARNING, "logsearch_beyond_retention", log_id=state.log_id,
+            window_from=window.from_ms, window_to=window.to_ms, message=page.beyond_retention,
+        )  # fmt: skip
+
+    def _read_alone(self, state: _LogRead, statement: str | None) -> Iterator[list[dict]]:
+        """Page one log's query to its end from where its filter stands, restarting as needed."""
+        protocol = self.protocol
+        log_id, filt, report = state.log_id, state.filt, state.report
+        window = filt.window
+        stuck_restarts = 0
+        accepted_at_restart = 0
+        while True:
+            previous_max: int | None = None
+            query_from = max(0, filt.start_from_ms() - 1)
+            try:
+                for page in protocol.pages(log_id, query_from, window.to_ms, statement):
+                    self._note_retention(state, page)
+                    batch, page_min, page_max = self._filter_page(page, state)
+                    report.pages += 1
+                    report.page_sizes.append(len(page.events))
+                    fields = {
+                        "log_id": log_id, "page": report.pages, "status_code": page.status_code,
+                        "event_count": len(page.events), "events_total": filt.accepted,
+                        "page_min_event_timestamp": page_min,
+                        "page_max_event_timestamp": page_max,
+                        "window_from": window.from_ms, "window_to": window.to_ms,
+                        "next_from_millis": filt.next_from_millis(),
+                        "link_rels": page.link_rels, "keys": page.body_keys, "accepted": len(batch),
+                        "polls": page.polls,
+                        "elapsed_seconds": round(page.elapsed_seconds, 3),
+                    }  # fmt: skip
+                    log_event(logger, logging.INFO, "logsearch_page_complete", **fields)
+                    stalled = page.number > 1 and _not_advancing(page_max, previous_max)
+                    if stalled and page.next_href:
+                        report.stalls += 1
+                        log_event(logger, logging.WARNING, "logsearch_pagination_stalled", **fields)
+                    if page_max is not None:
+                        previous_max = page_max
+                    if batch:
+                        protocol.http.pacer.count_events(len(batch))
+                        yield batch
+                return
+            except QueryRestartNeeded as signal:
+                report.restarts += 1
+                protocol.http.pacer.count_restart()
+                progressed = filt.accepted > accepted_at_restart
+                stuck_restarts = 1 if progressed else stuck_restarts + 1
+                accepted_at_restart = filt.accepted
+                if stuck_restarts > protocol.max_restarts:
+                    msg = (
+                        f"query for log {log_id!r} window [{window.from_ms}, {window.to_ms}) "
+                        f"restarted {protocol.max_restarts} times without progress "
+                        f"({signal.reason}); giving up (setting max_restarts)"
+                    )
+                    raise FatalAPIError(msg) from signal
+                log_event(
+                    logger, logging.WARNING, "logsearch_retry", log_id=log_id,
+                    status_code=signal.status_code, attempt=report.restarts, wait_seconds=0,
+                    reason=signal.reason, restart_from=max(0, filt.start_from_ms() - 1),
+                )  # fmt: skip
+
+    def _complete(self, state: _LogRead) -> None:
+        """Fill the report and log the window's line."""
+        filt, report, build = state.filt, state.report, state.build
+        window = filt.window
+        report.events = filt.accepted
+        report.duplicates_dropped = filt.duplicates_dropped
+        report.out_of_window_dropped = filt.out_of_window_dropped
+        report.resume_skipped = filt.resume_skipped
+        report.event_time_missing = build.event_time.missing
+        report.event_time_unparsable = build.event_time.unparsable
+        report.elapsed_seconds = self.protocol.http.clock() - state.started
+        log_event(
+            logger, logging.INFO, "logsearch_window_complete", log_id=state.log_id,
+            window_from=window.from_ms, window_to=window.to_ms, events=filt.accepted,
+            duplicates_dropped=filt.duplicates_dropped,
+            out_of_window_dropped=filt.out_of_window_dropped,
+            resume_skipped=filt.resume_skipped, pages=report.pages, restarts=report.restarts,
+            event_time_missing=report.event_time_missing,
+            event_time_unparsable=report.event_time_unparsable,
+            beyond_retention=report.beyond_retention,
+            elapsed_seconds=round(report.elapsed_seconds, 3),
+        )  # fmt: skip
+
+    @staticmethod
+    def _filter_page(page: Page, state: _LogRead) -> tuple[list[dict], int | None, int | None]:
+        batch: list[dict] = []
+        page_min: int | None = None
+        page_max: int | None = None
+        log_id, filt, build = state.log_id, state.filt, state.build
+        window = filt.window
+        for index, event in enumerate(page.events):
+            if not isinstance(event, dict):
+                _bad_event(
+                    page, log_id, window, index, f"is a {type(event).__name__}, not an object"
+                )
+            timestamp, seq, seq_str = _identity(page, log_id, window, index, event)
+            event_log = event.get("log_id")
+            if event_log is not None and event_log != log_id:
+                _bad_event(page, log_id, window, index, f"belongs to log {event_log!r}")
+            if page_min is None or timestamp < page_min:
+                page_min = timestamp
+            if page_max is None or timestamp > page_max:
+                page_max = timestamp
+            if filt.accept(timestamp, seq, seq_str):
+                batch.append(build(event, log_id, timestamp, seq, seq_str))
+        return batch, page_min, page_max
+
+
+def _identity(
+    page: Page, log_id: str, window: Window, index: int, event: Mapping[str, Any]
+) -> tuple[int, int, str]:
+    """``(timestamp, sequence_number, sequence_number_str)`` of an event, or a clear error."""
+    timestamp = event.get("timestamp")
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        _bad_event(page, log_id, window, index, f"has no integer timestamp ({timestamp!r})")
+    sequence = exact_sequence(event)
+    if sequence is None:
+        _bad_event(page, log_id, window, index, "has no usable sequence_number")
+    return timestamp, sequence[0], sequence[1]
+
+
+def _bad_event(page: Page, log_id: str, window: Window, index: int, problem: str) -> NoReturn:
+    msg = (
+        f"Log Search sent a malformed event for log {log_id!r} window "
+        f"[{window.from_ms}, {window.to_ms}): event {index} of page {page.number} "
+        f"(at {page.path}) {problem}"
+    )
+    raise InvalidPageError(msg)

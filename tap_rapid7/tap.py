@@ -1,0 +1,198 @@
+"""tap-rapid7: exact, resumable pulls from the Rapid7 InsightIDR Log Search API."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, ClassVar, NoReturn, TypeVar
+
+from singer_sdk import Stream
+from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.singerlib import Message, RecordMessage
+
+from plugin_io.distribution import DISTRIBUTION
+from plugin_io.log_events import log_event
+from plugin_io.singer_lines import write_line
+from tap_rapid7.config_dates import check_dates
+from tap_rapid7.logsearch import LogSearchClient
+from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
+from tap_rapid7.sdk_hooks import TapHooks
+from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings, numbers_from_text
+from tap_rapid7.stopping import StopRequested, StopSignal
+from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
+from tap_rapid7.version import PLUGIN_NAME
+
+T = TypeVar("T")
+
+__all__ = ["TapRapid7"]
+
+
+class RecordBufferingWriter(MsgSpecWriter):
+    """msgspec writer that flushes stdout at every non-RECORD message instead of every message.
+
+    A flush per record is a system call per event. STATE (and SCHEMA) still flush at once, and
+    they follow the records they cover in the same stream, so a reader never sees a STATE before
+    its records; records after the last STATE may sit in the buffer, as they may in any pipe.
+    """
+
+    def write_message(self, message: Message) -> None:
+        """Write one message whole (``plugin_io.singer_lines``); flush unless it is a RECORD."""
+        write_line(self.format_message(message), flush=not isinstance(message, RecordMessage))
+
+
+class TapRapid7(TapHooks):
+    """Singer tap for Rapid7 Log Search: events per log, plus logs and log sets."""
+
+    name = PLUGIN_NAME
+    # --about's version and Python support: the one distribution's metadata (public SDK attribute)
+    package_name = DISTRIBUTION
+    # msgspec writes RECORD lines faster than the default simplejson writer and keeps ints exact.
+    message_writer_class = RecordBufferingWriter
+
+    # a copy: the SDK appends its built-in settings (stream_maps, ...) to this dict in place
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
+
+    def prepare_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Numbers given as text (Meltano passes kind-less settings from the environment so)."""
+        return numbers_from_text(config)
+
+    def resolve_config(self, config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Relative dates resolved once for the run, and date errors naming the setting.
+
+        ``start_date``/``end_date`` become ISO 8601 moments, so every stream sees the same
+        values; a future ``start_date``, an ``end_date`` not after it, or an unparsable date is
+        refused with the setting named (the CLI prints each error).
+        """
+        return check_dates(config, dt.datetime.now(tz=dt.UTC))
+
+    # Stopping on SIGTERM/SIGINT (see ``stopping``): the handler only records the signal.
+    installed_stop: ClassVar[StopSignal | None] = None  # the latest tap's: handlers are per process
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stop_signal = StopSignal()  # before the SDK installs the handler that uses it
+        TapRapid7.installed_stop = self.stop_signal
+        super().__init__(*args, **kwargs)
+
+    def on_stop_signal(self, signum: int) -> None:
+        """Record the signal; stop at once only while waiting for the API (nothing half written)."""
+        self.stop_signal.request(signum)
+
+    def stop_if_requested(self) -> None:
+        """Between two records: stop here if a signal came (STATE of what was written, exit)."""
+        if self.stop_signal.signum is not None:
+            self.stop_now(self.stop_signal.signum)
+
+    def wait_for_api(self, fetch: Callable[[], T]) -> T:
+        """``fetch()``, a wait for the API (nothing is written): a stop signal ends it at once.
+
+        A call, not a context manager: a ``with`` block's ``__exit__`` runs in the caller's
+        frame, so a signal landing as the block was left (still counted as waiting) raised
+        ``StopRequested`` outside the handler (exit 1 in CI). Here every moment counted as
+        waiting runs inside this ``try``.
+        """
+        try:
+            with self.stop_signal.waiting():
+                return fetch()
+        except StopRequested as stop:
+            self.stop_now(stop.signum)
+
+    def stop_now(self, signum: int) -> NoReturn:
+        """Write the STATE of what was written, log ``tap_stopped``, exit 128 + ``signum``."""
+        # The cursor of every log is the last RECORD written (streams update it right after
+        # each write), so this STATE is never ahead of the records.
+        self.state_writer.write_state(self.state)
+        sys.stdout.flush()
+        self.exit_stopped(
+            signum, "stopped between records; the last STATE covers every RECORD written, "
+            "resume from it",
+        )  # fmt: skip
+
+    @classmethod
+    def exit_stopped(cls, signum: int, reason: str) -> NoReturn:
+        """Log ``tap_stopped`` and exit 128 + ``signum``, as a shell reports a killed command."""
+        code = 128 + signum
+        log_event(
+            cls.logger, logging.WARNING, "tap_stopped", signal=signal.Signals(signum).name,
+            exit_code=code, reason=reason,
+        )  # fmt: skip
+        raise SystemExit(code)
+
+    @classmethod
+    def invoke(cls, *args: Any, **kwargs: Any) -> None:
+        """The SDK's sync, then: a signal that came after the last record still exits 128 + n.
+
+        A cancel reaches the target too, and it stops reading first: the tap's next write then
+        fails with a broken pipe. That is the cancel, not a fault of the tap (click would exit
+        1 with a traceback): the target has the last STATE it could read, so exit 128 + n.
+        """
+        try:
+            super().invoke(*args, **kwargs)
+        except BrokenPipeError:
+            stop = TapRapid7.installed_stop
+            if stop is None or stop.signum is None:
+                raise  # the reader went away on its own: a failure
+            # What is still buffered for stdout goes nowhere, so the exit's flush cannot fail
+            # too (Python would then exit 120).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            cls.exit_stopped(
+                stop.signum, "the target closed its input (it was stopped too): it holds the "
+                "last STATE it read, resume from that",
+            )  # fmt: skip
+        stop = TapRapid7.installed_stop
+        if stop is not None and stop.signum is not None:
+            cls.exit_stopped(
+                stop.signum, "the signal came after the last record: the sync is complete"
+            )
+
+    def discover_streams(self) -> list[Stream]:
+        """The events stream and the two management streams."""
+        return [EventsStream(self), LogsStream(self), LogsetsStream(self)]
+
+    @cached_property
+    def settings(self) -> TapSettings:
+        """The typed settings of this run (read after validation resolved the dates)."""
+        return TapSettings.from_config(self.config)
+
+    @cached_property
+    def client(self) -> LogSearchClient:
+        """The one HTTP client of this run (shared by every stream and thread)."""
+        try:
+            return LogSearchClient(self.settings)
+        except SettingError as exc:
+            raise FatalAPIError(str(exc)) from exc
+
+    @cached_property
+    def log_ids(self) -> list[str]:
+        """``log_ids`` from config, or every log the API key can see."""
+        if self.settings.log_ids:
+            return self.settings.logs
+        return self.client.list_log_ids()
+
+    def window_runner(self, plan: list[WindowTask]) -> WindowRunner:
+        """The runner for this sync's windows (built once per run)."""
+        runner = self.__dict__.get("_window_runner")
+        if runner is None:
+            limit = self.settings.max_concurrent_queries
+            if limit <= 1:
+                runner = SequentialRunner(self.client)
+            else:
+                runner = ConcurrentRunner(self.client, plan, limit)
+            self.__dict__["_window_runner"] = runner
+        return runner
+
+
+def _main() -> Any:  # pragma: no cover
+    return TapRapid7.cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()

@@ -1,0 +1,399 @@
+"""``target-parquet-parts-compact``: rewrite the small files of closed partitions, atomically.
+
+For each Iceberg table of the target's catalog (``--config``, the target's own config file):
+
+1. Plan on the current snapshot: the data files of *closed* partitions (day before ``--before``,
+   default today UTC; unpartitioned tables count as closed; the null-date partition never
+   closes) that are smaller than 3/4 of ``--target-file-mb``, bin-packed per partition into
+   groups of about ``--target-file-mb``; a group needs at least two files. Files that have
+   delete files (this target writes none; another engine may) are left alone.
+2. Read each group (a scan restricted to its files, in the table's current schema) and write it
+   as new data files. Nothing is visible yet.
+3. Commit ONE snapshot that deletes exactly the planned files and adds the new ones (pyiceberg's
+   overwrite producer with explicit ``delete_data_file``; no row filter). A reader sees either the
+   old snapshot or the new one, never both sets of files and never neither: every row exactly
+   once at any moment. Appends committed meanwhile by writers (also to the same partition) are
+   kept: on a conflict the same change is re-staged on the new head (``commit_with_retry``); if
+   one of the planned files vanished (another compaction won), the commit is refused
+   (``ValidationException``) and this table is skipped, its new files deleted.
+4. Expire snapshots older than ``--retain-hours`` (never the current one, nor the pending
+   snapshots of unfinished runs that the exactly-once bookkeeping still needs, see
+   ``iceberg_ledger.py``), then delete the data files, manifests and manifest lists that only
+   expired snapshots referenced. Readers that started before the retention window may still be
+   reading old snapshots: keep the window longer than your longest query.
+
+Plain parts (``table_format: parquet``) are refused with an explanation (``PARTS_EXPLANATION``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import random
+import sys
+import time
+import typing as t
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import ValidationException
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile, ManifestFile
+from pyiceberg.table import FileScanTask, Table
+from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update.snapshot import ExpireSnapshots
+from pyiceberg.transforms import DayTransform
+
+from plugin_io.log_events import log_event
+from target_parquet_parts.iceberg import (
+    commit_with_retry,
+    load_iceberg_catalog,
+    namespace_of,
+    stage_snapshot,
+    table_identifier,
+)
+from target_parquet_parts.iceberg_ledger import COMPACTION, pending_snapshot_ids
+from target_parquet_parts.settings import SettingError, TargetSettings, config_from_env
+
+__all__ = ["PARTS_EXPLANATION", "compact_table", "expire_table", "main"]
+
+logger = logging.getLogger("target_parquet_parts.compact")
+
+EXIT_NOT_ICEBERG = 2
+_EPOCH = datetime.date(1970, 1, 1)
+
+PARTS_EXPLANATION = """\
+target-parquet-parts-compact: this dataset is plain parts (table_format: parquet); only Iceberg
+tables can be compacted safely.
+
+Why: a plain-parts dataset has no commit point. Readers (DuckDB, Spark, Trino, Athena, Polars)
+list the directory and read every part they find. Replacing small parts by a large one takes
+two steps on a filesystem or object store: write the large part, then delete the small ones.
+A reader that lists between the two sees those rows twice; in the other order, not at all. No
+rename or lock makes the pair atomic for readers that do not take part in the locking, and
+the exactly-once journal would name parts that are gone. An Iceberg reader reads the file list
+of one snapshot, and a compaction is one snapshot: readers see the old files or the new ones.
+
+What to do: write new data with table_format: iceberg (see the README), then compact with this
+command; read old parts as they are (their number does not grow once the pipeline moved).
+"""
+
+
+@dataclass
+class CompactionResult:
+    """What one table's compaction did (also printed as one JSON line)."""
+
+    table: str
+    files_before: int = 0
+    files_after: int = 0
+    rows_before: int = 0
+    rows_after: int = 0
+    partitions: int = 0
+    rewritten_files: int = 0
+    written_files: int = 0
+    snapshot_id: int | None = None
+    expired_snapshots: int = 0
+    deleted_files: int = 0
+    skipped: str | None = None
+    groups: list[list[str]] = field(default_factory=list, repr=False)
+
+
+def _day_position(table: Table) -> int | None:
+    for position, partition_field in enumerate(table.spec().fields):
+        if isinstance(partition_field.transform, DayTransform):
+            return position
+    return None
+
+
+def _closed(table: Table, data_file: DataFile, before: datetime.date) -> bool:
+    if table.spec().is_unpartitioned():
+        return True
+    position = _day_position(table)
+    if position is None or data_file.spec_id != table.spec().spec_id:
+        return False
+    value = data_file.partition[position]
+    if value is None:
+        return False  # the null-date partition keeps receiving rows: never closed
+    return _EPOCH + datetime.timedelta(days=int(value)) < before
+
+
+def plan(
+    table: Table, before: datetime.date, target_bytes: int
+) -> tuple[list[DataFile], list[list[DataFile]]]:
+    """(every live data file, groups of small files of closed partitions to merge)."""
+    tasks = list(table.scan().plan_files())
+    live = [task.file for task in tasks]
+    small = int(target_bytes * 0.75)
+    by_partition: dict[tuple[int, str], list[DataFile]] = {}
+    for task in tasks:
+        data_file = task.file
+        if task.delete_files:
+            continue  # rows deleted by another engine's delete files: left to that engine
+        if data_file.file_size_in_bytes < small and _closed(table, data_file, before):
+            key = (data_file.spec_id, repr(data_file.partition))
+            by_partition.setdefault(key, []).append(data_file)
+    groups: list[list[DataFile]] = []
+    for files in by_partition.values():
+        files.sort(key=lambda f: f.file_path)
+        group: list[DataFile] = []
+        size = 0
+        for data_file in files:
+            if group and size + data_file.file_size_in_bytes > target_bytes:
+                groups.append(group)
+                group, size = [], 0
+            group.append(data_file)
+            size += data_file.file_size_in_bytes
+        groups.append(group)
+    return live, [g for g in groups if len(g) >= 2]
+
+
+def compact_table(
+    table: Table,
+    *,
+    before: datetime.date,
+    target_bytes: int,
+    rng: random.Random,
+    dry_run: bool = False,
+) -> tuple[Table, CompactionResult]:
+    """Rewrite the small files of closed partitions in one commit (module docstring)."""
+    table = table.refresh()
+    result = CompactionResult(table=".".join(table.name()))
+    live, groups = plan(table, before, target_bytes)
+    result.files_before = len(live)
+    result.rows_before = sum(f.record_count for f in live)
+    result.groups = [[f.file_path for f in g] for g in groups]
+    result.partitions = len(groups)
+    if not groups or dry_run:
+        result.files_after, result.rows_after = result.files_before, result.rows_before
+        result.skipped = "dry run" if dry_run and groups else (None if groups else "nothing to do")
+        return table, result
+    started = time.perf_counter()
+    removed = [f for g in groups for f in g]
+    added: list[DataFile] = []
+    scan = ArrowScan(table.metadata, table.io, table.schema(), AlwaysTrue())
+    for group in groups:
+        rows = scan.to_table([FileScanTask(f) for f in group])
+        added.extend(_dataframe_to_data_files(table.metadata, rows, table.io))
+    properties = {
+        COMPACTION: "true",
+        "singer.compaction-before": before.isoformat(),
+        "singer.compaction-rewritten-files": str(len(removed)),
+    }
+    try:
+        table, _ = commit_with_retry(
+            table,
+            lambda tx: stage_snapshot(tx, properties, added, removed),
+            rng=rng,
+            log=logger,
+            stream=result.table,
+        )
+    except ValidationException as exc:
+        for data_file in added:  # never committed: nobody references them
+            table.io.delete(data_file.file_path)
+        result.skipped = f"concurrent change to the planned files: {exc}"
+        log_event(
+            logger,
+            logging.WARNING,
+            "iceberg_compaction_skipped",
+            table=result.table,
+            reason=result.skipped[:200],
+        )
+        return table, result
+    current = table.current_snapshot()
+    result.snapshot_id = current.snapshot_id if current is not None else None
+    after = [task.file for task in table.scan().plan_files()]
+    result.files_after = len(after)
+    result.rows_after = sum(f.record_count for f in after)
+    result.rewritten_files = len(removed)
+    result.written_files = len(added)
+    log_event(
+        logger,
+        logging.INFO,
+        "iceberg_compaction",
+        table=result.table,
+        partitions=result.partitions,
+        files_before=result.files_before,
+        files_after=result.files_after,
+        rewritten_files=len(removed),
+        written_files=len(added),
+        rows=result.rows_after,
+        snapshot_id=result.snapshot_id,
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return table, result
+
+
+def _reachable(
+    table: Table, snapshots: Sequence[Snapshot], manifests: dict[str, list[str]]
+) -> set[str]:
+    """Every manifest list, manifest and data file path the snapshots reference."""
+    paths: set[str] = set()
+    for snapshot in snapshots:
+        paths.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            paths.add(manifest.manifest_path)
+            if manifest.manifest_path not in manifests:
+                manifests[manifest.manifest_path] = _files_of(table, manifest)
+            paths.update(manifests[manifest.manifest_path])
+    return paths
+
+
+def _files_of(table: Table, manifest: ManifestFile) -> list[str]:
+    # Live entries only: a DELETED entry (a compaction's record of the files it replaced) is
+    # not read by anyone reading that snapshot, so it must not keep the file alive.
+    return [
+        entry.data_file.file_path
+        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+    ]
+
+
+def expire_table(
+    table: Table, *, retain_hours: float, rng: random.Random, now_ms: int | None = None
+) -> tuple[Table, int, int]:
+    """Expire old snapshots and delete what only they referenced; (table, expired, deleted)."""
+    table = table.refresh()
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    cutoff = now_ms - int(retain_hours * 3600 * 1000)
+    current = table.current_snapshot()
+    protected = set(pending_snapshot_ids(table.metadata.snapshots))
+    if current is not None:
+        protected.add(current.snapshot_id)
+    expired = [
+        s.snapshot_id
+        for s in table.metadata.snapshots
+        if s.timestamp_ms < cutoff and s.snapshot_id not in protected
+    ]
+    if not expired:
+        return table, 0, 0
+    before = {s.snapshot_id: s for s in table.metadata.snapshots}
+
+    def stage(transaction: t.Any) -> None:
+        ExpireSnapshots(transaction).by_ids(
+            [i for i in expired if transaction.table_metadata.snapshot_by_id(i) is not None]
+        ).commit()
+
+    table, _ = commit_with_retry(table, stage, rng=rng, log=logger, stream=".".join(table.name()))
+    manifests: dict[str, list[str]] = {}
+    keep = _reachable(table, table.metadata.snapshots, manifests)
+    gone = _reachable(table, [before[i] for i in expired], manifests)
+    deleted = 0
+    for path in sorted(gone - keep):
+        try:
+            table.io.delete(path)
+        except FileNotFoundError:
+            continue
+        deleted += 1
+    log_event(
+        logger,
+        logging.INFO,
+        "iceberg_snapshots_expired",
+        table=".".join(table.name()),
+        expired=len(expired),
+        deleted_files=deleted,
+        retain_hours=retain_hours,
+    )
+    return table, len(expired), deleted
+
+
+def _tables(catalog: Catalog, settings: TargetSettings, streams: Sequence[str]) -> list[Table]:
+    if streams:
+        return [catalog.load_table(table_identifier(settings, s)) for s in streams]
+    return [
+        catalog.load_table(identifier) for identifier in catalog.list_tables(namespace_of(settings))
+    ]
+
+
+def load_config(
+    sources: Sequence[str], environ: t.Mapping[str, str] | None = None
+) -> TargetSettings:
+    """The target's settings from JSON files and/or ``ENV`` (as Meltano exports them)."""
+    environ = os.environ if environ is None else environ
+    config: dict[str, t.Any] = {}
+    for source in sources:
+        if source == "ENV":
+            config.update(config_from_env(environ))
+            continue
+        with open(source, encoding="utf-8") as handle:
+            config.update(json.load(handle))
+    return TargetSettings.from_config(config)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="target-parquet-parts-compact",
+        description=(
+            "Rewrite the small data files of closed partitions of the target's Iceberg tables "
+            "into large ones in one commit per table, then expire old snapshots."
+        ),
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE|ENV",
+        help="the target's settings (JSON file, or ENV for TARGET_PARQUET_PARTS_* variables)",
+    )
+    parser.add_argument(
+        "--stream", action="append", default=[], help="only this stream's table (repeatable)"
+    )
+    parser.add_argument(
+        "--before",
+        type=datetime.date.fromisoformat,
+        default=None,
+        help="partitions of days before this date (YYYY-MM-DD) are closed; default: today UTC",
+    )
+    parser.add_argument("--target-file-mb", type=float, default=128.0)
+    parser.add_argument(
+        "--retain-hours",
+        type=float,
+        default=24.0,
+        help="keep snapshots this recent (readers of older ones may still run); default 24",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-8s | %(message)s")
+    try:
+        settings = load_config(args.config)
+    except SettingError as exc:
+        sys.stderr.write(f"target-parquet-parts-compact: {exc}\n")
+        return 2  # as argparse's usage errors
+    if not settings.is_iceberg:
+        sys.stderr.write(PARTS_EXPLANATION)
+        return EXIT_NOT_ICEBERG
+    before = args.before or datetime.datetime.now(tz=datetime.UTC).date()
+    rng = random.Random()
+    catalog = load_iceberg_catalog(settings)
+    try:
+        for loaded in _tables(catalog, settings, args.stream):
+            table, result = compact_table(
+                loaded,
+                before=before,
+                target_bytes=int(args.target_file_mb * 1024 * 1024),
+                rng=rng,
+                dry_run=args.dry_run,
+            )
+            if not args.dry_run:
+                _, result.expired_snapshots, result.deleted_files = expire_table(
+                    table, retain_hours=args.retain_hours, rng=rng
+                )
+            summary = asdict(result)
+            if not args.dry_run:
+                summary.pop("groups")
+            sys.stdout.write(json.dumps(summary) + "\n")
+    finally:
+        catalog.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,663 @@
+"""``table_format: iceberg``: each flush is one commit to an Apache Iceberg table per stream.
+
+Catalog. ``iceberg_catalog`` unset: an embedded SQLite catalog ``{output_dir}/catalog.db``
+(pyiceberg's ``SqlCatalog``) with warehouse ``{output_dir}``. Set: any pyiceberg catalog from
+its properties (``type`` rest/glue/sql/hive..., ``uri``, ``warehouse``, credentials), so a REST
+catalog with an ``s3://`` warehouse works through pyiceberg's own FileIO; for the catalogs that
+take the warehouse as a location (sql, glue, hive...) ``warehouse`` defaults to ``output_dir``.
+Tables are ``{iceberg_namespace}.{stream directory name}`` (the same sanitized name the parts
+use, ``naming.sanitize_stream_name``).
+
+Table. Created on first use (``create_table_if_not_exists``: several writers may race) with the
+schema from the Singer SCHEMA through the same JSON Schema → Arrow mapping the parts use
+(``arrow_schema.py``; every column optional), converted to Iceberg with fresh field ids, and a
+``day`` partition on ``partition_date_field`` when the stream has it. A later SCHEMA message is
+a schema evolution (``union_by_name``: new columns and nested fields are added, allowed type
+promotions applied); an incompatible change (a long becoming a string, ...) stops the target with
+a message naming the stream, the table and the field.
+
+Flush. The batch's Arrow table goes through the replay filter (``iceberg_ledger.py``: the
+exactly-once bookkeeping that lives in the snapshot summaries), its data files are written once,
+then committed as one fast-append snapshot carrying the bookkeeping properties. The flush returns
+only after the catalog accepted the commit: that is the durability point the target's STATE
+tracking waits for.
+
+Concurrency. Commits are optimistic: the catalog accepts a commit only on top of the snapshot it
+was built on. On ``CommitFailedException`` (another writer committed first) or an unknown outcome
+the writer waits a jittered, growing time (``random.Random`` seeded by the run id, so a run's
+waits are reproducible from its log), refreshes the table, checks whether its own commit
+(``run-id``, ``flush``) landed after all, and re-stages the same data files on the new head;
+each retry is an ``iceberg_commit_retry`` event, and it gives up after ``COMMIT_ATTEMPTS``.
+pyiceberg's own retry inside ``commit_transaction`` is not used (the producer is staged without
+registering for it): one loop, ours, with the landed check and the log events.
+
+Test hook (test-only, documented here so nobody mistakes it for a feature): the environment
+variable ``TARGET_PARQUET_PARTS_TEST_KILL=<point>:<n>`` makes the process ``SIGKILL`` itself at
+its ``n``-th commit, ``point`` ``before_commit`` (data files written, catalog not yet told) or
+``after_commit`` (catalog committed, flush not yet returned, so no STATE).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import signal
+import threading
+import time
+import typing as t
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    CommitStateUnknownException,
+    NoSuchTableError,
+    ValidationError,
+)
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
+from pyiceberg.schema import Schema, assign_fresh_schema_ids
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update import UpdateTableMetadata
+from pyiceberg.transforms import DayTransform
+
+from plugin_io.log_events import log_event
+from target_parquet_parts.iceberg_ledger import (
+    ReplaySet,
+    commit_properties,
+    end_properties,
+    find_commit,
+    load_replay_set,
+)
+from target_parquet_parts.naming import sanitize_stream_name
+from target_parquet_parts.settings import DEFAULT_NAMESPACE
+
+if t.TYPE_CHECKING:
+    from target_parquet_parts.settings import TargetSettings
+    from target_parquet_parts.sinks import ParquetPartsSink
+
+__all__ = [
+    "COMMIT_ATTEMPTS",
+    "IcebergSchemaError",
+    "IcebergWriter",
+    "commit_with_retry",
+    "load_iceberg_catalog",
+    "table_identifier",
+]
+
+logger = logging.getLogger(__name__)
+
+# Rows per flush when batch_size_rows is unset (plain parts: the SDK's 10 000). Every commit adds
+# a snapshot, a manifest, a manifest list and a metadata version that later commits and every
+# reader's planning go through; ten times fewer, larger commits keep the table fast and its files
+# near Iceberg's sizes. STATE latency stays bounded by state_max_lag_seconds, memory by
+# max_batch_bytes.
+DEFAULT_BATCH_SIZE_ROWS = 100_000
+COMMIT_ATTEMPTS = 12
+_RETRY_BASE_SECONDS = 0.02
+_RETRY_CAP_SECONDS = 2.0
+_TEST_KILL_ENV = "TARGET_PARQUET_PARTS_TEST_KILL"
+_URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "file://")
+
+
+# Tries to create a stream's namespace and table when other writers race to create them too.
+CREATE_ATTEMPTS = 3
+# Tries to open the catalog when other writers race to create a SQL catalog's own tables.
+CATALOG_OPEN_ATTEMPTS = 5
+
+
+class IcebergSchemaError(ValueError):
+    """A SCHEMA message cannot become an evolution of the existing Iceberg table."""
+
+
+def _warehouse_uri(output_dir: str) -> str:
+    if output_dir.startswith(_URI_SCHEMES):
+        return output_dir
+    return Path(os.path.abspath(output_dir)).as_uri()
+
+
+_LOCATION_CATALOGS = frozenset({"sql", "glue", "hive", "dynamodb", "in-memory"})
+
+
+def _property_text(value: t.Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def catalog_properties(settings: TargetSettings) -> dict[str, str]:
+    """pyiceberg catalog properties from the target's settings (see the module docstring)."""
+    output_dir = settings.output_dir
+    custom = settings.iceberg_catalog
+    if custom:
+        properties = {str(k): _property_text(v) for k, v in dict(custom).items()}
+        if properties.get("type") in _LOCATION_CATALOGS:
+            # Catalogs that take the warehouse as a location; a REST server names its own.
+            properties.setdefault("warehouse", _warehouse_uri(output_dir))
+        return properties
+    if output_dir.startswith(_URI_SCHEMES) and not output_dir.startswith("file://"):
+        msg = (
+            f"output_dir {output_dir!r} is in object storage: the embedded SQLite catalog needs "
+            "a local file, so set iceberg_catalog (a REST, Glue or SQL catalog) for this warehouse"
+        )
+        raise ValueError(msg)
+    root = Path(os.path.abspath(output_dir))
+    root.mkdir(parents=True, exist_ok=True)
+    return {
+        "type": "sql",
+        # timeout: seconds a writer waits for another's SQLite write lock (commits are short).
+        "uri": f"sqlite:///{root / 'catalog.db'}?timeout=60",
+        "warehouse": root.as_uri(),
+        # fsync what pyiceberg writes, as the parts do (iceberg_io.py)
+        "py-io-impl": "target_parquet_parts.iceberg_io.DurableLocalFileIO",
+    }
+
+
+def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
+    """The pyiceberg catalog the target's settings name.
+
+    A SQL catalog creates its own tables on first use, checking first and then creating: writers
+    that open a new catalog together all see no tables, and all but one fail with "table
+    iceberg_tables already exists". A database error while opening is therefore retried; the
+    next attempt finds the tables the winner created. A real fault fails every attempt.
+    """
+    properties = catalog_properties(settings)
+    name = properties.pop("name", "default")
+    database_error = _sqlalchemy_errors("DBAPIError")
+    for attempt in range(1, CATALOG_OPEN_ATTEMPTS + 1):
+        try:
+            return load_catalog(name, **properties)
+        except database_error as exc:
+            if attempt == CATALOG_OPEN_ATTEMPTS:
+                raise
+            log_event(
+                logger,
+                logging.INFO,
+                "iceberg_catalog_retry",
+                catalog=name,
+                attempt=attempt,
+                reason=type(exc).__name__,
+                error=str(exc).splitlines()[0][:200],
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlalchemy_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """These ``sqlalchemy.exc`` classes, when the SQL catalog's extra is installed (else none)."""
+    try:
+        sqlalchemy_exc = importlib.import_module("sqlalchemy.exc")
+    except ImportError:  # pragma: no cover - sql extra not installed
+        return ()
+    return tuple(getattr(sqlalchemy_exc, name) for name in names)
+
+
+def namespace_of(settings: TargetSettings) -> tuple[str, ...]:
+    """``iceberg_namespace`` as an identifier tuple (dots separate levels)."""
+    raw = settings.iceberg_namespace or DEFAULT_NAMESPACE
+    return tuple(part for part in raw.split(".") if part) or (DEFAULT_NAMESPACE,)
+
+
+def table_identifier(settings: TargetSettings, stream_name: str) -> tuple[str, ...]:
+    """(namespace..., table): the table is named like the stream's directory."""
+    return (*namespace_of(settings), sanitize_stream_name(stream_name))
+
+
+def iceberg_schema(arrow_schema: pa.Schema) -> Schema:
+    """The Iceberg schema (fresh field ids) for an Arrow schema from ``arrow_schema.py``."""
+    # The conversion leaves every field id -1; the partition spec needs real ones.
+    return assign_fresh_schema_ids(Catalog._convert_schema_if_needed(arrow_schema))
+
+
+def day_partition_spec(schema: Schema, field_name: str | None) -> PartitionSpec:
+    """``day(field)`` when the stream has its partition field, else unpartitioned."""
+    if not field_name:
+        return UNPARTITIONED_PARTITION_SPEC
+    source = schema.find_field(field_name)
+    return PartitionSpec(
+        PartitionField(
+            source_id=source.field_id,
+            field_id=1000,
+            transform=DayTransform(),
+            name=f"{field_name}_day",
+        )
+    )
+
+
+class _CachingTransaction(Transaction):
+    """A transaction that builds its staged table metadata once per staged state.
+
+    pyiceberg 0.12 rebuilds (deep-copies) the whole table metadata on every read of
+    ``Transaction.table_metadata``, about fifteen times per append, each O(snapshots): a table
+    with a few hundred snapshots spent most of a flush copying. The metadata models are frozen,
+    so one copy per (base metadata, staged updates) pair is enough.
+    """
+
+    _cache: tuple[object, object, TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        """The metadata with the staged updates applied (cached)."""
+        cache = self._cache
+        if cache is None or cache[0] is not self._table.metadata or cache[1] is not self._updates:
+            cache = (self._table.metadata, self._updates, super().table_metadata)
+            self._cache = cache
+        return cache[2]
+
+
+def new_transaction(table: Table) -> Transaction:
+    """A transaction on ``table`` (with the metadata cache above)."""
+    return _CachingTransaction(table)
+
+
+def stage_snapshot(
+    transaction: Transaction,
+    properties: dict[str, str],
+    added: t.Sequence[t.Any] = (),
+    deleted: t.Sequence[t.Any] = (),
+) -> None:
+    """Stage one snapshot adding (and for compaction deleting) data files, in one transaction.
+
+    The producer is applied without registering it for pyiceberg's internal commit retry:
+    ``commit_with_retry`` is the only retry loop.
+    """
+    update = transaction.update_snapshot(snapshot_properties=properties)
+    producer: t.Any = update.overwrite() if deleted else update.fast_append()
+    for data_file in deleted:
+        producer.delete_data_file(data_file)
+    for data_file in added:
+        producer.append_data_file(data_file)
+    UpdateTableMetadata.commit(producer)
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    # OperationalError: SQLite's "database is locked"
+    return (
+        CommitFailedException,
+        CommitStateUnknownException,
+        *_sqlalchemy_errors("OperationalError"),
+    )
+
+
+def commit_with_retry(
+    table: Table,
+    stage: Callable[[Transaction], None],
+    *,
+    rng: random.Random,
+    log: logging.Logger,
+    stream: str,
+    landed: Callable[[Table], Snapshot | None] | None = None,
+    attempts: int = COMMIT_ATTEMPTS,
+) -> tuple[Table, int]:
+    """Stage and commit until the catalog accepts it; return (table, attempts used).
+
+    ``stage`` builds the changes on a fresh transaction of the refreshed table each attempt.
+    ``landed`` recognises an earlier attempt that the catalog applied although it reported an
+    error (then nothing is committed again).
+    """
+    retryable = _retryable()
+    for attempt in range(1, attempts + 1):
+        transaction = new_transaction(table)
+        stage(transaction)
+        try:
+            transaction.commit_transaction()
+        except retryable as exc:
+            if attempt == attempts:
+                raise
+            wait = rng.uniform(0, min(_RETRY_CAP_SECONDS, _RETRY_BASE_SECONDS * 2**attempt))
+            log_event(
+                log,
+                logging.WARNING,
+                "iceberg_commit_retry",
+                stream=stream,
+                table=".".join(table.name()),
+                attempt=attempt,
+                wait_ms=round(wait * 1000, 1),
+                reason=type(exc).__name__,
+                error=str(exc)[:200],
+            )
+            time.sleep(wait)
+            table = table.refresh()
+            if landed is not None and landed(table) is not None:
+                return table, attempt
+            continue
+        return table, attempt
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _test_kill(point: str, commit_number: int) -> None:
+    """Test-only crash hook (module docstring); a no-op unless the variable names this point."""
+    wanted = os.environ.get(_TEST_KILL_ENV)
+    if wanted and wanted == f"{point}:{commit_number}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StreamTable:
+    """One Iceberg table as seen by one run: creation, evolution, replay set, commits."""
+
+    def __init__(self, writer: IcebergWriter, stream_name: str) -> None:
+        self.writer = writer
+        self.stream_name = stream_name
+        self.identifier = table_identifier(writer.settings, stream_name)
+        self.name = ".".join(self.identifier)
+        self.table: Table | None = None
+        self.flushes = 0
+        self._schemas_applied: set[pa.Schema] = set()
+        self._replay: ReplaySet | None = None
+        self._replay_loaded = False
+
+    def _open(self, arrow_schema: pa.Schema, partition_field: str | None) -> Table:
+        if self.table is not None:
+            return self.table
+        catalog = self.writer.catalog
+        try:
+            table = catalog.load_table(self.identifier)
+        except NoSuchTableError:
+            table = self._create(arrow_schema, partition_field)
+            log_event(
+                logger,
+                logging.INFO,
+                "iceberg_table_ready",
+                stream=self.stream_name,
+                table=self.name,
+                location=table.location(),
+                partition_field=partition_field,
+            )
+        self.table = table
+        return table
+
+    def _create(self, arrow_schema: pa.Schema, partition_field: str | None) -> Table:
+        """Create the namespace and table, or take the ones another writer just created.
+
+        ``create_*_if_not_exists`` check, then insert: two writers starting together both pass
+        the check, and the SQL catalog's second insert fails on its unique key
+        (``IntegrityError``, not ``...AlreadyExistsError``). Whatever a creation raises, the
+        table is looked up again; it is an error only if it still does not exist.
+        """
+        catalog = self.writer.catalog
+        schema = iceberg_schema(arrow_schema)
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                catalog.create_namespace_if_not_exists(self.identifier[:-1])
+                return catalog.create_table_if_not_exists(
+                    self.identifier,
+                    schema=schema,
+                    partition_spec=day_partition_spec(schema, partition_field),
+                )
+            except Exception:
+                try:
+                    return catalog.load_table(self.identifier)
+                except NoSuchTableError:
+                    if attempt == CREATE_ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _evolve(self, table: Table, arrow_schema: pa.Schema) -> Table:
+        """Make the table schema a superset of ``arrow_schema`` (idempotent)."""
+        if arrow_schema in self._schemas_applied:
+            return table
+
+        def stage(transaction: Transaction) -> None:
+            with transaction.update_schema() as update:
+                update.union_by_name(arrow_schema)
+
+        try:
+            before = table.schema().schema_id
+            table, _ = commit_with_retry(
+                table, stage, rng=self.writer.rng, log=logger, stream=self.stream_name
+            )
+        except (ValidationError, ValueError, TypeError) as exc:
+            msg = (
+                f"stream '{self.stream_name}': the SCHEMA message cannot evolve Iceberg table "
+                f"{self.name}: {exc} (Iceberg allows new columns and widening int->long, "
+                "float->double; a column that changes type needs a new stream or table)"
+            )
+            raise IcebergSchemaError(msg) from None
+        if table.schema().schema_id != before:
+            log_event(
+                logger,
+                logging.INFO,
+                "iceberg_schema_evolved",
+                stream=self.stream_name,
+                table=self.name,
+                schema_id=table.schema().schema_id,
+                columns=len(table.schema().fields),
+            )
+        self._schemas_applied.add(arrow_schema)
+        return table
+
+    def prepare(self, arrow_schema: pa.Schema, partition_field: str | None) -> None:
+        """Open (create) the table and evolve its schema for a batch of this Arrow schema."""
+        table = self._open(arrow_schema, partition_field)
+        self.table = self._evolve(table, arrow_schema)
+
+    def drop_replayed(self, batch: pa.Table, keys: t.Sequence[str]) -> tuple[pa.Table, int]:
+        """Drop the rows a crashed run of this table already committed (iceberg_ledger.py)."""
+        assert self.table is not None
+        if not self._replay_loaded:
+            self._replay_loaded = True
+            self._replay = load_replay_set(self.table, self.writer.run_id, keys)
+            if self._replay is not None:
+                log_event(
+                    logger,
+                    logging.INFO,
+                    "iceberg_replay_loaded",
+                    stream=self.stream_name,
+                    table=self.name,
+                    rows=len(self._replay),
+                )
+        if self._replay is None:
+            return batch, 0
+        return self._replay.drop_replayed(batch)
+
+    def write_files(self, batch: pa.Table) -> list[t.Any]:
+        """Write ``batch`` as the table's data files (not yet visible: no commit)."""
+        assert self.table is not None
+        if not batch.num_rows:
+            return []
+        return list(_dataframe_to_data_files(self.table.metadata, batch, self.table.io))
+
+    def commit(self, data_files: list[t.Any], state_index: int) -> tuple[Snapshot | None, int]:
+        """Commit ``data_files`` as this run's next flush; (snapshot, attempts)."""
+        assert self.table is not None
+        self.flushes += 1
+        flush = self.flushes
+        run_id = self.writer.run_id
+        properties = commit_properties(run_id, flush, state_index, self.writer.states_emitted)
+        number = self.writer.next_commit_number()
+        _test_kill("before_commit", number)
+        table, attempts = commit_with_retry(
+            self.table,
+            lambda tx: stage_snapshot(tx, properties, data_files),
+            rng=self.writer.rng,
+            log=logger,
+            stream=self.stream_name,
+            landed=lambda tbl: find_commit(tbl.metadata.snapshots, run_id, flush),
+        )
+        self.table = table
+        _test_kill("after_commit", number)
+        return find_commit(reversed(table.metadata.snapshots), run_id, flush), attempts
+
+    def finish(self, *, complete: bool) -> None:
+        """End marker of a clean run (only for tables this run committed to)."""
+        if self.table is None or not self.flushes:
+            return
+        properties = end_properties(
+            self.writer.run_id, self.writer.states_emitted, complete=complete
+        )
+        self.table, _ = commit_with_retry(
+            self.table,
+            lambda tx: stage_snapshot(tx, properties),
+            rng=self.writer.rng,
+            log=logger,
+            stream=self.stream_name,
+        )
+        log_event(
+            logger,
+            logging.INFO,
+            "iceberg_run_end",
+            stream=self.stream_name,
+            table=self.name,
+            run_id=self.writer.run_id,
+            commits=self.flushes,
+            complete=complete,
+        )
+
+
+class IcebergWriter:
+    """The target's Iceberg side: the catalog, one ``StreamTable`` per table, the run id.
+
+    Thread-safe: the SDK may drain sinks in parallel; data files are written in parallel, the
+    catalog calls (load, create, evolve, commit) are serialized by one lock.
+    """
+
+    def __init__(self, settings: TargetSettings, run_id: str) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.rng = random.Random(run_id)
+        self.default_batch_size_rows = DEFAULT_BATCH_SIZE_ROWS
+        self.states_emitted = 0
+        self._catalog: Catalog | None = None
+        self._tables: dict[tuple[str, ...], StreamTable] = {}
+        self._lock = threading.RLock()
+        self._commits = 0
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog (loaded on first use)."""
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = load_iceberg_catalog(self.settings)
+            return self._catalog
+
+    def next_commit_number(self) -> int:
+        """Commits made by this process so far, this one included (the test hook counts them)."""
+        self._commits += 1
+        return self._commits
+
+    def stream_table(self, stream_name: str) -> StreamTable:
+        """The table of a stream (one object per table, shared by its successive sinks)."""
+        identifier = table_identifier(self.settings, stream_name)
+        with self._lock:
+            table = self._tables.get(identifier)
+            if table is None:
+                table = StreamTable(self, stream_name)
+                self._tables[identifier] = table
+            return table
+
+    def write_batch(
+        self,
+        stream_name: str,
+        batch: pa.Table,
+        *,
+        keys: t.Sequence[str],
+        partition_field: str | None,
+        state_index: int,
+    ) -> dict[str, t.Any]:
+        """Filter replays, write data files, commit; return what the flush log reports."""
+        table = self.stream_table(stream_name)
+        with self._lock:
+            table.prepare(batch.schema, partition_field)
+            batch, dropped = table.drop_replayed(batch, keys)
+        written = time.perf_counter()
+        files = table.write_files(batch)
+        files_done = time.perf_counter()
+        snapshot: Snapshot | None = None
+        attempts = 0
+        if files:
+            with self._lock:
+                snapshot, attempts = table.commit(files, state_index)
+        committed = time.perf_counter()
+        result = {
+            "table": table.name,
+            "dropped": dropped,
+            "rows": batch.num_rows,
+            "files": [f.file_path for f in files],
+            "bytes": sum(f.file_size_in_bytes for f in files),
+            "write_ms": round((files_done - written) * 1000, 3),
+            "commit_ms": round((committed - files_done) * 1000, 3),
+            "attempts": attempts,
+            "snapshot_id": snapshot.snapshot_id if snapshot is not None else None,
+        }
+        if files:
+            log_event(
+                logger,
+                logging.INFO,
+                "iceberg_commit",
+                stream=stream_name,
+                table=table.name,
+                snapshot_id=result["snapshot_id"],
+                rows=batch.num_rows,
+                files=len(files),
+                attempts=attempts,
+                commit_ms=result["commit_ms"],
+            )
+        return result
+
+    def finish(self, *, complete: bool) -> None:
+        """After the final STATE: end markers, then close the catalog."""
+        try:
+            with self._lock:
+                for table in self._tables.values():
+                    table.finish(complete=complete)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the catalog's connections."""
+        with self._lock:
+            catalog, self._catalog = self._catalog, None
+            close = getattr(catalog, "close", None)
+            if close is not None:
+                close()
+
+    def flush_sink(
+        self, sink: ParquetPartsSink, batch: pa.Table, rows_in: int, started: float
+    ) -> None:
+        """A sink's flush in Iceberg mode (called from ``ParquetPartsSink._write_batch``).
+
+        Does for a commit what the parts path does for parts: the same ``flush_complete``
+        event (``path`` lists the new data files), the sink's counters, then tells the target.
+        """
+        target = sink._parts_target
+        built = time.perf_counter()
+        result = self.write_batch(
+            sink.stream_name,
+            batch,
+            keys=list(sink.key_properties or ()),
+            partition_field=sink._partition_field,
+            state_index=target.states_received,
+        )
+        if result["dropped"]:
+            sink.tally_duplicate_merged(result["dropped"])
+            log_event(
+                sink.logger,
+                logging.INFO,
+                "iceberg_duplicates_dropped",
+                stream=sink.stream_name,
+                table=result["table"],
+                rows=result["dropped"],
+            )
+        finished = time.perf_counter()
+        paths = result["files"]
+        log_event(
+            sink.logger,
+            logging.INFO,
+            "flush_complete",
+            stream=sink.stream_name,
+            rows=result["rows"],
+            bytes=result["bytes"],
+            path=paths[0] if len(paths) == 1 else (paths or None),
+            dataframe_build_ms=round((built - started) * 1000, 3),
+            parquet_write_ms=result["write_ms"],
+            flush_total_ms=round((finished - started) * 1000, 3),
+            table=result["table"],
+            snapshot_id=result["snapshot_id"],
+            commit_ms=result["commit_ms"],
+        )
+        sink.count_flush(rows_in)

@@ -1,0 +1,440 @@
+"""target-parquet-parts: a Singer target writing immutable Parquet parts, STATE exactly on time.
+
+STATE handling (the SDK only writes STATE from ``drain_all()``: end of input, the 5-minute age
+drain, SIGTERM). Here a STATE is emitted as soon as every record received before it is in a
+renamed, fsynced part, and never earlier:
+
+* When a STATE arrives, the sinks holding records (all received before it) are noted with their
+  flush counters. The STATE is safe once each of them has flushed since. After every flush (a
+  full sink, the age drain, end of input) the newest safe STATE is written to stdout.
+* When one of those sinks flushes because it is full, the others the newest STATE waits for
+  are flushed with it, so a small stream never holds STATE back.
+* If no sink holds records, the STATE is written at once.
+* ``state_max_lag_seconds`` bounds how long a STATE may wait for not-yet-full sinks: when the
+  oldest waiting STATE is older than that (checked at each record and STATE message, and by
+  the reader's idle watcher while no input arrives), the sinks holding records are flushed
+  early. ``0`` flushes at every STATE (smallest redo after a crash,
+  more and smaller parts).
+
+SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
+request (``on_stop_signal``). The reader stops between two messages (a flush in progress
+always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
+processed as usual: buffered records are flushed and the latest STATE, now covered by renamed,
+fsynced parts, is written. The process then exits with 128 + the signal number (143, 130), with
+one WARNING line ``target_stopped_by_signal``. The same signal again (Ctrl-C twice) stops at
+once (exit code as above, no further flush): like ``kill -9``, which the journal is built for,
+every STATE already written is covered. A different one (Ctrl-C makes the terminal send SIGINT
+to the whole group, then Meltano sends SIGTERM) does not cut the graceful stop short.
+
+The SDK's private hooks are overridden in ``sdk_hooks.py`` only, each delegating to a public
+method here: ``handle_state_message`` (track instead of only remembering the latest),
+``write_state_message`` (Decimal-aware encoding, SDK issue 3787, and no duplicate lines),
+``handle_max_record_age`` (the SDK's per-record check; ours adds the safe-STATE and lag checks),
+``handle_schema_message`` and ``handle_record_message`` (the fast path), ``on_stop_signal``
+(record the signal instead of draining inside the handler), ``prepare_config`` (numbers given
+as text); ``process_endofpipe`` is public (close the journal; exit code after a signal).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from singer_sdk.contrib.msgspec import encoder as _json_encoder
+from singer_sdk.exceptions import RecordsWithoutSchemaException
+from singer_sdk.mapper import SameRecordTransform
+
+from plugin_io.distribution import DISTRIBUTION
+from plugin_io.log_events import log_event
+from plugin_io.singer_lines import write_line
+from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
+from target_parquet_parts.journal import Journal
+from target_parquet_parts.naming import StreamDirectories
+from target_parquet_parts.reader import LineNumberingReader
+from target_parquet_parts.sdk_hooks import TargetHooks
+from target_parquet_parts.settings import CONFIG_SCHEMA, TargetSettings, numbers_from_text
+from target_parquet_parts.sinks import ParquetPartsSink
+from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir, open_storage
+from target_parquet_parts.version import PLUGIN_NAME
+
+if t.TYPE_CHECKING:
+    from types import FrameType
+
+    from target_parquet_parts.iceberg import IcebergWriter
+
+__all__ = ["TargetParquetParts"]
+
+_clock = time.monotonic  # the STATE-lag clock; tests replace it to control time
+
+
+@dataclass
+class _PendingState:
+    index: int
+    value: t.Any
+    received_at: float
+    blockers: dict[ParquetPartsSink, int] = field(default_factory=dict)
+
+    def is_safe(self) -> bool:
+        return all(sink.flush_count > count for sink, count in self.blockers.items())
+
+
+def _iceberg_writer(settings: TargetSettings, run_id: str) -> IcebergWriter:
+    try:
+        # pyiceberg is an optional extra: imported only when table_format is iceberg
+        from target_parquet_parts.iceberg import IcebergWriter  # noqa: PLC0415
+    except ImportError as exc:
+        msg = (
+            f"table_format 'iceberg' needs pyiceberg ({exc}): install the 'iceberg' extra, "
+            "e.g. pip install 'target-parquet-parts[iceberg]'"
+        )
+        raise ValueError(msg) from None
+    return IcebergWriter(settings, run_id)
+
+
+class TargetParquetParts(TargetHooks):
+    """Singer target that writes each batch as new, immutable Parquet part files."""
+
+    name = PLUGIN_NAME
+    # --about's version and Python support: the one distribution's metadata (public SDK attribute)
+    package_name = DISTRIBUTION
+    message_reader_class = LineNumberingReader
+    default_sink_class = ParquetPartsSink
+    # Set by the signal handler; a class attribute because the SDK installs the handler in
+    # PluginBase.__init__, before this class's __init__ body runs.
+    _stop_signal: int | None = None
+
+    # a copy: the SDK appends its built-in settings (batch_size_rows, ...) to this dict in place
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
+
+    def prepare_config(self, config: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Numbers given as text (Meltano passes kind-less settings from the environment so)."""
+        return numbers_from_text(config)
+
+    @cached_property
+    def settings(self) -> TargetSettings:
+        """The typed settings of this run (built once, after the config was validated)."""
+        return TargetSettings.from_config(self.config)
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_id = secrets.token_hex(8)
+        self.states_received = 0
+        self._pending: list[_PendingState] = []
+        self._sinks: list[ParquetPartsSink] = []
+        self._state_check_needed = False
+        self._last_state_line: bytes | None = None
+        self._records_at_last_state = 0
+        self._journal: Journal | None = None
+        self._run_lock: RunLockLike | None = None
+        self._storage: Storage | None = None
+        self._journal_lock = threading.Lock()
+        self._fast_sinks: dict[str, ParquetPartsSink] = {}
+        self.stream_directories = StreamDirectories()
+        self._records_since_check = 0
+        self.iceberg: IcebergWriter | None = None
+        settings = self.settings
+        if settings.is_iceberg:
+            self.iceberg = _iceberg_writer(settings, self.run_id)
+            if settings.batch_size_rows is None:  # fewer, larger commits (iceberg.py)
+                rows = self.iceberg.default_batch_size_rows
+                self.set_config_value("batch_size_rows", rows)  # what the SDK's sinks read
+                self.settings = settings = replace(settings, batch_size_rows=rows)
+        elif settings.output_dir:
+            check_output_dir(settings.output_dir)  # an unknown scheme:// fails at start
+        load_method = settings.load_method or "append-only"
+        if load_method != "append-only":
+            msg = (
+                f"load_method '{load_method}' is not supported by {self.name}: parts are "
+                "immutable and only ever added, so only 'append-only' is possible"
+            )
+            raise ValueError(msg)
+        self._state_max_lag = settings.state_max_lag_seconds
+        self._lag = max(self._state_max_lag, 0.0)
+        if self._lag > 0 and isinstance(self.message_reader, LineNumberingReader):
+            # A tap can go quiet for minutes (a query still running, a 429 wait): the lag
+            # bound must hold then too, not only when the next message arrives.
+            self.message_reader.idle_callback = self._check_state_lag
+            self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+        if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
+
+    # -- sinks and journal ----------------------------------------------------------------
+    @property
+    def storage(self) -> Storage:
+        """Where the dataset lives: a local directory or an object store (``storage.py``)."""
+        with self._journal_lock:
+            if self._storage is None:
+                with explain_os_errors(self.settings.output_dir):
+                    self._storage = open_storage(self.settings.output_dir)
+            return self._storage
+
+    @property
+    def journal(self) -> Journal:
+        """The output_dir's exactly-once journal (opened on first use, under the run lock)."""
+        storage = self.storage
+        with self._journal_lock:
+            if self._journal is None:
+                with explain_os_errors(self.settings.output_dir):
+                    self._journal = Journal(storage, self.run_id, self._lock_output_dir())
+            return self._journal
+
+    def _lock_output_dir(self) -> RunLockLike:
+        """This run's lock on output_dir (``lock.py``, or the object store's lock object),
+        taken at the first stream's SCHEMA."""
+        if self._run_lock is None:
+            storage = self.storage
+            with explain_os_errors(self.settings.output_dir):
+                self._run_lock = storage.lock(self.run_id)
+        return self._run_lock
+
+    def register_sink(self, sink: ParquetPartsSink) -> None:
+        """Every sink ever created (archived ones too: they can hold records)."""
+        self._sinks.append(sink)
+        if self.iceberg is not None:
+            return  # Iceberg: several writers share a table (and output_dir): no lock, no journal
+        self._lock_output_dir()  # every run, whatever the streams' keys
+        if sink.key_properties:
+            _ = self.journal  # load replay keys before the first flush
+
+    def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
+        """A part landed (possibly in a drain thread): re-check pending STATEs soon."""
+        self._state_check_needed = True
+
+    def _records_received(self) -> int:
+        return sum(s.rows_flushed + s.current_size for s in self._sinks)
+
+    def _flush_buffered(self) -> None:
+        for sink in self._sinks:
+            if sink.current_size:
+                self.drain_one(sink)
+
+    # -- message handling -----------------------------------------------------------------
+    def handle_schema_message(self, message_dict: dict) -> None:
+        """SDK's SCHEMA handling, then: archived sinks written now; the fast path chosen."""
+        super().handle_schema_message(message_dict)
+        # A changed schema archives the stream's sink; write its records now, in their own
+        # part with the old schema, instead of holding them until the next full drain.
+        archived = [s for s in self.sinks_to_clear if s.current_size]
+        for archived_sink in archived:
+            self.drain_one(archived_sink)
+        if archived:
+            self._emit_safe_states()
+        stream_name = message_dict["stream"]
+        self._fast_sinks.pop(stream_name, None)
+        maps = self.mapper.stream_maps.get(stream_name) or []
+        if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
+            return
+        stream_map = maps[0]
+        sink = self.sinks_active.get(stream_map.stream_alias)
+        if (
+            stream_map.stream_alias == stream_name
+            and not stream_map.flattening_enabled
+            and isinstance(sink, ParquetPartsSink)
+            and sink.record_validator is None  # bulk validation covers the whole schema
+            and not sink.include_sdc_metadata_properties
+        ):
+            sink.fast_path = True
+            self._fast_sinks[stream_name] = sink
+
+    def handle_record_message(self, message_dict: dict) -> None:
+        """A RECORD: the fast path when its stream has one, else the SDK's pipeline."""
+        # Fast path, why: the SDK's per-record pipeline (copy, map, metadata strip, validate,
+        # parse timestamps, key check, counters) costs ~10 us per record. For a stream with no
+        # stream map, no flattening, no record metadata and no per-record validator, all of
+        # that is either identity or done column-wise at flush (sinks.py, columns.py).
+        sink = self._fast_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
+        record = message_dict.get("record")
+        if sink is not None and type(record) is dict:
+            if sink.buffer_fast(record):
+                self.logger.info(
+                    "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                    sink.stream_name,
+                    sink.current_size,
+                )
+                self.drain_one(sink)
+            self._records_since_check += 1
+            if (
+                self._state_check_needed
+                or not self._records_since_check & 255  # the SDK's 5-minute age check
+                or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
+            ):
+                self.handle_max_record_age()
+            return
+        try:
+            super().handle_record_message(message_dict)
+        except RecordsWithoutSchemaException as exc:
+            line = getattr(self.message_reader, "line_number", None)
+            msg = f"input line {line}: {exc}" if line else str(exc)
+            raise RecordsWithoutSchemaException(msg) from None
+
+    def handle_state_message(self, message_dict: dict) -> None:
+        """A STATE: tracked until every record received before it is durable, then emitted."""
+        self.assert_line_requires(message_dict, requires={"value"})
+        state = message_dict["value"]
+        if self.latest_state == state:
+            return
+        now = _clock()
+        if self._state_max_lag <= 0 or (
+            self._pending and now - self._pending[0].received_at >= self._state_max_lag
+        ):
+            # Everything buffered arrived before this STATE: flush it, then emit right away.
+            self._flush_buffered()
+        for sink in self._sinks:
+            if sink.current_size:
+                sink.mark_state(self.states_received)  # arrival labels for the journal
+        self.states_received += 1
+        self.latest_state = state
+        self._records_at_last_state = self._records_received()
+        blockers = {s: s.flush_count for s in self._sinks if s.current_size}
+        self._pending.append(_PendingState(self.states_received, state, now, blockers))
+        self._emit_safe_states()
+
+    def _check_state_lag(self) -> None:
+        """Idle-time check (reader's watcher thread, holding the reader's turn lock)."""
+        if self._state_check_needed or (
+            self._pending and _clock() - self._pending[0].received_at >= self._lag
+        ):
+            self.handle_max_record_age()
+
+    def handle_max_record_age(self) -> None:
+        """The SDK's per-record age check, after the safe-STATE and STATE-lag checks."""
+        if self._state_check_needed:
+            self._emit_safe_states()
+        if self._pending and _clock() - self._pending[0].received_at >= self._lag:
+            self._flush_buffered()
+            self._emit_safe_states()
+        super().handle_max_record_age()
+
+    def _emit_safe_states(self) -> None:
+        if self._pending:
+            # Piggyback: once one sink the newest STATE waits for has flushed (it was full),
+            # flush the others it waits for too, so a small or slow stream never holds the
+            # STATE back until the lag limit or the end of input.
+            newest = self._pending[-1]
+            if any(s.flush_count > c for s, c in newest.blockers.items()):
+                for sink, count in newest.blockers.items():
+                    if sink.flush_count == count and sink.current_size:
+                        self.drain_one(sink)
+        self._state_check_needed = False
+        safe = -1
+        for position, pending in enumerate(self._pending):
+            if not pending.is_safe():
+                break  # a later STATE cannot be safe while an earlier one is not
+            safe = position
+        if safe >= 0:
+            chosen = self._pending[safe]
+            del self._pending[: safe + 1]
+            self._emit(chosen.value, chosen.index)
+
+    def write_state_message(self, state: dict) -> None:
+        """Called by ``drain_all`` after every sink was drained: the latest STATE is safe."""
+        self._pending.clear()
+        self._emit(state, self.states_received)
+
+    def _emit(self, state: t.Any, index: int) -> None:
+        line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
+        if line != self._last_state_line:
+            if self._run_lock is not None:
+                self._run_lock.check()  # an object-store lease lost: no STATE, stop
+            self.logger.debug("Emitting completed target state %s", line.decode())
+            try:
+                write_line(line + b"\n", flush=True)  # whole, even cut short by a signal
+            except OSError as exc:  # not output_dir's fault: say where it failed
+                msg = f"cannot write STATE to standard output: {describe_os_error(exc)}"
+                raise DescribedOSError(msg) from exc
+            self._last_state_line = line
+        if self._journal is not None:
+            self._journal.covered(index)
+        if self.iceberg is not None:
+            self.iceberg.states_emitted = index
+
+    @classmethod
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
+        """CLI entry: tune the garbage collector for a stream of short-lived dicts, then run.
+
+        Every decoded record is a container object, so CPython's default collector (a young
+        collection every 700 allocations, full ones as the heap grows) spends about a third
+        of the run scanning buffered records that are never cyclic garbage. Fewer, larger
+        young collections and freezing the startup objects remove most of that; memory stays
+        bounded by the batch limits. Only the CLI process does this, not library users.
+        """
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 1000)
+        super().invoke(*args, **kwargs)
+
+    def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM/SIGINT: only record the request (see the module docstring).
+
+        Replaces the SDK's handler (``sdk_hooks.TargetHooks._handle_termination``), which
+        drains every sink and writes STATE inside the handler, while the flush it interrupted
+        never finishes (and with the idle watcher flushing, two flushes run at once), then
+        exits 0.
+        """
+        if self._stop_signal == signum:
+            # The same signal again: stop now. Nothing is half-visible (parts are renamed only
+            # when complete) and every STATE already written is covered.
+            name = signal.Signals(signum).name
+            os.write(2, f"target_stopped_by_signal signal={name} at_once=true\n".encode())
+            os._exit(128 + signum)
+        if self._stop_signal is not None:
+            return  # already stopping gracefully (see the module docstring)
+        self._stop_signal = signum
+        reader = getattr(self, "message_reader", None)  # unset while __init__ runs
+        if isinstance(reader, LineNumberingReader):
+            reader.request_stop(signum, frame)  # may raise, ending the read loop
+
+    def process_endofpipe(self) -> None:
+        """Drain and emit the final STATE (SDK), then settle and unlock the journal.
+
+        After a stop request (SIGTERM, SIGINT) this is where the run ends: the buffered records
+        are flushed and their STATE written as at a normal end, then the process exits with
+        128 + the signal number so a scheduler sees the cancel.
+        """
+        rows_before = sum(s.rows_flushed for s in self._sinks)
+        with explain_os_errors(self.settings.output_dir):
+            super().process_endofpipe()
+            if self.iceberg is not None:
+                all_covered = self._records_received() == self._records_at_last_state
+                self.iceberg.finish(complete=self.states_received == 0 or all_covered)
+            if self._journal is not None:
+                nothing_to_resume = self.states_received == 0
+                all_covered = self._records_received() == self._records_at_last_state
+                self._journal.finish(clear=nothing_to_resume or all_covered)
+                self._journal = None
+            if self._run_lock is not None:
+                self._run_lock.release()
+                self._run_lock = None
+        if self._stop_signal is not None:
+            self._exit_after_signal(self._stop_signal, rows_before)
+
+    def _exit_after_signal(self, signum: int, rows_before: int) -> t.NoReturn:
+        rows_written = sum(s.rows_flushed for s in self._sinks)
+        last_state = self._last_state_line.decode() if self._last_state_line else None
+        if last_state is not None and len(last_state) > 500:
+            last_state = last_state[:497] + "..."
+        code = 128 + signum
+        log_event(
+            self.logger,
+            logging.WARNING,
+            "target_stopped_by_signal",
+            signal=signal.Signals(signum).name,
+            exit_code=code,
+            rows_flushed_at_stop=rows_written - rows_before,
+            rows_written=rows_written,
+            rows_after_last_state=self._records_received() - self._records_at_last_state,
+            last_state_emitted=last_state,
+        )
+        raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    TargetParquetParts.cli()
