@@ -60,15 +60,14 @@ def test_every_event_the_code_logs_is_in_the_catalogue():
     """docs/log-events.md lists each event name the shipped packages pass to ``log_event``."""
     import re
 
-    from tests.distribution_sources import REPO as root
-    from tests.distribution_sources import top_level_packages
+    from tests.distribution_sources import REPO, top_level_packages
 
-    catalogue = (root / "docs" / "log-events.md").read_text(encoding="utf-8")
+    catalogue = (REPO / "docs" / "log-events.md").read_text(encoding="utf-8")
     call = re.compile(r'log_event\(\s*[^,()]+,\s*[^,()]+,\s*"([a-z][a-z_]+)"')
     logged = {
-        (name, str(path.relative_to(root)))
+        (name, str(path.relative_to(REPO)))
         for package in top_level_packages()
-        for path in (root / package).rglob("*.py")
+        for path in (REPO / package).rglob("*.py")
         for name in call.findall(path.read_text(encoding="utf-8"))
     }
     assert len(logged) > 25  # the pattern still finds the calls
