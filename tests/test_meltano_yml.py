@@ -5,12 +5,13 @@ them); Meltano needs its own declaration for local plugins, so this test holds t
 same names, and a kind that means the schema's type.
 """
 
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tap_rapid7.settings import CONFIG_SCHEMA as TAP_SCHEMA
+from tap_rapid7.tap import TapRapid7
 from target_parquet_parts.target import TargetParquetParts
 
 MELTANO_YML = Path(__file__).resolve().parents[1] / "meltano.yml"
@@ -26,12 +27,6 @@ KINDS = {
     "object": {"object"},
     "string": {None, "string", "date_iso8601", "options", "password"},
 }
-SDK_BUILTINS = {
-    "stream_maps", "stream_map_config", "flattening_enabled", "flattening_max_depth",
-    "flattening_separator", "flattening_max_key_length", "batch_config", "faker_config",
-    "add_record_metadata", "load_method", "validate_records", "batch_size_rows",
-    "process_activate_version_messages", "hard_delete", "default_target_schema",
-}  # fmt: skip
 
 
 def _plugin(kind: str, name: str) -> dict:
@@ -45,23 +40,28 @@ def _type(prop: dict) -> str:
     return next(kind for kind in types if kind != "null")
 
 
+def _full_schema(plugin: type[TapRapid7] | type[TargetParquetParts]) -> dict:
+    """The plugin's settings with the SDK's built-in ones, as ``--about`` lists them."""
+    schema = copy.deepcopy(plugin.config_jsonschema)
+    plugin.append_builtin_config(schema)
+    return schema
+
+
 @pytest.mark.parametrize(
     ("kind", "name", "schema"),
     [
-        ("extractors", "tap-rapid7", TAP_SCHEMA),
-        ("loaders", "target-parquet-parts", TargetParquetParts.config_jsonschema),
+        ("extractors", "tap-rapid7", _full_schema(TapRapid7)),
+        ("loaders", "target-parquet-parts", _full_schema(TargetParquetParts)),
     ],
 )
 def test_meltano_yml_declares_each_plugin_setting_with_a_matching_kind(kind, name, schema):
     declared = {setting["name"]: setting for setting in _plugin(kind, name)["settings"]}
-    own = {key: prop for key, prop in schema["properties"].items() if key not in SDK_BUILTINS}
-    assert set(own) - set(declared) == set(), f"{name}: settings missing from meltano.yml"
-    unknown = set(declared) - set(schema["properties"]) - SDK_BUILTINS
+    # the SDK's standard settings too: Meltano passes a plugin only the settings it declares
+    assert set(schema["properties"]) - set(declared) == set(), f"{name}: missing in meltano.yml"
+    unknown = set(declared) - set(schema["properties"])
     assert unknown == set(), f"{name}: unknown in meltano.yml"
     for key, setting in declared.items():
-        prop = schema["properties"].get(key)
-        if prop is not None:
-            assert setting.get("kind") in KINDS[_type(prop)], (name, key)
+        assert setting.get("kind") in KINDS[_type(schema["properties"][key])], (name, key)
 
 
 def _environment(name: str) -> dict:

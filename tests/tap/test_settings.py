@@ -89,3 +89,21 @@ def test_text_that_is_not_a_number_is_refused_naming_the_setting():
     with pytest.raises(ConfigValidationError) as raised:
         TapRapid7(config={"api_key": "k", "lag_seconds": "soon"}, validate_config=True)
     assert any("lag_seconds" in error for error in raised.value.errors)
+
+
+def test_batch_config_is_refused_naming_the_setting():
+    """The SDK takes its BATCH path from the setting alone, and that path writes a window's
+    STATE before the batch file holding its events is announced."""
+    from singer_sdk.exceptions import ConfigValidationError
+
+    batch = {"encoding": {"format": "jsonl"}, "storage": {"root": "file:///tmp/batches"}}
+    with pytest.raises(ConfigValidationError) as raised:
+        TapRapid7(config={"api_key": "k", "batch_config": batch}, validate_config=True)
+    assert [error for error in raised.value.errors if error.startswith("batch_config:")]
+
+
+def test_capabilities_are_only_what_the_tap_keeps():
+    names = {str(capability) for capability in TapRapid7.capabilities}
+    assert "batch" not in names
+    assert "activate-version" not in names
+    assert {"state", "catalog", "discover", "about", "stream-maps"} <= names
