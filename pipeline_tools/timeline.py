@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from plugin_io.distribution import install_hint
 from plugin_io.log_events import parse_fields
 
 __all__ = ["LogEvent", "default_output", "main", "parse_line", "parse_lines", "render_timeline"]
@@ -631,7 +632,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tap-rapid7-timeline: {exc}", file=sys.stderr)
         return 2
     output = Path(args.output) if args.output else default_output(args.logs[0])
-    render_timeline(timeline, output, args.title)
+    try:
+        render_timeline(timeline, output, args.title)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "matplotlib":
+            raise
+        print(
+            f"tap-rapid7-timeline: drawing needs matplotlib: {install_hint('plot')}",
+            file=sys.stderr,
+        )
+        return 1
     counts = timeline.counts
     print(
         f"timeline: {counts['logsearch_query_start']} queries, "

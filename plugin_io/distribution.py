@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
-__all__ = ["DISTRIBUTION", "UNKNOWN_VERSION", "distribution_version"]
+__all__ = ["DISTRIBUTION", "UNKNOWN_VERSION", "distribution_version", "install_hint"]
 
 DISTRIBUTION = "tap-rapid7"  # pyproject.toml [project] name
 UNKNOWN_VERSION = "0+unknown"
@@ -21,3 +21,8 @@ def distribution_version() -> str:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         return UNKNOWN_VERSION
+
+
+def install_hint(extra: str) -> str:
+    """The end of an error line for a missing optional part: the extra that brings it."""
+    return f"install the '{extra}' extra: pip install '{DISTRIBUTION}[{extra}]'"

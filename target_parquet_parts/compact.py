@@ -1,4 +1,4 @@
-"""``target-parquet-parts-compact``: rewrite the small files of closed partitions, atomically.
+"""Iceberg compaction: rewrite the small files of closed partitions, atomically.
 
 For each Iceberg table of the target's catalog (``--config``, the target's own config file):
 
@@ -22,22 +22,19 @@ For each Iceberg table of the target's catalog (``--config``, the target's own c
    expired snapshots referenced. Readers that started before the retention window may still be
    reading old snapshots: keep the window longer than your longest query.
 
-Plain parts (``table_format: parquet``) are refused with an explanation (``PARTS_EXPLANATION``).
+The command (arguments, settings, the refusal of plain parts) is ``compact_cli.py``, which imports
+this module, and with it pyiceberg, only for an Iceberg dataset.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import logging
-import os
 import random
-import sys
 import time
 import typing as t
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import ValidationException
@@ -52,36 +49,18 @@ from pyiceberg.transforms import DayTransform
 from plugin_io.log_events import log_event
 from target_parquet_parts.iceberg import (
     commit_with_retry,
-    load_iceberg_catalog,
     namespace_of,
     stage_snapshot,
     table_identifier,
 )
 from target_parquet_parts.iceberg_ledger import COMPACTION, pending_snapshot_ids
-from target_parquet_parts.settings import SettingError, TargetSettings, config_from_env
+from target_parquet_parts.settings import TargetSettings
 
-__all__ = ["PARTS_EXPLANATION", "compact_table", "expire_table", "main"]
+__all__ = ["CompactionResult", "compact_table", "expire_table", "tables_of"]
 
 logger = logging.getLogger("target_parquet_parts.compact")
 
-EXIT_NOT_ICEBERG = 2
 _EPOCH = datetime.date(1970, 1, 1)
-
-PARTS_EXPLANATION = """\
-target-parquet-parts-compact: this dataset is plain parts (table_format: parquet); only Iceberg
-tables can be compacted safely.
-
-Why: a plain-parts dataset has no commit point. Readers (DuckDB, Spark, Trino, Athena, Polars)
-list the directory and read every part they find. Replacing small parts by a large one takes
-two steps on a filesystem or object store: write the large part, then delete the small ones.
-A reader that lists between the two sees those rows twice; in the other order, not at all. No
-rename or lock makes the pair atomic for readers that do not take part in the locking, and
-the exactly-once journal would name parts that are gone. An Iceberg reader reads the file list
-of one snapshot, and a compaction is one snapshot: readers see the old files or the new ones.
-
-What to do: write new data with table_format: iceberg (see the README), then compact with this
-command; read old parts as they are (their number does not grow once the pipeline moved).
-"""
 
 
 @dataclass
@@ -300,100 +279,9 @@ def expire_table(
     return table, len(expired), deleted
 
 
-def _tables(catalog: Catalog, settings: TargetSettings, streams: Sequence[str]) -> list[Table]:
+def tables_of(catalog: Catalog, settings: TargetSettings, streams: Sequence[str]) -> list[Table]:
     if streams:
         return [catalog.load_table(table_identifier(settings, s)) for s in streams]
     return [
         catalog.load_table(identifier) for identifier in catalog.list_tables(namespace_of(settings))
     ]
-
-
-def load_config(
-    sources: Sequence[str], environ: t.Mapping[str, str] | None = None
-) -> TargetSettings:
-    """The target's settings from JSON files and/or ``ENV`` (as Meltano exports them)."""
-    environ = os.environ if environ is None else environ
-    config: dict[str, t.Any] = {}
-    for source in sources:
-        if source == "ENV":
-            config.update(config_from_env(environ))
-            continue
-        with open(source, encoding="utf-8") as handle:
-            config.update(json.load(handle))
-    return TargetSettings.from_config(config)
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="target-parquet-parts-compact",
-        description=(
-            "Rewrite the small data files of closed partitions of the target's Iceberg tables "
-            "into large ones in one commit per table, then expire old snapshots."
-        ),
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        required=True,
-        metavar="FILE|ENV",
-        help="the target's settings (JSON file, or ENV for TARGET_PARQUET_PARTS_* variables)",
-    )
-    parser.add_argument(
-        "--stream", action="append", default=[], help="only this stream's table (repeatable)"
-    )
-    parser.add_argument(
-        "--before",
-        type=datetime.date.fromisoformat,
-        default=None,
-        help="partitions of days before this date (YYYY-MM-DD) are closed; default: today UTC",
-    )
-    parser.add_argument("--target-file-mb", type=float, default=128.0)
-    parser.add_argument(
-        "--retain-hours",
-        type=float,
-        default=24.0,
-        help="keep snapshots this recent (readers of older ones may still run); default 24",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point."""
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)-8s | %(message)s")
-    try:
-        settings = load_config(args.config)
-    except SettingError as exc:
-        sys.stderr.write(f"target-parquet-parts-compact: {exc}\n")
-        return 2  # as argparse's usage errors
-    if not settings.is_iceberg:
-        sys.stderr.write(PARTS_EXPLANATION)
-        return EXIT_NOT_ICEBERG
-    before = args.before or datetime.datetime.now(tz=datetime.UTC).date()
-    rng = random.Random()
-    catalog = load_iceberg_catalog(settings)
-    try:
-        for loaded in _tables(catalog, settings, args.stream):
-            table, result = compact_table(
-                loaded,
-                before=before,
-                target_bytes=int(args.target_file_mb * 1024 * 1024),
-                rng=rng,
-                dry_run=args.dry_run,
-            )
-            if not args.dry_run:
-                _, result.expired_snapshots, result.deleted_files = expire_table(
-                    table, retain_hours=args.retain_hours, rng=rng
-                )
-            summary = asdict(result)
-            if not args.dry_run:
-                summary.pop("groups")
-            sys.stdout.write(json.dumps(summary) + "\n")
-    finally:
-        catalog.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 * **Every part is a new object, never overwritten.** Its name holds 128 random bits, and on S3 it
   is created with ``PutObject`` + ``If-None-Match: *``: the store refuses (412) to replace an
   existing key. pyarrow's filesystems expose no conditional write, so S3 goes through boto3
-  (``target-parquet-parts[s3]``). GCS and Azure go through pyarrow's filesystems: there the
+  (the ``s3`` extra). GCS and Azure go through pyarrow's filesystems: there the
   random name is the only guard (a check-then-write, not atomic).
 * **No partial or temporary object is ever visible.** The part is encoded in memory, its footer
   read back (a part that would not open is never uploaded), then uploaded with one PUT straight

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from plugin_io.distribution import install_hint
 from target_parquet_parts.errors import UnsafePathError
 from target_parquet_parts.journal import JournalLog, LocalJournalLog
 from target_parquet_parts.lock import lock_output_dir
@@ -171,10 +172,7 @@ def check_output_dir(output_dir: str) -> None:
         try:
             import boto3  # noqa: F401, PLC0415  (optional: the [s3] extra)
         except ImportError:
-            msg = (
-                f"output_dir {output_dir!r} needs boto3 (conditional PUTs): install "
-                "target-parquet-parts[s3]"
-            )
+            msg = f"output_dir {output_dir!r} needs boto3 (conditional PUTs): {install_hint('s3')}"
             raise UnsupportedOutputDirError(msg) from None
 
 

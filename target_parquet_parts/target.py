@@ -37,6 +37,7 @@ as text); ``process_endofpipe`` is public (close the journal; exit code after a 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
@@ -46,14 +47,15 @@ import signal
 import threading
 import time
 import typing as t
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
-from singer_sdk.exceptions import RecordsWithoutSchemaException
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
 
-from plugin_io.distribution import DISTRIBUTION
+from plugin_io.distribution import DISTRIBUTION, install_hint
 from plugin_io.log_events import log_event
 from plugin_io.singer_lines import write_line
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
@@ -87,15 +89,22 @@ class _PendingState:
         return all(sink.flush_count > count for sink, count in self.blockers.items())
 
 
+@contextlib.contextmanager
+def _refused_as(setting: str) -> Iterator[None]:
+    """A ``ValueError`` raised inside becomes the SDK's config error naming ``setting``."""
+    try:
+        yield
+    except ValueError as exc:
+        message = f"{setting}: {exc}"
+        raise ConfigValidationError(message, errors=[message]) from exc
+
+
 def _iceberg_writer(settings: TargetSettings, run_id: str) -> IcebergWriter:
     try:
         # pyiceberg is an optional extra: imported only when table_format is iceberg
         from target_parquet_parts.iceberg import IcebergWriter  # noqa: PLC0415
     except ImportError as exc:
-        msg = (
-            f"table_format 'iceberg' needs pyiceberg ({exc}): install the 'iceberg' extra, "
-            "e.g. pip install 'target-parquet-parts[iceberg]'"
-        )
+        msg = f"table_format 'iceberg' needs pyiceberg ({exc}): {install_hint('iceberg')}"
         raise ValueError(msg) from None
     return IcebergWriter(settings, run_id)
 
@@ -142,21 +151,25 @@ class TargetParquetParts(TargetHooks):
         self._records_since_check = 0
         self.iceberg: IcebergWriter | None = None
         settings = self.settings
-        if settings.is_iceberg:
-            self.iceberg = _iceberg_writer(settings, self.run_id)
-            if settings.batch_size_rows is None:  # fewer, larger commits (iceberg.py)
-                rows = self.iceberg.default_batch_size_rows
-                self.set_config_value("batch_size_rows", rows)  # what the SDK's sinks read
-                self.settings = settings = replace(settings, batch_size_rows=rows)
-        elif settings.output_dir:
-            check_output_dir(settings.output_dir)  # an unknown scheme:// fails at start
+        # Settings that cannot work end the run here with one line naming the setting: the
+        # SDK's CLI prints a ConfigValidationError's errors without a traceback.
+        with _refused_as("table_format"):
+            if settings.is_iceberg:
+                self.iceberg = _iceberg_writer(settings, self.run_id)
+        if self.iceberg is not None and settings.batch_size_rows is None:
+            rows = self.iceberg.default_batch_size_rows  # fewer, larger commits (iceberg.py)
+            self.set_config_value("batch_size_rows", rows)  # what the SDK's sinks read
+            self.settings = settings = replace(settings, batch_size_rows=rows)
+        with _refused_as("output_dir"):
+            if self.iceberg is None and settings.output_dir:
+                check_output_dir(settings.output_dir)  # an unknown scheme:// fails at start
         load_method = settings.load_method or "append-only"
         if load_method != "append-only":
             msg = (
-                f"load_method '{load_method}' is not supported by {self.name}: parts are "
+                f"load_method: '{load_method}' is not supported by {self.name}: parts are "
                 "immutable and only ever added, so only 'append-only' is possible"
             )
-            raise ValueError(msg)
+            raise ConfigValidationError(msg, errors=[msg])
         self._state_max_lag = settings.state_max_lag_seconds
         self._lag = max(self._state_max_lag, 0.0)
         if self._lag > 0 and isinstance(self.message_reader, LineNumberingReader):

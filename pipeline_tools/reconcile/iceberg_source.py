@@ -45,6 +45,7 @@ from pipeline_tools.reconcile.dataset import (
     _one_chunk,
     event_time_kind,
 )
+from plugin_io.distribution import install_hint
 from tap_rapid7.logsearch.records import (
     EVENT_TIME,
     LOG_ID,
@@ -144,8 +145,7 @@ class IcebergSource:
             from pyiceberg.exceptions import NoSuchTableError  # noqa: PLC0415  (fast --help)
         except ImportError:
             raise IcebergSourceError(
-                "reading an Iceberg table needs pyiceberg: install rapid7-pipeline-tools[iceberg] "
-                "(or target-parquet-parts[iceberg]) beside the tools"
+                f"reading an Iceberg table needs pyiceberg: {install_hint('iceberg')}"
             ) from None
 
         from target_parquet_parts.iceberg import (  # noqa: PLC0415

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from target_parquet_parts import compact
+from target_parquet_parts import compact, compact_cli
 from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.columns import build_table
 from target_parquet_parts.iceberg import load_iceberg_catalog, stage_snapshot
@@ -239,7 +239,7 @@ def test_plain_parts_dataset_is_refused_with_an_explanation(tmp_path):
     result = subprocess.run(
         [COMPACT_BIN, "--config", str(config)], capture_output=True, check=False
     )
-    assert result.returncode == compact.EXIT_NOT_ICEBERG
+    assert result.returncode == compact_cli.EXIT_NOT_ICEBERG
     assert b"only Iceberg" in result.stderr
     assert b"no commit point" in result.stderr
     assert not (tmp_path / "out").exists()  # nothing touched
@@ -255,7 +255,7 @@ def test_config_from_meltano_environment_variables(tmp_path):
         "TARGET_PARQUET_PARTS_COMPRESSION": "",
         "OTHER": "1",
     }
-    settings = compact.load_config([str(file_config), "ENV"], environ)
+    settings = compact_cli.load_config([str(file_config), "ENV"], environ)
     assert settings == TargetSettings(
         output_dir="/from/env",
         iceberg_namespace="a",

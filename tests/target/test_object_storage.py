@@ -11,13 +11,17 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
+from singer_sdk.exceptions import ConfigValidationError
 
 from target_parquet_parts import objectstore
 from target_parquet_parts.journal import Journal
@@ -98,10 +102,30 @@ def test_local_paths_are_local(path):
 )
 def test_unusable_output_dir_refused_at_start_naming_the_setting(tmp_path, monkeypatch, uri, says):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UnsupportedOutputDirError, match="output_dir") as raised:
+    with pytest.raises(ConfigValidationError) as raised:
         TargetParquetParts(config={"output_dir": uri})
-    assert says in str(raised.value)
+    (error,) = raised.value.errors  # what the SDK's CLI prints, one line, no traceback
+    assert error.startswith("output_dir: ")
+    assert says in error
+    assert isinstance(raised.value.__cause__, UnsupportedOutputDirError)
     assert list(tmp_path.iterdir()) == []  # no local folder named 's3:' or 'hdfs:'
+
+
+def test_unusable_output_dir_is_one_line_from_the_command(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"output_dir": "hdfs://lake/data"}))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "target-parquet-parts"), "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "output_dir: " in result.stderr
+    assert "hdfs" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- writing parts ------------------------------------------------------------------------

@@ -147,3 +147,10 @@ def test_iceberg_sets_its_batch_size_default_in_the_config_and_the_settings(tmp_
     rows = target.iceberg.default_batch_size_rows
     assert target.config["batch_size_rows"] == rows  # what the SDK's sinks read
     assert target.settings.batch_size_rows == rows
+
+
+def test_a_load_method_other_than_append_only_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigValidationError) as raised:
+        TargetParquetParts(config={"output_dir": str(tmp_path), "load_method": "upsert"})
+    (error,) = raised.value.errors
+    assert error.startswith("load_method: 'upsert' is not supported")
