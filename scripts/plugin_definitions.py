@@ -23,13 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, run or loaded
+from settings_tables import about_output
 
 ROOT = Path(__file__).resolve().parent.parent
 HUB = ROOT / "meltano-hub"
@@ -111,16 +113,8 @@ ACRONYMS = {"api": "API", "url": "URL", "ids": "IDs", "sdk": "SDK", "leql": "LEQ
 
 
 def about(plugin: str) -> dict[str, Any]:
-    """The plugin's ``--about --format=json``, from the executable beside this interpreter."""
-    executable = Path(sys.executable).parent / plugin
-    result = subprocess.run(
-        [str(executable), "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(result.stdout)
+    """The plugin's ``--about --format=json``, as the installed plugin prints it."""
+    return json.loads(about_output(plugin, "json"))
 
 
 def json_type(prop: Mapping[str, Any]) -> str:

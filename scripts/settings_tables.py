@@ -61,8 +61,13 @@ def plugin_executable(plugin: str) -> str:
 
 def about_markdown(plugin: str) -> str:
     """`<plugin> --about --format=markdown`, as the installed plugin prints it."""
+    return about_output(plugin, "markdown")
+
+
+def about_output(plugin: str, about_format: str) -> str:
+    """`<plugin> --about --format=<about_format>`, as the installed plugin prints it."""
     result = subprocess.run(
-        [plugin_executable(plugin), "--about", "--format=markdown"],
+        [plugin_executable(plugin), "--about", f"--format={about_format}"],
         capture_output=True,
         text=True,
         check=True,

@@ -11,9 +11,7 @@ sensitive, and the ``pip_url`` names no distribution a stranger could publish on
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import shlex
-import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK_STANDARD = {
@@ -36,16 +36,8 @@ SDK_STANDARD = {
 }  # fmt: skip
 
 
-@cache
 def definitions_script() -> ModuleType:
-    path = ROOT / "scripts" / "plugin_definitions.py"
-    spec = importlib.util.spec_from_file_location("plugin_definitions", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("plugin_definitions")
 
 
 @cache

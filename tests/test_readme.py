@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import re
 import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +21,7 @@ from types import ModuleType
 import pytest
 
 from tests.distribution_sources import top_level_packages
+from tests.repo_scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -39,14 +38,7 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
 def _settings_tables() -> ModuleType:
-    path = ROOT / "scripts" / "settings_tables.py"
-    spec = importlib.util.spec_from_file_location("settings_tables", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("settings_tables")
 
 
 @cache

@@ -33,12 +33,13 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 import yaml
 
 from plugin_io.distribution import DISTRIBUTION, distribution_version
 from tests.distribution_sources import REPO, top_level_packages
+from tests.e2e.pipeline import dataset_keys
+from tests.meltano_cli import MELTANO, requires_meltano
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,6 @@ COMMANDS = (
     "tap-rapid7-timeline",
     "tap-rapid7-capacity",
 )
-MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".tools" / "meltano" / "bin" / "meltano"))
 MINUTE = 60_000
 INSTALL_TIMEOUT = 900
 
@@ -254,7 +254,7 @@ def test_the_wheel_alone_runs_every_tool_and_a_pipeline_exactly(wheel_emulator, 
         tmp_path,
     )
     truth = _truth(base_url, start, end)
-    keys = _keys(dataset)
+    keys = dataset_keys(dataset)
     assert sorted(keys) == sorted(truth)
     assert len(keys) > 100
     reconcile = _run(
@@ -309,24 +309,7 @@ def _truth(base_url: str, start: int, end: int) -> list[tuple[str, int, str]]:
     return [tuple(key) for key in body["keys"]]
 
 
-def _keys(output_dir: Path) -> list[tuple[str, int, str]]:
-    files = [str(p) for p in sorted((output_dir / "events").rglob("part-*.parquet"))]
-    if not files:
-        return []
-    columns = ["log_id", "timestamp", "sequence_number_str"]
-    table = ds.dataset(files, format="parquet").to_table(columns=columns)
-    return list(zip(*(table[name].to_pylist() for name in columns), strict=True))
-
-
-# Skipped only on a bare developer run; under CI or scripts/test.sh (which set MELTANO_BIN) a
-# missing Meltano fails the test instead of hiding it.
-MELTANO_REQUIRED = bool(os.environ.get("CI") or "MELTANO_BIN" in os.environ)
-
-
-@pytest.mark.skipif(
-    not MELTANO.exists() and not MELTANO_REQUIRED,
-    reason=f"Meltano not installed at {MELTANO} (scripts/test.sh installs it; or set MELTANO_BIN)",
-)
+@requires_meltano
 def test_a_users_own_meltano_project_adds_installs_and_runs_both_plugins(
     clone, emulator_factory, tmp_path
 ):
@@ -373,7 +356,7 @@ def test_a_users_own_meltano_project_adds_installs_and_runs_both_plugins(
     }
     _run([MELTANO, "run", "tap-rapid7", "target-parquet-parts"], cwd=project, env=run_env)
     truth = emu.truth(start, end)
-    assert sorted(_keys(dataset)) == sorted(truth)
+    assert sorted(dataset_keys(dataset)) == sorted(truth)
     assert len(truth) > 100
     streams = sorted(path.name for path in dataset.iterdir() if not path.name.startswith("_"))
     assert streams == ["events"]  # logs dropped by the tap's map, logsets by the target's

@@ -31,13 +31,14 @@ import yaml
 from pipeline_tools.reconcile.cli import main as reconcile_main
 from pipeline_tools.timeline import main as timeline_main
 from tests.distribution_sources import copy_distribution_sources
+from tests.e2e.pipeline import dataset_keys
+from tests.meltano_cli import MELTANO, requires_meltano
 from tests.target.iceberg_helpers import scan, summaries
 
 pytestmark = pytest.mark.e2e
 
 
 REPO = Path(__file__).resolve().parents[2]
-MELTANO = Path(os.environ.get("MELTANO_BIN", REPO / ".tools" / "meltano" / "bin" / "meltano"))
 STATE_ID = "dev:tap-rapid7-to-target-parquet-parts"
 MINUTE = 60_000
 
@@ -90,25 +91,7 @@ def _meltano(
     return result
 
 
-def _keys(output_dir: Path) -> list[tuple[str, int, str]]:
-    """Every row's identity (log_id, timestamp, sequence_number_str)."""
-    files = [str(p) for p in sorted((output_dir / "events").rglob("part-*.parquet"))]
-    if not files:
-        return []
-    columns = ["log_id", "timestamp", "sequence_number_str"]
-    table = ds.dataset(files, format="parquet").to_table(columns=columns)
-    return list(zip(*(table[name].to_pylist() for name in columns), strict=True))
-
-
-# Skipped only on a bare developer run; under CI or scripts/test.sh (which set MELTANO_BIN) a
-# missing Meltano fails the test instead of hiding it.
-MELTANO_REQUIRED = bool(os.environ.get("CI") or "MELTANO_BIN" in os.environ)
-
-
-@pytest.mark.skipif(
-    not MELTANO.exists() and not MELTANO_REQUIRED,
-    reason=f"Meltano not installed at {MELTANO} (scripts/test.sh installs it; or set MELTANO_BIN)",
-)
+@requires_meltano
 def test_meltano_install_run_twice_matches_truth_and_keeps_state(
     project, emulator_factory, tmp_path
 ):
@@ -128,7 +111,7 @@ def test_meltano_install_run_twice_matches_truth_and_keeps_state(
     }
 
     first_log = _meltano(project, env, "run", "tap-rapid7", "target-parquet-parts").stderr
-    first = _keys(output_dir)
+    first = dataset_keys(output_dir)
     assert sorted(first) == sorted(emu.truth(start, end_1))
     assert len(first) > 500
     # The dev environment's event_time_fields find the emulator messages' own time: most rows
@@ -142,7 +125,7 @@ def test_meltano_install_run_twice_matches_truth_and_keeps_state(
 
     env["TAP_RAPID7_END_DATE"] = _iso(end_2)
     _meltano(project, env, "run", "tap-rapid7", "target-parquet-parts")
-    second = _keys(output_dir)
+    second = dataset_keys(output_dir)
     new = emu.truth(end_1, end_2)
     assert len(second) - len(first) == len(new) > 0  # only the new events came
     assert sorted(second) == sorted(emu.truth(start, end_2))
@@ -210,10 +193,7 @@ def _dev_log_ids(part: str) -> list[str]:
     return next(p["config"]["log_ids"] for p in plugins if p["name"] == part)
 
 
-@pytest.mark.skipif(
-    not MELTANO.exists() and not MELTANO_REQUIRED,
-    reason=f"Meltano not installed at {MELTANO} (scripts/test.sh installs it; or set MELTANO_BIN)",
-)
+@requires_meltano
 def test_three_split_jobs_at_once_fill_one_iceberg_table_exactly_once(
     project, emulator_factory, tmp_path
 ):
