@@ -21,7 +21,8 @@ import pytest
 
 from logsearch_emulator import EmulatorOptions, running_emulator
 from tests.e2e.pipeline import TAP, start
-from tests.pipeline.test_meltano_pipeline import MELTANO, MELTANO_REQUIRED, _meltano, project
+from tests.meltano_cli import requires_meltano
+from tests.pipeline.test_meltano_pipeline import _meltano, project
 from tests.tap.loopback import LoopbackServer, read_request, request_headers
 
 pytestmark = pytest.mark.e2e
@@ -177,10 +178,7 @@ def test_no_key_in_the_dataset_journal_or_target_output(tmp_path, monkeypatch):
         assert_no_key("target STATE", json.dumps(state), KEY)
 
 
-@pytest.mark.skipif(
-    not MELTANO.exists() and not MELTANO_REQUIRED,
-    reason=f"Meltano not installed at {MELTANO} (scripts/test.sh installs it; or set MELTANO_BIN)",
-)
+@requires_meltano
 def test_no_key_in_meltano_output_or_logs(project, tmp_path):
     """`meltano --log-level=debug run` with the key from the environment, surrounded by
     whitespace: neither Meltano's output (the plugins' DEBUG lines included) nor anything it
