@@ -72,6 +72,7 @@ from target_parquet_parts.iceberg_ledger import (
     ReplaySet,
     commit_properties,
     end_properties,
+    ever_stateful,
     find_commit,
     load_replay_set,
 )
@@ -483,10 +484,11 @@ class StreamTable:
         _test_kill("after_commit", number)
         return find_commit(reversed(table.metadata.snapshots), run_id, flush), attempts
 
-    def finish(self, *, complete: bool) -> None:
-        """End marker of a clean run (only for tables this run committed to)."""
+    def finish(self, *, completed: bool, all_covered: bool) -> None:
+        """End marker of a run (only for tables this run committed to): iceberg_ledger.py."""
         if self.table is None or not self.flushes:
             return
+        complete = completed and (all_covered or not ever_stateful(self.table.snapshots()))
         properties = end_properties(
             self.writer.run_id, self.writer.states_emitted, complete=complete
         )
@@ -599,12 +601,16 @@ class IcebergWriter:
             )
         return result
 
-    def finish(self, *, complete: bool) -> None:
-        """After the final STATE: end markers, then close the catalog."""
+    def finish(self, *, completed: bool, all_covered: bool) -> None:
+        """After the final STATE: end markers, then close the catalog.
+
+        ``completed``: the input ended without a stop signal; ``all_covered``: every record
+        this run received came before the last STATE it emitted (False when it emitted none).
+        """
         try:
             with self._lock:
                 for table in self._tables.values():
-                    table.finish(complete=complete)
+                    table.finish(completed=completed, all_covered=all_covered)
         finally:
             self.close()
 

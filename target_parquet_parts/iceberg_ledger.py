@@ -9,11 +9,13 @@ No side journal: every commit the target makes carries, in its snapshot summary,
 * ``singer.states-emitted``: the index of the newest STATE the target had written to stdout
   when it committed (0: none yet).
 
-and, after a clean end of input (the final STATE written), the run adds an end marker: a snapshot
-with no data files whose summary has ``singer.run-end`` = ``complete`` (no record arrived after
-the final STATE, or the tap sent no STATE at all: a rerun re-sends nothing of this run, or starts
-from scratch by its own choice) or ``open`` (records arrived after the final STATE), plus the
-final ``singer.states-emitted``.
+and, at the end of a run that committed (the final STATE written), an end marker: a snapshot with
+no data files whose summary has ``singer.run-end`` = ``complete`` or ``open``, plus the final
+``singer.states-emitted``. ``complete`` only when the input ended without a stop signal and
+either no record arrived after the final STATE (a rerun re-sends nothing of this run) or no run
+of the table ever emitted a STATE (``ever_stateful``: a stateless tap, each run a new full sync).
+A run cancelled at any moment, or whose tap died before its first STATE, ends ``open``: the next
+resume, from the last STATE an earlier run emitted, sends its rows again.
 
 Why that is enough. The orchestrator restarts the tap from the last STATE the target emitted, so
 after a crash exactly the records that came after that STATE are sent again. A batch committed
@@ -83,6 +85,7 @@ __all__ = [
     "ReplaySet",
     "commit_properties",
     "end_properties",
+    "ever_stateful",
     "find_commit",
     "normalize",
     "pending_snapshot_ids",
@@ -131,6 +134,11 @@ def _int(value: str | None) -> int:
         return int(value) if value is not None else 0
     except ValueError:
         return 0
+
+
+def ever_stateful(snapshots: Iterable[Snapshot]) -> bool:
+    """A run of this table emitted a STATE at some time: its input comes from a stateful tap."""
+    return any(_int(_prop(snapshot, STATES_EMITTED)) > 0 for snapshot in snapshots)
 
 
 def find_commit(snapshots: Iterable[Snapshot], run_id: str, flush: int) -> Snapshot | None:

@@ -33,8 +33,15 @@ Lifecycle:
   dropped and the journal is rewritten compactly; during a run it is rewritten once it has
   grown past ``COMPACT_AFTER_LINES`` lines (temp file, fsync, ``os.replace``, directory fsync).
   Memory is bounded by the rows written after one STATE, not by the input or the crash history.
-* A run that ends cleanly with no record after its last STATE (or a tap that sent no STATE at
-  all, so there is nothing to resume) empties the journal.
+* Only a run that *completed* may empty the journal: its input ended (no stop signal), and
+  either every record it received came before the last STATE it emitted (the tap sent everything
+  from its resume point, so rows of earlier runs that did not come again never will), or no
+  STATE ever reached this ``output_dir`` (a stateless tap: each run is a new full sync, and the
+  journal stays bounded). Every other end keeps the live entries, earlier runs' included: a run
+  cancelled (a signal, however early: before its first record or its first STATE) or one whose
+  tap died before its first STATE resumes from the last STATE an earlier run emitted, so those
+  rows come again. The first emitted STATE writes ``{"stateful": true}`` (kept by rewrites),
+  which is how a later run with no STATE of its own tells the two cases apart.
 
 Crash points (``kill -9`` at any instant):
 
@@ -395,12 +402,15 @@ class Journal:
         self._log: JournalLog | None = None
         # This run's consumed rows, not yet covered by an emitted STATE: (label, part, rows).
         self._consumed: list[tuple[int, str, Ranges]] = []
+        # A STATE was emitted into this output_dir at some time (see ``finish``).
+        self.stateful = False
         try:
             self._log = self.storage.journal_log(run_id)
             text = self._log.read()
             self._entries = self._load(text)
-            compact = "".join(self._line(e.to_json()) for e in self._entries)
-            if compact != text:
+            compact = self._lines_of(self._entries)
+            self._lines = len(compact)
+            if "".join(compact) != text:
                 # Covered and consumed rows, dead entries, a torn line: keep only what is live.
                 self._rewrite(self._entries)
             self._replay = self._load_replay()
@@ -414,6 +424,9 @@ class Journal:
         for line in text.splitlines():
             try:
                 data = json.loads(line)
+                if "stateful" in data:
+                    self.stateful = True
+                    continue
                 if "covered" in data:
                     data = {"covered": int(data["covered"]), "run": str(data["run"])}
                 elif "consumed" in data:
@@ -606,6 +619,9 @@ class Journal:
     def covered(self, state_index: int) -> None:
         """STATE number ``state_index`` was emitted: forget the rows it covers."""
         with self._lock:
+            if not self.stateful:
+                self.stateful = True
+                self._append({"stateful": True}, sync=True)
             changed = False
             for entry in self._entries:
                 if entry.run == self.run_id and entry.cover(state_index):
@@ -628,12 +644,20 @@ class Journal:
             else:
                 self._append({"covered": state_index, "run": self.run_id}, sync=False)
 
-    def finish(self, *, clear: bool) -> None:
-        """End of a clean run: empty the journal if nothing is left to resume, then unlock."""
+    def finish(self, *, completed: bool, all_covered: bool) -> None:
+        """End of a run: keep what may come again (compactly), empty the rest, then unlock.
+
+        ``completed``: the input ended without a stop signal; ``all_covered``: every record
+        this run received came before the last STATE it emitted (False when it emitted none).
+        """
         with self._lock:
-            if clear and (self._entries or self._lines):
-                self._consumed = []
-                self._rewrite([])
+            if completed and (all_covered or not self.stateful):
+                self._consumed = []  # the tap is past them: nothing is left to resume
+                entries: list[JournalEntry] = []
+            else:
+                entries = self._entries
+            if self._lines != len(self._lines_of(entries)) or entries != self._entries:
+                self._rewrite(entries)
         self.close()
 
     def close(self) -> None:
@@ -644,14 +668,20 @@ class Journal:
             if self._own_run_lock:
                 self._run_lock.release()
 
-    def _rewrite(self, entries: list[JournalEntry]) -> None:
-        """Replace the journal by ``entries`` and this run's pending consumed rows."""
-        assert self._log is not None
-        lines = [self._line(e.to_json()) for e in entries]
+    def _lines_of(self, entries: list[JournalEntry]) -> list[str]:
+        """The journal's lines for ``entries``, the marker and this run's consumed rows."""
+        lines = [self._line({"stateful": True})] if self.stateful else []
+        lines += [self._line(e.to_json()) for e in entries]
         lines += [
             self._line({"consumed": part, "rows": rows, "state_index": label, "run": self.run_id})
             for label, part, rows in self._consumed
         ]
+        return lines
+
+    def _rewrite(self, entries: list[JournalEntry]) -> None:
+        """Replace the journal by ``entries``, the marker and this run's consumed rows."""
+        assert self._log is not None
+        lines = self._lines_of(entries)
         self._log.rewrite("".join(lines))
         self._entries = entries
         self._lines = len(lines)

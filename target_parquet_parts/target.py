@@ -415,13 +415,15 @@ class TargetParquetParts(TargetHooks):
         rows_before = sum(s.rows_flushed for s in self._sinks)
         with explain_os_errors(self.settings.output_dir):
             super().process_endofpipe()
+            # What may come again is kept unless this run completed (journal.py, iceberg_ledger.py)
+            completed = self._stop_signal is None
+            all_covered = (
+                self.states_received > 0 and self._records_received() == self._records_at_last_state
+            )
             if self.iceberg is not None:
-                all_covered = self._records_received() == self._records_at_last_state
-                self.iceberg.finish(complete=self.states_received == 0 or all_covered)
+                self.iceberg.finish(completed=completed, all_covered=all_covered)
             if self._journal is not None:
-                nothing_to_resume = self.states_received == 0
-                all_covered = self._records_received() == self._records_at_last_state
-                self._journal.finish(clear=nothing_to_resume or all_covered)
+                self._journal.finish(completed=completed, all_covered=all_covered)
                 self._journal = None
             if self._run_lock is not None:
                 self._run_lock.release()

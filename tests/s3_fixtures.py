@@ -52,6 +52,18 @@ class S3Bucket:
         )
         return [m["Key"] for page in pages for m in page.get("DeleteMarkers", [])]
 
+    def journal_remembers(self, prefix: str = "data/_journal/") -> list[str]:
+        """What the journal under ``prefix`` still holds: its lines less the
+        ``{"stateful": true}`` marker, and the lock's key while a run holds it."""
+        held: list[str] = []
+        for key in self.keys(prefix):
+            if key.endswith("/lock"):
+                held.append(key)
+                continue
+            body = self.client.get_object(Bucket=self.name, Key=key)["Body"].read().decode()
+            held += [line for line in body.splitlines() if line and line != '{"stateful":true}']
+        return held
+
     def keys(self, prefix: str = "") -> list[str]:
         """Current (visible) keys under ``prefix``."""
         pages = self.client.get_paginator("list_objects_v2").paginate(

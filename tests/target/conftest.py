@@ -97,6 +97,12 @@ def part_files(output_dir: Path) -> list[Path]:
     return sorted(output_dir.rglob("*.parquet"))
 
 
+def journal_lines(output_dir: Path) -> list[str]:
+    """The local journal's lines less the ``{"stateful": true}`` marker: what it remembers."""
+    text = (output_dir / "_journal" / "journal.jsonl").read_text()
+    return [line for line in text.splitlines() if line != '{"stateful":true}']
+
+
 def temp_files(output_dir: Path) -> list[Path]:
     """Leftover temporary files."""
     return sorted(output_dir.rglob("*.tmp"))

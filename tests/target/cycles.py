@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from target_parquet_parts.storage import arrow_filesystem
 from tests.target.conftest import TARGET_BIN, part_files
 from tests.target.singer_data import (
     BASE_SEQUENCE,
@@ -73,13 +76,16 @@ def run_cycle(
     action: Callable[[subprocess.Popen], None],
     pause_after: int | None = None,
     feeder_trigger: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Cycle:
     """Run the target once from record ``start`` (see module docstring).
 
     ``trigger(cycle, kind, line)`` is asked for each stdout (``kind == "out"``) and stderr line;
     the first True runs ``action(proc)``. ``pause_after``: the feeder sends that many records and
-    a STATE, then goes quiet (the tap waiting on a slow query) until the target exits.
+    a STATE (0: the SCHEMA alone), then goes quiet (the tap waiting on a slow query) until the
+    target exits.
     ``feeder_trigger``: the feeder itself runs ``action`` after writing that many records.
+    ``env``: added to the target's environment (an object store's endpoint and credentials).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / f"target-{start}-{len(list(workdir.glob('target-*.json')))}.json"
@@ -93,6 +99,7 @@ def run_cycle(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     ) as proc:
 
         def fire() -> None:
@@ -140,6 +147,12 @@ def _feed(
     assert stdin is not None
     try:
         lines = [schema_message()]
+        if pause_after == 0:  # the SCHEMA only, then quiet: a run stopped before any record
+            stdin.write((lines[0] + "\n").encode("utf-8"))
+            stdin.flush()
+            cycle.paused.set()
+            done.wait()
+            return
         for i in range(cycle.start, total):
             lines.append(record_message(event(i)))
             count = i + 1 - cycle.start
@@ -201,10 +214,25 @@ def _watch(
                     fire()
 
 
-def dataset_indexes(out: Path) -> list[int]:
-    """Record numbers of every row in the dataset (duplicates included)."""
-    indexes: list[int] = []
-    for part in part_files(out):
-        column = pq.read_table(part, columns=["sequence_number"]).column(0)
-        indexes.extend(seq - BASE_SEQUENCE for seq in column.to_pylist())
-    return indexes
+def dataset_indexes(out: Path | str) -> list[int]:
+    """Record numbers of every row in the dataset (duplicates included): a local directory or
+    an object-store URI (read as the target's readers do, ``storage.arrow_filesystem``)."""
+    if isinstance(out, Path) or "://" not in out:
+        indexes: list[int] = []
+        for part in part_files(Path(out)):
+            column = pq.read_table(part, columns=["sequence_number"]).column(0)
+            indexes.extend(seq - BASE_SEQUENCE for seq in column.to_pylist())
+        return indexes
+    filesystem, root = arrow_filesystem(out)
+    selector = pafs.FileSelector(f"{root}/events", recursive=True, allow_not_found=True)
+    parts = [
+        info.path
+        for info in filesystem.get_file_info(selector)
+        if info.base_name.startswith("part-") and info.base_name.endswith(".parquet")
+    ]
+    if not parts:
+        return []
+    table = ds.dataset(parts, filesystem=filesystem, format="parquet").to_table(
+        columns=["sequence_number"]
+    )
+    return [seq - BASE_SEQUENCE for seq in table.column(0).to_pylist()]

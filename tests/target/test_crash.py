@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
+from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from tests.target.conftest import TARGET_BIN, part_files, start_target_process, temp_files
+from tests.target.conftest import (
+    TARGET_BIN,
+    journal_lines,
+    part_files,
+    start_target_process,
+    temp_files,
+)
 from tests.target.cycles import dataset_indexes, run_cycle
+from tests.target.iceberg_helpers import scan
 from tests.target.singer_data import (
     BASE_SEQUENCE,
     event,
@@ -86,7 +95,7 @@ def test_rerun_from_last_state_writes_each_record_once(tmp_path):
     assert (total, distinct) == (400, 400)
     assert (low, high) == (BASE_SEQUENCE, BASE_SEQUENCE + 399)
     # A clean end with nothing after the last STATE empties the journal.
-    assert (out / "_journal" / "journal.jsonl").read_text() == ""
+    assert journal_lines(out) == []
 
 
 def test_second_process_on_the_same_output_dir_is_refused(tmp_path):
@@ -169,4 +178,65 @@ def test_kill9_at_random_points_resumed_from_the_last_state_keeps_every_record_o
         figures.append((cycle.start, cycle.sent, keys, position, rows_past_position))
     print(f"kill -9 loop (start, sent, journal keys loaded, resume, rows past it): {figures}")
     assert len(on_disk) == len(set(on_disk)) == total
-    assert (out / "_journal" / "journal.jsonl").read_text() == ""
+    assert journal_lines(out) == []
+
+
+def _run(
+    out: Path, tmp_path: Path, lines: list[str], name: str, table_format: str
+) -> subprocess.CompletedProcess:
+    """The target over ``lines`` to the end of its input (a clean EOF)."""
+    config = tmp_path / f"{name}.json"
+    settings = {"output_dir": str(out), "batch_size_rows": 100, "table_format": table_format}
+    config.write_text(json.dumps(settings))
+    return subprocess.run(
+        [TARGET_BIN, "--config", str(config)],
+        input="".join(line + "\n" for line in [schema_message(), *lines]).encode(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+
+
+def _written(out: Path, table_format: str) -> list[int]:
+    if table_format == "parquet":
+        return dataset_indexes(out)
+    return [seq - BASE_SEQUENCE for seq in scan(out).column("sequence_number").to_pylist()]
+
+
+@pytest.mark.parametrize("table_format", ["parquet", "iceberg"])
+def test_a_tap_that_dies_before_its_first_state_keeps_the_earlier_tail_remembered(
+    tmp_path, table_format
+):
+    """The target sees a clean end of input with no STATE (its tap failed early): rows after
+    the last STATE an earlier run emitted come again on the next resume, so they stay."""
+    out = tmp_path / "out"
+    first = [record_message(event(i)) for i in range(150)]
+    first += [state_message({"last": 149}), *(record_message(event(i)) for i in range(150, 400))]
+    _run(out, tmp_path, first, "first", table_format)  # 150..399 after its last STATE
+    died = [record_message(event(i)) for i in range(150, 450)]  # 400..449 are new
+    logged = _run(out, tmp_path, died, "died", table_format)
+    assert logged.stdout == b""  # no STATE reached it, none came out
+    pattern = r"(?:journal|iceberg)_duplicates_dropped stream=events (?:table=\S+ )?rows=(\d+)"
+    dropped = re.findall(pattern, logged.stderr.decode())
+    assert sum(map(int, dropped)) == 250  # the first run's tail came again
+    if table_format == "parquet":
+        assert journal_lines(out) != []  # still remembered
+    rerun = [record_message(event(i)) for i in range(150, 500)] + [state_message({"last": 499})]
+    _run(out, tmp_path, rerun, "rerun", table_format)  # resumed from STATE(149), as usual
+    on_disk = _written(out, table_format)
+    assert len(on_disk) == len(set(on_disk)) == 500
+    if table_format == "parquet":
+        assert journal_lines(out) == []  # a completed run with everything covered: emptied
+
+
+@pytest.mark.parametrize("table_format", ["parquet", "iceberg"])
+def test_a_stateless_tap_gets_each_full_sync_written_and_the_journal_stays_empty(
+    tmp_path, table_format
+):
+    """No STATE ever reached this output_dir: each run is a new full sync, nothing to resume."""
+    out = tmp_path / "out"
+    for name in ("one", "two"):
+        _run(out, tmp_path, [record_message(event(i)) for i in range(120)], name, table_format)
+        if table_format == "parquet":
+            assert (out / "_journal" / "journal.jsonl").read_text() == ""
+    assert len(_written(out, table_format)) == 240  # a snapshot per run, as the tap meant

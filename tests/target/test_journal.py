@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from target_parquet_parts.journal import Journal, key_strings
+from tests.target.conftest import journal_lines
 
 
 def _part(out, name, keys, values=None):
@@ -69,10 +70,9 @@ def test_covered_entries_are_forgotten_and_the_journal_is_compacted(tmp_path, mo
     again = Journal(tmp_path, "next2")
     again.record("events", part, ["k1", "k2"], 0)
     again.covered(1)
-    lines = (tmp_path / "_journal" / "journal.jsonl").read_text().splitlines()
-    assert len(lines) == 1  # rewritten with the live (inherited) entry only
-    again.finish(clear=True)
-    assert (tmp_path / "_journal" / "journal.jsonl").read_text() == ""
+    assert len(journal_lines(tmp_path)) == 1  # rewritten with the live (inherited) entry only
+    again.finish(completed=True, all_covered=True)
+    assert journal_lines(tmp_path) == []
 
 
 def test_inherited_entries_survive_this_runs_states(tmp_path):

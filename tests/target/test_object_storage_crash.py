@@ -121,7 +121,7 @@ def test_kill9_loop_then_rerun_is_exactly_once_on_s3(s3_bucket, tmp_path):
     assert len(keys) == len(set(keys)) == TOTAL  # no duplicate
     assert set(keys) == expected  # no loss
     _check_objects(s3_bucket)
-    assert s3_bucket.keys("data/_journal/") == []  # clean end: entries covered, lock released
+    assert s3_bucket.journal_remembers() == []  # clean end: entries covered, lock released
     dropped = sum(
         int(line.rsplit("rows=", 1)[1])
         for path in tmp_path.glob("target-*.stderr")
@@ -159,4 +159,4 @@ def test_second_process_on_the_same_bucket_prefix_is_refused(s3_bucket, tmp_path
         assert f"in use by another target-parquet-parts process (pid {holder.pid}" in stderr
         holder.communicate(b"")
     assert holder.returncode == 0
-    assert s3_bucket.keys("data/_journal/") == []
+    assert s3_bucket.journal_remembers() == []
