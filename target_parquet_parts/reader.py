@@ -14,7 +14,9 @@ thread is busy with a message (a flush, say) the request is noted and the loop s
 message; if it is waiting for input (its current frame is the read loop itself, blocked in the
 read), the handler raises ``_StopReading`` there, which ends the loop between two messages. The
 idle watcher is stopped (joined, so an idle flush in progress finishes) before ``process_lines``
-returns, so nothing flushes concurrently with the shutdown that follows.
+returns, so nothing flushes concurrently with the shutdown that follows. When reading fails,
+``on_failure`` (the target's ``release_after_failure``) runs after that and before the error
+leaves ``process_lines``.
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class LineNumberingReader(ReaderHooks):
         self._turn = threading.Lock()
         self._idle_error: BaseException | None = None
         self.stop_signal: int | None = None
+        # Run when reading fails (a bad line, a handler's error): the target unlocks output_dir
+        # there, since an in-process caller may keep the failed target alive.
+        self.on_failure: t.Callable[[], None] | None = None
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         """Stop reading input (called from a signal handler, on the main thread).
@@ -162,13 +167,19 @@ class LineNumberingReader(ReaderHooks):
             lines = lines.buffer
         watcher = self._start_idle_watcher()
         try:
-            self._read_loop(lines, callbacks, stats)
-        except _StopReading:
-            pass  # a stop request while waiting for input (see request_stop)
-        finally:
-            if watcher is not None:
-                watcher.stop()
-        self._raise_idle_error()
+            try:
+                self._read_loop(lines, callbacks, stats)
+            except _StopReading:
+                pass  # a stop request while waiting for input (see request_stop)
+            finally:
+                if watcher is not None:
+                    watcher.stop()
+            self._raise_idle_error()
+        except BaseException:
+            # After the watcher stopped (no flush runs any more), before the error leaves.
+            if self.on_failure is not None:
+                self.on_failure()
+            raise
         return Counter(**stats)
 
     def _read_loop(

@@ -177,6 +177,8 @@ class TargetParquetParts(TargetHooks):
             # bound must hold then too, not only when the next message arrives.
             self.message_reader.idle_callback = self._check_state_lag
             self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+        if isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.on_failure = self.release_after_failure
         if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
             self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
 
@@ -413,6 +415,32 @@ class TargetParquetParts(TargetHooks):
         128 + the signal number so a scheduler sees the cancel.
         """
         rows_before = sum(s.rows_flushed for s in self._sinks)
+        try:
+            self._settle()
+        except BaseException:
+            self.release_after_failure()
+            raise
+        if self._stop_signal is not None:
+            self._exit_after_signal(self._stop_signal, rows_before)
+
+    def release_after_failure(self) -> None:
+        """A failed run: unlock output_dir now, the journal kept as it is.
+
+        The process may live on (an in-process caller, the SDK's test runners; the SDK's signal
+        handler keeps this instance alive, so no finalizer would ever unlock). Nothing is
+        settled: the next run resumes from the last emitted STATE and needs every entry.
+        """
+        journal, self._journal = self._journal, None
+        lock, self._run_lock = self._run_lock, None
+        try:
+            if journal is not None:
+                journal.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _settle(self) -> None:
+        """Drain and emit the final STATE, then settle the bookkeeping and unlock."""
         with explain_os_errors(self.settings.output_dir):
             super().process_endofpipe()
             # What may come again is kept unless this run completed (journal.py, iceberg_ledger.py)
@@ -428,8 +456,6 @@ class TargetParquetParts(TargetHooks):
             if self._run_lock is not None:
                 self._run_lock.release()
                 self._run_lock = None
-        if self._stop_signal is not None:
-            self._exit_after_signal(self._stop_signal, rows_before)
 
     def _exit_after_signal(self, signum: int, rows_before: int) -> t.NoReturn:
         rows_written = sum(s.rows_flushed for s in self._sinks)

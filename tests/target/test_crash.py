@@ -18,6 +18,7 @@ from tests.target.conftest import (
     TARGET_BIN,
     journal_lines,
     part_files,
+    run_target,
     start_target_process,
     temp_files,
 )
@@ -240,3 +241,28 @@ def test_a_stateless_tap_gets_each_full_sync_written_and_the_journal_stays_empty
         if table_format == "parquet":
             assert (out / "_journal" / "journal.jsonl").read_text() == ""
     assert len(_written(out, table_format)) == 240  # a snapshot per run, as the tap meant
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_failed_run_in_process_unlocks_output_dir_before_its_error_leaves(
+    tmp_path, monkeypatch, request, where
+):
+    """A caller that keeps the failed target alive (the SDK's runners, a notebook) can run the
+    next one on the same output_dir at once, and the next one still drops the replays."""
+    if where == "s3":
+        output_dir = request.getfixturevalue("s3_bucket").uri()
+    else:
+        output_dir = str(tmp_path / "out")
+    lines = [schema_message(), *(record_message(event(i)) for i in range(250))]
+    lines.append('{"type": "RECORD", "stream": "unknown", "record": {}}')  # fails the run
+    # The failed target stays alive: the SDK's signal handler refers to it, so no finalizer
+    # would unlock output_dir.
+    with pytest.raises(Exception, match="unknown"):
+        run_target(output_dir, lines, monkeypatch, batch_size_rows=100)
+    rerun = [schema_message(), *(record_message(event(i)) for i in range(300))]
+    rerun.append(state_message({"last": 299}))
+    target, capture = run_target(output_dir, rerun, monkeypatch, batch_size_rows=100)
+    assert capture.states == [{"last": 299}]
+    assert sum(sink.rows_flushed for sink in target._sinks) == 300
+    on_disk = dataset_indexes(output_dir)
+    assert len(on_disk) == len(set(on_disk)) == 300  # the failed run's 200 rows were replays
