@@ -29,7 +29,11 @@
     compare-and-swap (so only one run wins): at once when the holder ran on this machine and its
     process is dead (a ``kill -9`` and a rerun on one machine), else once its lease ran out
     without a renewal (measured on the store's clock: its ``Last-Modified`` and ``Date``). A run
-    that sees the lock renewed is refused at once, naming the holder.
+    that sees the lock renewed is refused at once, naming the holder. A ``lease_seconds`` that is
+    not a number of seconds in (0, ``MAX_LEASE_SECONDS``] is read as the default (never a hang).
+* **A lost answer is not a refusal**: each conditional PUT carries its own id in the object's
+  metadata; a retry that meets 412 on an object holding that id is this PUT's success.
+* **Every request has a deadline** (connect, read and send timeouts, a few attempts).
 
 Credentials, region and endpoint come from each cloud's standard configuration: for S3 the AWS
 chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ``AWS_REGION``,
@@ -47,8 +51,10 @@ import email.utils
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -85,7 +91,21 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 60.0
+# A lock object's lease is read from the store: a value that is not a finite number in this
+# range (NaN, Infinity, 1e12, text) is a broken lock, read as the default lease (never a hang,
+# never a wait the clock cannot express).
+MAX_LEASE_SECONDS = 3600.0
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+# Every request has a deadline: a store that accepts connections but never answers fails the
+# request after at most _ATTEMPTS x (_CONNECT_TIMEOUT + _READ_TIMEOUT) seconds (a stalled send or
+# read counts), not after the SDK's default 60 s per read and 5 attempts.
+_CONNECT_TIMEOUT = 5.0
+_READ_TIMEOUT = 20.0
+_ATTEMPTS = 4
+# Metadata of every conditional PUT: an id unique to that PUT. When the store applied a PUT but
+# its answer was lost, the client's retry meets 412 (the object exists, or its ETag changed);
+# finding our own id on the object tells our own write from another run's.
+PUT_ID_KEY = "put-id"
 
 
 class ObjectStoreError(DescribedOSError):
@@ -178,7 +198,12 @@ class S3ObjectStore(ObjectStore):
         # The standard AWS chain: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL(_S3), keys, roles.
         session = boto3.session.Session()
         self._client = session.client(
-            "s3", config=Config(retries={"mode": "standard", "max_attempts": 5})
+            "s3",
+            config=Config(
+                retries={"mode": "standard", "max_attempts": _ATTEMPTS},
+                connect_timeout=_CONNECT_TIMEOUT,
+                read_timeout=_READ_TIMEOUT,
+            ),
         )
         self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
         self._client_error = ClientError
@@ -205,26 +230,54 @@ class S3ObjectStore(ObjectStore):
         return ""
 
     def put_new(self, key: str, data: bytes) -> str:
+        put_id = secrets.token_hex(16)
         try:
             answer = self._client.put_object(
-                Bucket=self.location.bucket, Key=key, Body=data, IfNoneMatch="*"
+                Bucket=self.location.bucket,
+                Key=key,
+                Body=data,
+                IfNoneMatch="*",
+                Metadata={PUT_ID_KEY: put_id},
             )
         except self._errors as exc:
             if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                etag = self._own_write(key, put_id)
+                if etag is not None:
+                    return etag  # our PUT landed; only its answer was lost (a retry met it)
                 raise ObjectExistsError(key) from None
             raise self._fail("PutObject (If-None-Match: *)", key, exc) from exc
         return str(answer["ETag"])
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        put_id = secrets.token_hex(16)
         try:
             answer = self._client.put_object(
-                Bucket=self.location.bucket, Key=key, Body=data, IfMatch=etag
+                Bucket=self.location.bucket,
+                Key=key,
+                Body=data,
+                IfMatch=etag,
+                Metadata={PUT_ID_KEY: put_id},
             )
         except self._errors as exc:
             if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                landed = self._own_write(key, put_id)
+                if landed is not None:
+                    return landed  # our swap landed; only its answer was lost
                 raise PreconditionError(key) from None
             raise self._fail("PutObject (If-Match)", key, exc) from exc
         return str(answer["ETag"])
+
+    def _own_write(self, key: str, put_id: str) -> str | None:
+        """The object's ETag when it carries ``put_id`` (this very PUT landed), else None."""
+        try:
+            head = self._client.head_object(Bucket=self.location.bucket, Key=key)
+        except self._errors as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail("HeadObject", key, exc) from exc
+        if head.get("Metadata", {}).get(PUT_ID_KEY) != put_id:
+            return None
+        return str(head["ETag"])
 
     def get(self, key: str) -> StoredObject | None:
         try:
@@ -564,9 +617,7 @@ class ObjectRunLock:
                     raise TypeError
             except (ValueError, TypeError):
                 holder = {}
-            lease = holder.get("lease_seconds", DEFAULT_LEASE_SECONDS)
-            if not isinstance(lease, int | float) or lease < 0:
-                lease = DEFAULT_LEASE_SECONDS
+            lease = self._lease_of(holder)
             age = (current.now - current.modified).total_seconds()
             dead = _holder_is_dead_here(holder)
             if not dead and _same_pid_namespace(holder):
@@ -599,6 +650,26 @@ class ObjectRunLock:
                     lease - age,
                 )
             self._stop.wait(min(max(lease - age, 0.0) + 0.5, max(lease / 6, 0.5)))
+
+    def _lease_of(self, holder: dict[str, t.Any]) -> float:
+        """The holder's lease in seconds; a broken value is read as the default, with a word."""
+        lease = holder.get("lease_seconds", DEFAULT_LEASE_SECONDS)
+        if (
+            isinstance(lease, int | float)
+            and not isinstance(lease, bool)
+            and math.isfinite(lease)
+            and 0 < lease <= MAX_LEASE_SECONDS
+        ):
+            return float(lease)
+        logger.warning(
+            "the lock '%s' holds a broken lease_seconds (%s; expected a number of seconds in "
+            "(0, %.0f]): read as %.0f s",
+            self._store.where(self.key),
+            json.dumps(lease)[:40],
+            MAX_LEASE_SECONDS,
+            DEFAULT_LEASE_SECONDS,
+        )
+        return DEFAULT_LEASE_SECONDS
 
     def renew(self) -> bool:
         """Renew the lease once (compare-and-swap on the ETag); False once the lock is lost."""

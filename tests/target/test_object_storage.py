@@ -17,10 +17,12 @@ import threading
 import time
 from pathlib import Path
 
+import botocore.exceptions
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
+import urllib3
 from singer_sdk.exceptions import ConfigValidationError
 
 from target_parquet_parts import objectstore
@@ -419,3 +421,148 @@ def test_arrow_filesystem_reads_what_the_target_wrote(s3_bucket, monkeypatch):
         event(0)["sequence_number_str"]
         in read_dataset(s3_bucket.uri()).column("sequence_number_str").to_pylist()
     )
+
+
+# -- lost answers and broken lock objects -----------------------------------------------------
+class _LoseFirstAnswers:
+    """A lost 200: each PutObject request's first attempt per key is sent to the store (which
+    applies it) and its answer thrown away, as a dropped connection would; botocore then
+    retries the same conditional PUT and meets 412 (or a changed ETag)."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+        self._seen: set[str] = set()
+        self._http = urllib3.PoolManager()
+
+    def install(self, client) -> None:
+        client.meta.events.register("before-send.s3.PutObject", self._before_send)
+
+    def _before_send(self, request, **_):
+        key = request.url.split("?", 1)[0]
+        if key in self._seen:
+            return  # the retry goes through
+        self._seen.add(key)
+        body = request.body if isinstance(request.body, bytes) else request.body.read()
+        if hasattr(request.body, "seek"):
+            request.body.seek(0)
+        answer = self._http.request(
+            request.method, request.url, body=body, headers=dict(request.headers), retries=False
+        )
+        assert answer.status == 200, answer.data[:300]  # the store applied it
+        self.lost.append(key.rsplit("/", 1)[-1])
+        raise botocore.exceptions.ConnectionClosedError(endpoint_url=request.url)
+
+
+@pytest.fixture
+def lost_answers(monkeypatch):
+    losing = _LoseFirstAnswers()
+    real_init = objectstore.S3ObjectStore.__init__
+
+    def init(self, location):
+        real_init(self, location)
+        losing.install(self._client)
+
+    monkeypatch.setattr(objectstore.S3ObjectStore, "__init__", init)
+    return losing
+
+
+def test_a_put_whose_answer_was_lost_is_its_own_and_succeeds(s3_bucket, monkeypatch, lost_answers):
+    """Parts, journal lines and the lock: the retry meets 412 on the object this very PUT
+    wrote, which is success, not 'the part name is taken' nor 'in use by another process'."""
+    uri = s3_bucket.uri()
+    _, capture = run_target(
+        uri, events_lines(250, state_every=100), monkeypatch, batch_size_rows=100
+    )
+    assert capture.states == [{"bookmarks": {"events": {"last": i}}} for i in (99, 199)]
+    kinds = {
+        name.split("-", 1)[0] if name.startswith("part-") else name for name in lost_answers.lost
+    }
+    assert "part" in kinds  # parts
+    assert "lock" in kinds  # the lock's create
+    assert any(name.endswith(".jsonl") for name in lost_answers.lost)  # journal lines
+    table = read_dataset(uri)
+    assert table.num_rows == len(set(table.column("sequence_number_str").to_pylist())) == 250
+    assert all(len(v) == 1 for v in s3_bucket.versions("data/events/").values())
+
+
+def test_a_lock_renewal_whose_answer_was_lost_keeps_the_lock(s3_bucket, lost_answers):
+    storage = storage_of(s3_bucket)
+    lock = storage.lock("renewing")
+    try:
+        assert lock.renew()  # the lost answer's retry met 412: our own swap
+        assert lock.renew()
+        lock.check()  # still ours
+        holder = json.loads(
+            s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="data/_journal/lock")[
+                "Body"
+            ].read()
+        )
+        assert holder["run"] == "renewing"
+        assert holder["renewals"] == 2
+    finally:
+        lock.release()
+    assert s3_bucket.keys("data/_journal/") == []  # released: deleted with its current ETag
+
+
+def test_another_runs_object_is_still_refused_after_a_lost_answer(s3_bucket):
+    """412 on an object this PUT did not write stays a refusal."""
+    storage = storage_of(s3_bucket)
+    store = storage.store
+    store.put_new("data/x", b"first")
+    with pytest.raises(objectstore.ObjectExistsError):
+        store.put_new("data/x", b"second")
+    with pytest.raises(objectstore.PreconditionError):
+        store.put_if_match("data/x", b"third", '"not-its-etag"')
+
+
+@pytest.mark.parametrize("lease", [float("nan"), float("inf"), 1e12, -5, 0, "soon", True, None])
+def test_a_lock_with_a_broken_lease_is_read_with_the_default_and_never_hangs(
+    s3_bucket, caplog, monkeypatch, lease
+):
+    """NaN hung the target forever; Infinity and 1e12 crashed it (timestamp out of range)."""
+    monkeypatch.setattr(objectstore, "DEFAULT_LEASE_SECONDS", 0.0)  # ran out: take it over now
+    body = json.dumps({"host": "elsewhere", "pid": 1, "run": "old", "lease_seconds": lease})
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="data/_journal/lock", Body=body.encode())
+    lock = storage_of(s3_bucket).lock("rerun")
+    lock.release()
+    assert "broken lease_seconds" in caplog.text
+    assert "took over the lock" in caplog.text
+
+
+def test_a_store_that_never_answers_fails_the_request_instead_of_blocking(monkeypatch):
+    """Accepts connections, answers nothing: every request has a deadline (here shortened)."""
+    monkeypatch.setattr(objectstore, "_READ_TIMEOUT", 0.3)
+    monkeypatch.setattr(objectstore, "_CONNECT_TIMEOUT", 0.3)
+    monkeypatch.setattr(objectstore, "_ATTEMPTS", 2)
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        stop = threading.Event()
+
+        def hold() -> None:
+            server.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    connection, _ = server.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(connection)  # kept open, never answered
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        port = server.getsockname()[1]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        try:
+            location = parse_location("s3://silent/data")
+            assert location is not None
+            store = objectstore.S3ObjectStore(location)
+            with pytest.raises(objectstore.ObjectStoreError, match=r"PutObject .*silent/data/x"):
+                store.put_new("data/x", b"payload")
+        finally:
+            stop.set()
+            holder.join(timeout=10)
+            for connection in accepted:
+                connection.close()
+    assert accepted  # the requests reached it, and each was cut at its deadline
