@@ -43,6 +43,11 @@ Lifecycle:
   rows come again. The first emitted STATE writes ``{"stateful": true}`` (kept by rewrites),
   which is how a later run with no STATE of its own tells the two cases apart.
 
+On object storage a journaled part that is not there may still land: its run lost its lock (a
+VM pause, a stalled proxy) with the PUT in flight. Such entries are kept, not dropped, and
+settled when their stream's SCHEMA arrives (``fence``): the name is claimed with an empty part
+(``If-None-Match: *``), so the late PUT fails (412); a part that landed first is replayed.
+
 Crash points (``kill -9`` at any instant):
 
 1. While the temporary file is written or fsynced: no journal entry, no part; the records are
@@ -404,6 +409,9 @@ class Journal:
         self._consumed: list[tuple[int, str, Ranges]] = []
         # A STATE was emitted into this output_dir at some time (see ``finish``).
         self.stateful = False
+        # Earlier runs' entries whose part is not there yet but may still land (object stores:
+        # ``Storage.late_parts_possible``), until ``fence`` settles them per stream.
+        self._unfenced: list[JournalEntry] = []
         try:
             self._log = self.storage.journal_log(run_id)
             text = self._log.read()
@@ -447,9 +455,12 @@ class Journal:
         for data in lines:
             if "entry" in data:
                 entry = data["entry"]
-                if self.storage.part_exists(entry.part):  # else: unsafe, or crash point 2
+                if self.storage.part_exists(entry.part):
                     self._size_old_entry(entry)
                     entries.append(entry)
+                elif self.storage.late_parts_possible:
+                    self._unfenced.append(entry)  # its upload may still land: see ``fence``
+                # else: unsafe, or crash point 2 on a disk (the part can never appear)
             elif "consumed" in data:
                 consumed = (data["state_index"], data["consumed"], data["rows"])
                 pending.setdefault(data["run"], []).append(consumed)
@@ -489,22 +500,7 @@ class Journal:
     def _load_replay(self) -> dict[str, _Replay]:
         replay: dict[str, _Replay] = {}
         for entry in self._entries:
-            if not entry.keys:
-                continue
-            try:
-                # ParquetFile: the part alone, no hive columns taken from its directory names.
-                table = self.storage.read_part(entry.part).read()
-                live = entry.live_ranges()
-                rows = _rows_of(live) if live is not None else list(range(table.num_rows))
-                if len(rows) != table.num_rows:
-                    table = table.take(pa.array(rows, pa.int64()))
-                keys = key_strings(table, entry.keys)
-                digests = row_digests(table) if keys is not None else []
-            except (OSError, pa.ArrowException, KeyError, RecursionError, TypeError) as exc:
-                logger.warning("journal: cannot read the rows of %s: %s", entry.part, exc)
-                continue
-            if keys is not None:
-                replay.setdefault(entry.stream, _Replay()).add(entry, rows, keys, digests)
+            self._add_replay(replay, entry)
         for stream, journaled in replay.items():
             log_event(
                 logger,
@@ -515,6 +511,56 @@ class Journal:
                 keys=journaled.count,
             )
         return replay
+
+    def _add_replay(self, replay: dict[str, _Replay], entry: JournalEntry) -> None:
+        """Read the live rows of ``entry``'s part into ``replay`` (keys and digests)."""
+        if not entry.keys:
+            return
+        try:
+            # ParquetFile: the part alone, no hive columns taken from its directory names.
+            table = self.storage.read_part(entry.part).read()
+            live = entry.live_ranges()
+            rows = _rows_of(live) if live is not None else list(range(table.num_rows))
+            if len(rows) != table.num_rows:
+                table = table.take(pa.array(rows, pa.int64()))
+            keys = key_strings(table, entry.keys)
+            digests = row_digests(table) if keys is not None else []
+        except (OSError, pa.ArrowException, KeyError, RecursionError, TypeError) as exc:
+            logger.warning("journal: cannot read the rows of %s: %s", entry.part, exc)
+            return
+        if keys is not None:
+            replay.setdefault(entry.stream, _Replay()).add(entry, rows, keys, digests)
+
+    def fence(self, stream: str, schema: pa.Schema) -> None:
+        """Settle ``stream``'s parts journaled by earlier runs that are not there yet.
+
+        Each is claimed (``Storage.fence_part``): once claimed, a late upload of the run that
+        lost the lock fails instead of adding its rows next to this run's copies; a part that
+        landed first is read like any journaled part, so its records coming again are dropped.
+        Called when the stream's first SCHEMA arrives, before any of its records is flushed.
+        """
+        with self._lock:
+            waiting = [e for e in self._unfenced if e.stream == stream]
+            if not waiting:
+                return
+            self._unfenced = [e for e in self._unfenced if e.stream != stream]
+            landed = []
+            for entry in waiting:
+                if not self.storage.fence_part(entry.part, schema):
+                    self._size_old_entry(entry)
+                    landed.append(entry)
+                    self._entries.append(entry)
+                    self._add_replay(self._replay, entry)
+            log_event(
+                logger,
+                logging.INFO,
+                "journal_fenced",
+                stream=stream,
+                fenced=len(waiting) - len(landed),
+                landed=len(landed),
+                parts=[entry.part for entry in waiting],
+            )
+            self._rewrite(self._entries)
 
     # -- use -----------------------------------------------------------------------------
     @property
@@ -671,7 +717,7 @@ class Journal:
     def _lines_of(self, entries: list[JournalEntry]) -> list[str]:
         """The journal's lines for ``entries``, the marker and this run's consumed rows."""
         lines = [self._line({"stateful": True})] if self.stateful else []
-        lines += [self._line(e.to_json()) for e in entries]
+        lines += [self._line(e.to_json()) for e in [*self._unfenced, *entries]]
         lines += [
             self._line({"consumed": part, "rows": rows, "state_index": label, "run": self.run_id})
             for label, part, rows in self._consumed

@@ -945,3 +945,19 @@ class ObjectStorage(Storage):
         if found is None:
             raise FileNotFoundError(self.location.url(relative))
         return pq.ParquetFile(pa.BufferReader(found.data))
+
+    # A run that lost its lock (a VM pause, a stalled proxy) may still have a part's PUT in
+    # flight: its journal line is there, its object not yet. The next holder claims that name.
+    late_parts_possible = True
+
+    def fence_part(self, relative: str, schema: pa.Schema) -> bool:
+        """Claim the name with a zero-row part of the stream's schema (``If-None-Match: *``):
+        the late PUT then meets 412 and fails; readers see a valid, empty part. False when the
+        part is there (it landed first: its rows are the journal's to replay)."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(schema.empty_table(), sink)
+        try:
+            self.store.put_new(self.location.key(relative), sink.getvalue().to_pybytes())
+        except ObjectExistsError:
+            return False
+        return True

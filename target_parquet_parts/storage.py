@@ -201,6 +201,14 @@ class Storage(abc.ABC):
     def read_part(self, relative: str) -> pq.ParquetFile:
         """A published part, opened (``OSError`` or ``ArrowException`` when it cannot be)."""
 
+    #: A part journaled by an earlier run but not there yet may still appear (its writer's
+    #: upload outlived its lock) until ``fence_part`` claims its name.
+    late_parts_possible = False
+
+    @abc.abstractmethod
+    def fence_part(self, relative: str, schema: pa.Schema) -> bool:
+        """Make sure the part can never appear from now on: True, or False when it exists."""
+
     def relative(self, part: Path | str) -> str:
         """A part's path relative to output_dir (posix)."""
         return part if isinstance(part, str) else part.as_posix()
@@ -257,6 +265,11 @@ class LocalStorage(Storage):
             return pq.ParquetFile(resolve_inside(self.root, relative))
         except UnsafePathError as exc:
             raise OSError(str(exc)) from exc
+
+    def fence_part(self, relative: str, schema: pa.Schema) -> bool:
+        """On a local disk a missing part cannot appear later: its writer held the flock and
+        is gone (a rename is the only way in)."""
+        return not self.part_exists(relative)
 
     def relative(self, part: Path | str) -> str:
         if isinstance(part, str):

@@ -218,7 +218,9 @@ class TargetParquetParts(TargetHooks):
             return  # Iceberg: several writers share a table (and output_dir): no lock, no journal
         self._lock_output_dir()  # every run, whatever the streams' keys
         if sink.key_properties:
-            _ = self.journal  # load replay keys before the first flush
+            # Load the replay keys, and settle parts of earlier runs that may still land, before
+            # the stream's first flush.
+            self.journal.fence(sink.stream_name, sink.spec.arrow_schema)
 
     def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
         """A part landed (possibly in a drain thread): re-check pending STATEs soon."""

@@ -21,11 +21,14 @@ import botocore.exceptions
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import urllib3
 from singer_sdk.exceptions import ConfigValidationError
 
 from target_parquet_parts import objectstore
+from target_parquet_parts.arrow_schema import stream_spec
+from target_parquet_parts.columns import build_table
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.lock import OutputDirInUseError
 from target_parquet_parts.objectstore import (
@@ -44,7 +47,14 @@ from target_parquet_parts.storage import (
 )
 from target_parquet_parts.target import TargetParquetParts
 from tests.target.conftest import run_target
-from tests.target.singer_data import EVENTS_KEYS, event, events_lines
+from tests.target.singer_data import (
+    EVENTS_KEYS,
+    event,
+    events_lines,
+    record_message,
+    schema_message,
+    state_message,
+)
 
 
 def read_dataset(uri: str, stream: str = "events") -> pa.Table:
@@ -350,11 +360,16 @@ def test_journal_lines_are_objects_and_a_clean_end_leaves_none(s3_bucket):
     ]  # the generation's base (the journal as read: empty), then one object per line
     journal.covered(1)  # STATE #1 emitted: the landed part's rows are covered
     journal.close()
-    # The next run reads the journal: nothing live (covered; the other part never published),
-    # so its compact rewrite is the marker alone (a STATE was emitted here): one object.
+    # The next run reads the journal: the landed part is covered; the other one never
+    # published, but its upload may still land, so it stays until its stream's fence.
     assert journal_entries(s3_bucket) == []
+    [waiting] = s3_bucket.journal_remembers()
+    assert "part-never-published" in waiting
+    fencing = Journal(storage_of(s3_bucket), "fencing")
+    fencing.fence("events", table.schema)  # claimed: it can never land now
+    fencing.close()
     assert s3_bucket.journal_remembers() == []
-    assert len(s3_bucket.keys("data/_journal/")) == 1
+    assert s3_bucket.keys("data/events/part-never-published.parquet")  # the empty claim
     # A crashed run's entry whose part did land: its rows are replayed by the next run.
     crashed = Journal(storage_of(s3_bucket), "run2")
     crashed.record("events", str(landed.path).split("/data/", 1)[1], EVENTS_KEYS, 0)
@@ -566,3 +581,86 @@ def test_a_store_that_never_answers_fails_the_request_instead_of_blocking(monkey
             for connection in accepted:
                 connection.close()
     assert accepted  # the requests reached it, and each was cut at its deadline
+
+
+# -- fencing: a part whose upload outlived its run's lock ---------------------------------------
+LATE_PART = "events/part-20240101T000000000000Z-late.parquet"
+
+
+def _events_part(rows: range) -> bytes:
+    """A part as the target writes it for these events (its own Arrow schema and columns)."""
+    schema = json.loads(schema_message())["schema"]
+    table = build_table([event(i) for i in rows], stream_spec(schema))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _run_that_lost_its_lock(bucket) -> None:
+    """Run A journaled a part and started its PUT; then it stalled past its lease (a VM pause,
+    a proxy) and its lock was released to the next run. The upload has not landed yet."""
+    stalled = Journal(storage_of(bucket), "stalled")
+    stalled.record("events", LATE_PART, EVENTS_KEYS, 0, [[0, 100]])
+    stalled.close()
+
+
+def test_a_late_upload_after_the_next_run_fenced_its_name_fails_and_adds_nothing(
+    s3_bucket, monkeypatch, caplog
+):
+    caplog.set_level(logging.INFO)
+    _run_that_lost_its_lock(s3_bucket)
+    uri = s3_bucket.uri()
+    _, capture = run_target(uri, events_lines(100, state_every=100), monkeypatch)
+    assert capture.states == [{"bookmarks": {"events": {"last": 99}}}]
+    assert "journal_fenced stream=events fenced=1 landed=0" in caplog.text
+    # The stalled run's PUT finally arrives: refused (412), not another run's own object.
+    store = storage_of(s3_bucket).store
+    with pytest.raises(objectstore.ObjectExistsError):
+        store.put_new(f"data/{LATE_PART}", _events_part(range(100)))
+    table = read_dataset(uri)  # the fenced name holds a valid, empty part
+    keys = table.column("sequence_number_str").to_pylist()
+    assert len(keys) == len(set(keys)) == 100
+
+
+def test_a_late_upload_that_landed_before_the_fence_is_replayed_not_written_twice(
+    s3_bucket, caplog
+):
+    """It landed after this run read the journal, before the fence claimed its name."""
+    caplog.set_level(logging.INFO)
+    _run_that_lost_its_lock(s3_bucket)
+    journal = Journal(storage_of(s3_bucket), "next")
+    try:
+        storage_of(s3_bucket).store.put_new(f"data/{LATE_PART}", _events_part(range(100)))
+        spec = stream_spec(json.loads(schema_message())["schema"])
+        journal.fence("events", spec.arrow_schema)
+        assert "journal_fenced stream=events fenced=0 landed=1" in caplog.text
+        incoming = build_table([event(i) for i in range(150)], spec)
+        kept, dropped = journal.drop_replayed("events", incoming, EVENTS_KEYS)
+        assert (dropped, kept.num_rows) == (100, 50)  # 0..99 are in the late part
+    finally:
+        journal.close()
+
+
+def test_a_part_that_landed_before_the_next_run_started_is_an_ordinary_replay(
+    s3_bucket, monkeypatch
+):
+    _run_that_lost_its_lock(s3_bucket)
+    storage_of(s3_bucket).store.put_new(f"data/{LATE_PART}", _events_part(range(100)))
+    uri = s3_bucket.uri()
+    _, capture = run_target(uri, events_lines(150, state_every=150), monkeypatch)
+    assert capture.states == [{"bookmarks": {"events": {"last": 149}}}]
+    keys = read_dataset(uri).column("sequence_number_str").to_pylist()
+    assert len(keys) == len(set(keys)) == 150  # 0..99 from the late part, 100..149 new
+
+
+def test_an_unsettled_part_stays_journaled_until_its_stream_comes(s3_bucket, monkeypatch):
+    """A run without that stream neither fences nor forgets it: it may still land."""
+    _run_that_lost_its_lock(s3_bucket)
+    logs = {"properties": {"id": {"type": "string"}}}
+    lines = [schema_message("logs", logs, ["id"]), record_message({"id": "a"}, stream="logs")]
+    run_target(s3_bucket.uri(), [*lines, state_message({"logs": 1})], monkeypatch)
+    journal = Journal(storage_of(s3_bucket), "reader")
+    try:
+        assert [entry.part for entry in journal._unfenced] == [LATE_PART]
+    finally:
+        journal.close()
