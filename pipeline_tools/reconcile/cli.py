@@ -5,7 +5,11 @@ over that window, reads the dataset's rows and distinct keys for the same window
 duplicates, missing events, extra keys and rows outside the checked range, naming the parts and
 windows at fault. An entry is `(log_id, timestamp, sequence_number)` everywhere (sequence numbers
 repeat across milliseconds). Exit status: 0 when everything matches, 1 on any mismatch, 2 when
-the check itself could not run (bad arguments, unreadable dataset, API error).
+the check itself could not run (bad arguments, API error, or a dataset that cannot be read as it
+stands: a part or column that cannot be read or decoded, a column of another type than the
+target writes, a symbolic link that would make a directory count twice; `dataset.DatasetError`).
+Each of those is one line on stderr, naming the part or path and the cause; nothing is counted
+around a damaged part, so a damaged dataset never gives 0.
 
 With `--clocks` (and always in `--json`) it also counts each window by the event's own
 `event_time`, the clock consoles and SIEM searches filter on, next to the receipt time the API
@@ -31,13 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-
 from pipeline_tools.reconcile.dataset import (
+    DatasetError,
     StreamDir,
-    open_part,
     read_dataset_counts,
     read_event_clocks,
+    read_log_ids,
     window_start,
 )
 from pipeline_tools.reconcile.iceberg_source import (
@@ -263,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tap-rapid7-reconcile",
         description="Compare Log Search API counts (calculate(count)) with a target-parquet-parts "
-        "dataset, per log and time window. Exit 0 = match, 1 = mismatch, 2 = could not check.",
+        "dataset, per log and time window. Exit 0 = match, 1 = mismatch, 2 = could not check "
+        "(bad arguments, API error, or a damaged dataset: a part that cannot be read or decoded, "
+        "a column of the wrong type, a symbolic link loop; one line naming the part or path).",
     )
     parser.add_argument(
         "--config",
@@ -404,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, IcebergSourceError) as exc:
         print(f"tap-rapid7-reconcile: {exc}", file=sys.stderr)
         return 2
+    except DatasetError as exc:  # a damaged part or layout: named, never counted around
+        text = redact(str(exc), [settings.api_key if settings else None])
+        print(f"tap-rapid7-reconcile: {text}", file=sys.stderr)
+        return 2
     except Exception as exc:  # API or dataset failure: one clear line (never the key), exit 2
         text = redact(f"{type(exc).__name__}: {exc}", [settings.api_key if settings else None])
         print(f"tap-rapid7-reconcile: could not check: {text}", file=sys.stderr)
@@ -439,11 +448,7 @@ def _dataset_log_ids(stream_dir: StreamDir) -> set[str]:
     """Logs present in the dataset (so a log the API no longer lists is still checked)."""
     if not stream_dir.is_dir():
         return set()
-    found: set[str] = set()
-    for part_file in stream_dir.parts():  # dictionary-encoded: a few bytes per row, not the ids
-        column = open_part(stream_dir, part_file).to_table(columns=["log_id"])["log_id"]
-        found.update(pc.unique(column).to_pylist())
-    return found
+    return read_log_ids(stream_dir)  # dictionary-encoded: a few bytes per row, not the ids
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,18 @@ came from: that is what lets the report name a duplicated part or a stray row's 
 dataset may be a local directory or an object-store URI (`s3://bucket/prefix`, ...): `StreamDir`
 reads it through pyarrow's filesystem for it, configured from the environment as the target is.
 
+A damaged dataset never passes (`DatasetError`, one line naming the part or path, exit status 2):
+
+- every column reconcile reports on is read in full from every part before anything is counted
+  (`IDENTITY_COLUMNS`; with the clocks also `CLOCK_COLUMNS`): every row group, every page
+  decompressed and decoded, whatever the range, `--subset` or the row-group statistics would let
+  the counting reads skip. A part or column that cannot be read or decoded is named with its
+  row group and the reader's cause. `message` is never read (it is not reported on);
+- each part's type for those columns is checked against what the target writes
+  (`TARGET_SCHEMA`, from the stream's own schema), naming the column, the expected and the found
+  type; the same values in another width (a dictionary, large strings, another time unit) pass;
+- walking a local dataset never enters one directory twice: see `StreamDir.parts`.
+
 An entry's identity is `(log_id, timestamp, sequence_number)` (Rapid7's spec: sequence numbers
 are unique only within one millisecond), so every count of distinct keys, every duplicate and
 every key-level diff here is on that triple, never on the sequence number alone.
@@ -18,8 +30,11 @@ The second job, `read_event_clocks`, counts the same windows by the other clock:
 from __future__ import annotations
 
 import fnmatch
+import os
+import stat
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -28,23 +43,30 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from tap_rapid7.logsearch.records import (
     EVENT_TIME,
     EVENTS_KEY_PROPERTIES,
+    EVENTS_SCHEMA,
     LOG_ID,
     RECEIVED_AT,
     SEQUENCE_NUMBER,
     SEQUENCE_NUMBER_STR,
     TIMESTAMP,
 )
+from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.naming import PART_GLOB
 from target_parquet_parts.storage import arrow_filesystem, parse_location
 
 __all__ = [
+    "CLOCK_COLUMNS",
     "DICTIONARY_LOG_ID",
+    "IDENTITY_COLUMNS",
+    "TARGET_SCHEMA",
     "ClockCounts",
     "DatasetCounts",
+    "DatasetError",
     "DuplicateGroup",
     "EventClocks",
     "PartFile",
@@ -55,6 +77,7 @@ __all__ = [
     "part_files",
     "read_dataset_counts",
     "read_event_clocks",
+    "read_log_ids",
     "window_start",
 ]
 
@@ -64,6 +87,23 @@ COLUMNS = list(EVENTS_KEY_PROPERTIES)
 # integer comparison); else as the string. Either way it is one half of the (timestamp, seq) pair.
 INT_KEY = SEQUENCE_NUMBER
 MAX_SAMPLES = 10
+# The columns each part is read in full for before counting: the entry's identity (the int64
+# sequence number too, where a part has it: the counts key on it), and with the clocks the two
+# date-times (wherever a part has them).
+IDENTITY_COLUMNS = (*EVENTS_KEY_PROPERTIES, SEQUENCE_NUMBER)
+CLOCK_COLUMNS = (RECEIVED_AT, EVENT_TIME)
+# What the target writes for the `events` stream: the types those columns are checked against.
+TARGET_SCHEMA = stream_spec(EVENTS_SCHEMA).arrow_schema
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be reconciled as it stands: one line naming the part or path at fault.
+
+    A part that cannot be read or decoded, a column of another type than the target writes, a
+    directory reached twice through a symbolic link. Never counted around (a count that skips a
+    damaged part, or counts a directory twice, is a count of another dataset): the command stops
+    with exit status 2, as for any check that could not run.
+    """
 
 
 @dataclass
@@ -159,16 +199,101 @@ class StreamDir:
         return self.filesystem.get_file_info(self.path).type == pafs.FileType.Directory
 
     def parts(self) -> list[PartFile]:
-        """Complete parts, in a stable order (partition directories included)."""
-        selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
-        found = [
-            info.path
-            for info in self.filesystem.get_file_info(selector)
-            if info.type == pafs.FileType.File and fnmatch.fnmatchcase(info.base_name, PART_GLOB)
-        ]
+        """Complete parts, in a stable order (partition directories included).
+
+        A local directory is walked here rather than by pyarrow, whose recursive listing follows
+        every symbolic link: a link back up the tree listed each part ~40 times (until the OS
+        gave up), and reconcile reported them as duplicates. Here a symbolic link to a directory
+        is followed only the first time that directory is reached; one that leads to a directory
+        already read (a loop, or a second name for a partition) is refused with `DatasetError`
+        naming the link. Why not refuse every link to a directory: linking in a partition kept
+        on another volume is a layout readers of the dataset (pyarrow, DuckDB, Spark) read
+        once, and refusing it would stop a check on a healthy dataset; what readers read twice
+        or forever is exactly what is refused, so what reconcile counts is never silently more
+        than the parts. Real directories are walked before any link is followed, so the link is
+        the path named, never the directory it duplicates. A `part-*.parquet` link to nothing is
+        a part that cannot be read: refused too. Object stores have no links: listed as before.
+        """
+        base = self.path.rstrip("/") or "/"
+
+        def display(path: str) -> str:
+            return self.display + path[len(base) :]
+
+        if isinstance(self.filesystem, pafs.LocalFileSystem):
+            found = _local_files(base, display)
+        else:
+            selector = pafs.FileSelector(self.path, recursive=True, allow_not_found=True)
+            found = [
+                info.path
+                for info in self.filesystem.get_file_info(selector)
+                if info.type == pafs.FileType.File
+                and fnmatch.fnmatchcase(info.base_name, PART_GLOB)
+            ]
         found.sort(key=lambda path: path.split("/"))
-        base = self.path.rstrip("/")
-        return [PartFile(path, self.display + path[len(base) :]) for path in found]
+        return [PartFile(path, display(path)) for path in found]
+
+
+def _local_files(root: str, display: Callable[[str], str]) -> list[str]:
+    """Paths of the parts under the local directory `root`, each directory entered once.
+
+    See `StreamDir.parts` for the policy on symbolic links. A directory is known by its device
+    and inode, so a loop is caught at its first repeat, whatever the path it is reached by.
+    """
+    try:
+        top = os.stat(root)
+    except FileNotFoundError:
+        return []
+    if not stat.S_ISDIR(top.st_mode):
+        return []
+    read: dict[tuple[int, int], str] = {(top.st_dev, top.st_ino): root}
+    directories = [root]
+    links: list[str] = []
+    found: list[str] = []
+    while directories or links:
+        if not directories:  # every real directory so far is read: follow the next link
+            links.sort(reverse=True)
+            link = links.pop()
+            info = os.stat(link)
+            first = read.get((info.st_dev, info.st_ino))
+            if first is not None:
+                raise DatasetError(
+                    f"cannot list the dataset: {display(link)} is a symbolic link to "
+                    f"{display(first)}, a directory already read (a loop, or a second name for "
+                    "it): its parts would be counted twice; remove the link"
+                )
+            read[(info.st_dev, info.st_ino)] = link
+            directories.append(link)
+            continue
+        directory = directories.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            raise DatasetError(f"cannot list the dataset: {_cause(exc)}") from exc
+        for entry in entries:
+            is_part = fnmatch.fnmatchcase(entry.name, PART_GLOB)
+            if entry.is_symlink():
+                if entry.is_dir():
+                    links.append(entry.path)
+                elif entry.is_file() and is_part:
+                    found.append(entry.path)
+                elif is_part and not os.path.exists(entry.path):
+                    raise DatasetError(
+                        f"cannot read part {display(entry.path)}: a symbolic link to "
+                        f"{os.readlink(entry.path)}, which does not exist"
+                    )
+            elif entry.is_dir(follow_symlinks=False):
+                info = entry.stat(follow_symlinks=False)
+                first = read.get((info.st_dev, info.st_ino))
+                if first is not None:  # the same directory mounted twice (no link involved)
+                    raise DatasetError(
+                        f"cannot list the dataset: {display(entry.path)} is the directory "
+                        f"{display(first)}, already read: its parts would be counted twice"
+                    )
+                read[(info.st_dev, info.st_ino)] = entry.path
+                directories.append(entry.path)
+            elif is_part and entry.is_file(follow_symlinks=False):
+                found.append(entry.path)
+    return found
 
 
 def _as_stream_dir(stream_dir: Path | StreamDir) -> StreamDir:
@@ -194,12 +319,114 @@ def open_part(stream_dir: StreamDir, part_file: PartFile) -> ds.Dataset:
     return ds.dataset(part_file.path, filesystem=stream_dir.filesystem, format=DICTIONARY_LOG_ID)
 
 
-def _open(stream_dir: StreamDir, part_file: PartFile) -> ds.Dataset:
-    part = open_part(stream_dir, part_file)
+def _cause(exc: BaseException) -> str:
+    """The reader's error on one line: its type and message (whitespace folded)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+@contextmanager
+def _reading(part_file: PartFile, what: str = "") -> Iterator[None]:
+    """Turn a failure to read `part_file` (`what`: which column, ...) into a `DatasetError`."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        raise DatasetError(f"cannot read part {part_file.name}: {what}{_cause(exc)}") from exc
+
+
+def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Whether a column of type `found` holds what the target writes as `expected`.
+
+    The same values in another width count: a dictionary of them, large or view strings, a
+    smaller signed integer, date-times in another unit or zone (all read exactly as before).
+    """
+    if pa.types.is_timestamp(expected):
+        return bool(pa.types.is_timestamp(found))
+    if pa.types.is_string(expected):
+        return bool(
+            pa.types.is_string(found)
+            or pa.types.is_large_string(found)
+            or pa.types.is_string_view(found)
+        )
+    if pa.types.is_integer(expected):
+        return bool(pa.types.is_signed_integer(found) and found.bit_width <= expected.bit_width)
+    return bool(found == expected)
+
+
+def _check_types(part_file: PartFile, schema: pa.Schema, columns: Collection[str]) -> None:
+    """Each of `columns` the part has must be of the type the target writes (`TARGET_SCHEMA`)."""
+    for name in columns:
+        if name not in schema.names:
+            continue
+        found = schema.field(name).type
+        if pa.types.is_dictionary(found):
+            found = found.value_type
+        expected = TARGET_SCHEMA.field(name).type
+        if not _same_kind(found, expected):
+            raise DatasetError(
+                f"cannot read part {part_file.name}: column {name} has type {found}, "
+                f"expected {expected}"
+            )
+
+
+def _row_groups(
+    stream_dir: StreamDir, part_file: PartFile, columns: Sequence[str]
+) -> Iterator[pa.Table]:
+    """`columns` of each row group of the part in turn, in full (no filter, no statistics).
+
+    One row group at a time, so memory stays at that. When a row group cannot be read, its
+    columns are read again one by one to name the column at fault with the row group. Page
+    checksums are verified where the writer wrote them.
+    """
+    with _reading(part_file):
+        source = stream_dir.filesystem.open_input_file(part_file.path)
+    with source:
+        with _reading(part_file):
+            reader = pq.ParquetFile(
+                source, read_dictionary=[LOG_ID], page_checksum_verification=True
+            )
+        for index in range(reader.num_row_groups):
+            try:
+                table = reader.read_row_group(index, columns=list(columns))
+            except (OSError, pa.ArrowException) as exc:
+                for name in columns:
+                    with _reading(part_file, f"column {name}, row group {index}: "):
+                        reader.read_row_group(index, columns=[name])
+                what = f"row group {index}: {_cause(exc)}"  # no one column fails alone
+                raise DatasetError(f"cannot read part {part_file.name}: {what}") from exc
+            yield table
+
+
+def _decode(stream_dir: StreamDir, part_file: PartFile, columns: Collection[str]) -> None:
+    """Read and decode `columns` of every row group of the part, keeping nothing."""
+    for _ in _row_groups(stream_dir, part_file, list(columns)):
+        pass
+
+
+def _open(stream_dir: StreamDir, part_file: PartFile, decode: Collection[str] = ()) -> ds.Dataset:
+    """One part, checked: the key columns there, the types right, `decode` readable in full.
+
+    Every column of `IDENTITY_COLUMNS` and `decode` that the part has is type-checked; those of
+    `decode` it has are then read in full (`_row_groups`). Raises `DatasetError` naming the part.
+    """
+    with _reading(part_file):
+        part = open_part(stream_dir, part_file)
     missing = [name for name in COLUMNS if name not in part.schema.names]
     if missing:
-        raise ValueError(f"{part_file.name}: part has no column(s) {', '.join(missing)}")
+        raise DatasetError(f"cannot read part {part_file.name}: no column(s) {', '.join(missing)}")
+    _check_types(part_file, part.schema, [*IDENTITY_COLUMNS, *decode])
+    _decode(stream_dir, part_file, [name for name in decode if name in part.schema.names])
     return part
+
+
+def read_log_ids(stream_dir: Path | StreamDir) -> set[str]:
+    """Logs present in the dataset: `log_id` of every part, read in full (dictionary-encoded)."""
+    where = _as_stream_dir(stream_dir)
+    found: set[str] = set()
+    for part_file in where.parts():
+        _open(where, part_file)
+        for table in _row_groups(where, part_file, [LOG_ID]):
+            found.update(pc.unique(table[LOG_ID]).to_pylist())
+    return found
 
 
 def _both(left: ds.Expression | None, right: ds.Expression) -> ds.Expression:
@@ -239,18 +466,20 @@ def read_dataset_counts(
     `from_ms`/`to_ms` of None mean "the dataset's own first and last timestamp" (then nothing can
     be outside). Only rows inside the range are materialized (the range filter is pushed down to
     the parquet reader, so row groups outside it are skipped); rows outside are only counted per
-    log and sampled, and with `subset` not even read.
+    log and sampled, and with `subset` not even read. Before any of that, every part's
+    `IDENTITY_COLUMNS` are read in full and their types checked (`DatasetError` if one cannot).
     """
     where = _as_stream_dir(stream_dir)
     files = where.parts()
     names = [part_file.name for part_file in files]
-    parts = [_open(where, part_file) for part_file in files]
+    parts = [_open(where, part_file, IDENTITY_COLUMNS) for part_file in files]
     by_log = _log_filter(log_ids)
 
     min_ts = max_ts = None
     if from_ms is None or to_ms is None:
-        for part in parts:
-            stamps = part.to_table(columns=[TIMESTAMP], filter=by_log)[TIMESTAMP]
+        for part, part_file in zip(parts, files, strict=True):
+            with _reading(part_file):
+                stamps = part.to_table(columns=[TIMESTAMP], filter=by_log)[TIMESTAMP]
             if len(stamps):
                 low_high = pc.min_max(stamps).as_py()
                 min_ts = low_high["min"] if min_ts is None else min(min_ts, low_high["min"])
@@ -261,9 +490,9 @@ def read_dataset_counts(
 
     table = None
     if all(INT_KEY in part.schema.names for part in parts):
-        table = _read_keys(parts, INT_KEY, _both(by_log, in_range))
+        table = _read_keys(parts, files, INT_KEY, _both(by_log, in_range))
     if table is None:  # no int64 column everywhere, or a null in it: the exact string instead
-        table = _read_keys(parts, COLUMNS[2], _both(by_log, in_range))
+        table = _read_keys(parts, files, COLUMNS[2], _both(by_log, in_range))
     assert table is not None  # the string key never has to give way
 
     strays: dict[str, int] = defaultdict(int)
@@ -271,11 +500,13 @@ def read_dataset_counts(
     if not subset:
         outside = _both(by_log, ~in_range)
         for index, part in enumerate(parts):
-            logs = part.to_table(columns=[LOG_ID], filter=outside)[LOG_ID]
+            with _reading(files[index]):
+                logs = part.to_table(columns=[LOG_ID], filter=outside)[LOG_ID]
             for entry in pc.value_counts(logs).to_pylist():
                 strays[str(entry["values"])] += entry["counts"]
             if len(logs) and len(samples) < MAX_SAMPLES:
-                head = part.head(MAX_SAMPLES - len(samples), columns=COLUMNS, filter=outside)
+                with _reading(files[index]):
+                    head = part.head(MAX_SAMPLES - len(samples), columns=COLUMNS, filter=outside)
                 samples.extend(
                     StrayRow(row[LOG_ID], row[TIMESTAMP], row[SEQUENCE_NUMBER_STR], names[index])
                     for row in head.to_pylist()
@@ -295,7 +526,9 @@ def read_dataset_counts(
     )
 
 
-def _read_keys(parts: list[ds.Dataset], key: str, where: ds.Expression) -> pa.Table | None:
+def _read_keys(
+    parts: list[ds.Dataset], files: list[PartFile], key: str, where: ds.Expression
+) -> pa.Table | None:
     """`log_id` (dictionary), `timestamp`, `key`, `part` (index) of the rows `where` selects.
 
     None when `key` is the int64 column and some row has no value there: the caller then reads
@@ -305,8 +538,9 @@ def _read_keys(parts: list[ds.Dataset], key: str, where: ds.Expression) -> pa.Ta
     schema = pa.schema([(LOG_ID, _LOG_ID), (TIMESTAMP, pa.int64()), ("key", key_type)])
     tables = []
     for index, part in enumerate(parts):
-        table = part.to_table(columns=[LOG_ID, TIMESTAMP, key], filter=where)
-        table = table.rename_columns(schema.names).cast(schema)
+        with _reading(files[index]):
+            table = part.to_table(columns=[LOG_ID, TIMESTAMP, key], filter=where)
+            table = table.rename_columns(schema.names).cast(schema)
         if key == INT_KEY and table["key"].null_count:
             return None
         tables.append(table.append_column("part", pa.array([index] * table.num_rows, pa.int32())))
@@ -492,11 +726,13 @@ def read_event_clocks(
     Reads `log_id` (dictionary-encoded), `timestamp` and `event_time` of the rows received in
     the range plus the margin, one part at a time, and keeps only per-window sums. Event times
     are compared in microseconds (the column's own unit), so window edges are exact: an event at
-    `to - 1 µs` is in, one at `to` is not.
+    `to - 1 µs` is in, one at `to` is not. Every part's `CLOCK_COLUMNS` (those it has) are read
+    in full and their types checked first (`DatasetError` if one cannot).
     """
     clocks = EventClocks.unread(from_ms, to_ms, late_after_ms, margin_ms)
     where_dir = _as_stream_dir(stream_dir)
-    parts = [_open(where_dir, part_file) for part_file in where_dir.parts()]
+    files = where_dir.parts()
+    parts = [_open(where_dir, part_file, CLOCK_COLUMNS) for part_file in files]
     kinds = [_event_time_kind(part) for part in parts]
     if "event" not in kinds:
         clocks.reason = _no_event_time_reason(kinds)
@@ -504,13 +740,15 @@ def read_event_clocks(
     clocks.available = True
     where = _both(_log_filter(log_ids), _received_in(clocks.read_from, clocks.read_to))
     limits = _ClockLimits(from_ms, to_ms, window_ms, late_after_ms)
-    for part, kind in zip(parts, kinds, strict=True):
+    for part, part_file, kind in zip(parts, files, kinds, strict=True):
         if kind == "event":
-            table = part.to_table(columns=[LOG_ID, TIMESTAMP, EVENT_TIME], filter=where)
-            event_us = pc.cast(pc.cast(table[EVENT_TIME], _MICROS, safe=False), pa.int64())
+            with _reading(part_file):
+                table = part.to_table(columns=[LOG_ID, TIMESTAMP, EVENT_TIME], filter=where)
+                event_us = pc.cast(pc.cast(table[EVENT_TIME], _MICROS, safe=False), pa.int64())
         else:
             clocks.parts_without_event_time += 1
-            table = part.to_table(columns=[LOG_ID, TIMESTAMP], filter=where)
+            with _reading(part_file):
+                table = part.to_table(columns=[LOG_ID, TIMESTAMP], filter=where)
             event_us = pa.nulls(table.num_rows, pa.int64())
         clocks.rows_read += table.num_rows
         clocks.rows_with_event_time += table.num_rows - event_us.null_count
