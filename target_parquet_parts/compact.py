@@ -15,12 +15,18 @@ For each Iceberg table of the target's catalog (``--config``, the target's own c
    once at any moment. Appends committed meanwhile by writers (also to the same partition) are
    kept: on a conflict the same change is re-staged on the new head (``commit_with_retry``); if
    one of the planned files vanished (another compaction won), the commit is refused
-   (``ValidationException``) and this table is skipped, its new files deleted.
+   (``ValidationException``) and this table is skipped, its new files deleted. If writers win
+   every one of the ``attempts`` (``--commit-attempts``), the new files are deleted too and
+   ``CommitConflictError`` says so: nothing is committed.
 4. Expire snapshots older than ``--retain-hours`` (never the current one, nor the pending
    snapshots of unfinished runs that the exactly-once bookkeeping still needs, see
    ``iceberg_ledger.py``), then delete the data files, manifests and manifest lists that only
    expired snapshots referenced. Readers that started before the retention window may still be
    reading old snapshots: keep the window longer than your longest query.
+
+Nothing to compact is an error the command reports with one line: ``MissingTablesError`` names
+the namespace or the tables of ``--stream`` that do not exist and the catalog looked in
+(``require_catalog`` reports an embedded catalog that does not exist yet without creating it).
 
 The command (arguments, settings, the refusal of plain parts) is ``compact_cli.py``, which imports
 this module, and with it pyiceberg, only for an Iceberg dataset.
@@ -35,9 +41,15 @@ import time
 import typing as t
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import ValidationException
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchNamespaceError,
+    NoSuchTableError,
+    ValidationException,
+)
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile, ManifestFile
@@ -48,6 +60,7 @@ from pyiceberg.transforms import DayTransform
 
 from plugin_io.log_events import log_event
 from target_parquet_parts.iceberg import (
+    COMMIT_ATTEMPTS,
     commit_with_retry,
     namespace_of,
     stage_snapshot,
@@ -56,11 +69,34 @@ from target_parquet_parts.iceberg import (
 from target_parquet_parts.iceberg_ledger import COMPACTION, pending_snapshot_ids
 from target_parquet_parts.settings import TargetSettings
 
-__all__ = ["CompactionResult", "compact_table", "expire_table", "tables_of"]
+__all__ = [
+    "CommitConflictError",
+    "CompactionResult",
+    "MissingTablesError",
+    "compact_table",
+    "expire_table",
+    "require_catalog",
+    "tables_of",
+]
 
 logger = logging.getLogger("target_parquet_parts.compact")
 
 _EPOCH = datetime.date(1970, 1, 1)
+_LISTED_TABLES = 10  # the existing tables a missing-table message lists, against typos
+
+
+class CommitConflictError(Exception):
+    """Other writers committed first in every attempt: this step of ``table`` did not commit."""
+
+    def __init__(self, table: str, step: t.Literal["compaction", "expiry"], attempts: int) -> None:
+        super().__init__(f"{table}: {step} lost the commit race in all {attempts} attempts")
+        self.table = table
+        self.step = step
+        self.attempts = attempts
+
+
+class MissingTablesError(LookupError):
+    """The namespace, or a table of an asked stream, does not exist; ``str()`` says which."""
 
 
 @dataclass
@@ -138,8 +174,12 @@ def compact_table(
     target_bytes: int,
     rng: random.Random,
     dry_run: bool = False,
+    attempts: int = COMMIT_ATTEMPTS,
 ) -> tuple[Table, CompactionResult]:
-    """Rewrite the small files of closed partitions in one commit (module docstring)."""
+    """Rewrite the small files of closed partitions in one commit (module docstring).
+
+    Raises ``CommitConflictError`` when other writers committed first in all ``attempts``.
+    """
     table = table.refresh()
     result = CompactionResult(table=".".join(table.name()))
     live, groups = plan(table, before, target_bytes)
@@ -170,7 +210,16 @@ def compact_table(
             rng=rng,
             log=logger,
             stream=result.table,
+            attempts=attempts,
         )
+    except CommitFailedException as exc:
+        # Lost every race. An earlier attempt whose outcome was unknown may have landed after all
+        # (then its files are live and the compaction is done); else nobody references them.
+        table = table.refresh()
+        if not _any_live(table, added):
+            for data_file in added:
+                table.io.delete(data_file.file_path)
+            raise CommitConflictError(result.table, "compaction", attempts) from exc
     except ValidationException as exc:
         for data_file in added:  # never committed: nobody references them
             table.io.delete(data_file.file_path)
@@ -207,6 +256,11 @@ def compact_table(
     return table, result
 
 
+def _any_live(table: Table, data_files: Sequence[DataFile]) -> bool:
+    paths = {data_file.file_path for data_file in data_files}
+    return any(task.file.file_path in paths for task in table.scan().plan_files())
+
+
 def _reachable(
     table: Table, snapshots: Sequence[Snapshot], manifests: dict[str, list[str]]
 ) -> set[str]:
@@ -232,9 +286,17 @@ def _files_of(table: Table, manifest: ManifestFile) -> list[str]:
 
 
 def expire_table(
-    table: Table, *, retain_hours: float, rng: random.Random, now_ms: int | None = None
+    table: Table,
+    *,
+    retain_hours: float,
+    rng: random.Random,
+    now_ms: int | None = None,
+    attempts: int = COMMIT_ATTEMPTS,
 ) -> tuple[Table, int, int]:
-    """Expire old snapshots and delete what only they referenced; (table, expired, deleted)."""
+    """Expire old snapshots and delete what only they referenced; (table, expired, deleted).
+
+    Raises ``CommitConflictError`` when other writers committed first in all ``attempts``.
+    """
     table = table.refresh()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     cutoff = now_ms - int(retain_hours * 3600 * 1000)
@@ -256,7 +318,13 @@ def expire_table(
             [i for i in expired if transaction.table_metadata.snapshot_by_id(i) is not None]
         ).commit()
 
-    table, _ = commit_with_retry(table, stage, rng=rng, log=logger, stream=".".join(table.name()))
+    name = ".".join(table.name())
+    try:
+        table, _ = commit_with_retry(
+            table, stage, rng=rng, log=logger, stream=name, attempts=attempts
+        )
+    except CommitFailedException as exc:
+        raise CommitConflictError(name, "expiry", attempts) from exc
     manifests: dict[str, list[str]] = {}
     keep = _reachable(table, table.metadata.snapshots, manifests)
     gone = _reachable(table, [before[i] for i in expired], manifests)
@@ -279,9 +347,61 @@ def expire_table(
     return table, len(expired), deleted
 
 
-def tables_of(catalog: Catalog, settings: TargetSettings, streams: Sequence[str]) -> list[Table]:
+def _catalog_described(settings: TargetSettings) -> str:
+    """The catalog the tables were looked up in, for a message (no URI: it may hold a password)."""
+    if settings.iceberg_catalog:
+        kind = settings.iceberg_catalog.get("type", "rest")
+        warehouse = settings.iceberg_catalog.get("warehouse") or settings.output_dir
+        return f"the iceberg_catalog (type {kind}, warehouse {warehouse})"
+    return f"the SQLite catalog of output_dir {settings.output_dir}"
+
+
+def _no_namespace(settings: TargetSettings, streams: Sequence[str], where: str) -> str:
+    namespace = ".".join(namespace_of(settings))
     if streams:
-        return [catalog.load_table(table_identifier(settings, s)) for s in streams]
-    return [
-        catalog.load_table(identifier) for identifier in catalog.list_tables(namespace_of(settings))
-    ]
+        tables = ", ".join(".".join(table_identifier(settings, s)) for s in streams)
+        return f"no table {tables}: namespace {namespace} does not exist in {where}"
+    return (
+        f"namespace {namespace} does not exist in {where}: the target has written no Iceberg "
+        "table there yet (or iceberg_namespace/output_dir are not the target's)"
+    )
+
+
+def require_catalog(settings: TargetSettings, streams: Sequence[str]) -> None:
+    """``MissingTablesError`` when the embedded catalog does not exist yet (creating nothing)."""
+    if settings.iceberg_catalog or "://" in settings.output_dir:
+        return  # a configured catalog, or a warehouse URI: the catalog itself answers
+    catalog_db = Path(settings.output_dir) / "catalog.db"
+    if not catalog_db.exists():
+        where = f"output_dir {settings.output_dir} (no catalog.db there)"
+        raise MissingTablesError(_no_namespace(settings, streams, where))
+
+
+def tables_of(catalog: Catalog, settings: TargetSettings, streams: Sequence[str]) -> list[Table]:
+    """The tables of ``streams`` (all of the namespace's when none), or ``MissingTablesError``.
+
+    Every table is looked up before any is compacted: one missing table compacts none.
+    """
+    where = _catalog_described(settings)
+    try:
+        existing = catalog.list_tables(namespace_of(settings))
+    except NoSuchNamespaceError:
+        raise MissingTablesError(_no_namespace(settings, streams, where)) from None
+    if not streams:
+        return [catalog.load_table(identifier) for identifier in existing]
+    tables: list[Table] = []
+    missing: list[str] = []
+    for stream in streams:
+        identifier = table_identifier(settings, stream)
+        try:
+            tables.append(catalog.load_table(identifier))
+        except NoSuchTableError:
+            missing.append(f"{'.'.join(identifier)} (--stream {stream})")
+    if missing:
+        names = sorted(".".join(identifier) for identifier in existing)
+        listed = ", ".join(names[:_LISTED_TABLES]) or "none"
+        if len(names) > _LISTED_TABLES:
+            listed += f" and {len(names) - _LISTED_TABLES} more"
+        msg = f"no table {', '.join(missing)} in {where} (tables there: {listed})"
+        raise MissingTablesError(msg)
+    return tables
