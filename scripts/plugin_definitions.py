@@ -91,7 +91,7 @@ PLUGINS: dict[str, dict[str, Any]] = {
                 "description": (
                     "Iceberg tables (the iceberg extra): rewrite small files of closed "
                     "partitions in one commit, expire old snapshots; add --before YYYY-MM-DD "
-                    "--retain-hours H --dry-run."
+                    "--retain-hours H --commit-attempts N --dry-run."
                 ),
             },
         },
