@@ -67,6 +67,8 @@ class ParquetPartsSink(SinkHooks):
         self._parts_target = target
         super().__init__(target, stream_name, schema, key_properties)
         self.spec = stream_spec(self.schema)
+        self._field_names = frozenset(spec.name for spec in self.spec.fields)
+        self._outside_fields_told = False  # one WARNING per stream (schema version)
         self.directory_name = sanitize_stream_name(stream_name)
         reader = target.message_reader
         numbered = hasattr(reader, "line_number") and hasattr(reader, "line_bytes")
@@ -225,6 +227,33 @@ class ParquetPartsSink(SinkHooks):
         return self._batch_bytes >= self._max_bytes or self.current_size >= self._max_rows
 
     # -- writing --------------------------------------------------------------------------
+    def _tell_fields_outside_schema(self, records: list[dict]) -> None:
+        """Record fields the stream's schema lacks are not written: say so once, naming them.
+
+        A sample of the batch (64 records spread over it) is looked at, so the check costs
+        nothing measurable on a batch of 100,000; a field that only a few records carry may be
+        named in a later batch, or not at all. Top-level fields only.
+        """
+        names = self._field_names
+        step = max(1, len(records) // 64)
+        outside: set[str] = set()
+        for record in records[::step]:
+            if not names.issuperset(record):
+                outside.update(key for key in record if key not in names)
+        if not outside:
+            return
+        self._outside_fields_told = True
+        shown = sorted(outside)
+        log_event(
+            self.logger,
+            logging.WARNING,
+            "record_fields_not_in_schema",
+            stream=self.stream_name,
+            fields=shown[:20],
+            more=max(len(shown) - 20, 0),
+            reason="the stream's SCHEMA does not declare them: they are not written",
+        )
+
     def process_batch(self, context: dict) -> None:
         """Write the batch as new part(s); an OS error names output_dir, path and cause."""
         with explain_os_errors(self._parts_target.settings.output_dir):
@@ -235,6 +264,8 @@ class ParquetPartsSink(SinkHooks):
         records = context.get("records") or []
         if not records:
             return
+        if not self._outside_fields_told:
+            self._tell_fields_outside_schema(records)
         target = self._parts_target
         rows_in = len(records)
         started = time.perf_counter()

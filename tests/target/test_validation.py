@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import logging
 
 import pytest
 from singer_sdk.exceptions import InvalidRecord
@@ -12,7 +13,15 @@ from target_parquet_parts.arrow_schema import needs_record_validator, stream_spe
 from target_parquet_parts.columns import ColumnError, build_table
 from target_parquet_parts.sinks import ParquetPartsSink
 from target_parquet_parts.target import TargetParquetParts
-from tests.target.singer_data import EVENTS_KEYS, EVENTS_SCHEMA
+from tests.target.conftest import run_target
+from tests.target.singer_data import (
+    EVENTS_KEYS,
+    EVENTS_SCHEMA,
+    event,
+    record_message,
+    schema_message,
+    state_message,
+)
 
 D = decimal.Decimal
 SCHEMA = {
@@ -174,3 +183,49 @@ def test_schema_fallback_validator_refuses_enum_violations(tmp_path, monkeypatch
     lines = [schema_message("e", schema, []), record_message({"c": "zzz"}, "e")]
     with pytest.raises(InvalidRecord, match="'zzz' is not one of"):
         run_target(tmp_path / "out", lines, monkeypatch)
+
+
+def test_fields_outside_the_schema_are_named_once_per_stream(tmp_path, monkeypatch, caplog):
+    """Not written (the schema is the table's), but never dropped without a word."""
+    caplog.set_level(logging.INFO)
+    lines = [schema_message()]
+    for i in range(250):
+        record = {**event(i), "surprise": i, "also_new": "x"}
+        lines.append(record_message(record))
+    lines.append(state_message({"last": 249}))
+    run_target(tmp_path / "out", lines, monkeypatch, batch_size_rows=100)
+    told = [
+        r.getMessage() for r in caplog.records if "record_fields_not_in_schema" in r.getMessage()
+    ]
+    assert len(told) == 1  # three flushes, one warning
+    assert "fields=also_new,surprise more=0" in told[0]
+    assert all(
+        r.levelno == logging.WARNING
+        for r in caplog.records
+        if "record_fields_not" in r.getMessage()
+    )
+
+
+def test_flattening_an_object_without_declared_properties_is_told(tmp_path, monkeypatch, caplog):
+    """With flattening on, an object the schema leaves open becomes top-level fields the
+    flattened schema lacks (tap-rapid7's logs.user_data): the target says which."""
+    caplog.set_level(logging.INFO)
+    user_data = {
+        "type": ["object", "null"],
+        "properties": {},
+        "additionalProperties": {"type": "string"},
+    }
+    schema = {"properties": {"id": {"type": "string"}, "user_data": user_data}}
+    lines = [
+        schema_message("logs", schema, ["id"]),
+        record_message({"id": "a", "user_data": {"team": "soc", "tier": "1"}}, stream="logs"),
+        state_message({"logs": 1}),
+    ]
+    run_target(
+        tmp_path / "out", lines, monkeypatch, flattening_enabled=True, flattening_max_depth=1
+    )
+    told = [
+        r.getMessage() for r in caplog.records if "record_fields_not_in_schema" in r.getMessage()
+    ]
+    assert len(told) == 1
+    assert "user_data__team" in told[0]
