@@ -16,6 +16,18 @@ a schema evolution (``union_by_name``: new columns and nested fields are added, 
 promotions applied); an incompatible change (a long becoming a string, ...) stops the target with
 a message naming the stream, the table and the field.
 
+A catalog that lost a table. When the catalog has no such table but the folder where it would
+create it (``{warehouse}/{namespace}/{table}``, pyiceberg's default location) already holds
+metadata files of a table with commits, the target refuses (``IcebergTableError``, one line
+naming the folder, the newest metadata file and how to re-register it) instead of creating a
+second, empty table there: see ``StreamTable._existing_table_of_folder`` for why it does not
+re-register the table by itself.
+
+Errors. A catalog that cannot be opened or reached (a damaged ``catalog.db``, a REST server
+that does not answer) is an ``IcebergCatalogError`` naming the catalog file or URL (password
+hidden); a table file that is missing or unreadable (metadata JSON, manifest list, manifest) is
+an ``IcebergTableError`` naming the file; neither is reported as "output_dir is not writable".
+
 Flush. The batch's Arrow table goes through the replay filter (``iceberg_ledger.py``: the
 exactly-once bookkeeping that lives in the snapshot summaries), its data files are written once,
 then committed as one fast-append snapshot carrying the bookkeeping properties. The flush returns
@@ -43,29 +55,38 @@ import importlib
 import logging
 import os
 import random
+import re
 import signal
 import threading
 import time
 import typing as t
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
-from pyiceberg.catalog import Catalog, load_catalog
+import pydantic
+from pyarrow.fs import FileSelector, FileType
+from pyiceberg.catalog import Catalog, MetastoreCatalog, load_catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     CommitStateUnknownException,
+    NoSuchNamespaceError,
     NoSuchTableError,
+    ResolveError,
     ValidationError,
 )
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.io import load_file_io
+from pyiceberg.io.pyarrow import PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
-from pyiceberg.schema import Schema, assign_fresh_schema_ids
+from pyiceberg.schema import Schema, assign_fresh_schema_ids, promote
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.update import UpdateTableMetadata
 from pyiceberg.transforms import DayTransform
+from pyiceberg.types import IcebergType, ListType, MapType, StructType
 
 from plugin_io.log_events import log_event
 from target_parquet_parts.iceberg_ledger import (
@@ -85,9 +106,13 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "COMMIT_ATTEMPTS",
+    "IcebergCatalogError",
+    "IcebergError",
     "IcebergSchemaError",
+    "IcebergTableError",
     "IcebergWriter",
     "commit_with_retry",
+    "describe_catalog",
     "load_iceberg_catalog",
     "table_identifier",
 ]
@@ -115,6 +140,24 @@ CATALOG_OPEN_ATTEMPTS = 5
 
 class IcebergSchemaError(ValueError):
     """A SCHEMA message cannot become an evolution of the existing Iceberg table."""
+
+
+class IcebergError(RuntimeError):
+    """The catalog or a table cannot be used as it is; the one argument is a one-line message
+    naming what is at fault and what to do (the SDK logs ``args[0]``).
+
+    Not an ``OSError``, so ``errors.explain_os_errors`` never rewrites it as "output_dir is not
+    writable"; the error it describes is its ``__cause__``.
+    """
+
+
+class IcebergCatalogError(IcebergError):
+    """The catalog cannot be opened or reached: names the catalog file or URL (no password)."""
+
+
+class IcebergTableError(IcebergError):
+    """A table's files are missing or unreadable, or the catalog lost a table whose folder still
+    holds its metadata: names the table and the file or folder."""
 
 
 def _warehouse_uri(output_dir: str) -> str:
@@ -191,11 +234,179 @@ def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
 
 def _sqlalchemy_errors(*names: str) -> tuple[type[BaseException], ...]:
     """These ``sqlalchemy.exc`` classes, when the SQL catalog's extra is installed (else none)."""
+    return _module_errors("sqlalchemy.exc", *names)
+
+
+def _module_errors(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """These exception classes of an optional module (none when it is not installed)."""
     try:
-        sqlalchemy_exc = importlib.import_module("sqlalchemy.exc")
-    except ImportError:  # pragma: no cover - sql extra not installed
+        loaded = importlib.import_module(module)
+    except ImportError:  # pragma: no cover - optional dependency missing
         return ()
-    return tuple(getattr(sqlalchemy_exc, name) for name in names)
+    return tuple(getattr(loaded, name) for name in names)
+
+
+def _hide_password(uri: str) -> str:
+    """``uri`` with the password of its user part (``user:password@``) shown as ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    netloc = f"{parts.username or ''}:***@{host}{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe_catalog(properties: Mapping[str, str]) -> str:
+    """How messages name a catalog: its file, its URL (password hidden) or its name.
+
+    ``SQLite catalog file '/out/catalog.db'``, ``SQL catalog 'postgresql://app:***@h/db'``,
+    ``REST catalog 'https://cat.example/api'``, ``glue catalog 'default'``.
+    """
+    uri = properties.get("uri", "")
+    kind = properties.get("type") or ("rest" if uri.startswith(("http:", "https:")) else "")
+    if kind == "sql" and uri:
+        try:
+            url = importlib.import_module("sqlalchemy.engine").make_url(uri)
+        except Exception:  # not an SQLAlchemy URL, or no SQLAlchemy: the generic form below
+            return f"SQL catalog {_hide_password(uri)!r}"
+        if url.get_backend_name() == "sqlite" and url.database:
+            return f"SQLite catalog file {url.database!r}"
+        return f"SQL catalog {url.render_as_string(hide_password=True)!r}"
+    label = "REST" if kind == "rest" else (kind or "Iceberg")
+    if uri:
+        return f"{label} catalog {_hide_password(uri)!r}"
+    return f"{label} catalog {properties.get('name', 'default')!r}"
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an error's text, at most ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_QUOTED = re.compile(r"'([^']+)'")
+_METADATA_VERSION = re.compile(r"^v?(\d+)[-.]")
+
+
+def _missing_path(exc: OSError) -> str | None:
+    """The path an ``ENOENT`` names (pyarrow's errors carry it only in their text)."""
+    if exc.filename is not None:
+        return str(exc.filename)
+    match = _QUOTED.search(str(exc))
+    return match.group(1) if match else None
+
+
+def _file_kind(path: str) -> str:
+    """What a file of an Iceberg table is, from its name."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if name.endswith(".metadata.json"):
+        return "metadata file"
+    if name.startswith("snap-") and name.endswith(".avro"):
+        return "manifest list"
+    if name.endswith(".avro"):
+        return "manifest"
+    if name.endswith(".parquet"):
+        return "data file"
+    return "file"
+
+
+def _metadata_version(location: str) -> int | None:
+    """``00012-<uuid>.metadata.json`` (or ``v12.metadata.json``) -> 12; None if unnamed so."""
+    match = _METADATA_VERSION.match(location.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match else None
+
+
+def _metadata_parse_error(exc: BaseException) -> pydantic.ValidationError | None:
+    """pydantic's error when pyiceberg could not parse a metadata JSON (``TableMetadataWrapper``;
+    pyiceberg re-raises it as its own ``ValidationError``, the pydantic one its cause)."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, pydantic.ValidationError) and "TableMetadata" in error.title:
+            return error
+    return None
+
+
+def _validation_summary(exc: pydantic.ValidationError) -> str:
+    """``Invalid JSON: EOF while parsing ...`` / ``Field required: 'location'`` (the first)."""
+    errors = exc.errors()
+    if not errors:
+        return _one_line(exc)
+    first = errors[0]
+    fields = [str(part) for part in first.get("loc", ()) if not str(part).isdigit()]
+    where = f": {'.'.join(fields)!r}" if fields else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{first.get('msg', 'invalid')}{where}{more}"
+
+
+def _catalog_metadata_location(catalog: Catalog | None, identifier: tuple[str, ...]) -> str | None:
+    """The metadata file a SQL catalog names as the table's current one (None otherwise).
+
+    Read from the catalog's own row: loading the table parses that file, which is what failed.
+    """
+    if catalog is None:
+        return None
+    try:
+        sql = importlib.import_module("pyiceberg.catalog.sql")
+        if not isinstance(catalog, sql.SqlCatalog):
+            return None
+        sqlalchemy = importlib.import_module("sqlalchemy")
+        orm = importlib.import_module("sqlalchemy.orm")
+        rows = sql.IcebergTables
+        query = sqlalchemy.select(rows.metadata_location).where(
+            rows.catalog_name == catalog.name,
+            rows.table_namespace == Catalog.namespace_to_string(identifier[:-1]),
+            rows.table_name == identifier[-1],
+        )
+        with orm.Session(catalog.engine) as session:
+            location = session.scalar(query)
+    except Exception:  # only for a better message: never mask the error being described
+        return None
+    return str(location) if location else None
+
+
+def _default_table_folder(catalog: Catalog, identifier: tuple[str, ...]) -> str | None:
+    """Where ``catalog`` creates table ``identifier`` when given no location.
+
+    pyiceberg's rule (``MetastoreCatalog._get_default_warehouse_location``): the namespace's
+    ``location`` property plus the table name, else ``{warehouse}/{namespace}/{table}``. None
+    for catalogs that choose locations themselves (REST: the server keeps its own state).
+    """
+    if not isinstance(catalog, MetastoreCatalog):
+        return None
+    namespace = identifier[:-1]
+    try:
+        location = catalog.load_namespace_properties(namespace).get("location")
+    except NoSuchNamespaceError:
+        location = None
+    if location:
+        return f"{location.rstrip('/')}/{identifier[-1]}"
+    warehouse = catalog.properties.get("warehouse")
+    if not warehouse:
+        return None
+    return f"{warehouse.rstrip('/')}/{Catalog.namespace_to_string(namespace)}/{identifier[-1]}"
+
+
+def _metadata_files(catalog: Catalog, folder: str) -> list[str]:
+    """Locations of the ``*.metadata.json`` files in ``{folder}/metadata`` (none if absent).
+
+    Listed through the catalog's FileIO filesystem (pyarrow: local, S3, GCS, ADLS, HDFS); a
+    FileIO that cannot list (fsspec) is listed only for local paths.
+    """
+    metadata = f"{folder}/metadata"
+    io = load_file_io(properties=catalog.properties, location=metadata)
+    scheme, netloc, path = PyArrowFileIO.parse_location(metadata)
+    if isinstance(io, PyArrowFileIO):
+        filesystem = io.fs_by_scheme(scheme, netloc)
+        infos = filesystem.get_file_info(FileSelector(path, allow_not_found=True))
+        names = [info.base_name for info in infos if info.type == FileType.File]
+    elif scheme == "file":
+        names = os.listdir(path) if os.path.isdir(path) else []
+    else:
+        return []
+    return sorted(f"{metadata}/{name}" for name in names if name.endswith(".metadata.json"))
 
 
 def namespace_of(settings: TargetSettings) -> tuple[str, ...]:
@@ -338,6 +549,56 @@ def _test_kill(point: str, commit_number: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _type_text(field_type: IcebergType) -> str:
+    """``string``, ``struct<text: string>``, ``list<long>``, ``map<string, long>``."""
+    if isinstance(field_type, StructType):
+        inner = ", ".join(f"{f.name}: {_type_text(f.field_type)}" for f in field_type.fields)
+        return f"struct<{inner}>"
+    if isinstance(field_type, ListType):
+        return f"list<{_type_text(field_type.element_type)}>"
+    if isinstance(field_type, MapType):
+        return f"map<{_type_text(field_type.key_type)}, {_type_text(field_type.value_type)}>"
+    return str(field_type)
+
+
+def _promotable(source: IcebergType, target: IcebergType) -> bool:
+    try:
+        promote(source, target)
+    except ResolveError:
+        return False
+    return True
+
+
+def _type_changes(old: IcebergType, new: IcebergType, path: str = "") -> Iterator[str]:
+    """Each field, by its full name, whose type in ``new`` the table (``old``) cannot take.
+
+    Matched by name as ``union_by_name`` does; a primitive may widen either way (the narrower
+    new type is then ignored), anything else must keep its kind.
+    """
+    if isinstance(old, StructType) and isinstance(new, StructType):
+        for field in new.fields:
+            existing = old.field_by_name(field.name)
+            if existing is not None:
+                name = f"{path}.{field.name}" if path else field.name
+                yield from _type_changes(existing.field_type, field.field_type, name)
+    elif isinstance(old, ListType) and isinstance(new, ListType):
+        yield from _type_changes(old.element_type, new.element_type, f"{path}.element")
+    elif isinstance(old, MapType) and isinstance(new, MapType):
+        yield from _type_changes(old.key_type, new.key_type, f"{path}.key")
+        yield from _type_changes(old.value_type, new.value_type, f"{path}.value")
+    elif old.is_primitive and new.is_primitive:
+        if old != new and not _promotable(new, old) and not _promotable(old, new):
+            yield (
+                f"field '{path}' is {_type_text(old)} in the table, {_type_text(new)} in the "
+                "SCHEMA message"
+            )
+    else:
+        yield (
+            f"field '{path}' is {_type_text(old)} in the table, {_type_text(new)} in the SCHEMA "
+            "message"
+        )
+
+
 class StreamTable:
     """One Iceberg table as seen by one run: creation, evolution, replay set, commits."""
 
@@ -359,6 +620,10 @@ class StreamTable:
         try:
             table = catalog.load_table(self.identifier)
         except NoSuchTableError:
+            found = self._existing_table_of_folder(catalog)
+            if found is not None:  # created by another writer since the first look
+                self.table = found
+                return found
             table = self._create(arrow_schema, partition_field)
             log_event(
                 logger,
@@ -371,6 +636,70 @@ class StreamTable:
             )
         self.table = table
         return table
+
+    def _existing_table_of_folder(self, catalog: Catalog) -> Table | None:
+        """The catalog has no such table: refuse if its folder holds a table with commits.
+
+        Creating the table would start a second, empty metadata lineage in the old table's
+        folder: the catalog would show only the new rows, the old ones stay on disk unseen, and
+        the exactly-once bookkeeping (snapshot summaries) of the old table is gone. So when
+        ``{folder}/metadata/`` holds a metadata file of version 1 or more (a table that had a
+        commit), this raises ``IcebergTableError`` naming the folder, the newest metadata file
+        and how to re-register it. Version-0 files alone are tables created and never committed
+        to (no rows): a writer racing another's creation sees its ``00000-`` file before its
+        catalog row, so those do not stop it.
+
+        Why refuse rather than ``Catalog.register_table(identifier, newest)``, which pyiceberg
+        0.12's ``SqlCatalog`` has: re-registering is exactly-once-safe only if the newest file
+        is the table's current metadata, and nothing on disk says so. pyiceberg writes a
+        commit's new metadata file before the catalog swap, so a commit that failed leaves a
+        newest file the catalog never accepted: a writer that lost a race to a concurrent writer
+        (two files of the same version, one of them rejected), or one killed, or left with an
+        unknown outcome, between the write and the swap. Registering such a file would resurrect
+        a rejected commit or hide an accepted one, and the STATEs already emitted would no longer
+        match the table. The catalog may also have been lost with other writers still running,
+        or the table dropped on purpose (``drop_table`` keeps the files); and a lost catalog lost
+        every other table too. A person has to look: a refused run writes and commits nothing
+        and emits no STATE, so the next run, after the table is re-registered, resumes exactly
+        where the last STATE left off.
+
+        Found on a second look (another writer created the table between the first look and the
+        listing): that table is returned. None: nothing there, create the table.
+        """
+        folder = _default_table_folder(catalog, self.identifier)
+        if folder is None:
+            return None
+        files = _metadata_files(catalog, folder)
+        versions = {location: _metadata_version(location) for location in files}
+        # a name without a version is not a fresh creation's: counted as a table with commits
+        if not any(version != 0 for version in versions.values()):
+            return None
+        try:
+            return catalog.load_table(self.identifier)
+        except NoSuchTableError:
+            pass
+        newest_version = max((v for v in versions.values() if v is not None), default=None)
+        newest = sorted(loc for loc, v in versions.items() if v == newest_version) or files[-1:]
+        also = ""
+        if len(newest) > 1:
+            others = ", ".join(repr(location) for location in newest[1:])
+            also = (
+                f"; version {newest_version} also in {others}: all but one of them are "
+                "from commits that failed"
+            )
+        namespace = Catalog.namespace_to_string(self.identifier[:-1])
+        msg = (
+            f"Iceberg table {self.name} is not in the {self.writer.catalog_text()}, but its "
+            f"folder '{folder}/metadata' holds {len(files)} metadata files of a table with "
+            f"commits (newest: {newest[0]!r}{also}): the catalog was lost or replaced, or the "
+            "table dropped; a new table there would hide those rows, so nothing was written. "
+            "To keep the table, re-register its current metadata file (normally the newest, "
+            "unless a commit failed after writing it) in this catalog with pyiceberg: "
+            f"catalog.create_namespace_if_not_exists({namespace!r}); "
+            f"catalog.register_table({self.name!r}, {newest[0]!r}); "
+            f"to start a new table instead, move the folder '{folder}' away"
+        )
+        raise IcebergTableError(msg)
 
     def _create(self, arrow_schema: pa.Schema, partition_field: str | None) -> Table:
         """Create the namespace and table, or take the ones another writer just created.
@@ -404,21 +733,17 @@ class StreamTable:
             return table
 
         def stage(transaction: Transaction) -> None:
-            with transaction.update_schema() as update:
-                update.union_by_name(arrow_schema)
+            try:
+                with transaction.update_schema() as update:
+                    update.union_by_name(arrow_schema)
+            except (ValidationError, ValueError, TypeError) as exc:
+                current = transaction.table_metadata.schema()
+                raise self._schema_error(current, arrow_schema, exc) from None
 
-        try:
-            before = table.schema().schema_id
-            table, _ = commit_with_retry(
-                table, stage, rng=self.writer.rng, log=logger, stream=self.stream_name
-            )
-        except (ValidationError, ValueError, TypeError) as exc:
-            msg = (
-                f"stream '{self.stream_name}': the SCHEMA message cannot evolve Iceberg table "
-                f"{self.name}: {exc} (Iceberg allows new columns and widening int->long, "
-                "float->double; a column that changes type needs a new stream or table)"
-            )
-            raise IcebergSchemaError(msg) from None
+        before = table.schema().schema_id
+        table, _ = commit_with_retry(
+            table, stage, rng=self.writer.rng, log=logger, stream=self.stream_name
+        )
         if table.schema().schema_id != before:
             log_event(
                 logger,
@@ -431,6 +756,21 @@ class StreamTable:
             )
         self._schemas_applied.add(arrow_schema)
         return table
+
+    def _schema_error(
+        self, current: Schema, arrow_schema: pa.Schema, exc: Exception
+    ) -> IcebergSchemaError:
+        """Name the stream, the table and each field whose type the table cannot take."""
+        changes = list(_type_changes(current.as_struct(), iceberg_schema(arrow_schema).as_struct()))
+        what = "; ".join(changes[:5]) + (
+            f"; and {len(changes) - 5} more" if len(changes) > 5 else ""
+        )
+        msg = (
+            f"stream '{self.stream_name}': the SCHEMA message cannot evolve Iceberg table "
+            f"{self.name}: {what or _one_line(exc)} (Iceberg allows new columns and widening "
+            "int->long, float->double; a column that changes type needs a new stream or table)"
+        )
+        return IcebergSchemaError(msg)
 
     def prepare(self, arrow_schema: pa.Schema, partition_field: str | None) -> None:
         """Open (create) the table and evolve its schema for a batch of this Arrow schema."""
@@ -534,8 +874,87 @@ class IcebergWriter:
         """The catalog (loaded on first use)."""
         with self._lock:
             if self._catalog is None:
-                self._catalog = load_iceberg_catalog(self.settings)
+                with self._explained(None):
+                    self._catalog = load_iceberg_catalog(self.settings)
             return self._catalog
+
+    def catalog_text(self) -> str:
+        """How messages name this run's catalog (``describe_catalog``)."""
+        try:
+            return describe_catalog(catalog_properties(self.settings))
+        except Exception:  # only for a message: the settings' own error is raised elsewhere
+            return "Iceberg catalog"
+
+    @contextmanager
+    def _explained(self, table: StreamTable | None) -> Iterator[None]:
+        """Re-raise what the catalog or a table's files raise as a one-line ``IcebergError``.
+
+        ``table``: the table being worked on (None while opening the catalog). Errors this does
+        not recognise go on unchanged.
+        """
+        try:
+            yield
+        except (IcebergError, IcebergSchemaError):
+            raise
+        except Exception as exc:
+            described = self._describe(exc, table)
+            if described is None:
+                raise
+            raise described from exc
+
+    def _describe(self, exc: Exception, table: StreamTable | None) -> IcebergError | None:
+        if isinstance(exc, _module_errors("requests.exceptions", "RequestException")):
+            return IcebergCatalogError(
+                f"Iceberg {self.catalog_text()} is unreachable: {type(exc).__name__}: "
+                f"{_one_line(exc)} (check iceberg_catalog's uri and that the catalog is up)"
+            )
+        if isinstance(exc, _sqlalchemy_errors("DBAPIError")):
+            return IcebergCatalogError(self._database_message(exc))
+        if table is None:
+            return None
+        unreadable = _metadata_parse_error(exc)
+        if unreadable is not None:
+            current = _catalog_metadata_location(self._catalog, table.identifier)
+            if current is None and table.table is not None:
+                current = table.table.metadata_location
+            where = repr(current) if current else "(the one the catalog names)"
+            return IcebergTableError(
+                f"Iceberg table {table.name}: its metadata file {where} is unreadable or "
+                f"corrupt ({_validation_summary(unreadable)}); this batch was not committed: "
+                "restore the file from a backup (pointing the catalog at an earlier metadata "
+                "file would drop every commit made after it)"
+            )
+        if isinstance(exc, FileNotFoundError):
+            path = _missing_path(exc)
+            if path is not None:
+                return IcebergTableError(
+                    f"Iceberg table {table.name}: its {_file_kind(path)} {path!r} is missing "
+                    "(FileNotFoundError): files under the table's folder were deleted or moved; "
+                    "this batch was not committed: restore them from a backup"
+                )
+        if isinstance(exc, NoSuchTableError) and table.table is not None:
+            return IcebergTableError(
+                f"Iceberg table {table.name} is no longer in the {self.catalog_text()}: the "
+                "table was dropped, or the catalog replaced, while this run wrote to it"
+            )
+        return None
+
+    def _database_message(self, exc: Exception) -> str:
+        """A SQL catalog's database failed: name the file (or URL) and what to do."""
+        cause = getattr(exc, "orig", None) or exc
+        text = f"{type(cause).__name__}: {_one_line(cause)}"
+        catalog = self.catalog_text()
+        if isinstance(exc, _sqlalchemy_errors("OperationalError")):
+            advice = "check that it can be read and written, and by this user"
+        elif catalog.startswith("SQLite catalog file"):
+            advice = (
+                "the file is damaged: restore it from a backup, or move it away (a run then "
+                "starts a new catalog and names, for each table whose folder has metadata, the "
+                "file to re-register)"
+            )
+        else:
+            advice = "check iceberg_catalog's uri and the database"
+        return f"Iceberg {catalog} cannot be used: {text}; {advice}"
 
     def next_commit_number(self) -> int:
         """Commits made by this process so far, this one included (the test hook counts them)."""
@@ -563,7 +982,7 @@ class IcebergWriter:
     ) -> dict[str, t.Any]:
         """Filter replays, write data files, commit; return what the flush log reports."""
         table = self.stream_table(stream_name)
-        with self._lock:
+        with self._lock, self._explained(table):
             table.prepare(batch.schema, partition_field)
             batch, dropped = table.drop_replayed(batch, keys)
         written = time.perf_counter()
@@ -572,7 +991,7 @@ class IcebergWriter:
         snapshot: Snapshot | None = None
         attempts = 0
         if files:
-            with self._lock:
+            with self._lock, self._explained(table):
                 snapshot, attempts = table.commit(files, state_index)
         committed = time.perf_counter()
         result = {
