@@ -203,48 +203,61 @@ def _stop_when_quiet(cycle: Cycle, kind: str, line: str) -> bool:
 
 
 @pytest.mark.e2e
-def test_signals_aimed_at_flushes_then_resume_lose_and_duplicate_nothing(tmp_path):
+def test_signals_aimed_at_flushes_then_resume_lose_and_duplicate_nothing(output):
     """About 10 cancels, each during a flush (a full batch's, or the idle watcher's while the
-    tap is quiet), each run resumed from the last STATE the previous one wrote."""
-    out = tmp_path / "out"
+    tap is quiet), some in a run that received no STATE yet, each run resumed from the last
+    STATE any run wrote: on local parts, on S3 and into an Iceberg table."""
     rng = random.Random(20261130)
     total, state_every = 16_000, 50
-    config = {"output_dir": str(out), "batch_size_rows": 400, "state_max_lag_seconds": 0.3}
+    config = {
+        **output.config,
+        "output_dir": output.uri,
+        "batch_size_rows": 400,
+        "state_max_lag_seconds": 0.3,
+    }
     position = 0
     figures = []
     for number in range(10):
         signum = rng.choice([signal.SIGTERM, signal.SIGINT])
         quiet = number % 3 == 2
+        stateless = number % 4 == 3  # cancelled before this run's first STATE
         cycle = run_cycle(
-            tmp_path / "runs",
+            output.workdir,
             start=position,
             total=total,
-            state_every=state_every,
+            state_every=10**9 if stateless else state_every,
             config=config,
             trigger=_stop_when_quiet if quiet else _stop_at_flush(rng.randint(1, 4)),
             action=lambda proc, signum=signum: proc.send_signal(signum),
             pause_after=rng.randint(30, 380) if quiet else None,
+            env=output.env,
         )
         assert cycle.triggered, f"cycle {number}: the input ended before the stop"
         assert cycle.returncode == 128 + signum, "\n".join(cycle.stderr[-20:])
         assert any("target_stopped_by_signal" in line for line in cycle.stderr)
+        if stateless and not quiet:
+            assert cycle.states == []
         position = cycle.resume_from if cycle.resume_from is not None else position
-        on_disk = dataset_indexes(out)
+        on_disk = output.indexes()
         assert len(on_disk) == len(set(on_disk)), f"cycle {number}: duplicates"
         assert set(range(position)) <= set(on_disk), f"cycle {number}: STATE ahead of the data"
-        figures.append((signal.Signals(signum).name, quiet, cycle.sent, position))
+        figures.append((signal.Signals(signum).name, quiet, stateless, cycle.sent, position))
     final = run_cycle(
-        tmp_path / "runs",
+        output.workdir,
         start=position,
         total=total,
         state_every=state_every,
         config=config,
         trigger=lambda cycle, kind, line: False,
         action=lambda proc: None,
+        env=output.env,
     )
     assert final.returncode == 0
-    on_disk = dataset_indexes(out)
-    print(f"signal loop: {figures}; rows {len(on_disk)}, distinct {len(set(on_disk))}")
+    on_disk = output.indexes()
+    print(
+        f"signal loop ({output.kind}): {figures}; records {total}, rows {len(on_disk)}, "
+        f"distinct {len(set(on_disk))}"
+    )
     assert len(on_disk) == len(set(on_disk)) == total
     assert set(on_disk) == set(range(total))
 
