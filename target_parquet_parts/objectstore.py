@@ -71,6 +71,7 @@ from target_parquet_parts.errors import DescribedOSError, UnreadablePartError
 from target_parquet_parts.lock import LOCK_FILE, OutputDirInUseError
 from target_parquet_parts.naming import JOURNAL_DIR, new_part_name
 from target_parquet_parts.parts import WrittenPart
+from target_parquet_parts.settings import DEFAULT_LOCK_LEASE_SECONDS
 from target_parquet_parts.storage import Location, PartWriterLike, RunLockLike, Storage
 
 if t.TYPE_CHECKING:
@@ -90,7 +91,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_LEASE_SECONDS = DEFAULT_LOCK_LEASE_SECONDS
 # A lock object's lease is read from the store: a value that is not a finite number in this
 # range (NaN, Infinity, 1e12, text) is a broken lock, read as the default lease (never a hang,
 # never a wait the clock cannot express).
@@ -549,6 +550,14 @@ def _describe(holder: dict[str, t.Any]) -> str:
         return "holder unknown"
 
 
+def check_lease(seconds: float) -> float:
+    """``seconds`` as a lease, or ``ValueError`` saying what a lease must be."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_LEASE_SECONDS):
+        msg = f"{seconds} is not a number of seconds in (0, {MAX_LEASE_SECONDS:.0f}]"
+        raise ValueError(msg)
+    return float(seconds)
+
+
 class ObjectRunLock:
     """``{output_dir}/_journal/lock`` in the bucket: conditional create, lease, heartbeat."""
 
@@ -921,9 +930,10 @@ class ObjectStorage(Storage):
             )
         return cls(location, store)
 
-    def lock(self, run_id: str) -> RunLockLike:
+    def lock(self, run_id: str, lease_seconds: float | None = None) -> RunLockLike:
         key = self.location.key(f"{JOURNAL_DIR}/{LOCK_FILE}")
-        self._lock = ObjectRunLock(self.store, key, run_id)
+        lease = DEFAULT_LOCK_LEASE_SECONDS if lease_seconds is None else check_lease(lease_seconds)
+        self._lock = ObjectRunLock(self.store, key, run_id, lease)
         return self._lock
 
     def check_lock(self) -> None:

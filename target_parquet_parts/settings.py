@@ -35,6 +35,7 @@ TABLE_FORMATS = ["parquet", "parts", "iceberg"]
 COMPRESSIONS = ["zstd", "snappy", "gzip", "brotli", "lz4", "none"]
 DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
 DEFAULT_STATE_MAX_LAG_SECONDS = 60.0
+DEFAULT_LOCK_LEASE_SECONDS = 60.0  # the object-store run lock's lease (objectstore.py)
 DEFAULT_NAMESPACE = "singer"
 ENV_PREFIX = "TARGET_PARQUET_PARTS_"  # Meltano's (and --config=ENV) names: TARGET_PARQUET_PARTS_*
 # SDK built-in settings (appended to the schema by the SDK) that the target reads itself.
@@ -88,6 +89,15 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "lock_lease_seconds",
+        th.NumberType,
+        default=DEFAULT_LOCK_LEASE_SECONDS,
+        description=(
+            "Object storage: the run lock's lease (renewed every third of it; not renewed "
+            "this long: taken over), at most 3600"
+        ),
+    ),
+    th.Property(
         "table_format",
         th.StringType,
         default="parquet",
@@ -120,6 +130,7 @@ class TargetSettings:
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     partition_date_field: str | None = None
     state_max_lag_seconds: float = DEFAULT_STATE_MAX_LAG_SECONDS
+    lock_lease_seconds: float = DEFAULT_LOCK_LEASE_SECONDS
     table_format: str = "parquet"
     # a catalog's properties may hold credentials: a repr (a log, a traceback) never shows them
     iceberg_catalog: dict[str, Any] | None = dataclasses.field(default=None, repr=False)

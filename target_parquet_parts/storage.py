@@ -182,8 +182,8 @@ class Storage(abc.ABC):
     display: str
 
     @abc.abstractmethod
-    def lock(self, run_id: str) -> RunLockLike:
-        """Take this run's exclusive lock on the dataset."""
+    def lock(self, run_id: str, lease_seconds: float | None = None) -> RunLockLike:
+        """Take this run's exclusive lock on the dataset (a lease where the lock has one)."""
 
     @abc.abstractmethod
     def journal_log(self, run_id: str) -> JournalLog:
@@ -243,7 +243,8 @@ class LocalStorage(Storage):
         self.display = str(output_dir)
         self.root = Path(os.path.realpath(output_dir))
 
-    def lock(self, run_id: str) -> RunLockLike:
+    def lock(self, run_id: str, lease_seconds: float | None = None) -> RunLockLike:
+        del lease_seconds  # a flock is held until the process ends: no lease
         return lock_output_dir(self.root, run_id)
 
     def journal_log(self, run_id: str) -> JournalLog:

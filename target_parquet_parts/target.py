@@ -61,6 +61,7 @@ from plugin_io.singer_lines import write_line
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.naming import StreamDirectories
+from target_parquet_parts.objectstore import check_lease
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sdk_hooks import TargetHooks
 from target_parquet_parts.settings import CONFIG_SCHEMA, TargetSettings, numbers_from_text
@@ -163,6 +164,8 @@ class TargetParquetParts(TargetHooks):
         with _refused_as("output_dir"):
             if self.iceberg is None and settings.output_dir:
                 check_output_dir(settings.output_dir)  # an unknown scheme:// fails at start
+        with _refused_as("lock_lease_seconds"):
+            check_lease(settings.lock_lease_seconds)
         load_method = settings.load_method or "append-only"
         if load_method != "append-only":
             msg = (
@@ -208,7 +211,7 @@ class TargetParquetParts(TargetHooks):
         if self._run_lock is None:
             storage = self.storage
             with explain_os_errors(self.settings.output_dir):
-                self._run_lock = storage.lock(self.run_id)
+                self._run_lock = storage.lock(self.run_id, self.settings.lock_lease_seconds)
         return self._run_lock
 
     def register_sink(self, sink: ParquetPartsSink) -> None:

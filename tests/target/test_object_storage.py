@@ -285,7 +285,7 @@ def test_lock_of_a_dead_process_on_this_machine_is_taken_over(s3_bucket, caplog)
 
 
 def test_lock_of_another_machine_is_taken_over_once_its_lease_ran_out(s3_bucket, caplog):
-    _fake_holder(s3_bucket, host="worker-gone", lease_seconds=0)
+    _fake_holder(s3_bucket, host="worker-gone", lease_seconds=0.001)
     lock = storage_of(s3_bucket).lock("rerun")
     lock.release()
     assert "took over the lock" in caplog.text
@@ -664,3 +664,17 @@ def test_an_unsettled_part_stays_journaled_until_its_stream_comes(s3_bucket, mon
         assert [entry.part for entry in journal._unfenced] == [LATE_PART]
     finally:
         journal.close()
+
+
+def test_the_lock_lease_is_the_setting_and_a_bad_one_is_refused_naming_it(s3_bucket, tmp_path):
+    lock = storage_of(s3_bucket).lock("short", 5)
+    try:
+        body = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="data/_journal/lock")
+        assert json.loads(body["Body"].read())["lease_seconds"] == 5
+    finally:
+        lock.release()
+    for bad in (0, -1, 3601, float("inf")):
+        with pytest.raises(ConfigValidationError) as raised:
+            TargetParquetParts(config={"output_dir": s3_bucket.uri(), "lock_lease_seconds": bad})
+        (error,) = raised.value.errors
+        assert error.startswith("lock_lease_seconds: ")
