@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from target_parquet_parts.storage import arrow_filesystem
+from tests.stalling_proxy import StallingProxy
 from tests.target.conftest import TARGET_BIN
 from tests.target.singer_data import event, record_message, schema_message, state_message
 
@@ -160,3 +162,84 @@ def test_second_process_on_the_same_bucket_prefix_is_refused(s3_bucket, tmp_path
         holder.communicate(b"")
     assert holder.returncode == 0
     assert s3_bucket.journal_remembers() == []
+
+
+UNSHARE = shutil.which("unshare")
+
+
+@pytest.mark.skipif(
+    UNSHARE is None and not os.environ.get("CI"),
+    reason="needs unshare (util-linux) to run the second target in another pid namespace",
+)
+def test_a_part_upload_stalled_past_its_lease_is_fenced_by_the_next_run(s3_bucket, tmp_path):
+    """Run A's part PUT and lock renewals stall in a proxy on loopback past its 3 s lease (a VM
+    pause, a stalled proxy). Run B, in another pid namespace (another container: the lease
+    decides), takes the lock over, fences the stalled part's name and writes the rows. A's PUT
+    then lands on the fence (412): A fails without a STATE, and every row is there once."""
+    assert UNSHARE is not None
+    config = tmp_path / "target.json"
+    settings = {"output_dir": s3_bucket.uri(), "batch_size_rows": 100, "lock_lease_seconds": 3}
+    config.write_text(json.dumps({**settings, "state_max_lag_seconds": 0}))
+    first = [schema_message(), *(record_message(event(i)) for i in range(100))]
+    rest = [record_message(event(i)) for i in range(100, 200)]
+    with StallingProxy(s3_bucket.endpoint) as proxy:
+        env = {**os.environ, **s3_bucket.env, "AWS_ENDPOINT_URL": proxy.url}
+        with (tmp_path / "a.stderr").open("wb") as a_err:
+            stalled = subprocess.Popen(
+                [TARGET_BIN, "--config", str(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=a_err,
+                env=env,
+            )
+        try:
+            assert stalled.stdout is not None
+            _send(stalled, [*first, state_message({"last": 99})])
+            assert json.loads(stalled.stdout.readline()) == {"last": 99}  # part 1 is durable
+            proxy.hold(
+                f"PUT /{s3_bucket.name}/data/events/part-".encode(),
+                f"PUT /{s3_bucket.name}/data/_journal/lock".encode(),
+            )
+            _send(stalled, rest)  # its part 2: journal line written, PUT held
+            assert proxy.held.wait(60)
+            takeover = subprocess.run(
+                [UNSHARE, "--pid", "--fork", "--mount-proc", TARGET_BIN, "--config", str(config)],
+                input="".join(f"{line}\n" for line in [first[0], *rest]).encode()
+                + (state_message({"last": 199}) + "\n").encode(),
+                capture_output=True,
+                env={**os.environ, **s3_bucket.env},
+                timeout=180,
+                check=False,
+            )
+            logged = takeover.stderr.decode()
+            assert takeover.returncode == 0, logged[-3000:]
+            assert takeover.stdout.decode().splitlines() == ['{"last":199}']
+            assert "took over the lock" in logged
+            assert "journal_fenced stream=events fenced=1 landed=0" in logged
+            proxy.release()  # A's PUT and renewal finally reach the store
+            assert stalled.stdin is not None
+            stalled.stdin.close()
+            late_out = stalled.stdout.read()
+            code = stalled.wait(timeout=120)
+        finally:
+            if stalled.poll() is None:
+                stalled.kill()
+                stalled.wait()
+            for pipe in (stalled.stdin, stalled.stdout):
+                if pipe is not None:
+                    pipe.close()
+    a_log = (tmp_path / "a.stderr").read_text()
+    assert code != 0, a_log[-3000:]
+    assert late_out == b""  # no STATE after the stall: nothing claimed for rows 100..199
+    assert "already" in a_log or "lock" in a_log  # the part name is taken / the lock is lost
+    fs, root = arrow_filesystem(s3_bucket.uri())
+    keys = (
+        ds.dataset(f"{root}/events", filesystem=fs, format="parquet")
+        .to_table(columns=["sequence_number_str"])
+        .column(0)
+        .to_pylist()
+    )
+    print(
+        f"late-PUT fencing: rows {len(keys)}, distinct {len(set(keys))}, held {proxy.held_requests}"
+    )
+    assert len(keys) == len(set(keys)) == 200
