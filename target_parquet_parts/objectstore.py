@@ -868,14 +868,17 @@ class ObjectPartWriter:
         )
         data = sink.getvalue()
         try:
-            metadata = pq.read_metadata(pa.BufferReader(data))
-            metadata.schema.to_arrow_schema()
+            # Not ``read_metadata(...).schema``: a FileMetaData/ParquetSchema reference cycle
+            # per part, left for the rarely run cyclic GC (see ``parts.read_back_rows``).
+            with pq.ParquetFile(pa.BufferReader(data)) as footer:
+                footer.schema_arrow  # noqa: B018 - the conversion is the check
+                rows = footer.metadata.num_rows
         except (OSError, pa.ArrowException) as exc:
             msg = f"the part for {where} cannot be read back ({exc}); it is not uploaded"
             raise UnreadablePartError(msg) from exc
-        if metadata.num_rows != table.num_rows:
+        if rows != table.num_rows:
             msg = (
-                f"the part for {where} reads back {metadata.num_rows} rows instead of "
+                f"the part for {where} reads back {rows} rows instead of "
                 f"{table.num_rows}; it is not uploaded"
             )
             raise UnreadablePartError(msg)

@@ -93,3 +93,13 @@ def test_tap_budget_prints_its_three_measurements_and_the_tap_agrees_with_the_em
     assert "logsearch_budget_summary" not in output  # parsed, printed as dense_tap_summary
     assert re.search(r"^dense_tap_summary: query_requests=\d+ ", output, re.MULTILINE), output
     assert re.search(r"^cost_model_vs_dense: plan_queries_predicted=\d+ ", output, re.MULTILINE)
+
+
+def test_memory_flushes_reads_rss_at_each_checkpoint_of_one_long_lived_run():
+    """One target process, a flush per STATE: RSS read at each checkpoint, its output checked."""
+    output = run_benchmark("memory_flushes.py")
+    assert ratios(output)["rss_100k_over_1k"] > 0, output
+    checkpoints = re.findall(r"^checkpoint: flushes=(\d+) rss_mib=[0-9.]+ ", output, re.MULTILINE)
+    assert checkpoints == ["100", "200", "500", "1000"], output
+    assert "checked: states=1000 parts=1000 rows=1000" in output
+    assert re.search(r"^rss: at_100_mib=[0-9.]+ at_1000_mib=[0-9.]+ ", output, re.MULTILINE)

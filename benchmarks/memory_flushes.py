@@ -1,0 +1,229 @@
+"""Target memory across flushes: RSS of one long-lived run after ~1k and after ~100k flushes.
+
+One ``target-parquet-parts`` process (the CLI, so its ``gc.freeze()`` and raised GC thresholds
+apply) is fed SCHEMA, then ``--records-per-flush`` RECORD lines and a STATE, over and over, with
+``state_max_lag_seconds: 0``: every STATE flushes the stream (one new part), then is emitted. The
+feeder stops at each checkpoint (1k, 2k, 5k, 10k, ... flushes) until the target has emitted that
+many STATE lines; the target is then idle, waiting for input, and its current RSS (``VmRSS``) is
+read from /proc. Whatever a flush leaves behind (a reference cycle the rarely run cyclic GC does
+not free, a cache that only grows) shows as RSS growing with the flushes: the goal is
+RSS(last) / RSS(first checkpoint) <= 1.1.
+
+Checked: the target emitted one STATE per flush, the last one the last sent; it wrote one part
+per flush and as many rows as records sent.
+
+Run: ``.venv/bin/python benchmarks/memory_flushes.py [--quick] [--flushes N] [--early E]
+[--records-per-flush R] [--target-command "..."]`` (defaults: 100,000 flushes, first checkpoint
+1,000, 1 record per flush; ``--quick``: 1,000 and 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import benchlib
+import pyarrow.dataset as ds
+
+GOAL = 1.1
+
+
+def current_rss_mib(pid: int) -> float:
+    """The process's resident set now (``VmRSS``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for process {pid}: did it exit?")
+
+
+def checkpoints(early: int, flushes: int) -> list[int]:
+    """``early``, then 2-5-10 steps above it (2k, 5k, 10k, ...), then ``flushes``."""
+    points = [early]
+    step = 10 ** len(str(early))  # the power of ten above early
+    while True:
+        for multiple in (step // 5, step // 2, step):
+            if early < multiple < flushes and multiple > points[-1]:
+                points.append(multiple)
+        if step >= flushes:
+            break
+        step *= 10
+    if points[-1] != flushes:
+        points.append(flushes)
+    return points
+
+
+class Feeder(threading.Thread):
+    """Writes the Singer stream segment by segment: segment ``k`` ends at checkpoint ``k`` and
+    the next starts only once ``resume()`` was called (the RSS at the checkpoint was read)."""
+
+    def __init__(self, stdin: IO[bytes], points: Sequence[int], per_flush: int) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self._stdin = stdin
+        self._points = points
+        self._per_flush = per_flush
+        self._resumed = threading.Semaphore(0)
+        self.aborted = False
+
+    def resume(self) -> None:
+        """Let the next segment go."""
+        self._resumed.release()
+
+    def abort(self) -> None:
+        """The target is gone: stop at the next segment."""
+        self.aborted = True
+        self._resumed.release()
+
+    def run(self) -> None:
+        try:
+            self._stdin.write(benchlib.schema_line())
+            done = 0
+            for index, point in enumerate(self._points):
+                if index:
+                    self._resumed.acquire()
+                    if self.aborted:
+                        return
+                buffer: list[bytes] = []
+                for flush in range(done, point):
+                    first = flush * self._per_flush
+                    buffer.extend(
+                        benchlib.record_line(i) for i in range(first, first + self._per_flush)
+                    )
+                    buffer.append(benchlib.state_line(first + self._per_flush - 1))
+                    if len(buffer) >= 2048:
+                        self._stdin.write(b"".join(buffer))
+                        buffer.clear()
+                self._stdin.write(b"".join(buffer))
+                self._stdin.flush()
+                done = point
+        except BrokenPipeError:
+            pass  # the target died; its return code says why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                self._stdin.close()
+
+
+def run(
+    command: list[str], workdir: Path, points: Sequence[int], per_flush: int
+) -> dict[int, float]:
+    """One target process through every checkpoint; returns RSS (MiB) per checkpoint."""
+    output_dir = workdir / "out"
+    config = workdir / "config.json"
+    config.write_text(
+        json.dumps(
+            {"output_dir": str(output_dir), "state_max_lag_seconds": 0, "compression": "zstd"}
+        )
+    )
+    stderr_path = workdir / "target.stderr"
+    flushes = points[-1]
+    rss: dict[int, float] = {}
+    states = 0
+    last_state: object = None
+    started = time.perf_counter()
+    with stderr_path.open("wb") as err:
+        process = subprocess.Popen(
+            [*command, "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=benchlib.CHILD_ENV,
+        )
+        watcher = benchlib.PeakRssWatcher(process.pid, period_seconds=0.5)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        feeder = Feeder(process.stdin, points, per_flush)
+        feeder.start()
+        pending = list(points)
+        segment_started = time.perf_counter()
+        for line in process.stdout:
+            states += 1
+            last_state = json.loads(line)
+            if pending and states == pending[0]:
+                point = pending.pop(0)
+                rss[point] = current_rss_mib(process.pid)
+                elapsed = time.perf_counter() - segment_started
+                print(
+                    f"checkpoint: flushes={point} rss_mib={rss[point]:.1f} segment_s={elapsed:.1f}",
+                    flush=True,
+                )
+                segment_started = time.perf_counter()
+                feeder.resume()
+        process.stdout.close()
+        if pending:
+            feeder.abort()
+        feeder.join()
+        result = benchlib.wait_child(process, started, watcher)
+    benchlib.fail_unless_ok("target-parquet-parts", result, stderr_path)
+    check(output_dir, flushes, per_flush, states, last_state)
+    benchlib.print_run("target", flushes * per_flush, result, flushes=flushes)
+    return rss
+
+
+def check(output_dir: Path, flushes: int, per_flush: int, states: int, last: object) -> None:
+    """One STATE and one part per flush, and every record sent is a row; stop loudly if not."""
+    expected_last = json.loads(benchlib.state_line(flushes * per_flush - 1))["value"]
+    if states != flushes or last != expected_last:
+        msg = f"{states} STATE lines (last {last}), expected {flushes} ({expected_last})"
+        raise SystemExit(msg)
+    parts = list((output_dir / benchlib.STREAM).rglob("*.parquet"))
+    if len(parts) != flushes:
+        raise SystemExit(f"{len(parts)} parts written, expected one per flush ({flushes})")
+    rows = ds.dataset(parts, format="parquet").count_rows()
+    if rows != flushes * per_flush:
+        raise SystemExit(f"target-parquet-parts wrote {rows} rows, expected {flushes * per_flush}")
+    print(f"checked: states={states} parts={len(parts)} rows={rows}", flush=True)
+
+
+def main() -> None:
+    """Run the target through the checkpoints; print RSS at each and the last over the first."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--flushes", type=int, help="flushes in the run (100000; quick: 1000)")
+    parser.add_argument("--early", type=int, help="the first checkpoint (1000; quick: 100)")
+    parser.add_argument("--records-per-flush", type=int, default=1, help="records per STATE (1)")
+    parser.add_argument("--target-command", help="default: the venv's target-parquet-parts")
+    benchlib.add_env_argument(parser)
+    args = parser.parse_args()
+    benchlib.configure_env(args)
+    flushes = args.flushes or (1_000 if args.quick else 100_000)
+    early = args.early or (100 if args.quick else 1_000)
+    if not 0 < early < flushes or args.records_per_flush < 1:
+        parser.error("need 0 < --early < --flushes and --records-per-flush >= 1")
+    command = (
+        shlex.split(args.target_command)
+        if args.target_command
+        else [benchlib.venv_bin("target-parquet-parts")]
+    )
+    points = checkpoints(early, flushes)
+    benchlib.print_header(
+        "memory_flushes",
+        {
+            "early": early,
+            "flushes": flushes,
+            "records_per_flush": args.records_per_flush,
+            "state_max_lag_seconds": 0,
+            "input": "pipe",
+        },
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-flushes-") as tmp:
+        rss = run(command, Path(tmp), points, args.records_per_flush)
+    growth_kib = (rss[flushes] - rss[early]) * 1024 / (flushes - early)
+    print(
+        f"rss: at_{early}_mib={rss[early]:.1f} at_{flushes}_mib={rss[flushes]:.1f} "
+        f"growth_kib_per_flush={growth_kib:.2f}",
+        flush=True,
+    )
+    ratio = rss[flushes] / rss[early]
+    benchlib.print_ratio("rss_100k_over_1k", ratio, f"<={GOAL}", ratio <= GOAL)
+
+
+if __name__ == "__main__":
+    main()
