@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import os
 import typing as t
+import weakref
+from functools import lru_cache, partial
 from pathlib import Path
 from types import TracebackType
 
 from pyiceberg.io import OutputStream
 from pyiceberg.io.pyarrow import BUFFER_SIZE, ONE_MEGABYTE, PyArrowFile, PyArrowFileIO
+from pyiceberg.typedef import EMPTY_DICT, Properties
 
 __all__ = ["DurableLocalFileIO"]
 
@@ -88,6 +91,20 @@ class _DurableFile(PyArrowFile):
 
 class DurableLocalFileIO(PyArrowFileIO):
     """``PyArrowFileIO`` that syncs local files on close (module docstring)."""
+
+    def __init__(self, properties: Properties = EMPTY_DICT) -> None:
+        super().__init__(properties)
+        self._uncycle()
+
+    def __setstate__(self, state: dict[str, t.Any]) -> None:
+        super().__setstate__(state)
+        self._uncycle()
+
+    def _uncycle(self) -> None:
+        # pyiceberg caches a bound method of the FileIO in the FileIO itself: a reference cycle
+        # per instance (about three per commit), kept until a rare full collection (the target
+        # freezes the GC and raises its thresholds). The same cache, through a weak reference.
+        self.fs_by_scheme = lru_cache(partial(PyArrowFileIO._initialize_fs, weakref.proxy(self)))
 
     def new_output(self, location: str) -> PyArrowFile:
         """An output file; local ones are synced to disk when their stream closes."""
