@@ -33,7 +33,10 @@
     not a number of seconds in (0, ``MAX_LEASE_SECONDS``] is read as the default (never a hang).
 * **A lost answer is not a refusal**: each conditional PUT carries its own id in the object's
   metadata; a retry that meets 412 on an object holding that id is this PUT's success.
-* **Every request has a deadline** (connect, read and send timeouts, a few attempts).
+* **Every request has a deadline** (connect, read and send timeouts, a few attempts); a
+  writer's requests, attempts included, end within 80% of its lock lease (``request_timeouts``):
+  a stalled upload is abandoned before another run can take the lock over, and what it still
+  delivers late meets the next run's fence.
 
 Credentials, region and endpoint come from each cloud's standard configuration: for S3 the AWS
 chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, ``AWS_REGION``,
@@ -185,12 +188,23 @@ _S3_HINTS = {
 }
 
 
+def request_timeouts(budget_seconds: float | None) -> tuple[float, float]:
+    """Connect and read (no progress) timeouts so that all attempts of one request end within
+    ``budget_seconds`` (None: the plain defaults). A writer's budget is most of its lease: a
+    request stalled past it is abandoned, and the run stops before a STATE."""
+    if budget_seconds is None:
+        return _CONNECT_TIMEOUT, _READ_TIMEOUT
+    per_attempt = budget_seconds / _ATTEMPTS
+    connect = min(_CONNECT_TIMEOUT, per_attempt / 4)
+    return connect, min(_READ_TIMEOUT, per_attempt - connect)
+
+
 class S3ObjectStore(ObjectStore):
     """S3 through boto3: conditional PUTs (``If-None-Match: *``, ``If-Match``) are atomic."""
 
     conditional = True
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, request_budget_seconds: float | None = None) -> None:
         import boto3  # noqa: PLC0415  (optional: the [s3] extra)
         from botocore.config import Config  # noqa: PLC0415
         from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
@@ -198,12 +212,13 @@ class S3ObjectStore(ObjectStore):
         self.location = location
         # The standard AWS chain: AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL(_S3), keys, roles.
         session = boto3.session.Session()
+        connect, read = request_timeouts(request_budget_seconds)
         self._client = session.client(
             "s3",
             config=Config(
                 retries={"mode": "standard", "max_attempts": _ATTEMPTS},
-                connect_timeout=_CONNECT_TIMEOUT,
-                read_timeout=_READ_TIMEOUT,
+                connect_timeout=connect,
+                read_timeout=read,
             ),
         )
         self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
@@ -918,11 +933,16 @@ class ObjectStorage(Storage):
         self._lock: ObjectRunLock | None = None
 
     @classmethod
-    def open(cls, location: Location) -> ObjectStorage:
-        """The store for ``location``: boto3 for S3, pyarrow's filesystem otherwise."""
+    def open(cls, location: Location, lease_seconds: float | None = None) -> ObjectStorage:
+        """The store for ``location``: boto3 for S3, pyarrow's filesystem otherwise.
+
+        ``lease_seconds``: the lock lease the writer will hold; every S3 request (its retries
+        included) then ends within 80% of it, when ``ObjectRunLock.check`` would stop the run.
+        """
         store: ObjectStore
         if location.scheme == "s3":
-            store = S3ObjectStore(location)
+            budget = None if lease_seconds is None else 0.8 * check_lease(lease_seconds)
+            store = S3ObjectStore(location, request_budget_seconds=budget)
         else:
             store = ArrowObjectStore(location)
             logger.warning(

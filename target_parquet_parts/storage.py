@@ -278,8 +278,12 @@ class LocalStorage(Storage):
         return part.relative_to(self.root).as_posix()
 
 
-def open_storage(output_dir: str | os.PathLike[str]) -> Storage:
-    """The storage of ``output_dir`` (a local path or an object-store URI)."""
+def open_storage(output_dir: str | os.PathLike[str], lease_seconds: float | None = None) -> Storage:
+    """The storage of ``output_dir`` (a local path or an object-store URI).
+
+    ``lease_seconds``: the run lock's lease a writer will hold; an object store's requests are
+    then cut before a stalled one could outlive it.
+    """
     location = parse_location(str(output_dir))
     if location is None:
         text = str(output_dir)
@@ -288,7 +292,7 @@ def open_storage(output_dir: str | os.PathLike[str]) -> Storage:
         return LocalStorage(Path(text))
     from target_parquet_parts.objectstore import ObjectStorage  # noqa: PLC0415  (imports this module; boto3)
 
-    return ObjectStorage.open(location)
+    return ObjectStorage.open(location, lease_seconds)
 
 
 def arrow_filesystem(output_dir: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:

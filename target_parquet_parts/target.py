@@ -192,7 +192,9 @@ class TargetParquetParts(TargetHooks):
         with self._journal_lock:
             if self._storage is None:
                 with explain_os_errors(self.settings.output_dir):
-                    self._storage = open_storage(self.settings.output_dir)
+                    self._storage = open_storage(
+                        self.settings.output_dir, self.settings.lock_lease_seconds
+                    )
             return self._storage
 
     @property

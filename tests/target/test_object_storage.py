@@ -473,8 +473,8 @@ def lost_answers(monkeypatch):
     losing = _LoseFirstAnswers()
     real_init = objectstore.S3ObjectStore.__init__
 
-    def init(self, location):
-        real_init(self, location)
+    def init(self, location, **options):
+        real_init(self, location, **options)
         losing.install(self._client)
 
     monkeypatch.setattr(objectstore.S3ObjectStore, "__init__", init)
@@ -678,3 +678,18 @@ def test_the_lock_lease_is_the_setting_and_a_bad_one_is_refused_naming_it(s3_buc
             TargetParquetParts(config={"output_dir": s3_bucket.uri(), "lock_lease_seconds": bad})
         (error,) = raised.value.errors
         assert error.startswith("lock_lease_seconds: ")
+
+
+@pytest.mark.parametrize("lease", [3.0, 6.0, 60.0, 3600.0])
+def test_a_writers_requests_end_within_most_of_its_lease(lease):
+    """Every attempt of one request, each cut at its connect and read deadlines, fits in 80% of
+    the lease: a stalled request is abandoned before the lock could be lost to another run."""
+    budget = 0.8 * lease
+    connect, read = objectstore.request_timeouts(budget)
+    assert 0 < connect <= objectstore._CONNECT_TIMEOUT
+    assert 0 < read <= objectstore._READ_TIMEOUT
+    assert objectstore._ATTEMPTS * (connect + read) <= budget + 1e-9
+    assert objectstore.request_timeouts(None) == (
+        objectstore._CONNECT_TIMEOUT,
+        objectstore._READ_TIMEOUT,
+    )

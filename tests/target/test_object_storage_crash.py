@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+from target_parquet_parts import objectstore
 from target_parquet_parts.storage import arrow_filesystem
 from tests.stalling_proxy import StallingProxy
 from tests.target.conftest import TARGET_BIN
@@ -172,14 +173,17 @@ UNSHARE = shutil.which("unshare")
     reason="needs unshare (util-linux) to run the second target in another pid namespace",
 )
 def test_a_part_upload_stalled_past_its_lease_is_fenced_by_the_next_run(s3_bucket, tmp_path):
-    """Run A's part PUT and lock renewals stall in a proxy on loopback past its 3 s lease (a VM
-    pause, a stalled proxy). Run B, in another pid namespace (another container: the lease
-    decides), takes the lock over, fences the stalled part's name and writes the rows. A's PUT
-    then lands on the fence (412): A fails without a STATE, and every row is there once."""
+    """Run A's part PUT and all its lock requests stall in a proxy on loopback past its 6 s
+    lease (a stalled proxy, a VM pause). A abandons them within its lease and fails; run B, in
+    another pid namespace (another container: the lease decides), takes the lock over, fences
+    the stalled part's name and writes the rows. Released, the stalled PUT reaches the store
+    late and meets the fence (412): no STATE from A, and every row is there once."""
     assert UNSHARE is not None
     config = tmp_path / "target.json"
-    settings = {"output_dir": s3_bucket.uri(), "batch_size_rows": 100, "lock_lease_seconds": 3}
-    config.write_text(json.dumps({**settings, "state_max_lag_seconds": 0}))
+    settings = {"output_dir": s3_bucket.uri(), "batch_size_rows": 100, "state_max_lag_seconds": 0}
+    config.write_text(json.dumps({**settings, "lock_lease_seconds": 6}))
+    b_config = tmp_path / "takeover.json"
+    b_config.write_text(json.dumps({**settings, "lock_lease_seconds": 60}))
     first = [schema_message(), *(record_message(event(i)) for i in range(100))]
     rest = [record_message(event(i)) for i in range(100, 200)]
     with StallingProxy(s3_bucket.endpoint) as proxy:
@@ -198,12 +202,12 @@ def test_a_part_upload_stalled_past_its_lease_is_fenced_by_the_next_run(s3_bucke
             assert json.loads(stalled.stdout.readline()) == {"last": 99}  # part 1 is durable
             proxy.hold(
                 f"PUT /{s3_bucket.name}/data/events/part-".encode(),
-                f"PUT /{s3_bucket.name}/data/_journal/lock".encode(),
+                f"/{s3_bucket.name}/data/_journal/lock ".encode(),  # renewals and the delete
             )
             _send(stalled, rest)  # its part 2: journal line written, PUT held
             assert proxy.held.wait(60)
             takeover = subprocess.run(
-                [UNSHARE, "--pid", "--fork", "--mount-proc", TARGET_BIN, "--config", str(config)],
+                [UNSHARE, "--pid", "--fork", "--mount-proc", TARGET_BIN, "--config", str(b_config)],
                 input="".join(f"{line}\n" for line in [first[0], *rest]).encode()
                 + (state_message({"last": 199}) + "\n").encode(),
                 capture_output=True,
@@ -231,7 +235,12 @@ def test_a_part_upload_stalled_past_its_lease_is_fenced_by_the_next_run(s3_bucke
     a_log = (tmp_path / "a.stderr").read_text()
     assert code != 0, a_log[-3000:]
     assert late_out == b""  # no STATE after the stall: nothing claimed for rows 100..199
-    assert "already" in a_log or "lock" in a_log  # the part name is taken / the lock is lost
+    held = proxy.held_requests
+    # A cut each stalled attempt at its deadline, within its lease, and failed naming the part:
+    # all attempts timed out, or its last one reached the store after the fence and was refused.
+    attempts = sum(b"data/events/part-" in request for request in held)
+    assert 2 <= attempts <= objectstore._ATTEMPTS
+    assert "ReadTimeoutError" in a_log or "is already taken" in a_log
     fs, root = arrow_filesystem(s3_bucket.uri())
     keys = (
         ds.dataset(f"{root}/events", filesystem=fs, format="parquet")
