@@ -10,7 +10,11 @@ not free, a cache that only grows) shows as RSS growing with the flushes: the go
 RSS(last) / RSS(first checkpoint) <= 1.1.
 
 Checked: the target emitted one STATE per flush, the last one the last sent; it wrote one part
-per flush and as many rows as records sent.
+per flush (one commit into an Iceberg table) and as many rows as records sent.
+
+``--output``: ``parts`` (local, the default), ``s3`` (moto's server on loopback, as
+``object_storage.py`` starts it: journal lines, parts and lock renewals are requests) or
+``iceberg`` (one commit per flush; its metadata grows with every snapshot, so use fewer flushes).
 
 Run: ``.venv/bin/python benchmarks/memory_flushes.py [--quick] [--flushes N] [--early E]
 [--records-per-flush R] [--target-command "..."]`` (defaults: 100,000 flushes, first checkpoint
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import IO
 
 import benchlib
+import object_storage
 import pyarrow.dataset as ds
 
 GOAL = 1.1
@@ -112,16 +117,27 @@ class Feeder(threading.Thread):
 
 
 def run(
-    command: list[str], workdir: Path, points: Sequence[int], per_flush: int
+    command: list[str],
+    workdir: Path,
+    points: Sequence[int],
+    per_flush: int,
+    *,
+    output: str = "parts",
+    env: dict[str, str] | None = None,
 ) -> dict[int, float]:
     """One target process through every checkpoint; returns RSS (MiB) per checkpoint."""
     output_dir = workdir / "out"
+    settings: dict[str, object] = {
+        "output_dir": str(output_dir),
+        "state_max_lag_seconds": 0,
+        "compression": "zstd",
+    }
+    if output == "s3":
+        settings["output_dir"] = f"s3://{object_storage.BUCKET}/flushes"
+    elif output == "iceberg":
+        settings["table_format"] = "iceberg"
     config = workdir / "config.json"
-    config.write_text(
-        json.dumps(
-            {"output_dir": str(output_dir), "state_max_lag_seconds": 0, "compression": "zstd"}
-        )
-    )
+    config.write_text(json.dumps(settings))
     stderr_path = workdir / "target.stderr"
     flushes = points[-1]
     rss: dict[int, float] = {}
@@ -134,7 +150,7 @@ def run(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err,
-            env=benchlib.CHILD_ENV,
+            env={**benchlib.CHILD_ENV, **(env or {})},
         )
         watcher = benchlib.PeakRssWatcher(process.pid, period_seconds=0.5)
         assert process.stdin is not None
@@ -162,24 +178,56 @@ def run(
         feeder.join()
         result = benchlib.wait_child(process, started, watcher)
     benchlib.fail_unless_ok("target-parquet-parts", result, stderr_path)
-    check(output_dir, flushes, per_flush, states, last_state)
+    check_states(flushes, per_flush, states, last_state)
+    if output == "s3":
+        rows, parts = object_storage.s3_check(env or {}, "flushes")
+        check_written(rows, parts, flushes, per_flush)
+    elif output == "iceberg":
+        check_iceberg(output_dir, flushes, per_flush)
+    else:
+        check(output_dir, flushes, per_flush)
     benchlib.print_run("target", flushes * per_flush, result, flushes=flushes)
     return rss
 
 
-def check(output_dir: Path, flushes: int, per_flush: int, states: int, last: object) -> None:
-    """One STATE and one part per flush, and every record sent is a row; stop loudly if not."""
+def check_states(flushes: int, per_flush: int, states: int, last: object) -> None:
+    """One STATE per flush, the last one the last sent; stop loudly if not."""
     expected_last = json.loads(benchlib.state_line(flushes * per_flush - 1))["value"]
     if states != flushes or last != expected_last:
         msg = f"{states} STATE lines (last {last}), expected {flushes} ({expected_last})"
         raise SystemExit(msg)
-    parts = list((output_dir / benchlib.STREAM).rglob("*.parquet"))
-    if len(parts) != flushes:
-        raise SystemExit(f"{len(parts)} parts written, expected one per flush ({flushes})")
-    rows = ds.dataset(parts, format="parquet").count_rows()
+    print(f"checked: states={states}", flush=True)
+
+
+def check_written(rows: int, parts: int, flushes: int, per_flush: int) -> None:
+    """One part per flush and every record sent a row; stop loudly if not."""
+    if parts != flushes:
+        raise SystemExit(f"{parts} parts written, expected one per flush ({flushes})")
     if rows != flushes * per_flush:
         raise SystemExit(f"target-parquet-parts wrote {rows} rows, expected {flushes * per_flush}")
-    print(f"checked: states={states} parts={len(parts)} rows={rows}", flush=True)
+    print(f"checked: parts={parts} rows={rows}", flush=True)
+
+
+def check(output_dir: Path, flushes: int, per_flush: int) -> None:
+    """Local parts: one per flush, every record sent a row."""
+    parts = list((output_dir / benchlib.STREAM).rglob("*.parquet"))
+    rows = ds.dataset(parts, format="parquet").count_rows() if parts else 0
+    check_written(rows, len(parts), flushes, per_flush)
+
+
+def check_iceberg(output_dir: Path, flushes: int, per_flush: int) -> None:
+    """The table: one commit per flush, every record sent a row."""
+    from target_parquet_parts.iceberg import load_iceberg_catalog
+    from target_parquet_parts.settings import TargetSettings
+
+    catalog = load_iceberg_catalog(TargetSettings(output_dir=str(output_dir)))
+    try:
+        table = catalog.load_table(("singer", benchlib.STREAM))
+        rows = table.scan().to_arrow().num_rows
+        commits = sum(1 for s in table.snapshots() if s.summary and s.summary.get("singer.flush"))
+    finally:
+        catalog.close()
+    check_written(rows, commits, flushes, per_flush)
 
 
 def main() -> None:
@@ -190,6 +238,9 @@ def main() -> None:
     parser.add_argument("--early", type=int, help="the first checkpoint (1000; quick: 100)")
     parser.add_argument("--records-per-flush", type=int, default=1, help="records per STATE (1)")
     parser.add_argument("--target-command", help="default: the venv's target-parquet-parts")
+    parser.add_argument(
+        "--output", choices=["parts", "s3", "iceberg"], default="parts", help="parts (local)"
+    )
     benchlib.add_env_argument(parser)
     args = parser.parse_args()
     benchlib.configure_env(args)
@@ -211,10 +262,16 @@ def main() -> None:
             "records_per_flush": args.records_per_flush,
             "state_max_lag_seconds": 0,
             "input": "pipe",
+            "output": args.output,
         },
     )
     with tempfile.TemporaryDirectory(prefix="bench-flushes-") as tmp:
-        rss = run(command, Path(tmp), points, args.records_per_flush)
+        if args.output == "s3":
+            with object_storage.moto_server(Path(tmp)) as env:
+                object_storage.make_bucket(env)
+                rss = run(command, Path(tmp), points, args.records_per_flush, output="s3", env=env)
+        else:
+            rss = run(command, Path(tmp), points, args.records_per_flush, output=args.output)
     growth_kib = (rss[flushes] - rss[early]) * 1024 / (flushes - early)
     print(
         f"rss: at_{early}_mib={rss[early]:.1f} at_{flushes}_mib={rss[flushes]:.1f} "
@@ -222,7 +279,8 @@ def main() -> None:
         flush=True,
     )
     ratio = rss[flushes] / rss[early]
-    benchlib.print_ratio("rss_100k_over_1k", ratio, f"<={GOAL}", ratio <= GOAL)
+    name = "rss_100k_over_1k" if args.output == "parts" else f"rss_last_over_first_{args.output}"
+    benchlib.print_ratio(name, ratio, f"<={GOAL}", ratio <= GOAL)
 
 
 if __name__ == "__main__":
