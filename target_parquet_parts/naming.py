@@ -35,6 +35,7 @@ __all__ = [
     "TEMP_SUFFIX",
     "StreamDirectories",
     "StreamDirectoryCollisionError",
+    "is_part_path",
     "is_temp_part",
     "new_part_name",
     "open_no_follow",
@@ -97,6 +98,17 @@ def new_part_name(now: datetime.datetime | None = None) -> str:
     """``part-{UTC time to the microsecond}-{128-bit random id}.parquet``: never reused."""
     now = now or datetime.datetime.now(tz=datetime.UTC)
     return f"{PART_PREFIX}-{now:%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(16)}.parquet"
+
+
+def is_part_path(relative: str) -> bool:
+    """A path relative to output_dir that names a part: plain segments, ``part-*.parquet``."""
+    segments = relative.split("/")
+    name = segments[-1]
+    return (
+        all(segment not in ("", ".", "..") for segment in segments)
+        and name.startswith(f"{PART_PREFIX}-")
+        and name.endswith(".parquet")
+    )
 
 
 def temp_name_for(part_name: str) -> str:

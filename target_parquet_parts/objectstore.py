@@ -72,7 +72,7 @@ import pyarrow.parquet as pq
 
 from target_parquet_parts.errors import DescribedOSError, UnreadablePartError
 from target_parquet_parts.lock import LOCK_FILE, OutputDirInUseError
-from target_parquet_parts.naming import JOURNAL_DIR, new_part_name
+from target_parquet_parts.naming import JOURNAL_DIR, is_part_path, new_part_name
 from target_parquet_parts.parts import WrittenPart
 from target_parquet_parts.settings import DEFAULT_LOCK_LEASE_SECONDS
 from target_parquet_parts.storage import Location, PartWriterLike, RunLockLike, Storage
@@ -99,6 +99,9 @@ DEFAULT_LEASE_SECONDS = DEFAULT_LOCK_LEASE_SECONDS
 # range (NaN, Infinity, 1e12, text) is a broken lock, read as the default lease (never a hang,
 # never a wait the clock cannot express).
 MAX_LEASE_SECONDS = 3600.0
+# A run's own lease (lock_lease_seconds) is at least this: its requests' deadlines are cut from
+# the lease (request_timeouts), and below it they would be too short for any store to answer.
+MIN_LEASE_SECONDS = 3.0
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 # Every request has a deadline: a store that accepts connections but never answers fails the
 # request after at most _ATTEMPTS x (_CONNECT_TIMEOUT + _READ_TIMEOUT) seconds (a stalled send or
@@ -566,9 +569,12 @@ def _describe(holder: dict[str, t.Any]) -> str:
 
 
 def check_lease(seconds: float) -> float:
-    """``seconds`` as a lease, or ``ValueError`` saying what a lease must be."""
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_LEASE_SECONDS):
-        msg = f"{seconds} is not a number of seconds in (0, {MAX_LEASE_SECONDS:.0f}]"
+    """``seconds`` as this run's lease, or ``ValueError`` saying what a lease must be."""
+    if not (math.isfinite(seconds) and MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS):
+        msg = (
+            f"{seconds} is not a number of seconds in "
+            f"[{MIN_LEASE_SECONDS:.0f}, {MAX_LEASE_SECONDS:.0f}]"
+        )
         raise ValueError(msg)
     return float(seconds)
 
@@ -986,7 +992,12 @@ class ObjectStorage(Storage):
     def fence_part(self, relative: str, schema: pa.Schema) -> bool:
         """Claim the name with a zero-row part of the stream's schema (``If-None-Match: *``):
         the late PUT then meets 412 and fails; readers see a valid, empty part. False when the
-        part is there (it landed first: its rows are the journal's to replay)."""
+        part is there (it landed first: its rows are the journal's to replay). A journal line
+        naming no part (``..``, another file) is never written to: nothing of ours can land there.
+        """
+        if not is_part_path(relative):
+            logger.warning("journal: ignoring %s: not a part's path", relative)
+            return True
         sink = pa.BufferOutputStream()
         pq.write_table(schema.empty_table(), sink)
         try:

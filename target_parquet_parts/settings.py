@@ -94,7 +94,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=DEFAULT_LOCK_LEASE_SECONDS,
         description=(
             "Object storage: the run lock's lease (renewed every third of it; not renewed "
-            "this long: taken over), at most 3600"
+            "this long: taken over), 3 to 3600"
         ),
     ),
     th.Property(

@@ -673,14 +673,14 @@ def test_the_lock_lease_is_the_setting_and_a_bad_one_is_refused_naming_it(s3_buc
         assert json.loads(body["Body"].read())["lease_seconds"] == 5
     finally:
         lock.release()
-    for bad in (0, -1, 3601, float("inf")):
+    for bad in (0, -1, 2.9, 3601, float("inf")):
         with pytest.raises(ConfigValidationError) as raised:
             TargetParquetParts(config={"output_dir": s3_bucket.uri(), "lock_lease_seconds": bad})
         (error,) = raised.value.errors
         assert error.startswith("lock_lease_seconds: ")
 
 
-@pytest.mark.parametrize("lease", [3.0, 6.0, 60.0, 3600.0])
+@pytest.mark.parametrize("lease", [objectstore.MIN_LEASE_SECONDS, 6.0, 60.0, 3600.0])
 def test_a_writers_requests_end_within_most_of_its_lease(lease):
     """Every attempt of one request, each cut at its connect and read deadlines, fits in 80% of
     the lease: a stalled request is abandoned before the lock could be lost to another run."""
@@ -693,3 +693,20 @@ def test_a_writers_requests_end_within_most_of_its_lease(lease):
         objectstore._CONNECT_TIMEOUT,
         objectstore._READ_TIMEOUT,
     )
+
+
+@pytest.mark.parametrize(
+    "named", ["events/../../elsewhere/part-x.parquet", "events/data.csv", "/events/part-x.parquet"]
+)
+def test_a_journal_line_naming_no_part_is_never_claimed(s3_bucket, named):
+    """A damaged or hostile journal cannot make the fence write outside the stream's parts."""
+    stalled = Journal(storage_of(s3_bucket), "stalled")
+    stalled.record("events", named, EVENTS_KEYS, 0, [[0, 1]])
+    stalled.close()
+    journal = Journal(storage_of(s3_bucket), "next")
+    try:
+        journal.fence("events", pa.schema([("log_id", pa.string())]))
+    finally:
+        journal.close()
+    assert [key for key in s3_bucket.keys("data/") if not key.startswith("data/_journal/")] == []
+    assert s3_bucket.journal_remembers() == []  # settled: dropped
