@@ -14,7 +14,9 @@ per flush (one commit into an Iceberg table) and as many rows as records sent.
 
 ``--output``: ``parts`` (local, the default), ``s3`` (moto's server on loopback, as
 ``object_storage.py`` starts it: journal lines, parts and lock renewals are requests) or
-``iceberg`` (one commit per flush; its metadata grows with every snapshot, so use fewer flushes).
+``iceberg`` (one commit per flush; the table's metadata lists every snapshot it keeps, so without
+``--retention-hours`` the writer's memory and commit time grow with every flush: use fewer
+flushes, or a retention as a long-running target should).
 
 Run: ``.venv/bin/python benchmarks/memory_flushes.py [--quick] [--flushes N] [--early E]
 [--records-per-flush R] [--target-command "..."]`` (defaults: 100,000 flushes, first checkpoint
@@ -124,6 +126,7 @@ def run(
     *,
     output: str = "parts",
     env: dict[str, str] | None = None,
+    retention_hours: float | None = None,
 ) -> dict[int, float]:
     """One target process through every checkpoint; returns RSS (MiB) per checkpoint."""
     output_dir = workdir / "out"
@@ -136,6 +139,8 @@ def run(
         settings["output_dir"] = f"s3://{object_storage.BUCKET}/flushes"
     elif output == "iceberg":
         settings["table_format"] = "iceberg"
+        if retention_hours is not None:
+            settings["iceberg_snapshot_retention_hours"] = retention_hours
     config = workdir / "config.json"
     config.write_text(json.dumps(settings))
     stderr_path = workdir / "target.stderr"
@@ -216,7 +221,8 @@ def check(output_dir: Path, flushes: int, per_flush: int) -> None:
 
 
 def check_iceberg(output_dir: Path, flushes: int, per_flush: int) -> None:
-    """The table: one commit per flush, every record sent a row."""
+    """The table: one data file per flush (one commit each), every record sent a row; and how
+    many snapshots the table kept (all of them, or fewer with a retention)."""
     from target_parquet_parts.iceberg import load_iceberg_catalog
     from target_parquet_parts.settings import TargetSettings
 
@@ -224,10 +230,13 @@ def check_iceberg(output_dir: Path, flushes: int, per_flush: int) -> None:
     try:
         table = catalog.load_table(("singer", benchlib.STREAM))
         rows = table.scan().to_arrow().num_rows
-        commits = sum(1 for s in table.snapshots() if s.summary and s.summary.get("singer.flush"))
+        data_files = sum(1 for _ in table.scan().plan_files())
+        snapshots = len(table.snapshots())
+        manifests = len(table.current_snapshot().manifests(table.io))
     finally:
         catalog.close()
-    check_written(rows, commits, flushes, per_flush)
+    check_written(rows, data_files, flushes, per_flush)
+    print(f"table: snapshots_kept={snapshots} manifests={manifests}", flush=True)
 
 
 def main() -> None:
@@ -240,6 +249,11 @@ def main() -> None:
     parser.add_argument("--target-command", help="default: the venv's target-parquet-parts")
     parser.add_argument(
         "--output", choices=["parts", "s3", "iceberg"], default="parts", help="parts (local)"
+    )
+    parser.add_argument(
+        "--retention-hours",
+        type=float,
+        help="iceberg: the target's iceberg_snapshot_retention_hours (default: unset, all kept)",
     )
     benchlib.add_env_argument(parser)
     args = parser.parse_args()
@@ -263,6 +277,7 @@ def main() -> None:
             "state_max_lag_seconds": 0,
             "input": "pipe",
             "output": args.output,
+            "retention_hours": args.retention_hours,
         },
     )
     with tempfile.TemporaryDirectory(prefix="bench-flushes-") as tmp:
@@ -271,7 +286,14 @@ def main() -> None:
                 object_storage.make_bucket(env)
                 rss = run(command, Path(tmp), points, args.records_per_flush, output="s3", env=env)
         else:
-            rss = run(command, Path(tmp), points, args.records_per_flush, output=args.output)
+            rss = run(
+                command,
+                Path(tmp),
+                points,
+                args.records_per_flush,
+                output=args.output,
+                retention_hours=args.retention_hours,
+            )
     growth_kib = (rss[flushes] - rss[early]) * 1024 / (flushes - early)
     print(
         f"rss: at_{early}_mib={rss[early]:.1f} at_{flushes}_mib={rss[flushes]:.1f} "

@@ -38,7 +38,6 @@ import datetime
 import logging
 import random
 import time
-import typing as t
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,29 +51,25 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile, ManifestFile
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
-from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update.snapshot import ExpireSnapshots
 from pyiceberg.transforms import DayTransform
 
 from plugin_io.log_events import log_event
-from target_parquet_parts.iceberg import (
+from target_parquet_parts.iceberg import namespace_of, table_identifier
+from target_parquet_parts.iceberg_commits import (
     COMMIT_ATTEMPTS,
+    CommitConflictError,
     commit_with_retry,
-    namespace_of,
     stage_snapshot,
-    table_identifier,
 )
-from target_parquet_parts.iceberg_ledger import COMPACTION, pending_snapshot_ids
+from target_parquet_parts.iceberg_ledger import COMPACTION
 from target_parquet_parts.settings import TargetSettings
 
 __all__ = [
-    "CommitConflictError",
     "CompactionResult",
     "MissingTablesError",
     "compact_table",
-    "expire_table",
     "require_catalog",
     "tables_of",
 ]
@@ -83,16 +78,6 @@ logger = logging.getLogger("target_parquet_parts.compact")
 
 _EPOCH = datetime.date(1970, 1, 1)
 _LISTED_TABLES = 10  # the existing tables a missing-table message lists, against typos
-
-
-class CommitConflictError(Exception):
-    """Other writers committed first in every attempt: this step of ``table`` did not commit."""
-
-    def __init__(self, table: str, step: t.Literal["compaction", "expiry"], attempts: int) -> None:
-        super().__init__(f"{table}: {step} lost the commit race in all {attempts} attempts")
-        self.table = table
-        self.step = step
-        self.attempts = attempts
 
 
 class MissingTablesError(LookupError):
@@ -259,92 +244,6 @@ def compact_table(
 def _any_live(table: Table, data_files: Sequence[DataFile]) -> bool:
     paths = {data_file.file_path for data_file in data_files}
     return any(task.file.file_path in paths for task in table.scan().plan_files())
-
-
-def _reachable(
-    table: Table, snapshots: Sequence[Snapshot], manifests: dict[str, list[str]]
-) -> set[str]:
-    """Every manifest list, manifest and data file path the snapshots reference."""
-    paths: set[str] = set()
-    for snapshot in snapshots:
-        paths.add(snapshot.manifest_list)
-        for manifest in snapshot.manifests(table.io):
-            paths.add(manifest.manifest_path)
-            if manifest.manifest_path not in manifests:
-                manifests[manifest.manifest_path] = _files_of(table, manifest)
-            paths.update(manifests[manifest.manifest_path])
-    return paths
-
-
-def _files_of(table: Table, manifest: ManifestFile) -> list[str]:
-    # Live entries only: a DELETED entry (a compaction's record of the files it replaced) is
-    # not read by anyone reading that snapshot, so it must not keep the file alive.
-    return [
-        entry.data_file.file_path
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
-    ]
-
-
-def expire_table(
-    table: Table,
-    *,
-    retain_hours: float,
-    rng: random.Random,
-    now_ms: int | None = None,
-    attempts: int = COMMIT_ATTEMPTS,
-) -> tuple[Table, int, int]:
-    """Expire old snapshots and delete what only they referenced; (table, expired, deleted).
-
-    Raises ``CommitConflictError`` when other writers committed first in all ``attempts``.
-    """
-    table = table.refresh()
-    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    cutoff = now_ms - int(retain_hours * 3600 * 1000)
-    current = table.current_snapshot()
-    protected = set(pending_snapshot_ids(table.metadata.snapshots))
-    if current is not None:
-        protected.add(current.snapshot_id)
-    expired = [
-        s.snapshot_id
-        for s in table.metadata.snapshots
-        if s.timestamp_ms < cutoff and s.snapshot_id not in protected
-    ]
-    if not expired:
-        return table, 0, 0
-    before = {s.snapshot_id: s for s in table.metadata.snapshots}
-
-    def stage(transaction: t.Any) -> None:
-        ExpireSnapshots(transaction).by_ids(
-            [i for i in expired if transaction.table_metadata.snapshot_by_id(i) is not None]
-        ).commit()
-
-    name = ".".join(table.name())
-    try:
-        table, _ = commit_with_retry(
-            table, stage, rng=rng, log=logger, stream=name, attempts=attempts
-        )
-    except CommitFailedException as exc:
-        raise CommitConflictError(name, "expiry", attempts) from exc
-    manifests: dict[str, list[str]] = {}
-    keep = _reachable(table, table.metadata.snapshots, manifests)
-    gone = _reachable(table, [before[i] for i in expired], manifests)
-    deleted = 0
-    for path in sorted(gone - keep):
-        try:
-            table.io.delete(path)
-        except FileNotFoundError:
-            continue
-        deleted += 1
-    log_event(
-        logger,
-        logging.INFO,
-        "iceberg_snapshots_expired",
-        table=".".join(table.name()),
-        expired=len(expired),
-        deleted_files=deleted,
-        retain_hours=retain_hours,
-    )
-    return table, len(expired), deleted
 
 
 def _catalog_described(settings: TargetSettings) -> str:

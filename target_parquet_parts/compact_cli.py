@@ -37,7 +37,7 @@ from target_parquet_parts.settings import SettingError, TargetSettings, config_f
 if t.TYPE_CHECKING:
     from pyiceberg.table import Table
 
-    from target_parquet_parts.compact import CommitConflictError
+    from target_parquet_parts.iceberg_commits import CommitConflictError
 
 __all__ = [
     "EXIT_FAILED",
@@ -52,7 +52,7 @@ EXIT_NOT_ICEBERG = 2
 EXIT_USAGE = 2  # as argparse's usage errors
 EXIT_NOTHING_TO_COMPACT = 2  # the namespace or an asked table does not exist
 EXIT_FAILED = 1
-COMMIT_ATTEMPTS = 12  # iceberg.COMMIT_ATTEMPTS, which needs pyiceberg to import; a test pins both
+COMMIT_ATTEMPTS = 12  # iceberg_commits.COMMIT_ATTEMPTS (it imports pyiceberg); a test pins both
 PROG = "target-parquet-parts-compact"
 RETRY_ADVICE = "rerun later, off the writers' busy minutes, or raise --commit-attempts"
 
@@ -165,7 +165,7 @@ def _brief(exc: BaseException) -> str:
 
 
 def _conflict_line(exc: CommitConflictError) -> str:
-    """One line for a ``compact.CommitConflictError``: what did not commit, and what to do."""
+    """One line for a ``CommitConflictError``: what did not commit, and what to do."""
     tried = f"its {exc.attempts} attempt" if exc.attempts == 1 else f"all {exc.attempts} attempts"
     if exc.step == "compaction":
         what = f"{exc.table} not compacted, nothing committed"
@@ -244,6 +244,8 @@ def _compact_one(
 ) -> str | None:
     """Compact and expire one table, print its summary; the failure's line, if any."""
     from target_parquet_parts import compact  # noqa: PLC0415
+    from target_parquet_parts.iceberg_commits import CommitConflictError  # noqa: PLC0415
+    from target_parquet_parts.iceberg_expiry import expire_table  # noqa: PLC0415
 
     name = ".".join(loaded.name())
     failure: str | None = None
@@ -258,16 +260,16 @@ def _compact_one(
         )
         if not args.dry_run:
             try:
-                _, result.expired_snapshots, result.deleted_files = compact.expire_table(
+                _, result.expired_snapshots, result.deleted_files = expire_table(
                     table, retain_hours=args.retain_hours, rng=rng, attempts=args.commit_attempts
                 )
-            except compact.CommitConflictError as exc:  # the compaction itself is committed
+            except CommitConflictError as exc:  # the compaction itself is committed
                 _debug_traceback(f"{name}: snapshot expiry failed", exc)
                 failure = _conflict_line(exc)
             except Exception as exc:
                 _debug_traceback(f"{name}: snapshot expiry failed", exc)
                 failure = f"{name} old snapshots not expired: {_brief(exc)}"
-    except compact.CommitConflictError as exc:
+    except CommitConflictError as exc:
         _debug_traceback(f"{name}: compaction failed", exc)
         return _conflict_line(exc)
     except Exception as exc:  # this table only: the others are still compacted

@@ -30,18 +30,11 @@ an ``IcebergTableError`` naming the file; neither is reported as "output_dir is 
 
 Flush. The batch's Arrow table goes through the replay filter (``iceberg_ledger.py``: the
 exactly-once bookkeeping that lives in the snapshot summaries), its data files are written once,
-then committed as one fast-append snapshot carrying the bookkeeping properties. The flush returns
+then committed as one append snapshot carrying the bookkeeping properties. The flush returns
 only after the catalog accepted the commit: that is the durability point the target's STATE
 tracking waits for.
 
-Concurrency. Commits are optimistic: the catalog accepts a commit only on top of the snapshot it
-was built on. On ``CommitFailedException`` (another writer committed first) or an unknown outcome
-the writer waits a jittered, growing time (``random.Random`` seeded by the run id, so a run's
-waits are reproducible from its log), refreshes the table, checks whether its own commit
-(``run-id``, ``flush``) landed after all, and re-stages the same data files on the new head;
-each retry is an ``iceberg_commit_retry`` event, and it gives up after ``COMMIT_ATTEMPTS``.
-pyiceberg's own retry inside ``commit_transaction`` is not used (the producer is staged without
-registering for it): one loop, ours, with the landed check and the log events.
+Concurrency and manifests: ``iceberg_commits.py`` (one retry loop, merged manifests).
 
 Test hook (test-only, documented here so nobody mistakes it for a feature): the environment
 variable ``TARGET_PARQUET_PARTS_TEST_KILL=<point>:<n>`` makes the process ``SIGKILL`` itself at
@@ -60,7 +53,7 @@ import signal
 import threading
 import time
 import typing as t
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -70,8 +63,6 @@ import pydantic
 from pyarrow.fs import FileSelector, FileType
 from pyiceberg.catalog import Catalog, MetastoreCatalog, load_catalog
 from pyiceberg.exceptions import (
-    CommitFailedException,
-    CommitStateUnknownException,
     NoSuchNamespaceError,
     NoSuchTableError,
     ResolveError,
@@ -82,13 +73,19 @@ from pyiceberg.io.pyarrow import PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC, PartitionField, PartitionSpec
 from pyiceberg.schema import Schema, assign_fresh_schema_ids, promote
 from pyiceberg.table import Table, Transaction
-from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update import UpdateTableMetadata
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import IcebergType, ListType, MapType, StructType
 
 from plugin_io.log_events import log_event
+from target_parquet_parts.iceberg_commits import (
+    MANIFEST_TABLE_PROPERTIES,
+    commit_with_retry,
+    module_errors,
+    sqlalchemy_errors,
+    stage_snapshot,
+)
+from target_parquet_parts.iceberg_expiry import RunningExpiry
 from target_parquet_parts.iceberg_ledger import (
     ReplaySet,
     commit_properties,
@@ -96,6 +93,7 @@ from target_parquet_parts.iceberg_ledger import (
     ever_stateful,
     find_commit,
     load_replay_set,
+    mark_stateful,
 )
 from target_parquet_parts.naming import sanitize_stream_name
 from target_parquet_parts.settings import DEFAULT_NAMESPACE
@@ -105,13 +103,11 @@ if t.TYPE_CHECKING:
     from target_parquet_parts.sinks import ParquetPartsSink
 
 __all__ = [
-    "COMMIT_ATTEMPTS",
     "IcebergCatalogError",
     "IcebergError",
     "IcebergSchemaError",
     "IcebergTableError",
     "IcebergWriter",
-    "commit_with_retry",
     "describe_catalog",
     "load_iceberg_catalog",
     "table_identifier",
@@ -125,9 +121,6 @@ logger = logging.getLogger(__name__)
 # near Iceberg's sizes. STATE latency stays bounded by state_max_lag_seconds, memory by
 # max_batch_bytes.
 DEFAULT_BATCH_SIZE_ROWS = 100_000
-COMMIT_ATTEMPTS = 12
-_RETRY_BASE_SECONDS = 0.02
-_RETRY_CAP_SECONDS = 2.0
 _TEST_KILL_ENV = "TARGET_PARQUET_PARTS_TEST_KILL"
 _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "file://")
 
@@ -213,7 +206,7 @@ def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
     """
     properties = catalog_properties(settings)
     name = properties.pop("name", "default")
-    database_error = _sqlalchemy_errors("DBAPIError")
+    database_error = sqlalchemy_errors("DBAPIError")
     for attempt in range(1, CATALOG_OPEN_ATTEMPTS + 1):
         try:
             return load_catalog(name, **properties)
@@ -230,20 +223,6 @@ def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
                 error=str(exc).splitlines()[0][:200],
             )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _sqlalchemy_errors(*names: str) -> tuple[type[BaseException], ...]:
-    """These ``sqlalchemy.exc`` classes, when the SQL catalog's extra is installed (else none)."""
-    return _module_errors("sqlalchemy.exc", *names)
-
-
-def _module_errors(module: str, *names: str) -> tuple[type[BaseException], ...]:
-    """These exception classes of an optional module (none when it is not installed)."""
-    try:
-        loaded = importlib.import_module(module)
-    except ImportError:  # pragma: no cover - optional dependency missing
-        return ()
-    return tuple(getattr(loaded, name) for name in names)
 
 
 def _hide_password(uri: str) -> str:
@@ -441,107 +420,6 @@ def day_partition_spec(schema: Schema, field_name: str | None) -> PartitionSpec:
     )
 
 
-class _CachingTransaction(Transaction):
-    """A transaction that builds its staged table metadata once per staged state.
-
-    pyiceberg 0.12 rebuilds (deep-copies) the whole table metadata on every read of
-    ``Transaction.table_metadata``, about fifteen times per append, each O(snapshots): a table
-    with a few hundred snapshots spent most of a flush copying. The metadata models are frozen,
-    so one copy per (base metadata, staged updates) pair is enough.
-    """
-
-    _cache: tuple[object, object, TableMetadata] | None = None
-
-    @property
-    def table_metadata(self) -> TableMetadata:
-        """The metadata with the staged updates applied (cached)."""
-        cache = self._cache
-        if cache is None or cache[0] is not self._table.metadata or cache[1] is not self._updates:
-            cache = (self._table.metadata, self._updates, super().table_metadata)
-            self._cache = cache
-        return cache[2]
-
-
-def new_transaction(table: Table) -> Transaction:
-    """A transaction on ``table`` (with the metadata cache above)."""
-    return _CachingTransaction(table)
-
-
-def stage_snapshot(
-    transaction: Transaction,
-    properties: dict[str, str],
-    added: t.Sequence[t.Any] = (),
-    deleted: t.Sequence[t.Any] = (),
-) -> None:
-    """Stage one snapshot adding (and for compaction deleting) data files, in one transaction.
-
-    The producer is applied without registering it for pyiceberg's internal commit retry:
-    ``commit_with_retry`` is the only retry loop.
-    """
-    update = transaction.update_snapshot(snapshot_properties=properties)
-    producer: t.Any = update.overwrite() if deleted else update.fast_append()
-    for data_file in deleted:
-        producer.delete_data_file(data_file)
-    for data_file in added:
-        producer.append_data_file(data_file)
-    UpdateTableMetadata.commit(producer)
-
-
-def _retryable() -> tuple[type[BaseException], ...]:
-    # OperationalError: SQLite's "database is locked"
-    return (
-        CommitFailedException,
-        CommitStateUnknownException,
-        *_sqlalchemy_errors("OperationalError"),
-    )
-
-
-def commit_with_retry(
-    table: Table,
-    stage: Callable[[Transaction], None],
-    *,
-    rng: random.Random,
-    log: logging.Logger,
-    stream: str,
-    landed: Callable[[Table], Snapshot | None] | None = None,
-    attempts: int = COMMIT_ATTEMPTS,
-) -> tuple[Table, int]:
-    """Stage and commit until the catalog accepts it; return (table, attempts used).
-
-    ``stage`` builds the changes on a fresh transaction of the refreshed table each attempt.
-    ``landed`` recognises an earlier attempt that the catalog applied although it reported an
-    error (then nothing is committed again).
-    """
-    retryable = _retryable()
-    for attempt in range(1, attempts + 1):
-        transaction = new_transaction(table)
-        stage(transaction)
-        try:
-            transaction.commit_transaction()
-        except retryable as exc:
-            if attempt == attempts:
-                raise
-            wait = rng.uniform(0, min(_RETRY_CAP_SECONDS, _RETRY_BASE_SECONDS * 2**attempt))
-            log_event(
-                log,
-                logging.WARNING,
-                "iceberg_commit_retry",
-                stream=stream,
-                table=".".join(table.name()),
-                attempt=attempt,
-                wait_ms=round(wait * 1000, 1),
-                reason=type(exc).__name__,
-                error=str(exc)[:200],
-            )
-            time.sleep(wait)
-            table = table.refresh()
-            if landed is not None and landed(table) is not None:
-                return table, attempt
-            continue
-        return table, attempt
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _test_kill(point: str, commit_number: int) -> None:
     """Test-only crash hook (module docstring); a no-op unless the variable names this point."""
     wanted = os.environ.get(_TEST_KILL_ENV)
@@ -612,6 +490,12 @@ class StreamTable:
         self._schemas_applied: set[pa.Schema] = set()
         self._replay: ReplaySet | None = None
         self._replay_loaded = False
+        retention = writer.settings.iceberg_snapshot_retention_hours
+        self._expiry = (
+            RunningExpiry(retention, rng=writer.rng, stream=stream_name)
+            if retention is not None
+            else None
+        )
 
     def _open(self, arrow_schema: pa.Schema, partition_field: str | None) -> Table:
         if self.table is not None:
@@ -718,6 +602,7 @@ class StreamTable:
                     self.identifier,
                     schema=schema,
                     partition_spec=day_partition_spec(schema, partition_field),
+                    properties=MANIFEST_TABLE_PROPERTIES,
                 )
             except Exception:
                 try:
@@ -803,6 +688,12 @@ class StreamTable:
             return []
         return list(_dataframe_to_data_files(self.table.metadata, batch, self.table.io))
 
+    def _stage(
+        self, transaction: Transaction, properties: dict[str, str], data_files: list[t.Any]
+    ) -> None:
+        mark_stateful(transaction, self.writer.states_emitted)
+        stage_snapshot(transaction, properties, data_files)
+
     def commit(self, data_files: list[t.Any], state_index: int) -> tuple[Snapshot | None, int]:
         """Commit ``data_files`` as this run's next flush; (snapshot, attempts)."""
         assert self.table is not None
@@ -814,27 +705,28 @@ class StreamTable:
         _test_kill("before_commit", number)
         table, attempts = commit_with_retry(
             self.table,
-            lambda tx: stage_snapshot(tx, properties, data_files),
+            lambda tx: self._stage(tx, properties, data_files),
             rng=self.writer.rng,
             log=logger,
             stream=self.stream_name,
             landed=lambda tbl: find_commit(tbl.metadata.snapshots, run_id, flush),
         )
-        self.table = table
         _test_kill("after_commit", number)
-        return find_commit(reversed(table.metadata.snapshots), run_id, flush), attempts
+        snapshot = find_commit(reversed(table.metadata.snapshots), run_id, flush)
+        self.table = table if self._expiry is None else self._expiry.after_commit(table)
+        return snapshot, attempts
 
     def finish(self, *, completed: bool, all_covered: bool) -> None:
         """End marker of a run (only for tables this run committed to): iceberg_ledger.py."""
         if self.table is None or not self.flushes:
             return
-        complete = completed and (all_covered or not ever_stateful(self.table.snapshots()))
+        complete = completed and (all_covered or not ever_stateful(self.table.metadata))
         properties = end_properties(
             self.writer.run_id, self.writer.states_emitted, complete=complete
         )
         self.table, _ = commit_with_retry(
             self.table,
-            lambda tx: stage_snapshot(tx, properties),
+            lambda tx: self._stage(tx, properties, []),
             rng=self.writer.rng,
             log=logger,
             stream=self.stream_name,
@@ -903,12 +795,12 @@ class IcebergWriter:
             raise described from exc
 
     def _describe(self, exc: Exception, table: StreamTable | None) -> IcebergError | None:
-        if isinstance(exc, _module_errors("requests.exceptions", "RequestException")):
+        if isinstance(exc, module_errors("requests.exceptions", "RequestException")):
             return IcebergCatalogError(
                 f"Iceberg {self.catalog_text()} is unreachable: {type(exc).__name__}: "
                 f"{_one_line(exc)} (check iceberg_catalog's uri and that the catalog is up)"
             )
-        if isinstance(exc, _sqlalchemy_errors("DBAPIError")):
+        if isinstance(exc, sqlalchemy_errors("DBAPIError")):
             return IcebergCatalogError(self._database_message(exc))
         if table is None:
             return None
@@ -944,7 +836,7 @@ class IcebergWriter:
         cause = getattr(exc, "orig", None) or exc
         text = f"{type(cause).__name__}: {_one_line(cause)}"
         catalog = self.catalog_text()
-        if isinstance(exc, _sqlalchemy_errors("OperationalError")):
+        if isinstance(exc, sqlalchemy_errors("OperationalError")):
             advice = "check that it can be read and written, and by this user"
         elif catalog.startswith("SQLite catalog file"):
             advice = (

@@ -13,7 +13,8 @@ and, at the end of a run that committed (the final STATE written), an end marker
 no data files whose summary has ``singer.run-end`` = ``complete`` or ``open``, plus the final
 ``singer.states-emitted``. ``complete`` only when the input ended without a stop signal and
 either no record arrived after the final STATE (a rerun re-sends nothing of this run) or no run
-of the table ever emitted a STATE (``ever_stateful``: a stateless tap, each run a new full sync).
+of the table ever emitted a STATE (``ever_stateful``: a stateless tap, each run a new full sync;
+kept as the table property ``singer.stateful`` too, which outlives expired snapshots).
 A run cancelled at any moment, or whose tap died before its first STATE, ends ``open``: the next
 resume, from the last STATE an earlier run emitted, sends its rows again.
 
@@ -41,8 +42,8 @@ Bounds. Memory and reading are bounded by the rows written after the last record
 of the runs that did not end complete, usually a few batches. Concurrent writers' in-flight runs
 look like unfinished runs too: their pending rows are loaded as well, which is harmless (a row
 only drops a record identical to a row already in the table) and bounded the same way. A run that
-crashed and is never rerun stays in the candidates until its snapshots expire; compaction never
-expires pending snapshots (``pending_snapshot_ids``), so a late rerun is still caught.
+crashed and is never rerun stays in the candidates: snapshot expiry never removes pending
+snapshots (``pending_snapshot_ids``), so a late rerun is still caught.
 
 Crash points (``kill -9``): before the catalog commit, the data files written are unreferenced
 (no reader sees them; the records come again and are written anew); after the commit, before the
@@ -76,7 +77,8 @@ from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from target_parquet_parts.journal import key_strings
 
 if TYPE_CHECKING:
-    from pyiceberg.table import Table
+    from pyiceberg.table import Table, Transaction
+    from pyiceberg.table.metadata import TableMetadata
     from pyiceberg.table.snapshots import Snapshot
 
 __all__ = [
@@ -87,6 +89,7 @@ __all__ = [
     "end_properties",
     "ever_stateful",
     "find_commit",
+    "mark_stateful",
     "normalize",
     "pending_snapshot_ids",
 ]
@@ -99,6 +102,9 @@ STATE_INDEX = "singer.state-index"
 STATES_EMITTED = "singer.states-emitted"
 RUN_END = "singer.run-end"
 COMPACTION = "singer.compaction"
+# Table property, set by the first commit made after a STATE was emitted: snapshot expiry may
+# remove every snapshot that recorded one, the property stays.
+STATEFUL = "singer.stateful"
 
 
 def commit_properties(
@@ -136,9 +142,20 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def ever_stateful(snapshots: Iterable[Snapshot]) -> bool:
-    """A run of this table emitted a STATE at some time: its input comes from a stateful tap."""
-    return any(_int(_prop(snapshot, STATES_EMITTED)) > 0 for snapshot in snapshots)
+def ever_stateful(metadata: TableMetadata) -> bool:
+    """A run of this table emitted a STATE at some time: its input comes from a stateful tap.
+
+    The table property, or (tables written before it existed) a snapshot that recorded one.
+    """
+    if metadata.properties.get(STATEFUL) == "true":
+        return True
+    return any(_int(_prop(snapshot, STATES_EMITTED)) > 0 for snapshot in metadata.snapshots)
+
+
+def mark_stateful(transaction: Transaction, states_emitted: int) -> None:
+    """Stage the ``STATEFUL`` table property with a commit made after a STATE was emitted."""
+    if states_emitted > 0 and transaction.table_metadata.properties.get(STATEFUL) != "true":
+        transaction.set_properties({STATEFUL: "true"})
 
 
 def find_commit(snapshots: Iterable[Snapshot], run_id: str, flush: int) -> Snapshot | None:

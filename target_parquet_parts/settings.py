@@ -11,6 +11,7 @@ the target reads itself (``batch_size_rows``, ``load_method``) are typed here to
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,17 +67,16 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         th.IntegerType,
         default=DEFAULT_MAX_BATCH_BYTES,
         description=(
-            "Limit on one stream's buffered records, in bytes of JSON: a part is written "
-            "before a record would pass it (a larger record gets a part of its own)."
+            "Most bytes of JSON one stream buffers: a part is written before a record would "
+            "pass it (a larger record gets a part of its own)"
         ),
     ),
     th.Property(
         "partition_date_field",
         th.StringType,
         description=(
-            "Name of a `date-time` or `date` field: streams that have it get Hive-style "
-            "`date=YYYY-MM-DD` directories (UTC date; nulls in "
-            "`date=__HIVE_DEFAULT_PARTITION__`). Streams without it are not partitioned."
+            "A `date-time` or `date` field: streams with it get `date=YYYY-MM-DD` directories "
+            "(UTC; nulls: `date=__HIVE_DEFAULT_PARTITION__`); others are not partitioned"
         ),
     ),
     th.Property(
@@ -84,8 +84,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         th.NumberType,
         default=DEFAULT_STATE_MAX_LAG_SECONDS,
         description=(
-            "Longest a received STATE waits for sinks that are not full yet; then they are "
-            "flushed early so the STATE can be emitted. 0 = flush at every STATE."
+            "Longest a received STATE waits for sinks that are not full: then they are "
+            "flushed so it can be emitted. 0 = flush at every STATE"
         ),
     ),
     th.Property(
@@ -117,6 +117,11 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=DEFAULT_NAMESPACE,
         description="Namespace of the Iceberg tables",
     ),
+    th.Property(
+        "iceberg_snapshot_retention_hours",
+        th.NumberType,
+        description=("Iceberg: expire snapshots older than this while running; unset: keep all"),
+    ),
 ).to_dict()
 
 
@@ -135,6 +140,7 @@ class TargetSettings:
     # a catalog's properties may hold credentials: a repr (a log, a traceback) never shows them
     iceberg_catalog: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
     iceberg_namespace: str = DEFAULT_NAMESPACE
+    iceberg_snapshot_retention_hours: float | None = None
     # SDK built-ins the target reads itself (SDK_SETTINGS)
     batch_size_rows: int | None = None
     load_method: str = "append-only"
@@ -151,6 +157,19 @@ class TargetSettings:
     def is_iceberg(self) -> bool:
         """True when the settings ask for Iceberg tables."""
         return self.table_format == "iceberg"
+
+
+def check_retention(settings: TargetSettings) -> None:
+    """``ValueError`` unless ``iceberg_snapshot_retention_hours`` is unset or usable."""
+    hours = settings.iceberg_snapshot_retention_hours
+    if hours is None:
+        return
+    if not (math.isfinite(hours) and hours > 0):
+        msg = f"{hours:g} is not a positive number of hours"
+        raise ValueError(msg)
+    if not settings.is_iceberg:
+        msg = "only Iceberg tables have snapshots: set table_format to iceberg, or unset it"
+        raise ValueError(msg)
 
 
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -64,7 +64,12 @@ from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.objectstore import check_lease
 from target_parquet_parts.reader import LineNumberingReader
 from target_parquet_parts.sdk_hooks import TargetHooks
-from target_parquet_parts.settings import CONFIG_SCHEMA, TargetSettings, numbers_from_text
+from target_parquet_parts.settings import (
+    CONFIG_SCHEMA,
+    TargetSettings,
+    check_retention,
+    numbers_from_text,
+)
 from target_parquet_parts.sinks import ParquetPartsSink
 from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir, open_storage
 from target_parquet_parts.version import PLUGIN_NAME
@@ -166,6 +171,8 @@ class TargetParquetParts(TargetHooks):
                 check_output_dir(settings.output_dir)  # an unknown scheme:// fails at start
         with _refused_as("lock_lease_seconds"):
             check_lease(settings.lock_lease_seconds)
+        with _refused_as("iceberg_snapshot_retention_hours"):
+            check_retention(settings)
         load_method = settings.load_method or "append-only"
         if load_method != "append-only":
             msg = (

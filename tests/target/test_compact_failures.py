@@ -20,10 +20,10 @@ import pytest
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table.update import AssertRefSnapshotId
 
-from target_parquet_parts import compact, compact_cli, iceberg
+from target_parquet_parts import compact, compact_cli, iceberg_commits, iceberg_expiry
 from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.columns import build_table
-from target_parquet_parts.iceberg import COMMIT_ATTEMPTS
+from target_parquet_parts.iceberg_commits import COMMIT_ATTEMPTS
 from tests.target.conftest import run_target
 from tests.target.iceberg_helpers import ICEBERG, key_multiset, live_files, open_table, scan
 from tests.target.singer_data import (
@@ -51,20 +51,20 @@ class RacingWriter:
 
     def install(self, patch: pytest.MonkeyPatch) -> None:
         def stage_then_lose_the_race(transaction: t.Any, *args: t.Any, **kwargs: t.Any) -> None:
-            iceberg.stage_snapshot(transaction, *args, **kwargs)
+            iceberg_commits.stage_snapshot(transaction, *args, **kwargs)
             if transaction.table_metadata.location.endswith(f"/{self.table}"):
                 self.staged += 1
                 self._commit_a_row()
 
         patch.setattr(compact, "stage_snapshot", stage_then_lose_the_race)
-        patch.setattr(iceberg.time, "sleep", self.waits.append)
+        patch.setattr(iceberg_commits.time, "sleep", self.waits.append)
 
     def _commit_a_row(self) -> None:
         with open_table(self.out, self.table) as rival:
             rows = build_table([event(RIVAL_EVENTS + self.staged)], stream_spec(EVENTS_SCHEMA))
             files = list(_dataframe_to_data_files(rival.metadata, rows, rival.io))
             transaction = rival.transaction()
-            iceberg.stage_snapshot(transaction, {"rival-commit": str(self.staged)}, files)
+            iceberg_commits.stage_snapshot(transaction, {"rival-commit": str(self.staged)}, files)
             transaction.commit_transaction()
 
 
@@ -170,9 +170,9 @@ def test_lost_expiry_race_keeps_the_compaction_and_says_so(tmp_path, monkeypatch
             racer.staged += 1
             racer._commit_a_row()
 
-    original = compact.ExpireSnapshots
-    monkeypatch.setattr(compact, "ExpireSnapshots", RacedExpiry)
-    monkeypatch.setattr(iceberg.time, "sleep", racer.waits.append)
+    original = iceberg_expiry.ExpireSnapshots
+    monkeypatch.setattr(iceberg_expiry, "ExpireSnapshots", RacedExpiry)
+    monkeypatch.setattr(iceberg_commits.time, "sleep", racer.waits.append)
 
     argv = ["--config", str(config), "--before", "2030-01-01", "--stream", "events"]
     code = compact_cli.main([*argv, "--retain-hours", "0", "--commit-attempts", "2"])

@@ -11,12 +11,8 @@ import pytest
 
 from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.columns import build_table
-from target_parquet_parts.iceberg import (
-    IcebergSchemaError,
-    commit_with_retry,
-    load_iceberg_catalog,
-    stage_snapshot,
-)
+from target_parquet_parts.iceberg import IcebergSchemaError, load_iceberg_catalog
+from target_parquet_parts.iceberg_commits import commit_with_retry, stage_snapshot
 from target_parquet_parts.iceberg_ledger import (
     ReplaySet,
     commit_properties,

@@ -16,7 +16,9 @@ import pytest
 from target_parquet_parts import compact, compact_cli
 from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.columns import build_table
-from target_parquet_parts.iceberg import load_iceberg_catalog, stage_snapshot
+from target_parquet_parts.iceberg import load_iceberg_catalog
+from target_parquet_parts.iceberg_commits import stage_snapshot
+from target_parquet_parts.iceberg_expiry import expire_table
 from target_parquet_parts.iceberg_ledger import commit_properties
 from target_parquet_parts.settings import TargetSettings
 from tests.target.conftest import run_target
@@ -163,7 +165,7 @@ def test_expiry_deletes_only_files_no_kept_snapshot_needs(tmp_path, monkeypatch)
         table, result = compact.compact_table(
             table, before=datetime.date(2030, 1, 1), target_bytes=1 << 26, rng=random.Random(4)
         )
-        table, expired, deleted = compact.expire_table(
+        table, expired, deleted = expire_table(
             table, retain_hours=0, rng=random.Random(4), now_ms=2**62
         )
         assert [s.snapshot_id for s in table.snapshots()] == [result.snapshot_id]
@@ -189,9 +191,7 @@ def test_expiry_keeps_pending_snapshots_of_unfinished_runs(tmp_path, monkeypatch
         table, _ = compact.compact_table(
             table, before=datetime.date(2030, 1, 1), target_bytes=1 << 26, rng=random.Random(5)
         )
-        table, _, _ = compact.expire_table(
-            table, retain_hours=0, rng=random.Random(5), now_ms=2**62
-        )
+        table, _, _ = expire_table(table, retain_hours=0, rng=random.Random(5), now_ms=2**62)
         kept = {s.snapshot_id for s in table.snapshots()}
     assert pending[0] in kept
     assert scan(out).num_rows == 50
