@@ -76,6 +76,7 @@ from target_parquet_parts.naming import JOURNAL_DIR, is_part_path, new_part_name
 from target_parquet_parts.parts import WrittenPart
 from target_parquet_parts.settings import DEFAULT_LOCK_LEASE_SECONDS
 from target_parquet_parts.storage import Location, PartWriterLike, RunLockLike, Storage
+from target_parquet_parts.threads import leave_stop_signals_to_main_thread
 
 if t.TYPE_CHECKING:
     from target_parquet_parts.journal import JournalLog
@@ -746,6 +747,7 @@ def _heartbeat(
     lock_ref: weakref.ReferenceType[ObjectRunLock], stop: threading.Event, interval: float
 ) -> None:
     """Renew the lease every ``interval`` seconds until released, lost or dropped."""
+    leave_stop_signals_to_main_thread()
     while not stop.wait(interval):
         lock = lock_ref()
         if lock is None or not lock.renew():
@@ -917,6 +919,7 @@ class _Background:
         self._thread.start()
 
     def _run(self) -> None:
+        leave_stop_signals_to_main_thread()
         try:
             self._function(self._argument)
         except BaseException as exc:  # handed to the writer's thread by wait()

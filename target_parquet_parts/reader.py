@@ -35,6 +35,7 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_parquet_parts.errors import DescribedOSError, describe_os_error
 from target_parquet_parts.sdk_hooks import ReaderHooks
+from target_parquet_parts.threads import leave_stop_signals_to_main_thread
 
 __all__ = ["LineNumberingReader"]
 
@@ -316,6 +317,7 @@ class _IdleWatcher(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
+        leave_stop_signals_to_main_thread()
         while not self._stopped.wait(self._interval):
             self._reader._run_idle_callback()
 
