@@ -3,8 +3,8 @@
 - The settings tables in README.md are what `scripts/settings_tables.py` makes of each plugin's
   `--about --format=markdown` now: a setting added to a plugin without regenerating fails here.
 - README.md is a front door: at most 16 KB.
-- The layout tree in README's Development section names every module the distribution ships,
-  and nothing that does not exist.
+- The layout tree in docs/development.md names every module the distribution ships, and
+  nothing that does not exist.
 - Every relative link in the tracked Markdown files resolves to a tracked file (and heading).
 - No tracked file refers to documents outside the repository.
 """
@@ -26,6 +26,7 @@ from tests.repo_scripts import load_script
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_MAX_BYTES = 16 * 1024
+DEVELOPMENT = ROOT / "docs" / "development.md"
 
 # Documents that live outside this repository (spelled in two pieces so this file does not match).
 OUTSIDE_REFERENCES = ("shared" + "/", "conventions" + ".md")
@@ -162,10 +163,10 @@ def test_readme_is_a_front_door_of_at_most_16_kb():
 
 
 def _layout_entries() -> list[str]:
-    """The paths the README's layout tree names (two spaces of indent per level)."""
-    text = README.read_text(encoding="utf-8")
+    """The paths the module map names (two spaces of indent per level)."""
+    text = DEVELOPMENT.read_text(encoding="utf-8")
     match = re.search(r"<!-- layout -->\n```text\n(.*?)\n```\n<!-- /layout -->", text, re.DOTALL)
-    assert match, "README.md has no ```text tree between <!-- layout --> and <!-- /layout -->"
+    assert match, "docs/development.md has no ```text tree between the layout markers"
     stack: list[str] = []
     entries: list[str] = []
     for line in match.group(1).splitlines():
@@ -193,12 +194,12 @@ def _distribution_modules() -> set[str]:
     return wanted
 
 
-def test_readme_layout_names_every_module_and_only_real_ones():
+def test_module_map_names_every_module_and_only_real_ones():
     entries = _layout_entries()
     missing_on_disk = [entry for entry in entries if not (ROOT / entry).exists()]
-    assert not missing_on_disk, f"README layout names paths that do not exist: {missing_on_disk}"
+    assert not missing_on_disk, f"the module map names paths that do not exist: {missing_on_disk}"
     not_drawn = sorted(_distribution_modules() - set(entries))
-    assert not not_drawn, f"README layout (Development section) lacks a line for: {not_drawn}"
+    assert not not_drawn, f"the module map (docs/development.md) lacks a line for: {not_drawn}"
 
 
 # --- links and references ---------------------------------------------------------------------
