@@ -14,10 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["format_event", "log_event", "parse_fields", "redact"]
+__all__ = ["format_event", "log_event", "log_fatal_error", "one_line", "parse_fields", "redact"]
+
+# How a user gets the traceback the fatal line leaves out: the SDK reads the level from these
+# variables (``<PLUGIN>_LOGLEVEL`` first; Meltano's ``--log-level`` sets ``LOGLEVEL``).
+TRACEBACK_HINT = "(LOGLEVEL=DEBUG shows the traceback)"
 
 _BARE_VALUE = re.compile(r"^[A-Za-z0-9_.:/@+\-]+$")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
@@ -118,3 +123,41 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
         if secret:
             text = text.replace(secret, "[REDACTED]")
     return text
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as one line: its message (lines joined), or its type when it has none.
+
+    Built-in errors other than ``OSError`` (whose text says what failed) keep their type's
+    name: a bare ``'x'`` from a ``KeyError`` says nothing.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = "; ".join(lines)
+    name = type(error).__name__
+    if not text:
+        return name
+    if type(error).__module__ == "builtins" and not isinstance(error, OSError):
+        return f"{name}: {text}"
+    return text
+
+
+def log_fatal_error(
+    logger: logging.Logger,
+    error: BaseException,
+    *,
+    message: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> None:
+    """The error that ends the run: one ERROR line; its traceback only when DEBUG is on.
+
+    A scheduler's log shows the last lines of a failed run: there the one line must say what
+    failed, not sit above 60 to 140 lines of frames that only a developer reads. ``message``
+    replaces the error's own text; ``secrets`` are replaced in both the line and the traceback.
+    """
+    text = redact(message or one_line(error), secrets)
+    if not logger.isEnabledFor(logging.DEBUG):
+        logger.error("%s %s", text, TRACEBACK_HINT)
+        return
+    logger.error("%s", text)
+    frames = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    logger.debug("Traceback of the error above:\n%s", redact(frames.rstrip(), secrets))

@@ -11,11 +11,35 @@ import the tap, and neither plugin restates the other's conversion.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, urlsplit
 
-__all__ = ["SettingError", "SettingTypes"]
+from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR
+
+__all__ = [
+    "SettingError",
+    "SettingTypes",
+    "hide_secrets_in_errors",
+    "secret_paths",
+    "secret_texts",
+]
+
+# What marks a setting whose value must never be shown: the SDK's ``secret=True`` (which also
+# emits ``writeOnly``) and Meltano's ``sensitive``.
+_SECRET_MARKS = ("secret", "writeOnly", "sensitive")
+# Validators whose messages name properties only, never a value.
+_NAMES_ONLY = frozenset({"required", "additionalProperties", "dependentRequired", "propertyNames"})
+# Keys of an object setting whose values are credentials (pyiceberg: s3.secret-access-key,
+# token, credential, adls.account-key, ...).
+_CREDENTIAL_KEY = re.compile(
+    r"secret|password|passwd|token|credential|key|auth|sas|signature", re.I
+)
+_SHORTEST_REDACTED = 4  # shorter texts ("1", "ab") would blank unrelated parts of a message
 
 _ARTICLES = {"integer": "an", "array": "an", "object": "an"}
 
@@ -47,6 +71,7 @@ class SettingTypes:
         self.env_prefix = env_prefix
         self.single_entry = frozenset(single_entry)
         self._kinds = dict(extra_kinds or {})
+        self.secrets = frozenset(path[0] for path in secret_paths(schema))
         for name in self.fields - set(self._kinds):
             types = properties[name].get("type", "string")
             types = [types] if isinstance(types, str) else list(types)
@@ -80,7 +105,9 @@ class SettingTypes:
                 return dict(raw)
         except (TypeError, ValueError) as exc:
             where = source or f"setting {name}"
-            msg = f"{where}: expected {_ARTICLES.get(kind, 'a')} {kind}, got {raw!r}"
+            # a secret, or a free-form object (a catalog's credentials), is named, never shown
+            shown = _type_name(raw) if name in self.secrets or kind == "object" else repr(raw)
+            msg = f"{where}: expected {_ARTICLES.get(kind, 'a')} {kind}, got {shown}"
             raise SettingError(msg) from exc
         return str(getattr(raw, "value", raw))  # an SDK enum (load_method) as its value
 
@@ -138,3 +165,157 @@ class SettingTypes:
                 value = [text] if single else [i.strip() for i in text.split(",") if i.strip()]
             config[name] = self.convert(name, value, source=key)
         return config
+
+
+def _type_name(value: Any) -> str:
+    """``a str``, ``an int``, ...: what a value is, without showing it."""
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name} (value hidden)"
+
+
+def secret_paths(
+    schema: Mapping[str, Any], extra: Iterable[str] = ()
+) -> frozenset[tuple[str, ...]]:
+    """Where ``schema`` marks a setting secret, at any depth, as key paths; plus ``extra`` names.
+
+    ``extra`` is for settings the schema cannot mark but that hold credentials (a free-form
+    catalog object).
+    """
+    found = {(name,) for name in extra}
+
+    def walk(node: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        for name, sub in (node.get("properties") or {}).items():
+            if not isinstance(sub, Mapping):
+                continue
+            path = (*prefix, name)
+            if any(sub.get(mark) is True for mark in _SECRET_MARKS):
+                found.add(path)
+            walk(sub, path)
+            for branch in [*sub.get("anyOf", ()), *sub.get("oneOf", ())]:
+                if isinstance(branch, Mapping):
+                    walk(branch, path)
+
+    walk(schema, ())
+    return frozenset(found)
+
+
+def _config_path(path: Iterable[Any]) -> str:
+    """``config['a']['b']``, as the SDK names a setting in its messages."""
+    return "config[" + "][".join(repr(key) for key in path) + "]"
+
+
+def _sdk_message(error: Any) -> str:
+    """The SDK's text for ``error`` (``plugin_base._format_validation_error``), to recognise it."""
+    if error.path:
+        return f"{error.message} in {_config_path(error.path)}"
+    return error.message
+
+
+def _hidden_message(error: Any) -> str:
+    """What ``error`` says about a secret: the setting's name and the rule, not the value."""
+    where = _config_path(error.path) if error.path else "config"
+    if error.validator in _NAMES_ONLY:
+        return f"{where}: {error.message}"
+    if error.validator == "type":
+        kinds = error.validator_value
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        wanted = " or ".join(f"{_ARTICLES.get(k, 'a') if k != 'null' else ''} {k}" for k in kinds)
+        rule = f"must be {' '.join(wanted.split())}"
+    elif error.validator == "enum":
+        rule = "must be one of " + ", ".join(repr(value) for value in error.validator_value)
+    else:
+        rule = f"does not satisfy the schema's {error.validator!r} rule"
+    return f"{where}: {rule} (value hidden)"
+
+
+def _touches(path: tuple[Any, ...], secrets: frozenset[tuple[str, ...]]) -> bool:
+    """True when the value at ``path`` is, holds or is held by a secret setting."""
+    return any(path[: len(s)] == s or s[: len(path)] == path for s in secrets if path)
+
+
+def secret_texts(config: Mapping[str, Any], secrets: frozenset[tuple[str, ...]]) -> list[str]:
+    """Every way a secret's value could be spelled in a message, longest first.
+
+    A secret that is an object (a catalog's properties) is mostly not secret: its ``type``,
+    ``uri`` and ``warehouse`` make messages useful. So in an object only the entries whose
+    key names a credential are hidden whole, and elsewhere the password of a URL.
+    """
+    texts: set[str] = set()
+
+    def add(value: Any) -> None:
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, str):
+            texts.update((value, repr(value)))
+        elif isinstance(value, int | float | Decimal):
+            texts.update((str(value), repr(value)))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                add(item)
+        elif isinstance(value, Iterable):
+            for item in value:
+                add(item)
+
+    def add_in_object(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                (add if _CREDENTIAL_KEY.search(str(key)) else add_in_object)(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                add_in_object(item)
+        elif isinstance(value, str) and "://" in value:
+            with contextlib.suppress(ValueError):
+                password = urlsplit(value).password
+                if password:
+                    texts.update((password, quote(password, safe="")))
+
+    for path in secrets:
+        value: Any = config
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        (add_in_object if isinstance(value, Mapping) else add)(value)
+    return sorted((t for t in texts if len(t) >= _SHORTEST_REDACTED), key=len, reverse=True)
+
+
+def redacted(message: str, texts: Iterable[str]) -> str:
+    """``message`` with each of ``texts`` (longest first) shown as ``[REDACTED]``."""
+    for text in texts:
+        message = message.replace(text, "[REDACTED]")
+    return message
+
+
+def hide_secrets_in_errors(
+    errors: Iterable[str],
+    schema: Mapping[str, Any],
+    config: Mapping[str, Any],
+    extra_secrets: Iterable[str] = (),
+) -> list[str]:
+    """The SDK's config validation messages with every secret setting named, never shown.
+
+    The SDK's messages quote the offending value (``98765 is not of type 'string' in
+    config['api_key']``), and its CLI logs each one. The same schema is checked again here to
+    know which message is about a secret; such a message becomes ``config['api_key']: must be
+    a string (value hidden)``. Any other message still spelling a secret's value (one about
+    the whole config) gets ``[REDACTED]`` in its place.
+    """
+    secrets = secret_paths(schema, extra_secrets)
+    errors = list(errors)
+    if not secrets or not errors:
+        return errors
+    hidden: dict[str, str] = {}
+    for error in DEFAULT_JSONSCHEMA_VALIDATOR(schema).iter_errors(config):
+        if _touches(tuple(error.path), secrets):
+            hidden[_sdk_message(error)] = _hidden_message(error)
+    texts = secret_texts(config, secrets)
+    named = [f" in {_config_path(path)}" for path in secrets]
+    shown: list[str] = []
+    for message in errors:
+        if message in hidden:
+            shown.append(hidden[message])
+            continue
+        where = next((n for n in named if n in message), None)
+        if where is not None:  # about a secret, in words not recognised: name it only
+            shown.append(f"{where.removeprefix(' in ')}: not valid (value hidden)")
+            continue
+        shown.append(redacted(message, texts))
+    return shown

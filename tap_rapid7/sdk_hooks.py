@@ -9,6 +9,7 @@ in the installed SDK, with the parameters our overrides expect, and fails loudly
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from collections.abc import Generator
 from types import FrameType
@@ -18,10 +19,15 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.singerlib import RecordMessage
 
+from plugin_io.settings_types import hide_secrets_in_errors
+
 if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context, Record
 
-__all__ = ["PRIVATE_SDK_NAMES", "StreamHooks", "TapHooks"]
+__all__ = ["PRIVATE_SDK_NAMES", "SYNC_FAILED", "StreamHooks", "TapHooks"]
+
+# What ``Stream.sync`` logs at ERROR before re-raising any error (singer_sdk/streams/core.py).
+SYNC_FAILED = "An unhandled error occurred while syncing '%s'"
 
 # (SDK class, private name, "override" | "call" | "attribute")
 PRIVATE_SDK_NAMES: tuple[tuple[type, str, str], ...] = (
@@ -61,7 +67,9 @@ class TapHooks(Tap):
             errors, schema = list(exc.errors), exc.schema
         resolved, more_errors = self.resolve_config(dict(self._config))
         self._config = {**self._config, **resolved}
-        errors += more_errors
+        # The SDK's messages quote the wrong value, a secret's too (the CLI logs each one).
+        errors = hide_secrets_in_errors(errors + more_errors, self.config_jsonschema, self._config)
+        more_errors = errors[len(errors) - len(more_errors) :]
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
         for error in more_errors:
@@ -106,6 +114,17 @@ class StreamHooks(Stream):
                     version=self._stream_version,
                     time_extracted=utc_now(),
                 )
+
+    def log(self, message: str, *args: t.Any, level: int = logging.INFO, **kwargs: t.Any) -> None:
+        """The SDK's stream log, except its "unhandled error while syncing" line goes to DEBUG.
+
+        That ERROR line comes before the error itself propagates; the CLI then logs the error as
+        the one line that says what failed (``TapRapid7.log_unhandled``), so at the default
+        level a failure is that one line.
+        """
+        if message == SYNC_FAILED and level >= logging.ERROR:
+            level = logging.DEBUG
+        super().log(message, *args, level=level, **kwargs)
 
     def plain_records(self) -> bool:
         """True when records need no pruning or conformance; False keeps the SDK's path."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import errno
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from functools import cached_property
+from types import TracebackType
 from typing import Any, ClassVar, NoReturn, TypeVar
 
+import click
 from singer_sdk import Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import FatalAPIError
@@ -20,10 +23,12 @@ from singer_sdk.helpers.capabilities import (
     PluginCapabilities,
     TapCapabilities,
 )
-from singer_sdk.singerlib import Message, RecordMessage
+from singer_sdk.plugin_base import SingerCommand
+from singer_sdk.singerlib import Message, RecordMessage, StateMessage
 
 from plugin_io.distribution import DISTRIBUTION
-from plugin_io.log_events import log_event
+from plugin_io.log_events import log_event, log_fatal_error
+from plugin_io.settings_types import secret_paths, secret_texts
 from plugin_io.singer_lines import write_line
 from tap_rapid7.config_dates import check_dates
 from tap_rapid7.logsearch import LogSearchClient
@@ -47,9 +52,21 @@ class RecordBufferingWriter(MsgSpecWriter):
     its records; records after the last STATE may sit in the buffer, as they may in any pipe.
     """
 
+    records_written = 0  # RECORD lines handed to stdout (some may still sit in its buffer)
+    last_state: bytes | None = None  # the last STATE line flushed to stdout whole
+
     def write_message(self, message: Message) -> None:
-        """Write one message whole (``plugin_io.singer_lines``); flush unless it is a RECORD."""
-        write_line(self.format_message(message), flush=not isinstance(message, RecordMessage))
+        """Write one message whole (``plugin_io.singer_lines``); flush unless it is a RECORD.
+
+        Counts what went out, for the line that reports a target gone mid-run.
+        """
+        is_record = isinstance(message, RecordMessage)
+        line = self.format_message(message)
+        write_line(line, flush=not is_record)
+        if is_record:
+            self.records_written += 1
+        elif isinstance(message, StateMessage):
+            self.last_state = bytes(line).strip()
 
 
 class TapRapid7(TapHooks):
@@ -99,11 +116,17 @@ class TapRapid7(TapHooks):
 
     # Stopping on SIGTERM/SIGINT (see ``stopping``): the handler only records the signal.
     installed_stop: ClassVar[StopSignal | None] = None  # the latest tap's: handlers are per process
+    # The latest tap's writer and secret values: the CLI's last-resort error lines read them.
+    installed_writer: ClassVar[RecordBufferingWriter | None] = None
+    hidden_texts: ClassVar[list[str]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.stop_signal = StopSignal()  # before the SDK installs the handler that uses it
         TapRapid7.installed_stop = self.stop_signal
         super().__init__(*args, **kwargs)
+        TapRapid7.hidden_texts = secret_texts(self.config, secret_paths(self.config_jsonschema))
+        if isinstance(self.message_writer, RecordBufferingWriter):
+            TapRapid7.installed_writer = self.message_writer
 
     def on_stop_signal(self, signum: int) -> None:
         """Record the signal; stop at once only while waiting for the API (nothing half written)."""
@@ -156,18 +179,22 @@ class TapRapid7(TapHooks):
         A cancel reaches the target too, and it stops reading first: the tap's next write then
         fails with a broken pipe. That is the cancel, not a fault of the tap (click would exit
         1 with a traceback): the target has the last STATE it could read, so exit 128 + n.
+        Without a signal, a closed pipe means the target died: exit 1 with one line that says
+        so and how far the output got (``output_closed``).
         """
         try:
             super().invoke(*args, **kwargs)
-        except BrokenPipeError:
-            stop = TapRapid7.installed_stop
-            if stop is None or stop.signum is None:
-                raise  # the reader went away on its own: a failure
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
             # What is still buffered for stdout goes nowhere, so the exit's flush cannot fail
-            # too (Python would then exit 120).
+            # too (Python would print "Exception ignored ... BrokenPipeError" and exit 120).
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
+            stop = TapRapid7.installed_stop
+            if stop is None or stop.signum is None:
+                cls.output_closed(exc)
             cls.exit_stopped(
                 stop.signum, "the target closed its input (it was stopped too): it holds the "
                 "last STATE it read, resume from that",
@@ -177,6 +204,59 @@ class TapRapid7(TapHooks):
             cls.exit_stopped(
                 stop.signum, "the signal came after the last record: the sync is complete"
             )
+
+    @classmethod
+    def output_closed(cls, error: OSError) -> NoReturn:
+        """The target stopped reading (it died, or ``| head``): one ERROR line, exit 1."""
+        writer = TapRapid7.installed_writer
+        records = writer.records_written if writer is not None else 0
+        state = writer.last_state if writer is not None else None
+        if state is None:
+            covered = "no STATE was written yet: the next run starts where this one did"
+        else:
+            # the STATE's value as the target would emit it, cut: the line stays readable
+            text = state.decode(errors="replace")
+            prefix = '{"type":"STATE","value":'
+            if text.startswith(prefix) and text.endswith("}"):
+                text = text[len(prefix) : -1]
+            text = text if len(text) <= 500 else text[:497] + "..."
+            covered = (
+                f"the last STATE written was {text}; the target holds at most what it read, "
+                "so resume from the last STATE the target emitted"
+            )
+        message = (
+            f"the target closed its input (broken pipe) after the tap had written {records} "
+            f"records (the target may have read fewer); {covered}"
+        )
+        log_fatal_error(cls.logger, error, message=message, secrets=TapRapid7.hidden_texts)
+        raise SystemExit(1)
+
+    @classmethod
+    def log_unhandled(
+        cls,
+        exc_type: type[BaseException],
+        exc_value: BaseException,
+        exc_traceback: TracebackType | None,
+    ) -> None:
+        """Last resort for an error the run did not handle: one ERROR line, traceback at DEBUG.
+
+        Installed as the CLI's excepthook (``get_singer_command``); Python exits 1 after it.
+        """
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc_value, exc_traceback)
+            return
+        error = exc_value.with_traceback(exc_traceback)
+        log_fatal_error(cls.logger, error, secrets=TapRapid7.hidden_texts)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, with ``log_unhandled`` as its excepthook."""
+        command = super().get_singer_command()
+        if isinstance(command, SingerCommand):
+            # The SDK's excepthook logs the error's text with its whole traceback at ERROR
+            # (60 to 140 lines after the one that matters); ours keeps the frames for DEBUG.
+            command.excepthook = cls.log_unhandled  # type: ignore[method-assign]
+        return command
 
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""

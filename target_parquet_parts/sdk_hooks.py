@@ -13,8 +13,11 @@ from __future__ import annotations
 import typing as t
 
 from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.sinks import BatchSink
 from singer_sdk.target_base import Target
+
+from plugin_io.settings_types import hide_secrets_in_errors
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -51,13 +54,28 @@ class TargetHooks(Target):
     """The target's private-hook overrides (each delegates to a public method, the SDK's
     behaviour by default) and accessors for the private SDK state it reads."""
 
+    # Settings whose values no message may show though the schema cannot mark them secret.
+    secret_settings: t.ClassVar[tuple[str, ...]] = ()
+
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # ``prepare_config`` before the SDK's schema check: the only hook that runs once, before
-        # anything reads the config, with the config still writable.
+        # anything reads the config, with the config still writable. The SDK's messages quote
+        # the wrong value, a secret's too (the CLI logs each one): secrets are only named.
         prepared = self.prepare_config(dict(self._config))
         if prepared:
             self._config = {**self._config, **prepared}
-        return super()._validate_config(raise_errors=raise_errors)
+        try:
+            errors = super()._validate_config(raise_errors=raise_errors)
+        except ConfigValidationError as exc:
+            hidden = self.hidden_config_errors(exc.errors)
+            raise ConfigValidationError(str(exc), errors=hidden, schema=exc.schema) from None
+        return self.hidden_config_errors(errors)
+
+    def hidden_config_errors(self, errors: list[str]) -> list[str]:
+        """``errors`` with every secret setting (schema or ``secret_settings``) only named."""
+        return hide_secrets_in_errors(
+            errors, self.config_jsonschema, self._config, self.secret_settings
+        )
 
     def prepare_config(self, config: dict[str, t.Any]) -> dict[str, t.Any]:
         """Settings to replace before the schema check (e.g. numbers given as text)."""

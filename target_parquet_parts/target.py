@@ -44,19 +44,22 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 import typing as t
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.plugin_base import SingerCommand
 
 from plugin_io.distribution import DISTRIBUTION, install_hint
-from plugin_io.log_events import log_event
+from plugin_io.log_events import log_event, log_fatal_error, redact
+from plugin_io.settings_types import secret_paths, secret_texts
 from plugin_io.singer_lines import write_line
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
 from target_parquet_parts.journal import Journal
@@ -75,7 +78,9 @@ from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir,
 from target_parquet_parts.version import PLUGIN_NAME
 
 if t.TYPE_CHECKING:
-    from types import FrameType
+    from types import FrameType, TracebackType
+
+    import click
 
     from target_parquet_parts.iceberg import IcebergWriter
 
@@ -96,12 +101,15 @@ class _PendingState:
 
 
 @contextlib.contextmanager
-def _refused_as(setting: str) -> Iterator[None]:
-    """A ``ValueError`` raised inside becomes the SDK's config error naming ``setting``."""
+def _refused_as(setting: str, secrets: Iterable[str] = ()) -> Iterator[None]:
+    """A ``ValueError`` raised inside becomes the SDK's config error naming ``setting``.
+
+    ``secrets`` (a catalog's credentials) never appear in the message, whoever wrote it.
+    """
     try:
         yield
     except ValueError as exc:
-        message = f"{setting}: {exc}"
+        message = redact(f"{setting}: {exc}", secrets)
         raise ConfigValidationError(message, errors=[message]) from exc
 
 
@@ -129,6 +137,10 @@ class TargetParquetParts(TargetHooks):
 
     # a copy: the SDK appends its built-in settings (batch_size_rows, ...) to this dict in place
     config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
+    # pyiceberg catalog properties may hold credentials (keys, tokens, a password in a URI)
+    secret_settings: t.ClassVar[tuple[str, ...]] = ("iceberg_catalog",)
+    # The latest target's secret values: the CLI's last-resort error line hides them.
+    last_hidden_texts: t.ClassVar[list[str]] = []
 
     def prepare_config(self, config: dict[str, t.Any]) -> dict[str, t.Any]:
         """Numbers given as text (Meltano passes kind-less settings from the environment so)."""
@@ -139,8 +151,15 @@ class TargetParquetParts(TargetHooks):
         """The typed settings of this run (built once, after the config was validated)."""
         return TargetSettings.from_config(self.config)
 
+    @cached_property
+    def hidden_texts(self) -> list[str]:
+        """Every spelling of a secret setting's value that no message may show."""
+        paths = secret_paths(self.config_jsonschema, self.secret_settings)
+        return secret_texts(self.config, paths)
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
+        TargetParquetParts.last_hidden_texts = self.hidden_texts
         self.run_id = secrets.token_hex(8)
         self.states_received = 0
         self._pending: list[_PendingState] = []
@@ -159,7 +178,7 @@ class TargetParquetParts(TargetHooks):
         settings = self.settings
         # Settings that cannot work end the run here with one line naming the setting: the
         # SDK's CLI prints a ConfigValidationError's errors without a traceback.
-        with _refused_as("table_format"):
+        with _refused_as("table_format", self.hidden_texts):
             if settings.is_iceberg:
                 self.iceberg = _iceberg_writer(settings, self.run_id)
         if self.iceberg is not None and settings.batch_size_rows is None:
@@ -399,6 +418,33 @@ class TargetParquetParts(TargetHooks):
         gc.freeze()
         gc.set_threshold(100_000, 50, 1000)
         super().invoke(*args, **kwargs)
+
+    @classmethod
+    def log_unhandled(
+        cls,
+        exc_type: type[BaseException],
+        exc_value: BaseException,
+        exc_traceback: TracebackType | None,
+    ) -> None:
+        """Last resort for an error the run did not handle: one ERROR line, traceback at DEBUG.
+
+        Installed as the CLI's excepthook (``get_singer_command``); Python exits 1 after it.
+        """
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc_value, exc_traceback)
+            return
+        hidden = TargetParquetParts.last_hidden_texts
+        log_fatal_error(cls.logger, exc_value.with_traceback(exc_traceback), secrets=hidden)
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command (with ``--input``), with ``log_unhandled`` as its excepthook."""
+        command = super().get_singer_command()
+        if isinstance(command, SingerCommand):
+            # The SDK's excepthook logs the error's text with its whole traceback at ERROR
+            # (60 to 140 lines after the one that matters); ours keeps the frames for DEBUG.
+            command.excepthook = cls.log_unhandled  # type: ignore[method-assign]
+        return command
 
     def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: only record the request (see the module docstring).

@@ -4,8 +4,11 @@ An SDK upgrade that renames or removes one would otherwise pass silently: an ove
 missing hook is never called (the tap would lose its per-log cursors or its date checks).
 """
 
+import inspect
+
 import pytest
 from singer_sdk import Stream, Tap
+from singer_sdk.plugin_base import SingerCommand
 
 from tap_rapid7 import sdk_hooks
 from tap_rapid7.streams import EventsStream
@@ -54,3 +57,16 @@ def test_the_overrides_are_the_ones_the_sdk_calls(instances):
     assert type(instances[Tap])._validate_config is sdk_hooks.TapHooks._validate_config
     stream_cls = type(instances[Stream])
     assert stream_cls._increment_stream_state is sdk_hooks.StreamHooks._increment_stream_state
+
+
+def test_the_sync_failure_line_moved_to_debug_is_still_the_sdks():
+    """``StreamHooks.log`` moves this exact SDK line to DEBUG; a reworded one would stay ERROR."""
+    assert f'"{sdk_hooks.SYNC_FAILED}"' in inspect.getsource(Stream.sync)
+
+
+def test_the_cli_uses_the_one_line_excepthook():
+    """The SDK's command installs ``self.excepthook`` as ``sys.excepthook``; ours is that one."""
+    command = TapRapid7.cli
+    assert isinstance(command, SingerCommand)
+    assert command.excepthook == TapRapid7.log_unhandled
+    assert "sys.excepthook = self.excepthook" in inspect.getsource(SingerCommand.invoke)

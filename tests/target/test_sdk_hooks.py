@@ -5,8 +5,11 @@ missing hook is never called (the target would emit STATE only at a full drain, 
 path, or drain inside the signal handler again).
 """
 
+import inspect
+
 import pytest
 from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.sinks import BatchSink
 from singer_sdk.target_base import Target
 
@@ -84,3 +87,11 @@ def test_the_overrides_are_the_ones_the_sdk_calls(instances):
     assert sink_cls._after_process_record is sdk_hooks.SinkHooks._after_process_record
     reader_cls = type(instances[MsgSpecReader])
     assert reader_cls._process_unknown_message is sdk_hooks.ReaderHooks._process_unknown_message
+
+
+def test_the_cli_uses_the_one_line_excepthook():
+    """The SDK's command installs ``self.excepthook`` as ``sys.excepthook``; ours is that one."""
+    command = TargetParquetParts.cli
+    assert isinstance(command, SingerCommand)
+    assert command.excepthook == TargetParquetParts.log_unhandled
+    assert "sys.excepthook = self.excepthook" in inspect.getsource(SingerCommand.invoke)
