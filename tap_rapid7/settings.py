@@ -17,6 +17,8 @@ from singer_sdk import typing as th
 
 from plugin_io.settings_types import SettingError, SettingTypes
 from tap_rapid7.config_dates import ACCEPTED_FORMATS
+from tap_rapid7.logsearch.http import DEFAULT_MAX_RESPONSE_BYTES
+from tap_rapid7.logsearch.records import MAX_MESSAGE_BYTES, OVERSIZED_MESSAGES
 
 __all__ = [
     "CONFIG_SCHEMA",
@@ -124,8 +126,11 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Longest wait between two polls",
     ),
     th.Property(
-        "poll_timeout_seconds", th.NumberType, default=600,
-        description="Give up on (and restart from the cursor) one query after this long",
+        "poll_timeout_seconds", th.NumberType, default=300,
+        description=(
+            "Longest one query may run: then it restarts from the cursor once; a second "
+            "time in a row fails the run"
+        ),
     ),
     th.Property(
         "max_retries", th.IntegerType, default=8,
@@ -148,6 +153,29 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description=(
             "Longest time one request may take, the whole answer included (connect, headers, "
             "body): a slower answer is cut and retried"
+        ),
+    ),
+    th.Property(
+        "max_response_bytes", th.IntegerType, default=DEFAULT_MAX_RESPONSE_BYTES,
+        description=(
+            "Largest answer body accepted, on the wire and decoded (256 MiB; a full page is far "
+            "smaller): a larger one, or a gzip bomb, fails the run instead of exhausting memory"
+        ),
+    ),
+    th.Property(
+        "max_message_bytes", th.IntegerType, default=MAX_MESSAGE_BYTES,
+        description=(
+            "Largest event message kept whole, in UTF-8 bytes (1 MiB; at least 1024): a larger "
+            "one is handled as oversized_messages says"
+        ),
+    ),
+    th.Property(
+        "oversized_messages", th.StringType, default=OVERSIZED_MESSAGES[0],
+        allowed_values=list(OVERSIZED_MESSAGES),
+        description=(
+            "A message above max_message_bytes: truncate (cut to the limit, ending with a "
+            "marker saying so; WARNING logsearch_message_truncated) or fail (the run stops "
+            "naming the event)"
         ),
     ),
     th.Property(
@@ -187,11 +215,14 @@ class TapSettings:
     per_page: int = 500
     poll_interval_seconds: float = 1.0
     poll_interval_max_seconds: float = 5.0
-    poll_timeout_seconds: float = 600.0
+    poll_timeout_seconds: float = 300.0
     max_retries: int = 8
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
     request_timeout_seconds: float = 60.0
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    oversized_messages: str = OVERSIZED_MESSAGES[0]
     max_restarts: int = 5
     state_every_records: int = 10000
     max_concurrent_queries: int = 4

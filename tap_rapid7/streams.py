@@ -9,6 +9,7 @@ STATE the SDK emits, periodic or final, never points past what has been written.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from functools import partial
@@ -18,6 +19,7 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError, InvalidStreamSortException
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from plugin_io.log_events import log_event
 from tap_rapid7.logsearch.records import (
     EVENTS_KEY_PROPERTIES,
     EVENTS_REPLICATION_KEY,
@@ -26,9 +28,12 @@ from tap_rapid7.logsearch.records import (
 from tap_rapid7.runner import WindowTask
 from tap_rapid7.sdk_hooks import StreamHooks
 from tap_rapid7.windows import (
+    CURSOR_EMITTED_KEY,
     CURSOR_MILLIS_KEY,
     CURSOR_SEQUENCE_KEY,
+    MAX_EMITTED_IN_STATE,
     Cursor,
+    add_emitted,
     iso_to_millis,
     plan_windows,
     sync_end_millis,
@@ -86,6 +91,7 @@ class EventsStream(_TapStream):
         self._state_dicts: dict[str, dict] = {}
         self._all_selected: bool | None = None
         self._end_millis: int | None = None
+        self._capped_millis: set[int] = set()  # milliseconds whose emitted list was capped
 
     @property
     def partitions(self) -> None:
@@ -174,7 +180,9 @@ class EventsStream(_TapStream):
     def _commit_window_end(self, task: WindowTask) -> None:
         """The whole window went out: its logs' cursors move to its end, then STATE is written."""
         for log_id in task.log_ids:
-            self._partition_state(log_id).update(Cursor(task.window.to_ms).state_fields())
+            state = self._partition_state(log_id)
+            state.pop(CURSOR_EMITTED_KEY, None)  # nothing emitted at the window's end yet
+            state.update(Cursor(task.window.to_ms).state_fields())
         self.write_state_now()
 
     def plain_records(self) -> bool:
@@ -217,8 +225,30 @@ class EventsStream(_TapStream):
             raise InvalidStreamSortException(msg)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = value
-        state[CURSOR_MILLIS_KEY] = latest_record["timestamp"]
-        state[CURSOR_SEQUENCE_KEY] = latest_record["sequence_number_str"]
+        timestamp = latest_record["timestamp"]
+        sequence = latest_record["sequence_number_str"]
+        current = state.get(CURSOR_MILLIS_KEY)
+        if isinstance(current, str):  # a hand-edited state may hold the number as text
+            current = int(current)
+        if timestamp != current:  # a new millisecond: only this one yet
+            state[CURSOR_MILLIS_KEY] = timestamp
+            state[CURSOR_EMITTED_KEY] = sequence
+        elif CURSOR_EMITTED_KEY in state or not state.get(CURSOR_SEQUENCE_KEY):
+            # one more identity of the same millisecond
+            emitted = state.get(CURSOR_EMITTED_KEY, "")
+            state[CURSOR_EMITTED_KEY], dropped = add_emitted(emitted, sequence)
+            if dropped and timestamp not in self._capped_millis:
+                self._capped_millis.add(timestamp)
+                log_event(
+                    self.logger, logging.WARNING, "tap_cursor_capped", log_id=log_id,
+                    millis=timestamp, kept=MAX_EMITTED_IN_STATE,
+                )  # fmt: skip
+        else:  # a state from before the list, still in its millisecond: its floor, kept
+            # exact as that version was (ascending order); the list starts at the next one
+            floor = state.get(CURSOR_SEQUENCE_KEY)
+            if floor and int(floor) > int(sequence):
+                return True
+        state[CURSOR_SEQUENCE_KEY] = sequence
         return True
 
     def log_sync_costs(self) -> None:

@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "CURSOR_EMITTED_KEY",
     "CURSOR_MILLIS_KEY",
     "CURSOR_SEQUENCE_KEY",
+    "MAX_EMITTED_IN_STATE",
     "Cursor",
+    "SequenceOrder",
     "Window",
     "WindowFilter",
+    "add_emitted",
     "iso_to_millis",
     "millis_to_iso",
     "plan_windows",
@@ -29,6 +33,13 @@ __all__ = [
 # State keys per log partition (conventions: ints and strings only).
 CURSOR_MILLIS_KEY = "next_from_millis"
 CURSOR_SEQUENCE_KEY = "next_from_sequence_number_str"
+# The sequence numbers already emitted in the cursor's millisecond, comma-joined (a string, so
+# the state stays ints and strings). Rapid7 promises no order inside one millisecond (§11), so
+# "everything up to the last one" is not a resume point: the resume skips exactly these.
+CURSOR_EMITTED_KEY = "next_from_sequence_numbers_str"
+# At most this many identities are kept per log (about 20 KB of state). A millisecond holding
+# more keeps its most recent ones: a resume then re-emits (never loses) the older ones.
+MAX_EMITTED_IN_STATE = 1000
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -91,14 +102,20 @@ def plan_windows(start_ms: int, end_ms: int, window_ms: int) -> Iterator[Window]
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where a log resumes: at ``millis``, after ``sequence_number`` (None: nothing emitted there).
+    """Where a log resumes: at ``millis``, skipping the events of that millisecond already emitted.
 
-    Sequence numbers are unique per log and ordered inside one millisecond, but not across
-    milliseconds, so the resume point is the pair, never the sequence number alone.
+    ``emitted`` holds the sequence numbers emitted at ``millis`` (§11: an entry is the log, the
+    millisecond and the sequence number; nothing promises that a millisecond is served in
+    ascending sequence order, so only the exact set is a safe resume point). ``None`` with no
+    ``sequence_number``: nothing emitted at ``millis`` (a window's end). ``None`` with one: a
+    state written before the set existed, where ``sequence_number`` is a floor (everything at
+    ``millis`` up to it was emitted), exact when the millisecond was served in ascending order,
+    as that version assumed. Alongside the set, ``sequence_number`` is the last one emitted.
     """
 
     millis: int
     sequence_number: int | None = None
+    emitted: frozenset[int] | None = None
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Cursor | None:
@@ -110,26 +127,85 @@ class Cursor:
             msg = f"state {CURSOR_MILLIS_KEY}={millis!r} is not an integer"
             raise ValueError(msg)
         sequence = state.get(CURSOR_SEQUENCE_KEY) or None
-        return cls(int(millis), int(sequence) if sequence is not None else None)
+        listed = state.get(CURSOR_EMITTED_KEY)
+        emitted: frozenset[int] | None = None
+        if listed is not None:
+            if not isinstance(listed, str):
+                msg = f"state {CURSOR_EMITTED_KEY}={listed!r} is not a comma-separated string"
+                raise ValueError(msg)
+            emitted = frozenset(int(part) for part in listed.split(",") if part)
+        return cls(int(millis), int(sequence) if sequence is not None else None, emitted)
 
     def state_fields(self) -> dict[str, int | str]:
-        """The state entries for this cursor (an int and a string, never a float)."""
+        """The state entries for this cursor (ints and strings, never a float)."""
         sequence = "" if self.sequence_number is None else str(self.sequence_number)
-        return {CURSOR_MILLIS_KEY: self.millis, CURSOR_SEQUENCE_KEY: sequence}
+        fields: dict[str, int | str] = {
+            CURSOR_MILLIS_KEY: self.millis,
+            CURSOR_SEQUENCE_KEY: sequence,
+        }
+        if self.emitted is not None:
+            fields[CURSOR_EMITTED_KEY] = ",".join(str(seq) for seq in sorted(self.emitted))
+        return fields
 
     def already_emitted(self, timestamp: int, sequence_number: int) -> bool:
-        """True for events at or before this cursor in ``(timestamp, sequence_number)`` order."""
+        """True for events an earlier run emitted: before ``millis``, or listed at ``millis``."""
         if timestamp != self.millis:
             return timestamp < self.millis
+        if self.emitted is not None:
+            return sequence_number in self.emitted
         return self.sequence_number is not None and sequence_number <= self.sequence_number
+
+
+def add_emitted(emitted: str, sequence_number_str: str) -> tuple[str, bool]:
+    """``emitted`` (a comma-joined ``CURSOR_EMITTED_KEY`` value) with one more sequence number.
+
+    Returns the new value and whether the oldest entry had to go to stay within
+    ``MAX_EMITTED_IN_STATE`` (the resume then repeats that event, never loses one). Runs for
+    every record: the count is only taken once the string is long enough to hold the cap.
+    """
+    if not emitted:
+        return sequence_number_str, False
+    joined = f"{emitted},{sequence_number_str}"
+    if len(joined) < 2 * MAX_EMITTED_IN_STATE or joined.count(",") < MAX_EMITTED_IN_STATE:
+        return joined, False
+    return joined[joined.index(",") + 1 :], True
+
+
+@dataclass
+class SequenceOrder:
+    """Notices a millisecond served out of ascending sequence order, once per millisecond.
+
+    Nothing in Rapid7's spec promises that order (§11), and the cursor no longer needs it; but
+    a server that changes its order is worth a line in the log. Events are checked in the order
+    one query chain serves them (``restart`` at each new query), skipped and repeated ones too.
+    """
+
+    _last: tuple[int, int] | None = None
+    _reported: set[int] = field(default_factory=set, repr=False)
+
+    def restart(self) -> None:
+        """A new query starts: its first event follows nothing."""
+        self._last = None
+
+    def check(self, timestamp: int, sequence_number: int) -> int | None:
+        """The previous sequence number when this event breaks ascending order inside its
+        millisecond and that millisecond was not reported yet; None otherwise."""
+        last, self._last = self._last, (timestamp, sequence_number)
+        if last is None or last[0] != timestamp or sequence_number >= last[1]:
+            return None
+        if timestamp in self._reported:
+            return None
+        self._reported.add(timestamp)
+        return last[1]
 
 
 @dataclass
 class WindowFilter:
     """Decides, event by event, what one window of one log emits, and counts what it drops.
 
-    ``resume`` is the cursor the window starts from (a stored state, or nothing); events at or
-    before it were emitted by an earlier run. An entry's identity is ``(log_id, timestamp,
+    ``resume`` is the cursor the window starts from (a stored state, or nothing); the events it
+    names (earlier milliseconds, and those listed in its millisecond) were emitted by an
+    earlier run. An entry's identity is ``(log_id, timestamp,
     sequence_number)`` (§11: sequence numbers are unique only within one millisecond); the log
     is fixed per filter, so dedupe is on ``(timestamp, sequence_number_str)``. That also absorbs
     the re-reads of a restarted query and of the millisecond before ``from`` that the reader

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from plugin_io.log_events import log_event
@@ -32,8 +33,10 @@ __all__ = [
     "FAMILIES",
     "BudgetPacer",
     "FamilyBudget",
+    "ServerWait",
     "parse_rate_limit_wait",
     "rate_limit_headers",
+    "server_wait",
 ]
 
 # The request families Rapid7 budgets separately.
@@ -54,25 +57,95 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _retry_after_seconds(value: str, wall_clock: Callable[[], float]) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:  # an HTTP-date is allowed by RFC 9110
-        return parsedate_to_datetime(value).timestamp() - wall_clock()
-    except (TypeError, ValueError, IndexError):
-        return None
+@dataclass(frozen=True)
+class ServerWait:
+    """What a 429's headers asked for, and what the tap makes of it.
+
+    ``seconds`` is None when no header named a usable wait (the caller backs off on its own,
+    bounded by ``backoff_max_seconds``). ``ignored`` lists the headers that named an unusable one
+    (``Retry-After='inf'``): not a finite number, negative, a date in the past. ``asked_seconds``
+    is set when the server asked for longer than ``max_seconds`` and ``seconds`` was cut to it.
+    A server (or a proxy in front of it) can send anything; none of it may hang or crash the tap.
+    """
+
+    seconds: float | None
+    source: str  # "Retry-After", "X-RateLimit-Reset" or "backoff"
+    ignored: tuple[str, ...] = ()
+    asked_seconds: float | None = None
 
 
-def _reset_seconds(value: str, wall_clock: Callable[[], float]) -> float | None:
+# Header values quoted in warnings are cut to this many characters (the server chose them).
+_SHOWN_VALUE_CHARS = 40
+
+
+def _shown(name: str, value: str) -> str:
+    text = value if len(value) <= _SHOWN_VALUE_CHARS else value[:_SHOWN_VALUE_CHARS] + "..."
+    return f"{name}={text!r}"
+
+
+def _finite(value: str) -> float | None:
+    """``value`` as a finite number, else None (``inf``, ``nan``, text)."""
     try:
         number = float(value)
     except ValueError:
         return None
-    if not math.isfinite(number):
+    return number if math.isfinite(number) else None
+
+
+def _retry_after_seconds(value: str, wall_clock: Callable[[], float]) -> float | None:
+    """Seconds a ``Retry-After`` asks for: delay-seconds, or an HTTP-date (RFC 9110 §10.2.3)."""
+    try:
+        float(value)
+    except ValueError:
+        pass
+    else:
+        return _finite(value)  # a number, if possibly not a usable one: never read as a date
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:  # "-0000" (RFC 5322: UTC, source unknown) parses naive
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() - wall_clock()
+
+
+def _reset_seconds(value: str, wall_clock: Callable[[], float]) -> float | None:
+    number = _finite(value)
+    if number is None:
         return None
     return number - wall_clock() if number > _EPOCH_THRESHOLD else number
+
+
+def server_wait(
+    headers: Mapping[str, str],
+    wall_clock: Callable[[], float] = time.time,
+    *,
+    max_seconds: float = math.inf,
+) -> ServerWait:
+    """The wait a 429 asks for (``Retry-After`` first, then ``X-RateLimit-Reset``), bounded.
+
+    A header that is not a finite, non-negative number of seconds (or, for ``Retry-After``, an
+    HTTP-date in the future) is treated as absent and listed in ``ignored``: ``inf`` used to
+    crash the sleep, a negative or ``nan`` one gave no wait at all. A wait above ``max_seconds``
+    (the budget window: Rapid7's budgets refill within it, so no honest server asks for more) is
+    cut to it; ``Retry-After: 1000000000`` would otherwise sleep for 31 years.
+    """
+    ignored: list[str] = []
+    for name, parse in (
+        ("Retry-After", _retry_after_seconds),
+        ("X-RateLimit-Reset", _reset_seconds),
+    ):
+        value = _header(headers, name)
+        if value is None:
+            continue
+        seconds = parse(value.strip(), wall_clock)
+        if seconds is None or seconds < 0:
+            ignored.append(_shown(name, value))
+            continue
+        if seconds > max_seconds:
+            return ServerWait(max_seconds, name, tuple(ignored), asked_seconds=seconds)
+        return ServerWait(seconds, name, tuple(ignored))
+    return ServerWait(None, "backoff", tuple(ignored))
 
 
 def parse_rate_limit_wait(
@@ -81,18 +154,10 @@ def parse_rate_limit_wait(
     """Seconds to wait after a 429 and the header that said so (``Retry-After`` first).
 
     Returns None when neither header is usable (the caller then backs off exponentially).
+    Unbounded: ``server_wait`` is the bounded form the HTTP layer uses.
     """
-    retry_after = _header(headers, "Retry-After")
-    if retry_after is not None:
-        seconds = _retry_after_seconds(retry_after.strip(), wall_clock)
-        if seconds is not None:
-            return max(0.0, seconds), "Retry-After"
-    reset = _header(headers, "X-RateLimit-Reset")
-    if reset is not None:
-        seconds = _reset_seconds(reset.strip(), wall_clock)
-        if seconds is not None:
-            return max(0.0, seconds), "X-RateLimit-Reset"
-    return None
+    told = server_wait(headers, wall_clock)
+    return None if told.seconds is None else (told.seconds, told.source)
 
 
 def rate_limit_headers(
@@ -104,7 +169,7 @@ def rate_limit_headers(
         return None
     try:
         limit, remaining = int(float(values[0] or "")), int(float(values[1] or ""))
-    except ValueError:
+    except (ValueError, OverflowError):  # text, nan, inf
         return None
     reset = _reset_seconds((values[2] or "").strip(), wall_clock)
     if reset is None or limit <= 0:
@@ -225,6 +290,9 @@ class BudgetPacer:
         if parsed is None:
             return
         limit, remaining, reset = parsed
+        # A reset beyond the window is not Rapid7's (budgets refill within it): never wait
+        # longer than a window for it (an absurd value would hold the family for years).
+        reset = min(reset, self.window_seconds)
         now = self._clock()
         with self._lock:
             budget = self.families[family]
@@ -256,7 +324,9 @@ class BudgetPacer:
         with self._lock:
             budget = self.families[family]
             budget.rate_limited += 1
-            budget.hold_until = max(budget.hold_until, now + max(0.0, seconds))
+            if not math.isfinite(seconds):  # callers bound their waits; never hold forever
+                seconds = 0.0 if math.isnan(seconds) else self.window_seconds
+            budget.hold_until = max(budget.hold_until, now + seconds)
 
     def count_restart(self) -> None:
         """A query was started again (its link expired, was refused or timed out)."""

@@ -76,6 +76,7 @@ class LogSearchClient:
             backoff_max_seconds=settings.backoff_max_seconds,
             request_timeout_seconds=settings.request_timeout_seconds,
             link_lifetime_seconds=link_lifetime_seconds,
+            max_response_bytes=settings.max_response_bytes,
             pacer=pacer,
             clock=clock,
             sleep=sleep,
@@ -91,7 +92,12 @@ class LogSearchClient:
             max_restarts=settings.max_restarts,
         )
         try:
-            self.reader = WindowReader(self.protocol, event_time_fields=settings.event_time_fields)
+            self.reader = WindowReader(
+                self.protocol,
+                event_time_fields=settings.event_time_fields,
+                max_message_bytes=settings.max_message_bytes,
+                oversized_messages=settings.oversized_messages,
+            )
         except ValueError as exc:
             raise FatalAPIError(str(exc)) from exc
 

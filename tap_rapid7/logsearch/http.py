@@ -17,6 +17,11 @@ each read: a deadline watchdog cuts the connection of a request that outlives it
 that drips its answer cannot hang the tap. A TLS failure or an unknown host is not transient and
 fails at once; a refused connection gets two quick retries; all of them name the URL and the
 setting (``base_url`` or ``region``) to check.
+
+Size limits: a body is read in chunks, counted on the wire (compressed) and decoded, and the
+request fails at ``max_response_bytes`` (a gzip bomb of 2 MB inflating to 2 GiB, or a page of
+300 MB, would otherwise take gigabytes of memory). Waits a 429 names are bounded too (see
+``budget.server_wait``): never longer than the budget window, never a crash on ``inf``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from singer_sdk.exceptions import FatalAPIError
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from plugin_io.log_events import log_event, redact
-from tap_rapid7.logsearch.budget import MANAGEMENT, POLL, BudgetPacer, parse_rate_limit_wait
+from tap_rapid7.logsearch.budget import MANAGEMENT, POLL, BudgetPacer, server_wait
 from tap_rapid7.version import USER_AGENT
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "QueryRejectedError",
     "QueryRestartNeeded",
     "Reply",
+    "ResponseTooLargeError",
     "decode_json",
     "origin_of",
 ]
@@ -67,6 +73,14 @@ CONNECT_TIMEOUT_MAX_SECONDS = 10.0
 CONNECT_RETRIES = 2
 CONNECT_RETRY_WAIT_MAX_SECONDS = 1.0
 MAX_REDIRECTS = 5
+# Default of max_response_bytes. A full page is 500 events (per_page's maximum); Rapid7 does not
+# publish its largest entry, so assume 64 KiB (syslog-style inputs cut there), JSON-escaped up to
+# 6 bytes per byte (\u00XX) plus an event's own fields: ~200 MiB at the very worst. 256 MiB
+# stays above that; a body past it is broken or hostile, not a page.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# Bytes asked of the stream at a time: urllib3 (>= 2.6) then inflates at most this much per read,
+# so even a gzip bomb (about 1000:1) never decodes much more than one chunk past the limit.
+BODY_CHUNK_BYTES = 64 * 1024
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -75,7 +89,7 @@ logger = logging.getLogger("tap_rapid7.logsearch")
 _decoder = msgspec.json.Decoder()
 
 
-def decode_json(content: bytes) -> Any:
+def decode_json(content: bytes | bytearray) -> Any:
     """Decode a response body (msgspec keeps integers exact: sequence numbers exceed 2**53)."""
     return _decoder.decode(content)
 
@@ -99,6 +113,13 @@ class InvalidPageError(FatalAPIError):
 
 class ForeignHostError(FatalAPIError):
     """A redirect or a link names another host than the configured one: the key is not sent."""
+
+
+class ResponseTooLargeError(FatalAPIError):
+    """A body above ``max_response_bytes`` (on the wire or decoded), or one memory cannot hold.
+
+    Not retried: the same request would bring the same body (and the same memory) again.
+    """
 
 
 @dataclass
@@ -396,6 +417,7 @@ class LogSearchHttp:
         backoff_max_seconds: float = 60.0,
         request_timeout_seconds: float = 60.0,
         link_lifetime_seconds: float = 20.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         pacer: BudgetPacer | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -431,6 +453,10 @@ class LogSearchHttp:
             msg = f"request_timeout_seconds must be above 0, got {request_timeout_seconds}"
             raise FatalAPIError(msg)
         self.request_timeout_seconds = request_timeout_seconds
+        if not max_response_bytes > 0:
+            msg = f"max_response_bytes must be above 0, got {max_response_bytes}"
+            raise FatalAPIError(msg)
+        self.max_response_bytes = max_response_bytes
         self.connect_timeout_seconds = min(CONNECT_TIMEOUT_MAX_SECONDS, request_timeout_seconds)
         self.clock = clock
         self.sleep = sleep
@@ -477,7 +503,7 @@ class LogSearchHttp:
         """``text`` with the API key replaced."""
         return redact(text, [self._api_key])
 
-    def _preview(self, content: bytes) -> str:
+    def _preview(self, content: bytes | bytearray) -> str:
         # Keep the key's length beyond the cut, so a key that starts inside the kept prefix is
         # whole when it is redacted (a key cut in half would slip past the redaction).
         keep = PREVIEW_CHARS * 4 + len(self._api_key.encode())
@@ -549,8 +575,8 @@ class LogSearchHttp:
         )  # fmt: skip
 
     def _send(
-        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Any
-    ) -> tuple[requests.Response, bytes] | _Failure:
+        self, method: str, url: str, params: Mapping[str, Any] | None, json_body: Any, what: str
+    ) -> tuple[requests.Response, bytearray] | _Failure:
         """One HTTP exchange within the request deadline, or what kept it from an answer."""
         with _Deadline(self.request_timeout_seconds) as watch:
             try:
@@ -558,10 +584,66 @@ class LogSearchHttp:
                     method, url, params=params, json=json_body,
                     headers={"X-Api-Key": self._api_key}, allow_redirects=False,
                     timeout=(self.connect_timeout_seconds, self.request_timeout_seconds),
+                    stream=True,
                 )  # fmt: skip
-                return response, response.content
+                try:
+                    return response, self._read_body(response, what)
+                finally:
+                    # Read to the end, the connection goes back to the pool; cut short (too
+                    # large), it is closed rather than drained.
+                    response.close()
             except requests.RequestException as exc:
                 return _failure(exc, watch)
+
+    def _too_large(self, what: str, url: str, how: str) -> ResponseTooLargeError:
+        limit = self.max_response_bytes
+        msg = (
+            f"Log Search {what}: the answer from {self._where(url)} is larger than "
+            f"max_response_bytes ({limit} bytes, {limit / 2**20:.4g} MiB; {how}); not retried. "
+            "A Log Search page is far smaller: check the service and "
+            f"{self._setting_hint()}, or raise max_response_bytes"
+        )
+        return ResponseTooLargeError(self.redact(msg))
+
+    def _read_body(self, response: requests.Response, what: str) -> bytearray:
+        """The decoded body, read in chunks and refused past ``max_response_bytes``.
+
+        Both counts are checked: bytes on the wire (``raw.tell()``, compressed) and bytes
+        decoded, so neither a huge plain body nor a small gzip bomb grows memory much beyond
+        the limit. A ``MemoryError`` (a limit set above what the machine has) is one clear line
+        too, not a traceback.
+        """
+        limit = self.max_response_bytes
+        url = response.url
+        announced = (response.headers.get("Content-Length") or "").strip()
+        if announced.isdigit() and int(announced) > limit:
+            raise self._too_large(what, url, f"Content-Length {announced}")
+        body = bytearray()
+        raw = response.raw
+        try:
+            for chunk in response.iter_content(BODY_CHUNK_BYTES):
+                body += chunk
+                wire = raw.tell() if hasattr(raw, "tell") else 0
+                if len(body) > limit or wire > limit:
+                    how = (
+                        f"{len(body)} bytes decoded so far"
+                        if len(body) > limit
+                        else f"{wire} bytes on the wire so far"
+                    )
+                    body = bytearray()  # free it before the error travels up
+                    raise self._too_large(what, url, how)
+        except MemoryError:
+            body = bytearray()
+            raise self._out_of_memory(what, url, "reading") from None
+        return body
+
+    def _out_of_memory(self, what: str, url: str, doing: str) -> ResponseTooLargeError:
+        msg = (
+            f"Log Search {what}: ran out of memory {doing} the answer from {self._where(url)} "
+            f"(max_response_bytes is {self.max_response_bytes} bytes); lower "
+            "max_response_bytes, per_page or max_concurrent_queries, or give the tap more memory"
+        )
+        return ResponseTooLargeError(self.redact(msg))
 
     def _fail_transport(
         self, failure: _Failure, what: str, url: str, attempts: int, **fields: Any
@@ -638,7 +720,7 @@ class LogSearchHttp:
         poll = family == POLL
         while True:
             self.pacer.acquire(family, max_wait=self.link_lifetime_seconds / 2 if poll else None)
-            sent = self._send(method, url, params, json_body)
+            sent = self._send(method, url, params, json_body, what)
             if isinstance(sent, _Failure):
                 fields = {"error": type(sent.error).__name__, "log_id": log_id,
                           "window": window, "path": path}  # fmt: skip
@@ -690,15 +772,25 @@ class LogSearchHttp:
                 url, params, path = target, None, urlsplit(target).path
                 continue
             if status == 429:
-                told = parse_rate_limit_wait(response.headers, self._wall_clock)
-                wait, source = told if told else (self.backoff_seconds(attempt), "backoff")
+                # Bounded: never past the budget window (Rapid7's budgets refill within it),
+                # and a header that names no usable wait falls back to the tap's backoff.
+                told = server_wait(
+                    response.headers, self._wall_clock, max_seconds=self.pacer.window_seconds
+                )
+                wait = self.backoff_seconds(attempt) if told.seconds is None else told.seconds
                 self.pacer.observe(family, response.headers)
                 self.pacer.hold(family, wait)
                 if poll and wait >= self.link_lifetime_seconds:
                     raise QueryRestartNeeded("rate limited while polling", status_code=429)
+                told_fields: dict[str, Any] = {}
+                if told.ignored:
+                    told_fields["ignored_headers"] = [self.redact(h) for h in told.ignored]
+                if told.asked_seconds is not None:
+                    told_fields["asked_seconds"] = round(told.asked_seconds, 3)
+                    told_fields["capped_by"] = "budget_window_seconds"
                 self._give_up_or_log(
-                    what, attempt, "rate limit", wait, status_code=status, source=source,
-                    log_id=log_id, window=window, path=path,
+                    what, attempt, "rate limit", wait, status_code=status, source=told.source,
+                    log_id=log_id, window=window, path=path, **told_fields,
                 )  # fmt: skip
                 attempt += 1
                 continue
@@ -719,6 +811,10 @@ class LogSearchHttp:
                 body = decode_json(content) if content else None
             except msgspec.DecodeError:
                 problem = "invalid JSON body" if 200 <= status < 300 else None
+            except MemoryError:
+                content = bytearray()  # the traceback keeps this frame: free the body
+                raise self._out_of_memory(what, url, "decoding") from None
+            del content  # the decoded body is what is kept
             reply = Reply(status, body, response.headers, preview, url)
             if problem is None and check is not None and 200 <= status < 300:
                 problem = check(reply)

@@ -26,15 +26,52 @@ from plugin_io.log_events import log_event
 from tap_rapid7.logsearch.budget import POLL, QUERY
 from tap_rapid7.logsearch.http import InvalidPageError, LogSearchHttp, QueryRestartNeeded, Reply
 
-__all__ = ["Page", "QueryProtocol", "beyond_retention", "is_running", "page_problem"]
+__all__ = [
+    "Page",
+    "PagingBrake",
+    "PollTimeout",
+    "QueryProtocol",
+    "beyond_retention",
+    "is_running",
+    "page_problem",
+]
 
 # Empty pages in a row that still carry a Next link before the query is restarted from the
 # cursor (restarts without progress are bounded by max_restarts, so this cannot loop forever).
 MAX_EMPTY_PAGES_WITH_NEXT = 3
+# Poll timeouts in a row without progress before a query fails: it is restarted once (a server
+# may have lost it), not max_restarts times: a query that never finishes cost
+# (max_restarts + 1) x poll_timeout_seconds, an hour with the defaults; now 2 x, 20 minutes.
+MAX_POLL_TIMEOUTS = 2
 BEYOND_RETENTION_HEADER = "x-beyond-retention"
 BEYOND_RETENTION_MESSAGE_HEADER = "x-beyond-retention-message"
 
 logger = logging.getLogger("tap_rapid7.logsearch")
+
+
+class PollTimeout(QueryRestartNeeded):
+    """A query still running after ``poll_timeout_seconds``: restarted once, then the run fails.
+
+    Restarting a query the server never finishes only repeats the wait: with the old rule
+    (``max_restarts`` restarts without progress) that was six poll timeouts, an hour by default.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__("poll timeout")
+        self.path = path
+
+
+class PagingBrake(QueryRestartNeeded):
+    """A query chain that pages without getting anywhere: restart it from the cursor.
+
+    ``path`` is the URL path of the page that tripped it and ``detail`` what was seen, for the
+    message that ends the run when restarts make no progress.
+    """
+
+    def __init__(self, reason: str, path: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.path = path
+        self.detail = detail
 
 
 @dataclass
@@ -122,7 +159,7 @@ class QueryProtocol:
         per_page: int = 500,
         poll_interval_seconds: float = 1.0,
         poll_interval_max_seconds: float = 5.0,
-        poll_timeout_seconds: float = 600.0,
+        poll_timeout_seconds: float = 300.0,
         max_restarts: int = 5,
     ) -> None:
         self.http = http
@@ -149,7 +186,7 @@ class QueryProtocol:
                 raise InvalidPageError(msg)
             href = http.link_url(href, rel="Self", reply=reply, log_id=log_id, window=window)
             if http.clock() - started > self.poll_timeout_seconds:
-                raise QueryRestartNeeded("poll timeout")
+                raise PollTimeout(reply.path)
             if interval > 0:
                 http.sleep(interval)
             interval = min(self.poll_interval_max_seconds, interval * 2)
@@ -240,9 +277,12 @@ class QueryProtocol:
                 return
             empty_pages_in_a_row = 0 if events else empty_pages_in_a_row + 1
             if empty_pages_in_a_row >= MAX_EMPTY_PAGES_WITH_NEXT:
-                raise QueryRestartNeeded("empty pages with Next links")
+                raise PagingBrake(
+                    "empty pages with Next links", reply.path,
+                    f"{MAX_EMPTY_PAGES_WITH_NEXT} empty pages in a row",
+                )  # fmt: skip
             if next_href in seen_next:
-                raise QueryRestartNeeded("repeated Next link")
+                raise PagingBrake("repeated Next link", reply.path, "a Next link seen before")
             seen_next.add(next_href)
             started = http.clock()
             reply = http.request(
@@ -261,6 +301,7 @@ class QueryProtocol:
         leql = f"{statement} calculate(count)" if statement else "calculate(count)"
         url = http.url(f"/query/logs/{quote(log_id, safe='')}")
         params = {"from": from_ms, "to": to_ms, "query": leql}  # no per_page: stats reject it
+        timeouts = 0
         for _ in range(self.max_restarts + 1):
             started = http.clock()
             reply = http.request(
@@ -272,11 +313,28 @@ class QueryProtocol:
                 reply, _polls = self._poll_until_done(
                     reply, log_id=log_id, window=window, started=started, check=statistics_problem
                 )
+            except PollTimeout as signal:
+                timeouts = self._note_poll_timeout(
+                    timeouts, f"count query for log {log_id!r}", signal
+                )
+                continue
             except QueryRestartNeeded:
                 continue
             return int(reply.body["statistics"]["count"])
         msg = f"count query for log {log_id!r} kept expiring or timing out; giving up"
         raise FatalAPIError(msg)
+
+    def _note_poll_timeout(self, timeouts: int, what: str, signal: PollTimeout) -> int:
+        """One more poll timeout of a count: the second in a row fails (see ``PollTimeout``)."""
+        timeouts += 1
+        if timeouts >= MAX_POLL_TIMEOUTS:
+            msg = (
+                f"{what} was still running after poll_timeout_seconds "
+                f"({self.poll_timeout_seconds:g} s), {timeouts} times in a row (at "
+                f"{signal.path}); giving up (setting poll_timeout_seconds)"
+            )
+            raise FatalAPIError(msg) from signal
+        return timeouts
 
     def count_range(
         self, log_id: str, from_ms: int, to_ms: int, statement: str | None = None
@@ -317,6 +375,7 @@ class QueryProtocol:
         self, log_id: str, query_from: int, query_to: int, millis: int, statement: str | None
     ) -> int:
         """How many events a query over ``query_from``..``query_to`` returns at ``millis``."""
+        timeouts = 0
         for _ in range(self.max_restarts + 1):
             try:
                 return sum(
@@ -325,6 +384,11 @@ class QueryProtocol:
                     for event in page.events
                     if isinstance(event, dict) and event.get("timestamp") == millis
                 )
+            except PollTimeout as signal:
+                timeouts = self._note_poll_timeout(
+                    timeouts, f"edge query for log {log_id!r}", signal
+                )
+                continue
             except QueryRestartNeeded:
                 continue
         msg = f"edge query for log {log_id!r} at {millis} kept expiring or timing out; giving up"

@@ -10,16 +10,27 @@ the first: that is how one 10-second window can show about 402 lines in the cons
 
 The records are built here with exactly the schema's types, so the SDK's per-record type
 conformance has nothing to do (``EventsStream.TYPE_CONFORMANCE_LEVEL``).
+
+A message above ``max_message_bytes`` (UTF-8) is either cut to the limit, ending with a marker
+that says so and how large it was (``oversized_messages: truncate``: the record and its identity
+stay, the schema does not change, a WARNING tells), or ends the run naming the event
+(``fail``). Rapid7 does not publish its largest entry; the default limit (1 MiB) is far above
+what its inputs ingest (64 KiB assumed), so it is only ever reached by a broken or hostile server,
+and one record of hundreds of megabytes would otherwise travel whole to the target.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from singer_sdk import typing as th
+from singer_sdk.exceptions import FatalAPIError
 
+from plugin_io.log_events import log_event
 from tap_rapid7.logsearch.event_time import EventTimeExtractor
 from tap_rapid7.windows import millis_to_iso
 
@@ -30,10 +41,14 @@ __all__ = [
     "EVENTS_STREAM",
     "EVENT_TIME",
     "LOG_ID",
+    "MAX_MESSAGE_BYTES",
+    "OVERSIZED_MESSAGES",
     "RECEIVED_AT",
     "SEQUENCE_NUMBER",
     "SEQUENCE_NUMBER_STR",
     "TIMESTAMP",
+    "OversizedMessageError",
+    "OversizedTally",
     "RecordBuilder",
     "labels_of",
 ]
@@ -49,6 +64,13 @@ EVENT_TIME = "event_time"  # the event's own time, read from its message
 # An entry's identity (§11): the log, the millisecond it was received, its sequence number.
 EVENTS_KEY_PROPERTIES = (LOG_ID, TIMESTAMP, SEQUENCE_NUMBER_STR)
 EVENTS_REPLICATION_KEY = RECEIVED_AT
+
+# Defaults of the settings max_message_bytes and oversized_messages (settings.py keeps them equal).
+MAX_MESSAGE_BYTES = 1024 * 1024
+MIN_MESSAGE_BYTES = 1024  # room for the marker and a useful start of the message
+OVERSIZED_MESSAGES = ("truncate", "fail")
+
+logger = logging.getLogger("tap_rapid7.logsearch")
 
 EVENTS_SCHEMA = th.PropertiesList(
     th.Property("log_id", th.StringType, required=True, description="Log the entry is in"),
@@ -84,11 +106,81 @@ def labels_of(labels: Any) -> list[dict]:
     return [{"id": label.get("id")} for label in labels if isinstance(label, dict)]
 
 
-class RecordBuilder:
-    """Builds ``events`` records; one per window reader (the extractor's counts are per window)."""
+class OversizedMessageError(FatalAPIError):
+    """A message above ``max_message_bytes`` with ``oversized_messages: fail``."""
 
-    def __init__(self, event_time_fields: tuple[str, ...] = ()) -> None:
+
+class OversizedTally:
+    """Messages truncated so far, per log, for the whole run (builders are per window).
+
+    The WARNING goes out for the 1st, 10th, 100th, ... truncation of a log: visible at once, its
+    running count readable, and never a line per event.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, log_id: str) -> int:
+        """Count one more truncation in ``log_id``; return the log's count so far."""
+        with self._lock:
+            count = self._counts.get(log_id, 0) + 1
+            self._counts[log_id] = count
+            return count
+
+    def count(self, log_id: str) -> int:
+        """Truncations counted in ``log_id``."""
+        with self._lock:
+            return self._counts.get(log_id, 0)
+
+
+_RUN_TALLY = OversizedTally()  # one process is one run
+
+
+def _marker(size: int, limit: int) -> str:
+    return f" [tap-rapid7: message truncated, {size} bytes > max_message_bytes {limit}]"
+
+
+def _cut_utf8(message: str, encoded: bytes, keep: int) -> str:
+    """The longest start of ``message`` within ``keep`` UTF-8 bytes (never half a character)."""
+    for end in range(keep, max(keep - 4, -1), -1):
+        try:
+            return encoded[:end].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            continue
+    return message[: keep // 4]  # not reached: a character is at most 4 bytes
+
+
+class RecordBuilder:
+    """Builds ``events`` records; one per window reader (the extractor's counts are per window).
+
+    ``max_message_bytes`` and ``oversized_messages`` are the settings of the same names; their
+    defaults are the settings' defaults. ``tally`` counts truncations per log across builders
+    (default: one for the process, i.e. the run).
+    """
+
+    def __init__(
+        self,
+        event_time_fields: tuple[str, ...] = (),
+        *,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        oversized_messages: str = "truncate",
+        tally: OversizedTally | None = None,
+    ) -> None:
+        if oversized_messages not in OVERSIZED_MESSAGES:
+            msg = (
+                f"oversized_messages must be one of {', '.join(OVERSIZED_MESSAGES)}, "
+                f"got {oversized_messages!r}"
+            )
+            raise ValueError(msg)
+        if max_message_bytes < MIN_MESSAGE_BYTES:
+            msg = f"max_message_bytes must be at least {MIN_MESSAGE_BYTES}, got {max_message_bytes}"
+            raise ValueError(msg)
         self.event_time = EventTimeExtractor(event_time_fields)
+        self.max_message_bytes = max_message_bytes
+        self.oversized_messages = oversized_messages
+        self.tally = tally or _RUN_TALLY
+        self.truncated = 0  # by this builder (its window)
 
     def __call__(
         self, event: Mapping[str, Any], log_id: str, timestamp: int, seq: int, seq_str: str
@@ -97,13 +189,52 @@ class RecordBuilder:
         message = event.get("message")
         if message is not None and not isinstance(message, str):
             message = msgspec.json.encode(message).decode()
+        event_time = None
+        if self.event_time.enabled:  # from the whole message, before any cut
+            event_time = self.event_time.extract(message)
+        # A character is at most 4 UTF-8 bytes: only long messages are encoded to be measured.
+        if message is not None and len(message) * 4 > self.max_message_bytes:
+            message = self._bounded(message, log_id, timestamp, seq_str)
         return {
             "log_id": log_id,
             "timestamp": timestamp,
             "received_at": millis_to_iso(timestamp),
-            "event_time": self.event_time.extract(message) if self.event_time.enabled else None,
+            "event_time": event_time,
             "sequence_number": seq,
             "sequence_number_str": seq_str,
             "message": message,
             "labels": labels_of(event.get("labels")),
         }
+
+    def _bounded(self, message: str, log_id: str, timestamp: int, seq_str: str) -> str:
+        """``message``, or its start plus a marker when above ``max_message_bytes``."""
+        encoded = message.encode("utf-8", "surrogatepass")
+        size, limit = len(encoded), self.max_message_bytes
+        if size <= limit:
+            return message
+        if self.oversized_messages == "fail":
+            msg = (
+                f"Log Search sent a message of {size} bytes in log {log_id!r} (timestamp "
+                f"{timestamp} = {millis_to_iso(timestamp)}, sequence number {seq_str}), above "
+                f"max_message_bytes ({limit}) with oversized_messages 'fail': set "
+                "oversized_messages to 'truncate' to keep such events cut to the limit, or "
+                "raise max_message_bytes"
+            )
+            raise OversizedMessageError(msg)
+        marker = _marker(size, limit)
+        cut = _cut_utf8(message, encoded, limit - len(marker.encode()))
+        self.truncated += 1
+        count = self.tally.add(log_id)
+        if _power_of_ten(count):
+            log_event(
+                logger, logging.WARNING, "logsearch_message_truncated", log_id=log_id,
+                timestamp=timestamp, sequence_number=seq_str, bytes=size,
+                max_message_bytes=limit, truncated_in_log=count,
+            )  # fmt: skip
+        return cut + marker
+
+
+def _power_of_ten(count: int) -> bool:
+    while count % 10 == 0:
+        count //= 10
+    return count == 1

@@ -14,21 +14,40 @@ the re-read.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from singer_sdk.exceptions import FatalAPIError
 
 from plugin_io.log_events import log_event
 from tap_rapid7.logsearch.http import InvalidPageError, QueryRestartNeeded
-from tap_rapid7.logsearch.query import Page, QueryProtocol
-from tap_rapid7.logsearch.records import RecordBuilder
-from tap_rapid7.windows import Cursor, Window, WindowFilter
+from tap_rapid7.logsearch.query import (
+    MAX_POLL_TIMEOUTS,
+    Page,
+    PagingBrake,
+    PollTimeout,
+    QueryProtocol,
+)
+from tap_rapid7.logsearch.records import MAX_MESSAGE_BYTES, OVERSIZED_MESSAGES, RecordBuilder
+from tap_rapid7.windows import Cursor, SequenceOrder, Window, WindowFilter
 
 __all__ = ["WindowReader", "WindowReport", "exact_sequence"]
 
 logger = logging.getLogger("tap_rapid7.logsearch")
+
+# The record schema promises int64 for `timestamp` and `sequence_number`; a value outside would
+# be refused by the target forever, so it is an invalid page here, never a record.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# A query chain longer than this many pages asks the window's calculate(count) once, and is
+# then held to the pages that count needs (plus a margin): a chain that pages on without end
+# costs one count query, a normal one nothing.
+COUNT_AFTER_PAGES = 20
+# The page bound when the count cannot be had: 5,000,000 events at 500 a page.
+MAX_PAGES_WITHOUT_COUNT = 10_000
+PAGE_LIMIT = "more pages than the window holds"
 
 
 @dataclass
@@ -52,13 +71,17 @@ class WindowReport:
 
 
 def exact_sequence(event: Mapping[str, Any]) -> tuple[int, str] | None:
-    """``(int, str)`` of an event's sequence number, from the exact string when present."""
+    """``(int, str)`` of an event's sequence number, from the exact string when present.
+
+    The string is part of the records' key as sent, so only a plain decimal is taken (``int``
+    would also read ``" 7"``, ``"+7"`` or ``"7_0"``, which then name no entry of the API).
+    """
     text = event.get("sequence_number_str")
     if isinstance(text, str) and text:
-        try:
-            return int(text), text
-        except ValueError:
+        digits = text[1:] if text[0] == "-" else text
+        if not (digits.isascii() and digits.isdigit()):
             return None
+        return int(text), text
     number = event.get("sequence_number")
     if isinstance(number, int) and not isinstance(number, bool):
         return number, str(number)
@@ -79,6 +102,18 @@ class _LogRead:
     build: RecordBuilder
     report: WindowReport
     started: float
+    order: SequenceOrder = field(default_factory=SequenceOrder)
+    page_limit: int | None = None  # pages one query chain may take (from the window's count)
+
+
+class _PageScan(NamedTuple):
+    """What one page of a log's query chain held, for its log line and the paging brakes."""
+
+    batch: list[dict]
+    page_min: int | None
+    page_max: int | None
+    fresh: int  # events inside the window this query chain had not served before
+    beyond_to: int  # events after the window's end (a to-inclusive server's `to` is not after)
 
 
 class WindowReader:
@@ -91,10 +126,27 @@ class WindowReader:
     several logs (Rapid7 promises sequence numbers unique only within one log's millisecond).
     """
 
-    def __init__(self, protocol: QueryProtocol, *, event_time_fields: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        protocol: QueryProtocol,
+        *,
+        event_time_fields: tuple[str, ...] = (),
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        oversized_messages: str = OVERSIZED_MESSAGES[0],
+    ) -> None:
         self.protocol = protocol
         self.event_time_fields = event_time_fields
-        RecordBuilder(event_time_fields)  # refuse a bad event_time_fields before any query
+        self.max_message_bytes = max_message_bytes
+        self.oversized_messages = oversized_messages
+        self._record_builder()  # refuse bad record settings before any query
+
+    def _record_builder(self) -> RecordBuilder:
+        """A window's record builder (one per window: its counts are per window)."""
+        return RecordBuilder(
+            self.event_time_fields,
+            max_message_bytes=self.max_message_bytes,
+            oversized_messages=self.oversized_messages,
+        )
 
     def _start(
         self, log_id: str, window: Window, resume: Cursor | None, report: WindowReport | None
@@ -102,7 +154,7 @@ class WindowReader:
         return _LogRead(
             log_id,
             WindowFilter(window, resume),
-            RecordBuilder(self.event_time_fields),
+            self._record_builder(),
             report or WindowReport(log_id, window),
             self.protocol.http.clock(),
         )
@@ -174,11 +226,18 @@ class WindowReader:
     ) -> Page:
         """The first page of one query over several logs (restarted if its link expires)."""
         protocol = self.protocol
+        timeouts = 0
         for attempt in range(protocol.max_restarts + 1):
             pages = protocol.pages(log_ids, max(0, first_ms - 1), window.to_ms, statement)
             try:
                 return next(pages)
             except QueryRestartNeeded as signal:
+                if isinstance(signal, PollTimeout):
+                    timeouts += 1
+                    if timeouts >= MAX_POLL_TIMEOUTS:
+                        raise self._poll_timeout_error(
+                            f"logs {label}", window, signal, timeouts
+                        ) from signal
                 protocol.http.pacer.count_restart()
                 log_event(
                     logger, logging.WARNING, "logsearch_retry", log_id=label,
@@ -215,6 +274,8 @@ class WindowReader:
                 _bad_event(page, label, window, index, f"belongs to log {event_log!r}")
             timestamp, seq, seq_str = _identity(page, label, window, index, event)
             per_log.setdefault(state.log_id, []).append(timestamp)
+            if window.contains(timestamp):
+                self._check_order(state, page, timestamp, seq)
             if state.filt.accept(timestamp, seq, seq_str):
                 batch.append(state.build(event, state.log_id, timestamp, seq, seq_str))
         for state in states.values():
@@ -250,26 +311,38 @@ class WindowReader:
         )  # fmt: skip
 
     def _read_alone(self, state: _LogRead, statement: str | None) -> Iterator[list[dict]]:
-        """Page one log's query to its end from where its filter stands, restarting as needed."""
+        """Page one log's query to its end from where its filter stands, restarting as needed.
+
+        A query chain that cannot get anywhere is restarted from the cursor (``PagingBrake``):
+        a continuation page that only repeats what the chain already served, events after the
+        window's end on a continuation page, or more pages than the window's count needs. So
+        is a poll timeout, but only once in a row (``MAX_POLL_TIMEOUTS``); other restarts are
+        bounded by ``max_restarts`` in a row without progress.
+        """
         protocol = self.protocol
         log_id, filt, report = state.log_id, state.filt, state.report
         window = filt.window
         stuck_restarts = 0
+        timeouts = 0
         accepted_at_restart = 0
         while True:
             previous_max: int | None = None
             query_from = max(0, filt.start_from_ms() - 1)
+            served: set[tuple[int, str]] = set()  # identities this query chain has served
+            state.order.restart()
+            pages = protocol.pages(log_id, query_from, window.to_ms, statement)
             try:
-                for page in protocol.pages(log_id, query_from, window.to_ms, statement):
+                for page in pages:
                     self._note_retention(state, page)
-                    batch, page_min, page_max = self._filter_page(page, state)
+                    scan = self._filter_page(page, state, served)
+                    batch = scan.batch
                     report.pages += 1
                     report.page_sizes.append(len(page.events))
                     fields = {
                         "log_id": log_id, "page": report.pages, "status_code": page.status_code,
                         "event_count": len(page.events), "events_total": filt.accepted,
-                        "page_min_event_timestamp": page_min,
-                        "page_max_event_timestamp": page_max,
+                        "page_min_event_timestamp": scan.page_min,
+                        "page_max_event_timestamp": scan.page_max,
                         "window_from": window.from_ms, "window_to": window.to_ms,
                         "next_from_millis": filt.next_from_millis(),
                         "link_rels": page.link_rels, "keys": page.body_keys, "accepted": len(batch),
@@ -277,34 +350,138 @@ class WindowReader:
                         "elapsed_seconds": round(page.elapsed_seconds, 3),
                     }  # fmt: skip
                     log_event(logger, logging.INFO, "logsearch_page_complete", **fields)
-                    stalled = page.number > 1 and _not_advancing(page_max, previous_max)
+                    stalled = page.number > 1 and _not_advancing(scan.page_max, previous_max)
                     if stalled and page.next_href:
                         report.stalls += 1
                         log_event(logger, logging.WARNING, "logsearch_pagination_stalled", **fields)
-                    if page_max is not None:
-                        previous_max = page_max
-                    if batch:
+                    if scan.page_max is not None:
+                        previous_max = scan.page_max
+                    if batch:  # what the page brought goes out before any brake restarts
                         protocol.http.pacer.count_events(len(batch))
                         yield batch
+                    if page.next_href:
+                        brake = self._brake(state, page, scan, statement)
+                        if brake is not None:
+                            raise brake
                 return
             except QueryRestartNeeded as signal:
                 report.restarts += 1
                 protocol.http.pacer.count_restart()
-                progressed = filt.accepted > accepted_at_restart
+                # past the window's page limit, events are not progress: the server sends more
+                # than the window holds, and restarting can only end the run
+                over_limit = isinstance(signal, PagingBrake) and signal.reason == PAGE_LIMIT
+                progressed = filt.accepted > accepted_at_restart and not over_limit
                 stuck_restarts = 1 if progressed else stuck_restarts + 1
                 accepted_at_restart = filt.accepted
+                if isinstance(signal, PollTimeout):
+                    timeouts = (0 if progressed else timeouts) + 1
+                    if timeouts >= MAX_POLL_TIMEOUTS:
+                        raise self._poll_timeout_error(
+                            f"log {log_id!r}", window, signal, timeouts
+                        ) from signal
                 if stuck_restarts > protocol.max_restarts:
+                    where = ""
+                    if isinstance(signal, PagingBrake):
+                        where = f": {signal.detail}, at {signal.path}"
                     msg = (
                         f"query for log {log_id!r} window [{window.from_ms}, {window.to_ms}) "
                         f"restarted {protocol.max_restarts} times without progress "
-                        f"({signal.reason}); giving up (setting max_restarts)"
+                        f"({signal.reason}{where}); giving up (setting max_restarts)"
                     )
                     raise FatalAPIError(msg) from signal
+                path = signal.path if isinstance(signal, PagingBrake | PollTimeout) else None
                 log_event(
                     logger, logging.WARNING, "logsearch_retry", log_id=log_id,
                     status_code=signal.status_code, attempt=report.restarts, wait_seconds=0,
                     reason=signal.reason, restart_from=max(0, filt.start_from_ms() - 1),
+                    **({"path": path} if path else {}),
                 )  # fmt: skip
+            finally:
+                pages.close()
+
+    def _brake(
+        self, state: _LogRead, page: Page, scan: _PageScan, statement: str | None
+    ) -> PagingBrake | None:
+        """Why this query chain must not follow the page's ``Next`` (None: follow it).
+
+        Rapid7's ``Next`` launches a new query positioned after the page's last entry (§11), so
+        paging moves forward through ``[from, to)`` and ends. A chain that serves the same
+        entries again under fresh links, or entries past ``to``, or more pages than the
+        window holds, is not going to end: restart it from the cursor instead.
+        """
+        window = state.filt.window
+        if page.number > 1 and scan.beyond_to:
+            return PagingBrake(
+                "events after the window on a continuation page", page.path,
+                f"page {page.number} holds {scan.beyond_to} events after {window.to_ms} "
+                f"(newest {scan.page_max})",
+            )  # fmt: skip
+        if page.number > 1 and page.events and not scan.fresh:
+            return PagingBrake(
+                "page without new entries", page.path,
+                f"page {page.number} of the query only repeats entries it already served",
+            )  # fmt: skip
+        pages = state.report.pages - state.report.restarts  # a restart re-reads a page
+        if pages < COUNT_AFTER_PAGES:
+            return None
+        if state.page_limit is None:
+            state.page_limit = self._page_limit(state, statement)
+        if pages >= state.page_limit:
+            return PagingBrake(
+                PAGE_LIMIT, page.path,
+                f"{pages} pages and more to come, the window's count needs at most "
+                f"{state.page_limit}",
+            )  # fmt: skip
+        return None
+
+    def _page_limit(self, state: _LogRead, statement: str | None) -> int:
+        """Pages this log's window may take: its ``calculate(count)`` (over the range the
+        reader asks for, so an upper bound) in pages, plus a tenth and 2 (late entries, a short
+        page), or ``MAX_PAGES_WITHOUT_COUNT`` when the count fails."""
+        protocol = self.protocol
+        window = state.filt.window
+        try:
+            count = protocol.count_range(
+                state.log_id, max(0, window.from_ms - 1), window.to_ms, statement
+            )
+        except FatalAPIError as exc:
+            log_event(
+                logger, logging.WARNING, "logsearch_count_unavailable", log_id=state.log_id,
+                window_from=window.from_ms, window_to=window.to_ms,
+                max_pages=MAX_PAGES_WITHOUT_COUNT, error=str(exc),
+            )  # fmt: skip
+            return MAX_PAGES_WITHOUT_COUNT
+        needed = math.ceil(max(0, count) / protocol.per_page)
+        limit = needed + needed // 10 + 2
+        log_event(
+            logger, logging.INFO, "logsearch_page_limit", log_id=state.log_id,
+            window_from=window.from_ms, window_to=window.to_ms, count=count,
+            per_page=protocol.per_page, max_pages=limit,
+        )  # fmt: skip
+        return limit
+
+    def _poll_timeout_error(
+        self, label: str, window: Window, signal: PollTimeout, timeouts: int
+    ) -> FatalAPIError:
+        return FatalAPIError(
+            f"query for {label} window [{window.from_ms}, {window.to_ms}) was still running "
+            f"after poll_timeout_seconds ({self.protocol.poll_timeout_seconds:g} s), "
+            f"{timeouts} times in a row without progress (at {signal.path}); giving up "
+            "(setting poll_timeout_seconds)"
+        )
+
+    @staticmethod
+    def _check_order(state: _LogRead, page: Page, timestamp: int, sequence_number: int) -> None:
+        previous = state.order.check(timestamp, sequence_number)
+        if previous is None:
+            return
+        window = state.filt.window
+        log_event(
+            logger, logging.WARNING, "logsearch_sequence_order", log_id=state.log_id,
+            millis=timestamp, previous_sequence_number=previous,
+            sequence_number=sequence_number, page=page.number, window_from=window.from_ms,
+            window_to=window.to_ms,
+        )  # fmt: skip
 
     def _complete(self, state: _LogRead) -> None:
         """Fill the report and log the window's line."""
@@ -329,11 +506,12 @@ class WindowReader:
             elapsed_seconds=round(report.elapsed_seconds, 3),
         )  # fmt: skip
 
-    @staticmethod
-    def _filter_page(page: Page, state: _LogRead) -> tuple[list[dict], int | None, int | None]:
+    @classmethod
+    def _filter_page(cls, page: Page, state: _LogRead, served: set[tuple[int, str]]) -> _PageScan:
         batch: list[dict] = []
         page_min: int | None = None
         page_max: int | None = None
+        fresh = beyond_to = 0
         log_id, filt, build = state.log_id, state.filt, state.build
         window = filt.window
         for index, event in enumerate(page.events):
@@ -349,9 +527,17 @@ class WindowReader:
                 page_min = timestamp
             if page_max is None or timestamp > page_max:
                 page_max = timestamp
+            if window.contains(timestamp):
+                identity = (timestamp, seq_str)
+                if identity not in served:
+                    served.add(identity)
+                    fresh += 1
+                cls._check_order(state, page, timestamp, seq)
+            elif timestamp > window.to_ms:
+                beyond_to += 1
             if filt.accept(timestamp, seq, seq_str):
                 batch.append(build(event, log_id, timestamp, seq, seq_str))
-        return batch, page_min, page_max
+        return _PageScan(batch, page_min, page_max, fresh, beyond_to)
 
 
 def _identity(
@@ -361,9 +547,15 @@ def _identity(
     timestamp = event.get("timestamp")
     if not isinstance(timestamp, int) or isinstance(timestamp, bool):
         _bad_event(page, log_id, window, index, f"has no integer timestamp ({timestamp!r})")
+    if not INT64_MIN <= timestamp <= INT64_MAX:
+        _bad_event(page, log_id, window, index, f"has a timestamp outside int64 ({timestamp})")
     sequence = exact_sequence(event)
     if sequence is None:
         _bad_event(page, log_id, window, index, "has no usable sequence_number")
+    if not INT64_MIN <= sequence[0] <= INT64_MAX:
+        _bad_event(
+            page, log_id, window, index, f"has a sequence_number outside int64 ({sequence[1]})"
+        )
     return timestamp, sequence[0], sequence[1]
 
 
