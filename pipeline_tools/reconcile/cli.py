@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +58,8 @@ from tap_rapid7.settings import SettingError, TapSettings, config_from_env
 from tap_rapid7.windows import iso_to_millis
 from target_parquet_parts.naming import sanitize_stream_name
 from target_parquet_parts.storage import UnsupportedOutputDirError
+
+logger = logging.getLogger("tap-rapid7-reconcile")
 
 __all__ = ["Counter", "load_config", "main", "parse_duration", "parse_time", "reconcile"]
 
@@ -371,12 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the embedded SQLite catalog DATASET/catalog.db",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="WARNING",
+        help="DEBUG adds the traceback of a failure (the API key hidden); default WARNING",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `tap-rapid7-reconcile`."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(args.log_level)
     settings: TapSettings | None = None
     iceberg: IcebergSource | None = None
     try:
@@ -414,8 +426,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tap-rapid7-reconcile: {text}", file=sys.stderr)
         return 2
     except Exception as exc:  # API or dataset failure: one clear line (never the key), exit 2
-        text = redact(f"{type(exc).__name__}: {exc}", [settings.api_key if settings else None])
-        print(f"tap-rapid7-reconcile: could not check: {text}", file=sys.stderr)
+        secrets = [settings.api_key if settings else None]
+        text = redact(f"{type(exc).__name__}: {exc}", secrets)
+        hint = "" if args.log_level == "DEBUG" else " (--log-level DEBUG shows the traceback)"
+        print(f"tap-rapid7-reconcile: could not check: {text}{hint}", file=sys.stderr)
+        logger.debug("%s", redact(traceback.format_exc(), secrets))
         return 2
     finally:
         if iceberg is not None:

@@ -9,8 +9,10 @@ milliseconds), on both sides.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -841,3 +843,31 @@ def test_cli_clocks_text_json_and_bad_durations(tmp_path, monkeypatch, capsys):
     assert section["totals"]["rows_by_event_time"] == 8
     assert reconcile_cli.main([*args, "--clocks", "--late-after", "a minute"]) == 2
     assert "--late-after must look like" in capsys.readouterr().err
+
+
+def test_a_failure_traceback_only_at_debug_and_without_the_key(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "tap.json"
+    config.write_text(json.dumps({"api_key": "s3cret-key", "log_ids": LOGS}))
+    write_parts(tmp_path / "lake", make_events())
+
+    def failing(cfg):
+        def count(*_):
+            raise RuntimeError(f"401 for key {cfg.api_key}")
+
+        return count, lambda: LOGS, "http://api"
+
+    monkeypatch.setattr(reconcile_cli, "_client_counter", failing)
+    argv = ["--config", str(config), "--dataset", str(tmp_path / "lake")]
+    assert reconcile_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().endswith("(--log-level DEBUG shows the traceback)")
+    assert len(err.strip().splitlines()) == 1
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", root.level)  # restored after the test
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(sys.stderr)])
+    assert reconcile_cli.main([*argv, "--log-level", "DEBUG"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: 401 for key [REDACTED]" in err
+    assert "s3cret-key" not in err
