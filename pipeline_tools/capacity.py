@@ -11,6 +11,12 @@ assumed spread evenly over the range, which is what a plan needs, not an exact c
 The cost model (``plan_queries``) is the tap's reading rule: per window, a group of logs read
 together costs one query when all of its events fit one page; otherwise that first page plus,
 for each log, the pages of what the first page did not hold.
+
+Failures are one line on stderr and exit status 2 (``--log-level DEBUG`` adds the traceback):
+bad arguments or settings (a range that ends before it starts, a time before 1970 or after
+9999, an empty ``--log-id``, a ``window_seconds`` that is not a positive number), an API that
+cannot be asked, and a count that is not a number of events (negative, not a whole number,
+above ``MAX_EVENTS``): such a count is named with its log and never estimated from.
 """
 
 from __future__ import annotations
@@ -18,15 +24,18 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tap_rapid7.logsearch import LogSearchClient
     from tap_rapid7.settings import TapSettings
 
 __all__ = [
     "EVENTS_PER_PAGE",
+    "MAX_EVENTS",
     "PUBLISHED_QUERY_BUDGET",
     "PUBLISHED_WINDOW_SECONDS",
     "Plan",
@@ -39,6 +48,11 @@ __all__ = [
 PUBLISHED_QUERY_BUDGET = 1500  # queries per user per budget window (§11)
 PUBLISHED_WINDOW_SECONDS = 900
 EVENTS_PER_PAGE = 500  # the API's largest page
+# More events than any log holds: at the budget's best (3 M an hour) about 38,000 years of pulling.
+# A count above it (or a negative one) is a broken answer, not a plan.
+MAX_EVENTS = 10**15
+# Times are epoch milliseconds from 1970 up to the end of year 9999 (what ISO 8601 can spell).
+MAX_TIME_MS = 253_402_300_800_000
 
 
 def ideal_queries(events_by_log: Mapping[str, int], per_page: int = EVENTS_PER_PAGE) -> int:
@@ -144,9 +158,68 @@ def estimate(
     )  # fmt: skip
 
 
+def _shown(count: int) -> str:
+    """A count as a person reads it: digits, or its order of magnitude when it is absurdly long."""
+    if abs(count) < 10**18:
+        return str(count)
+    try:
+        return f"{float(count):.3g}"
+    except OverflowError:
+        return f"about 10^{len(str(abs(count))) - 1}"
+
+
+def checked_count(log_id: str, count: object) -> int:
+    """``count`` when it is a number of events (a whole number 0..MAX_EVENTS), else UsageError."""
+    from pipeline_tools.reconcile.cli import UsageError  # noqa: PLC0415
+
+    where = f"the API's calculate(count) for log {log_id!r} over the range"
+    if isinstance(count, bool) or not isinstance(count, int | float):
+        raise UsageError(f"{where} is {count!r}: not a number of events")
+    if isinstance(count, float):
+        if not math.isfinite(count) or count != int(count):
+            raise UsageError(f"{where} is {count!r}: not a whole, finite number of events")
+        count = int(count)
+    if not 0 <= count <= MAX_EVENTS:
+        raise UsageError(
+            f"{where} is {_shown(count)}: not a number of events "
+            f"(expected 0 to {MAX_EVENTS:.0e}); nothing estimated"
+        )
+    return count
+
+
+def _count(
+    client: LogSearchClient, log_id: str, span: tuple[int, int], statement: str | None
+) -> int:
+    """One log's count over the range, checked (an answer int() refused is named too)."""
+    from pipeline_tools.reconcile.cli import UsageError  # noqa: PLC0415
+
+    try:
+        count = client.protocol.count_range(log_id, span[0], span[1], statement)
+    except (ValueError, TypeError, OverflowError) as exc:  # the answer's count is no integer
+        where = f"the API's calculate(count) for log {log_id!r} over the range"
+        raise UsageError(f"{where} is not a number of events ({exc})") from exc
+    return checked_count(log_id, count)
+
+
+def _time(option: str, text: str) -> int:
+    """``--from``/``--to`` as epoch milliseconds within 1970..9999."""
+    from pipeline_tools.reconcile.cli import UsageError, parse_time  # noqa: PLC0415
+
+    try:
+        millis = parse_time(text)
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc}") from exc
+    if not 0 <= millis < MAX_TIME_MS:
+        raise UsageError(
+            f"{option} {text.strip()}: out of range (epoch milliseconds from 0, 1970, "
+            f"to {MAX_TIME_MS}, the end of 9999)"
+        )
+    return millis
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `tap-rapid7-capacity`."""
-    from pipeline_tools.reconcile.cli import UsageError, load_config, parse_time  # noqa: PLC0415
+    from pipeline_tools.reconcile.cli import UsageError, load_config  # noqa: PLC0415
     from plugin_io.log_events import redact  # noqa: PLC0415
     from tap_rapid7.logsearch import LogSearchClient  # noqa: PLC0415  (keeps --help fast)
 
@@ -173,31 +246,46 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ID",
         help="only this log (repeatable; default: log_ids, else every log)",
     )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="DEBUG adds the traceback of a failure; default INFO",
+    )
     args = parser.parse_args(argv)
+    debug = args.log_level == "DEBUG"
     settings: TapSettings | None = None
     try:
         settings = load_config(args.config)
-        from_ms, to_ms = parse_time(args.from_), parse_time(args.to)
+        from_ms, to_ms = _time("--from", args.from_), _time("--to", args.to)
         if to_ms <= from_ms:
             raise UsageError("--to must be after --from")
+        if any(not log_id.strip() for log_id in args.log_ids or []):
+            raise UsageError("--log-id must not be empty")
+        window = settings.window_seconds
+        if not math.isfinite(window) or window <= 0:
+            raise UsageError(f"setting window_seconds: expected a positive number, got {window!r}")
         client = LogSearchClient(settings)
         log_ids = args.log_ids or settings.logs
         if not log_ids:
             log_ids = [str(log["id"]) for log in client.list_logs() if log.get("id")]
         statement = settings.query or None
-        events = {
-            log_id: client.protocol.count_range(log_id, from_ms, to_ms, statement)
-            for log_id in log_ids
-        }
+        events = {log_id: _count(client, log_id, (from_ms, to_ms), statement) for log_id in log_ids}
+        plan = estimate(events, range_seconds=(to_ms - from_ms) / 1000, settings=settings)
     except UsageError as exc:
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"tap-rapid7-capacity: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # API failure: one line, never the key, whatever raised it
         key = settings.api_key if settings else ""
+        if debug:  # the traceback too, the key redacted from it
+            text = "".join(traceback.format_exception(exc))
+            print(redact(text, [key, key.strip()]), file=sys.stderr, end="")
         text = redact(f"{type(exc).__name__}: {exc}", [key, key.strip()])
         print(f"tap-rapid7-capacity: could not estimate: {text}", file=sys.stderr)
         return 2
-    plan = estimate(events, range_seconds=(to_ms - from_ms) / 1000, settings=settings)
     print(plan.render())
     return 0
 

@@ -13,6 +13,15 @@ It reads any mix of: the plugins' own stderr (`event k=v ...` lines, with or wit
 console prefix), `meltano run` output (Meltano's timestamp and trailing context fields), and the
 SDK's JSON log format (`{"ts": ..., "message": ..., "extra": {...}}`), also wrapped by Meltano's
 JSON log format (`{"event": "<plugin line>", "timestamp": ...}`).
+
+The command streams its input: lines are read, parsed and reduced one at a time (a short
+reordering buffer puts slightly shuffled lines back in time order, several logs are merged by
+time), so memory does not grow with the log. What it keeps is bounded by what the picture can
+show: past `MAX_SPANS` bars (`MAX_MARKERS` markers, `MAX_STEPS` points of each cumulative line,
+`MAX_BUDGET_POINTS` budget lines), neighbours closer than a shrinking resolution are merged
+(a long run is drawn at the picture's resolution, not bar by bar). A line that cannot be read
+(a malformed time, a field that is not a number) is skipped and counted on stderr; a fatal
+error is one line on stderr (`--log-level DEBUG` adds the traceback).
 """
 
 from __future__ import annotations
@@ -20,12 +29,16 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import heapq
+import io
 import itertools
 import json
+import math
 import re
 import sys
+import traceback
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +47,34 @@ from typing import Any
 from plugin_io.distribution import install_hint
 from plugin_io.log_events import parse_fields
 
-__all__ = ["LogEvent", "default_output", "main", "parse_line", "parse_lines", "render_timeline"]
+__all__ = [
+    "LogEvent",
+    "LogReadError",
+    "ReadStats",
+    "build_timeline",
+    "default_output",
+    "events_in_time_order",
+    "main",
+    "parse_line",
+    "parse_lines",
+    "read_events",
+    "render_timeline",
+]
+
+PROG = "tap-rapid7-timeline"
+# What the picture keeps at most (module constants, read at each build): past these, nearby
+# items are merged at a resolution that doubles until they fit in half (see `_Builder`).
+MAX_SPANS = 20_000
+MAX_MARKERS = 20_000
+MAX_STEPS = 5000  # points of each cumulative line (events received, rows written)
+MAX_BUDGET_POINTS = 2000
+MAX_RATE_LIMIT_MARKS = 200  # 429 marks of each family (each is a line and a label)
+# Lines written by several processes into one file are not quite in time order: an event is
+# held until the log has gone this far past it (or this many events wait), then drawn.
+REORDER_SECONDS = 60.0
+REORDER_EVENTS = 5000
+# A retry names its query by the window's end; the ends of this many recent windows are kept.
+_KNOWN_WINDOW_ENDS = 256
 
 # Events this command knows how to draw (docs/log-events.md).
 EVENT_NAME = re.compile(r"(?<![\w=])((?:logsearch|flush|parquet_part)_[a-z_]+)(?=\s|$)")
@@ -150,10 +190,122 @@ def parse_line(line: str, default_ts: float | None = None) -> LogEvent | None:
 
 
 def parse_lines(lines: Iterable[str]) -> list[LogEvent]:
-    """Parse every line; lines without a known event (or without a time) are skipped."""
-    events = [event for line in lines if (event := parse_line(line)) is not None]
+    """Parse every line; lines without a known event (or without a time) are skipped.
+
+    Also skipped: lines that cannot be read (`read_events`). The whole list, sorted by time:
+    for tests and small logs; the command streams (`read_events`, `events_in_time_order`).
+    """
+    events = list(read_events(lines))
     events.sort(key=lambda event: event.ts)
     return events
+
+
+# Every line holding an event we draw holds one of these (ANSI colour codes are removed first).
+_EVENT_HINTS = ("logsearch_", "flush_", "parquet_part_", "\x1b[")
+# The numeric fields the timeline reads from each event, and how it reads them.
+_NUMBERS: dict[str, tuple[tuple[str, Callable[[Any], float]], ...]] = {
+    "logsearch_page_complete": (("elapsed_seconds", float), ("polls", int), ("event_count", int)),
+    "logsearch_pagination_stalled": (("elapsed_seconds", float), ("polls", int)),
+    "logsearch_retry": (("wait_seconds", float),),
+    "flush_complete": (("flush_total_ms", float), ("dataframe_build_ms", float), ("rows", int)),
+}
+_LANE_KEYS = ("window_from", "window_to")
+
+
+@dataclass
+class ReadStats:
+    """What reading saw besides events: unreadable lines, event names without a time."""
+
+    skipped: int = 0
+    first_skipped: str = ""
+    untimed_event: bool = False
+    late: int = 0  # events more than REORDER_SECONDS behind one already drawn
+
+    def skip(self, where: str, reason: str) -> None:
+        self.skipped += 1
+        if not self.first_skipped:
+            self.first_skipped = f"{where}: {reason}"
+
+
+def _problem(event: LogEvent) -> str | None:
+    """Why the timeline cannot use this event (a field it reads is not a number), or None."""
+    if not math.isfinite(event.ts):
+        return f"time {event.ts} is not finite"
+    fields = event.fields
+    for key, read in _NUMBERS.get(event.name, ()):
+        value = fields.get(key)
+        try:
+            number = read(value or 0)
+        except (TypeError, ValueError, OverflowError):
+            return f"{event.name} {key}={value!r} is not a number"
+        if not math.isfinite(number):
+            return f"{event.name} {key}={value!r} is not a finite number"
+    for key in _LANE_KEYS:
+        if isinstance(fields.get(key), list | dict):
+            return f"{event.name} {key}={fields[key]!r} is not a single value"
+    if event.name in {"logsearch_budget", "logsearch_budget_summary"}:
+        for key, value in fields.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"{event.name} {key}={value!r} is not a finite number"
+    return None
+
+
+def read_events(
+    lines: Iterable[str], stats: ReadStats | None = None, source: str = "line"
+) -> Iterator[LogEvent]:
+    """The events of ``lines``, one at a time, in the lines' order (nothing is held).
+
+    A line that cannot be read (a time that is no date, a field the timeline reads that is not
+    a number) is skipped and counted in ``stats`` with where it was (``source:N``).
+    """
+    stats = ReadStats() if stats is None else stats
+    for number, line in enumerate(lines, start=1):
+        if not any(hint in line for hint in _EVENT_HINTS):
+            continue  # nothing we draw: cheaper than parsing
+        try:
+            event = parse_line(line)
+        except (ValueError, OverflowError, TypeError, RecursionError) as exc:
+            stats.skip(f"{source}:{number}", f"{type(exc).__name__}: {exc}")
+            continue
+        if event is None:
+            if not stats.untimed_event and EVENT_NAME.search(line):
+                stats.untimed_event = True
+            continue
+        problem = _problem(event)
+        if problem is not None:
+            stats.skip(f"{source}:{number}", problem)
+            continue
+        yield event
+
+
+def events_in_time_order(
+    events: Iterable[LogEvent], stats: ReadStats | None = None
+) -> Iterator[LogEvent]:
+    """``events`` by time, holding only the last ``REORDER_SECONDS`` (at most ``REORDER_EVENTS``).
+
+    Events of equal time keep their order (as a stable sort would). One that comes more than
+    that after a later one already went out is passed on where it is, and counted as late.
+    """
+    waiting: list[tuple[float, int, LogEvent]] = []
+    newest = -math.inf
+    latest_out = -math.inf
+    for order, event in enumerate(events):
+        heapq.heappush(waiting, (event.ts, order, event))
+        newest = max(newest, event.ts)
+        while waiting and (
+            waiting[0][0] <= newest - REORDER_SECONDS or len(waiting) > REORDER_EVENTS
+        ):
+            ts, _, ready = heapq.heappop(waiting)
+            if ts < latest_out and stats is not None:
+                stats.late += 1
+            latest_out = max(latest_out, ts)
+            yield ready
+    while waiting:
+        ts, _, ready = heapq.heappop(waiting)
+        if ts < latest_out and stats is not None:
+            stats.late += 1
+        latest_out = max(latest_out, ts)
+        yield ready
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +343,12 @@ class Timeline:
     target_rows: list[tuple[float, int]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     budget: list[BudgetPoint] = field(default_factory=list)
+    # every budget line read (``budget`` may keep fewer: MAX_BUDGET_POINTS), summaries apart
+    budget_lines: int = 0
+    budget_summaries: int = 0
+    # `(t, n)` per family: where its `*_rate_limited` counter went up by n (see rate_limited)
+    rises: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    resolution: float = 0.0  # seconds within which neighbours were merged (0: none were)
 
     def budget_series(self, key: str) -> list[tuple[float, float]]:
         """`(t, value)` of one budget field (`query_remaining`, ...), skipping null values."""
@@ -215,16 +373,9 @@ class Timeline:
         """`(t, n)` where `<family>_rate_limited` went up by n since the previous budget line.
 
         A counter that goes down is a new sync in the same log: it counts from 0 again.
+        Counted as the lines are read (``rises``): every line, also those ``budget`` dropped.
         """
-        found: list[tuple[float, int]] = []
-        previous = 0
-        for t, value in self.budget_series(f"{family}_rate_limited"):
-            count = int(value)
-            rise = count - previous if count >= previous else count
-            if rise > 0:
-                found.append((t, rise))
-            previous = count
-        return found
+        return list(self.rises.get(family, []))
 
     @property
     def lanes(self) -> list[str]:
@@ -286,7 +437,10 @@ class _QueryLanes:
         slot = next(i for i in itertools.count() if i not in used)
         slots[fields.get("window_from")] = slot
         if fields.get("window_to") is not None:
-            self.ends[log_key][fields["window_to"]] = fields.get("window_from")
+            ends = self.ends[log_key]
+            ends[fields["window_to"]] = fields.get("window_from")
+            if len(ends) > _KNOWN_WINDOW_ENDS:  # bounded: a long run has many windows
+                del ends[next(iter(ends))]
         return slot
 
     def start(self, fields: dict[str, Any]) -> str:
@@ -309,19 +463,80 @@ class _QueryLanes:
         return self.name(log_key, slot)
 
 
-def build_timeline(events: list[LogEvent]) -> Timeline:
-    """Reduce the events to spans: what each query waited for, each page, each flush."""
-    if not events:
-        raise ValueError("no tap or target events found in the log")
-    origin = events[0].ts
-    timeline = Timeline(origin=origin)
-    lanes = _QueryLanes()
-    last_in_lane: dict[str, float] = {}
-    flush_started: dict[str, float] = {}
-    tap_total = 0
-    rows_total = 0
+def build_timeline(events: Iterable[LogEvent]) -> Timeline:
+    """Reduce the events (in time order) to spans: what each query waited for, each page, each
+    flush. Consumed one at a time; what is kept is bounded (``MAX_SPANS``, ...), not the events.
+    """
+    builder = _Builder()
     for event in events:
-        t = event.ts - origin
+        builder.add(event)
+    return builder.finish()
+
+
+def _bucket(t: float, quantum: float) -> int:
+    return math.floor(t / quantum)
+
+
+def _thin(cap: int, quantum: float, extent: float) -> float:
+    """The next resolution to try: the extent over ``cap`` at first, then twice the last."""
+    return quantum * 2 if quantum > 0 else max(extent, 1e-3) / max(cap, 1)
+
+
+def _merge_spans(spans: list[Span], quantum: float) -> list[Span]:
+    """The spans of a lane starting in one ``quantum`` bucket become one bar: at the first
+    start, as long as their time together (so a lane busy 40% of the time still looks it), of
+    the kind that took most of it."""
+    buckets: dict[tuple[str, int], list[Span]] = {}
+    for span in spans:
+        buckets.setdefault((span.lane, _bucket(span.start, quantum)), []).append(span)
+    merged: list[Span] = []
+    for (lane, _), group in buckets.items():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        lengths: dict[str, float] = {}
+        for item in group:
+            lengths[item.kind] = lengths.get(item.kind, 0.0) + max(item.end - item.start, 0.0)
+        start = min(item.start for item in group)
+        reach = max(item.end for item in group) - start
+        kind = max(lengths, key=lambda k: lengths[k])
+        merged.append(Span(lane, start, start + min(sum(lengths.values()), reach), kind))
+    merged.sort(key=lambda span: span.start)
+    return merged
+
+
+class _Builder:
+    """The events, one at a time, into a `Timeline` whose lists stay within their caps."""
+
+    def __init__(self) -> None:
+        self.timeline: Timeline | None = None
+        self.lanes = _QueryLanes()
+        self.last_in_lane: dict[str, float] = {}
+        self.flush_started: dict[str, float] = {}
+        self.tap_total = 0
+        self.rows_total = 0
+        self.previous_rate_limited: dict[str, int] = {}
+        self.last_ts = -math.inf
+        # resolution of each kept list (0 until it first went over its cap)
+        self.quantum = {"spans": 0.0, "markers": 0.0, "steps": 0.0, "budget": 0.0}
+
+    def finish(self) -> Timeline:
+        if self.timeline is None:
+            raise ValueError("no tap or target events found in the log")
+        return self.timeline
+
+    @property
+    def seconds(self) -> float:
+        """From the first event to the last (latest) one."""
+        return self.last_ts - self.finish().origin
+
+    def add(self, event: LogEvent) -> None:
+        if self.timeline is None:
+            self.timeline = Timeline(origin=event.ts)
+        timeline = self.timeline
+        lanes, last_in_lane = self.lanes, self.last_in_lane
+        self.last_ts = max(self.last_ts, event.ts)
+        t = event.ts - timeline.origin
         fields = event.fields
         timeline.counts[event.name] += 1
         if event.name == "logsearch_query_start":
@@ -336,47 +551,169 @@ def build_timeline(events: list[LogEvent]) -> Timeline:
             polls = int(fields.get("polls") or 0)
             kind = "wait" if polls > 0 else "page"
             label = f"p{fields.get('page', '')}" + (f" ·{polls} polls" if polls else "")
-            timeline.spans.append(Span(lane, start, t, kind, label))
+            self._span(Span(lane, start, t, kind, label))
             last_in_lane[lane] = t
             if event.name == "logsearch_pagination_stalled":
-                timeline.markers.append((lane, t, "stalled"))
+                self._marker((lane, t, "stalled"))
             else:
-                tap_total += int(fields.get("event_count") or 0)
-                timeline.tap_events.append((t, tap_total))
+                self.tap_total += int(fields.get("event_count") or 0)
+                self._step(timeline.tap_events, (t, self.tap_total))
         elif event.name == "logsearch_poll":
             if "log_id" in fields:
-                timeline.markers.append((lanes.lane(fields), t, "poll"))
+                self._marker((lanes.lane(fields), t, "poll"))
         elif event.name == "logsearch_retry":
             lane = lanes.lane(fields)
             wait = float(fields.get("wait_seconds") or 0.0)
             if wait > 0:
                 reason = str(fields.get("reason", ""))
-                timeline.spans.append(Span(lane, t, t + wait, "retry", reason))
+                self._span(Span(lane, t, t + wait, "retry", reason))
             # a query started again (expired or refused link) names where it restarts from
-            timeline.markers.append((lane, t, "restart" if "restart_from" in fields else "retry"))
+            self._marker((lane, t, "restart" if "restart_from" in fields else "retry"))
             last_in_lane[lane] = max(last_in_lane.get(lane, t), t + wait)
         elif event.name == "logsearch_beyond_retention":
-            timeline.markers.append((lanes.lane(fields), t, "retention"))
+            self._marker((lanes.lane(fields), t, "retention"))
         elif event.name == "logsearch_window_complete":
-            timeline.markers.append((lanes.lane(fields, finish=True), t, "window"))
+            self._marker((lanes.lane(fields, finish=True), t, "window"))
         elif event.name in {"logsearch_budget", "logsearch_budget_summary"}:
-            summary = event.name == "logsearch_budget_summary"
-            timeline.budget.append(BudgetPoint(t, dict(fields), summary))
+            self._budget(BudgetPoint(t, dict(fields), event.name == "logsearch_budget_summary"))
         elif event.name == "flush_start":
-            flush_started[str(fields.get("stream", "?"))] = t
+            self.flush_started[str(fields.get("stream", "?"))] = t
         elif event.name == "flush_complete":
             stream = str(fields.get("stream", "?"))
             total = float(fields.get("flush_total_ms") or 0.0) / 1000
-            start = flush_started.pop(stream, t - total)
+            start = self.flush_started.pop(stream, t - total)
             build = float(fields.get("dataframe_build_ms") or 0.0) / 1000
             lane = f"flush {stream}"
             rows = int(fields.get("rows") or 0)
             split = min(start + build, t)
-            timeline.spans.append(Span(lane, start, split, "build", ""))
-            timeline.spans.append(Span(lane, split, t, "write", f"{rows} rows"))
-            rows_total += rows
-            timeline.target_rows.append((t, rows_total))
-    return timeline
+            self._span(Span(lane, start, split, "build", ""))
+            self._span(Span(lane, split, t, "write", f"{rows} rows"))
+            self.rows_total += rows
+            self._step(timeline.target_rows, (t, self.rows_total))
+
+    def _extent(self) -> float:
+        return self.last_ts - self.finish().origin
+
+    def _resolution(self, name: str, quantum: float) -> None:
+        self.quantum[name] = quantum
+        timeline = self.finish()
+        timeline.resolution = max(timeline.resolution, quantum)
+
+    def _span(self, span: Span) -> None:
+        spans = self.finish().spans
+        spans.append(span)
+        if len(spans) <= MAX_SPANS:
+            return
+        quantum = self.quantum["spans"]
+        merged = _merge_spans(spans, quantum) if quantum else spans
+        while len(merged) > MAX_SPANS // 2 and quantum <= self._extent():
+            quantum = _thin(MAX_SPANS, quantum, self._extent())
+            merged = _merge_spans(merged, quantum)
+        spans[:] = merged
+        self._resolution("spans", quantum)
+
+    def _marker(self, marker: tuple[str, float, str]) -> None:
+        markers = self.finish().markers
+        markers.append(marker)
+        if len(markers) <= MAX_MARKERS:
+            return
+        quantum, kept = self.quantum["markers"], markers
+        while True:
+            if quantum:
+                seen: set[tuple[str, str, int]] = set()
+                kept = []
+                for lane, t, kind in markers:  # the first marker of each kind in each bucket
+                    key = (lane, kind, _bucket(t, quantum))
+                    if key not in seen:
+                        seen.add(key)
+                        kept.append((lane, t, kind))
+            if len(kept) <= MAX_MARKERS // 2 or quantum > self._extent():
+                break
+            quantum = _thin(MAX_MARKERS, quantum, self._extent())
+        markers[:] = kept
+        self._resolution("markers", quantum)
+
+    def _step(self, series: list[tuple[float, int]], point: tuple[float, int]) -> None:
+        """A cumulative line: past MAX_STEPS, the last point of each bucket (its level)."""
+        if series and self.quantum["steps"]:
+            quantum = self.quantum["steps"]
+            if _bucket(series[-1][0], quantum) == _bucket(point[0], quantum):
+                series[-1] = point
+                return
+        series.append(point)
+        if len(series) <= MAX_STEPS:
+            return
+        quantum, kept = self.quantum["steps"], series
+        while len(kept) > MAX_STEPS // 2 and quantum <= self._extent():
+            quantum = _thin(MAX_STEPS, quantum, self._extent())
+            last: dict[int, tuple[float, int]] = {}
+            for item in kept:
+                last[_bucket(item[0], quantum)] = item
+            kept = list(last.values())
+        series[:] = kept
+        self._resolution("steps", quantum)
+
+    def _budget(self, point: BudgetPoint) -> None:
+        timeline = self.finish()
+        timeline.budget_lines += 1
+        timeline.budget_summaries += point.summary
+        for family in BUDGET_FAMILIES:  # a counter that goes down is a new sync: from 0
+            value = point.fields.get(f"{family}_rate_limited")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            count, previous = int(value), self.previous_rate_limited.get(family, 0)
+            rise = count - previous if count >= previous else count
+            if rise > 0:
+                rises = timeline.rises.setdefault(family, [])
+                quantum = self.quantum["budget"]
+                if (
+                    quantum
+                    and rises
+                    and _bucket(rises[-1][0], quantum) == _bucket(point.t, quantum)
+                ):
+                    rises[-1] = (rises[-1][0], rises[-1][1] + rise)  # one mark per bucket
+                else:
+                    rises.append((point.t, rise))
+            self.previous_rate_limited[family] = count
+        budget = timeline.budget
+        budget.append(point)
+        if len(budget) <= MAX_BUDGET_POINTS and all(
+            len(rises) <= MAX_RATE_LIMIT_MARKS for rises in timeline.rises.values()
+        ):
+            return
+        quantum = self.quantum["budget"]
+        kept, rises_kept = budget, timeline.rises
+        while True:
+            if quantum:
+                last: dict[int, BudgetPoint] = {}
+                for item in budget:  # a bucket's last line, or its last summary
+                    key = _bucket(item.t, quantum)
+                    if item.summary or not (key in last and last[key].summary):
+                        last[key] = item
+                kept = list(last.values())
+                rises_kept = {
+                    family: _sum_by_bucket(found, quantum)
+                    for family, found in timeline.rises.items()
+                }
+            small = len(kept) <= MAX_BUDGET_POINTS // 2 and all(
+                len(found) <= MAX_RATE_LIMIT_MARKS // 2 for found in rises_kept.values()
+            )
+            if small or quantum > self._extent():
+                break
+            quantum = _thin(MAX_BUDGET_POINTS, quantum, self._extent())
+        budget[:] = kept
+        timeline.rises = rises_kept
+        self._resolution("budget", quantum)
+
+
+def _sum_by_bucket(found: list[tuple[float, int]], quantum: float) -> list[tuple[float, int]]:
+    """429 rises within one bucket as one: at the first one's time, their sum."""
+    summed: dict[int, tuple[float, int]] = {}
+    for t, rise in found:
+        key = _bucket(t, quantum)
+        first = summed.get(key)
+        summed[key] = (first[0], first[1] + rise) if first else (t, rise)
+    return list(summed.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,42 +765,45 @@ def render_timeline(timeline: Timeline, output: Path, title: str = "") -> None:
     gantt, flow = axes[0], axes[-1]
     index = {lane: i for i, lane in enumerate(lanes)}
     extent = max((span.end for span in timeline.spans), default=1.0) or 1.0
-    for span in timeline.spans:
-        y = index[span.lane]
-        width = max(span.end - span.start, 0.002)
-        gantt.barh(
-            y,
-            width,
-            left=span.start,
-            height=0.6,
-            color=_COLOURS[span.kind],
-            edgecolor="white",
-            linewidth=0.4,
-            hatch="//" if span.kind == "retry" else None,
-        )
-        if span.label and span.kind != "retry" and width >= 0.06 * extent:  # room for it
-            gantt.text(
-                span.start + width / 2,
+    if timeline.resolution:  # a long log, merged to the picture's resolution: few artists
+        _draw_merged(gantt, timeline, index, extent)
+    else:  # one artist per bar and marker, as drawn ever since
+        for span in timeline.spans:
+            y = index[span.lane]
+            width = max(span.end - span.start, 0.002)
+            gantt.barh(
                 y,
-                span.label,
-                ha="center",
-                va="center",
-                fontsize=6.5,
-                color="white",
-                clip_on=True,
+                width,
+                left=span.start,
+                height=0.6,
+                color=_COLOURS[span.kind],
+                edgecolor="white",
+                linewidth=0.4,
+                hatch="//" if span.kind == "retry" else None,
             )
-    for lane, t, kind in timeline.markers:
-        symbol, colour, _ = _MARKERS[kind]
-        offset = 0.42 if kind == "window" else 0
-        gantt.plot(
-            t,
-            index[lane] + offset,
-            marker=symbol,
-            color=colour,
-            markersize=5,
-            linestyle="none",
-            markerfacecolor="none" if kind == "restart" else colour,
-        )
+            if span.label and span.kind != "retry" and width >= 0.06 * extent:  # room for it
+                gantt.text(
+                    span.start + width / 2,
+                    y,
+                    span.label,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white",
+                    clip_on=True,
+                )
+        for lane, t, kind in timeline.markers:
+            symbol, colour, _ = _MARKERS[kind]
+            offset = 0.42 if kind == "window" else 0
+            gantt.plot(
+                t,
+                index[lane] + offset,
+                marker=symbol,
+                color=colour,
+                markersize=5,
+                linestyle="none",
+                markerfacecolor="none" if kind == "restart" else colour,
+            )
     gantt.set_yticks(range(len(lanes)), lanes)
     gantt.invert_yaxis()
     gantt.grid(axis="x", alpha=0.3)
@@ -515,6 +855,50 @@ def render_timeline(timeline: Timeline, output: Path, title: str = "") -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
     plt.close(fig)
+
+
+def _draw_merged(gantt: Any, timeline: Timeline, index: dict[str, int], extent: float) -> None:
+    """The bars of each lane and kind as one collection, its markers as one line each."""
+    bars: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for span in timeline.spans:
+        width = max(span.end - span.start, 0.002)
+        bars.setdefault((span.lane, span.kind), []).append((span.start, width))
+        if span.label and span.kind != "retry" and width >= 0.06 * extent:  # room for it
+            gantt.text(
+                span.start + width / 2,
+                index[span.lane],
+                span.label,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white",
+                clip_on=True,
+            )
+    for (lane, kind), ranges in bars.items():
+        bar = gantt.broken_barh(
+            ranges,
+            (index[lane] - 0.3, 0.6),
+            facecolors=_COLOURS[kind],
+            edgecolor="white",
+            linewidth=0.4,
+            hatch="//" if kind == "retry" else None,
+        )
+        bar.sticky_edges.x.append(min(start for start, _ in ranges))  # as barh: no left margin
+    marks: dict[tuple[str, str], list[float]] = {}
+    for lane, t, kind in timeline.markers:
+        marks.setdefault((lane, kind), []).append(t)
+    for (lane, kind), times in marks.items():
+        symbol, colour, _ = _MARKERS[kind]
+        offset = 0.42 if kind == "window" else 0
+        gantt.plot(
+            times,
+            [index[lane] + offset] * len(times),
+            marker=symbol,
+            color=colour,
+            markersize=5,
+            linestyle="none",
+            markerfacecolor="none" if kind == "restart" else colour,
+        )
 
 
 def _draw_budget(timeline: Timeline, panel: Any) -> None:
@@ -578,21 +962,48 @@ def _draw_budget(timeline: Timeline, panel: Any) -> None:
         fontsize=8,
         frameon=False,
     )
-    summaries = sum(point.summary for point in timeline.budget)
+    summaries = timeline.budget_summaries
     panel.set_title(
-        f"request budget: {len(timeline.budget) - summaries} logsearch_budget lines"
+        f"request budget: {timeline.budget_lines - summaries} logsearch_budget lines"
         + {0: "", 1: " + the sync's summary"}.get(summaries, f" + {summaries} summaries"),
         fontsize=9,
     )
 
 
-def _read(paths: list[str]) -> Iterator[str]:
-    for path in paths:
-        if path == "-":
-            yield from sys.stdin
-        else:
+class LogReadError(Exception):
+    """A log that cannot be read (missing, unreadable, a directory): one line, exit status 2."""
+
+
+def _lines(path: str) -> Iterator[str]:
+    """The lines of one log (``-``: stdin), as UTF-8 (undecodable bytes replaced)."""
+    name = "stdin" if path == "-" else path
+    try:
+        if path != "-":
             with open(path, encoding="utf-8", errors="replace") as handle:
                 yield from handle
+        elif getattr(sys.stdin, "buffer", None) is None:  # already text (an embedding caller)
+            yield from sys.stdin
+        else:
+            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+            try:
+                yield from stdin
+            finally:
+                stdin.detach()  # stdin stays open
+    except OSError as exc:
+        raise LogReadError(f"cannot read {name}: {exc.strerror or exc}") from exc
+
+
+def _events_of(paths: list[str], stats: ReadStats) -> Iterator[LogEvent]:
+    """The events of every log, merged by time (each log in time order first)."""
+    streams = [
+        events_in_time_order(
+            read_events(_lines(path), stats, "stdin" if path == "-" else path), stats
+        )
+        for path in paths
+    ]
+    if len(streams) == 1:
+        return streams[0]
+    return heapq.merge(*streams, key=lambda event: event.ts)
 
 
 def default_output(first_log: str) -> Path:
@@ -603,10 +1014,25 @@ def default_output(first_log: str) -> Path:
     return log.with_name(f"{log.name}.timeline.png")
 
 
+def _say(line: str) -> None:
+    print(f"{PROG}: {line}", file=sys.stderr)
+
+
+def _brief(exc: BaseException) -> str:
+    """The exception's type and first line, and where the rest is."""
+    text = str(exc).strip().splitlines()
+    error = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"{error} (--log-level DEBUG shows the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `tap-rapid7-timeline LOG [LOG...] -o timeline.png`."""
+    """Entry point of `tap-rapid7-timeline LOG [LOG...] -o timeline.png`.
+
+    Exit status: 0 drawn; 2 nothing to draw (a log that cannot be read, no events, no times);
+    1 the picture could not be drawn or written. Each failure is one line on stderr.
+    """
     parser = argparse.ArgumentParser(
-        prog="tap-rapid7-timeline",
+        prog=PROG,
         description="Draw a run's log (tap/target stderr or `meltano run` output, text or JSON "
         "log format) as a PNG timeline of query polling, pages and flushes.",
     )
@@ -618,38 +1044,87 @@ def main(argv: list[str] | None = None) -> int:
         "timeline.png when reading stdin)",
     )
     parser.add_argument("--title", default="", help="title above the lanes")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default="INFO",
+        help="DEBUG adds the traceback of a failure; ERROR hides the notes on skipped lines",
+    )
     args = parser.parse_args(argv)
+    debug = args.log_level == "DEBUG"
     try:
-        lines = list(_read(args.logs))
-        events = parse_lines(lines)
-        if not events and any(EVENT_NAME.search(line) for line in lines):
-            raise ValueError(
+        return _run(args)
+    except Exception as exc:  # a bug: still one line, the traceback at DEBUG
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        _say(f"failed: {_brief(exc)}")
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    stats = ReadStats()
+    builder = _Builder()
+    try:
+        for event in _events_of(args.logs, stats):
+            builder.add(event)
+    except LogReadError as exc:
+        _say(str(exc))
+        return 2
+    if builder.timeline is None:  # one line: what was missing, and what was skipped
+        if stats.untimed_event:
+            reason = (
                 "the log has events but no timestamps (Meltano --log-format=plain?): "
                 "use the default, json or key-value log format"
             )
-        timeline = build_timeline(events)
-    except (OSError, ValueError) as exc:
-        print(f"tap-rapid7-timeline: {exc}", file=sys.stderr)
+        else:
+            reason = "no tap or target events found in the log"
+        if stats.skipped:
+            reason += f"; {_skipped(stats)}"
+        _say(reason)
         return 2
+    if args.log_level != "ERROR":
+        _notes(stats)
+    timeline = builder.finish()
     output = Path(args.output) if args.output else default_output(args.logs[0])
     try:
         render_timeline(timeline, output, args.title)
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != "matplotlib":
             raise
-        print(
-            f"tap-rapid7-timeline: drawing needs matplotlib: {install_hint('plot')}",
-            file=sys.stderr,
-        )
+        _say(f"drawing needs matplotlib: {install_hint('plot')}")
+        return 1
+    except OSError as exc:
+        detail = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) != str(output):
+            detail += f": {exc.filename}"  # a directory on the way
+        _say(f"cannot write {output}: {detail}")
         return 1
     counts = timeline.counts
     print(
         f"timeline: {counts['logsearch_query_start']} queries, "
         f"{counts['logsearch_page_complete']} pages, {counts['flush_complete']} flushes, "
         f"{counts['logsearch_retry']} retries over "
-        f"{events[-1].ts - events[0].ts:.1f}s -> {output}"
+        f"{builder.seconds:.1f}s -> {output}"
     )
     return 0
+
+
+def _skipped(stats: ReadStats) -> str:
+    lines = "line" if stats.skipped == 1 else "lines"
+    return f"skipped {stats.skipped} {lines} that could not be read (first: {stats.first_skipped})"
+
+
+def _notes(stats: ReadStats) -> None:
+    """Lines skipped and events out of time order: one note each on stderr."""
+    if stats.skipped:
+        _say(_skipped(stats))
+    if stats.late:
+        events = "event" if stats.late == 1 else "events"
+        _say(
+            f"{stats.late} {events} came more than {REORDER_SECONDS:g}s after later ones: "
+            "drawn where they fall"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -424,9 +424,7 @@ def test_the_default_limit_applies_to_records_read_through_the_client(
     assert _events(caplog, "logsearch_message_truncated")[0]["bytes"] == 3 * MiB
 
 
-def test_the_message_settings_reach_records_read_through_the_client(
-    requests_mock, make_client
-):
+def test_the_message_settings_reach_records_read_through_the_client(requests_mock, make_client):
     requests_mock.get(START_URL, json=page([event(1500, 1, message="z" * 5000)]))
     client = make_client(max_message_bytes=2048, oversized_messages="fail")
     with pytest.raises(FatalAPIError, match=r"above max_message_bytes \(2048\)"):
