@@ -138,6 +138,8 @@ def statistics_problem(reply: Reply) -> str | None:
     count = stats.get("count") if isinstance(stats, dict) else None
     if not isinstance(count, int | float) or isinstance(count, bool):
         return "finished count answer without statistics.count"
+    if isinstance(count, float) and not count.is_integer():  # 2.5 events; nan and inf too
+        return f"statistics.count {count!r} is not a whole number"
     return None
 
 

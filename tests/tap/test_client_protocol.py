@@ -462,6 +462,29 @@ def test_count_start_answer_that_is_not_statistics_is_retried_then_fatal(
     assert requests_mock.call_count == 4  # max_retries=3: the first try and three retries
 
 
+def _answer_count(requests_mock, count: float) -> None:
+    """The count query answers ``count``; the edge pages the count also reads are empty."""
+
+    def start(request, context):
+        if "calculate(count)" in request.qs.get("query", [""])[0]:
+            return {"statistics": {"type": "count", "count": count}}
+        return page([])
+
+    requests_mock.get(START_URL, json=start)
+
+
+@pytest.mark.parametrize("count", [2.5, -0.5])
+def test_a_count_that_is_not_a_whole_number_is_no_count(requests_mock, make_client, count):
+    _answer_count(requests_mock, count)
+    with pytest.raises(FatalAPIError, match=r"is not a whole number"):
+        make_client().count(LOG, 1000, 2000)
+
+
+def test_a_whole_count_sent_as_a_float_is_a_count(requests_mock, make_client):
+    _answer_count(requests_mock, 1234.0)
+    assert make_client().count(LOG, 1000, 2000) == 1234
+
+
 def test_from_config_builds_region_urls_and_validates():
     client = client_module.LogSearchClient.from_config({"api_key": "k", "region": "eu"})
     assert (
