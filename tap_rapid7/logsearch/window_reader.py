@@ -66,6 +66,7 @@ class WindowReport:
     elapsed_seconds: float = 0.0
     event_time_missing: int = 0
     event_time_unparsable: int = 0
+    messages_truncated: int = 0
     beyond_retention: bool = False
     page_sizes: list[int] = field(default_factory=list)
 
@@ -493,6 +494,7 @@ class WindowReader:
         report.resume_skipped = filt.resume_skipped
         report.event_time_missing = build.event_time.missing
         report.event_time_unparsable = build.event_time.unparsable
+        report.messages_truncated = build.truncated
         report.elapsed_seconds = self.protocol.http.clock() - state.started
         log_event(
             logger, logging.INFO, "logsearch_window_complete", log_id=state.log_id,
@@ -502,6 +504,7 @@ class WindowReader:
             resume_skipped=filt.resume_skipped, pages=report.pages, restarts=report.restarts,
             event_time_missing=report.event_time_missing,
             event_time_unparsable=report.event_time_unparsable,
+            messages_truncated=report.messages_truncated,
             beyond_retention=report.beyond_retention,
             elapsed_seconds=round(report.elapsed_seconds, 3),
         )  # fmt: skip

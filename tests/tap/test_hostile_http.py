@@ -424,15 +424,20 @@ def test_the_default_limit_applies_to_records_read_through_the_client(
     assert _events(caplog, "logsearch_message_truncated")[0]["bytes"] == 3 * MiB
 
 
-def test_the_message_settings_reach_records_read_through_the_client(requests_mock, make_client):
+def test_the_message_settings_reach_records_read_through_the_client(
+    requests_mock, make_client, caplog
+):
     requests_mock.get(START_URL, json=page([event(1500, 1, message="z" * 5000)]))
     client = make_client(max_message_bytes=2048, oversized_messages="fail")
     with pytest.raises(FatalAPIError, match=r"above max_message_bytes \(2048\)"):
         list(client.read_window(LOG, Window(1000, 2000)))
     truncating = make_client(max_message_bytes=2048)
-    (record,) = [r for batch in truncating.read_window(LOG, Window(1000, 2000)) for r in batch]
+    with caplog.at_level(logging.INFO, logger="tap_rapid7.logsearch"):
+        (record,) = [r for batch in truncating.read_window(LOG, Window(1000, 2000)) for r in batch]
     assert len(record["message"].encode()) <= 2048
     assert record["message"].endswith("5000 bytes > max_message_bytes 2048]")
+    (window,) = _events(caplog, "logsearch_window_complete")
+    assert window["messages_truncated"] == 1
 
 
 @pytest.mark.parametrize(
