@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tap_rapid7.windows import MAX_EVENTS
+
 if TYPE_CHECKING:
     from tap_rapid7.logsearch import LogSearchClient
     from tap_rapid7.settings import TapSettings
@@ -48,9 +50,6 @@ __all__ = [
 PUBLISHED_QUERY_BUDGET = 1500  # queries per user per budget window (§11)
 PUBLISHED_WINDOW_SECONDS = 900
 EVENTS_PER_PAGE = 500  # the API's largest page
-# More events than any log holds: at the budget's best (3 M an hour) about 38,000 years of pulling.
-# A count above it (or a negative one) is a broken answer, not a plan.
-MAX_EVENTS = 10**15
 # Times are epoch milliseconds from 1970 up to the end of year 9999 (what ISO 8601 can spell).
 MAX_TIME_MS = 253_402_300_800_000
 

@@ -126,7 +126,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Longest wait between two polls",
     ),
     th.Property(
-        "poll_timeout_seconds", th.NumberType, default=300,
+        "poll_timeout_seconds", th.NumberType, default=600,
         description=(
             "Longest one query may run: then it restarts from the cursor once; a second "
             "time in a row fails the run"
@@ -215,7 +215,7 @@ class TapSettings:
     per_page: int = 500
     poll_interval_seconds: float = 1.0
     poll_interval_max_seconds: float = 5.0
-    poll_timeout_seconds: float = 300.0
+    poll_timeout_seconds: float = 600.0
     max_retries: int = 8
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 60.0

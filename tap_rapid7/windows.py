@@ -19,6 +19,7 @@ __all__ = [
     "CURSOR_MILLIS_KEY",
     "CURSOR_SEQUENCE_KEY",
     "MAX_EMITTED_IN_STATE",
+    "MAX_EVENTS",
     "Cursor",
     "SequenceOrder",
     "Window",
@@ -40,6 +41,9 @@ CURSOR_EMITTED_KEY = "next_from_sequence_numbers_str"
 # At most this many identities are kept per log (about 20 KB of state). A millisecond holding
 # more keeps its most recent ones: a resume then re-emits (never loses) the older ones.
 MAX_EMITTED_IN_STATE = 1000
+# More events than any log holds in any range: at the budget's best (3 M an hour) about 38,000
+# years of pulling. A count above it (or a negative one) is a broken answer, not a number.
+MAX_EVENTS = 10**15
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

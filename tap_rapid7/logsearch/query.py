@@ -161,7 +161,7 @@ class QueryProtocol:
         per_page: int = 500,
         poll_interval_seconds: float = 1.0,
         poll_interval_max_seconds: float = 5.0,
-        poll_timeout_seconds: float = 300.0,
+        poll_timeout_seconds: float = 600.0,
         max_restarts: int = 5,
     ) -> None:
         self.http = http

@@ -31,7 +31,7 @@ from tap_rapid7.logsearch.query import (
     QueryProtocol,
 )
 from tap_rapid7.logsearch.records import MAX_MESSAGE_BYTES, OVERSIZED_MESSAGES, RecordBuilder
-from tap_rapid7.windows import Cursor, SequenceOrder, Window, WindowFilter
+from tap_rapid7.windows import MAX_EVENTS, Cursor, SequenceOrder, Window, WindowFilter
 
 __all__ = ["WindowReader", "WindowReport", "exact_sequence"]
 
@@ -113,7 +113,7 @@ class _PageScan(NamedTuple):
     batch: list[dict]
     page_min: int | None
     page_max: int | None
-    fresh: int  # events inside the window this query chain had not served before
+    fresh: int  # events this query chain had not served before (the edge milliseconds too)
     beyond_to: int  # events after the window's end (a to-inclusive server's `to` is not after)
 
 
@@ -452,7 +452,14 @@ class WindowReader:
                 max_pages=MAX_PAGES_WITHOUT_COUNT, error=str(exc),
             )  # fmt: skip
             return MAX_PAGES_WITHOUT_COUNT
-        needed = math.ceil(max(0, count) / protocol.per_page)
+        if not 0 <= count <= MAX_EVENTS:  # a broken or hostile answer: no bound to page by
+            log_event(
+                logger, logging.WARNING, "logsearch_count_unavailable", log_id=state.log_id,
+                window_from=window.from_ms, window_to=window.to_ms,
+                max_pages=MAX_PAGES_WITHOUT_COUNT, error=f"count {count} is not a number of events",
+            )  # fmt: skip
+            return MAX_PAGES_WITHOUT_COUNT
+        needed = math.ceil(count / protocol.per_page)
         limit = needed + needed // 10 + 2
         log_event(
             logger, logging.INFO, "logsearch_page_limit", log_id=state.log_id,
@@ -530,11 +537,11 @@ class WindowReader:
                 page_min = timestamp
             if page_max is None or timestamp > page_max:
                 page_max = timestamp
+            identity = (timestamp, seq_str)
+            if identity not in served:  # the millisecond before from and to count too: a
+                served.add(identity)  # burst there can fill whole pages of a real chain
+                fresh += 1
             if window.contains(timestamp):
-                identity = (timestamp, seq_str)
-                if identity not in served:
-                    served.add(identity)
-                    fresh += 1
                 cls._check_order(state, page, timestamp, seq)
             elif timestamp > window.to_ms:
                 beyond_to += 1

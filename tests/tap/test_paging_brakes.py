@@ -227,7 +227,7 @@ def test_a_sequence_number_string_that_is_not_plain_decimal_is_refused(
 def test_a_query_that_never_finishes_fails_after_two_poll_timeouts(
     requests_mock, make_client, fake_time
 ):
-    """The defaults (poll_timeout_seconds 300, max_restarts 5) cost 10 minutes, not an hour."""
+    """The defaults (poll_timeout_seconds 600, max_restarts 5) cost 20 minutes, not an hour."""
     defaults = TapSettings(api_key="k")
     requests_mock.get(START_URL, status_code=202, json=running(f"{BASE}/query/forever"))
     requests_mock.get(f"{BASE}/query/forever", json=running(f"{BASE}/query/forever"))
@@ -243,13 +243,13 @@ def test_a_query_that_never_finishes_fails_after_two_poll_timeouts(
     spent = fake_time.now - started
     assert str(failed.value) == (
         f"query for log '{LOG}' window [1000, 2000) was still running after "
-        "poll_timeout_seconds (300 s), 2 times in a row without progress (at /query/forever); "
+        "poll_timeout_seconds (600 s), 2 times in a row without progress (at /query/forever); "
         "giving up (setting poll_timeout_seconds)"
     )
     starts = [r for r in requests_mock.request_history if r.path == f"/query/logs/{LOG}"]
     assert len(starts) == 2  # restarted once, not max_restarts times
-    assert defaults.poll_timeout_seconds == 300
-    assert 2 * 300 <= spent <= 2 * (300 + defaults.poll_interval_max_seconds)
+    assert defaults.poll_timeout_seconds == 600
+    assert 2 * 600 <= spent <= 2 * (600 + defaults.poll_interval_max_seconds)
 
 
 def test_a_poll_timeout_after_progress_is_restarted_again(requests_mock, make_client):
@@ -293,3 +293,58 @@ def test_a_count_that_never_finishes_fails_after_two_poll_timeouts(requests_mock
     with pytest.raises(FatalAPIError, match=r"count query .* 2 times in a row"):
         client.count(LOG, 1000, 2000)
     assert sum(1 for r in requests_mock.request_history if r.path == f"/query/logs/{LOG}") == 2
+
+
+# ------------------------------------------------------- legitimate chains the brakes must let by
+def test_a_burst_in_the_millisecond_before_from_fills_pages_without_a_brake(
+    requests_mock, make_client
+):
+    # the reader asks from `from - 1`; a from-inclusive server serves 6 entries there (2 pages)
+    requests_mock.get(
+        START_URL, json=page([event(999, i) for i in range(1, 4)], f"{BASE}/query/n1")
+    )
+    requests_mock.get(
+        f"{BASE}/query/n1", json=page([event(999, i) for i in range(4, 7)], f"{BASE}/query/n2")
+    )
+    requests_mock.get(f"{BASE}/query/n2", json=page([event(1000, 7), event(1500, 8)]))
+    records, report = read_all(make_client(max_restarts=2))
+    assert [r["sequence_number"] for r in records] == [7, 8]
+    assert report.restarts == 0
+
+
+def test_a_burst_at_to_from_a_to_inclusive_server_fills_pages_without_a_brake(
+    requests_mock, make_client
+):
+    first = page([event(1500, 1), event(2000, 2), event(2000, 3)], f"{BASE}/query/n1")
+    requests_mock.get(START_URL, json=first)
+    requests_mock.get(
+        f"{BASE}/query/n1", json=page([event(2000, i) for i in range(4, 7)], f"{BASE}/query/n2")
+    )
+    requests_mock.get(f"{BASE}/query/n2", json=page([event(2000, 7)]))
+    records, report = read_all(make_client(max_restarts=2))
+    assert [r["sequence_number"] for r in records] == [1]
+    assert report.restarts == 0
+
+
+@pytest.mark.parametrize("count", [1e18, -5])
+def test_a_count_that_is_no_number_of_events_keeps_the_fixed_page_bound(
+    requests_mock, make_client, caplog, monkeypatch, count
+):
+    monkeypatch.setattr(reader_module, "MAX_PAGES_WITHOUT_COUNT", 30)
+    links, sequences = itertools.count(1), itertools.count(1)
+
+    def answer(request, context):
+        if "calculate(count)" in request.qs.get("query", [""])[0]:
+            return {"statistics": {"count": count}}
+        fresh = [event(1000 + (n := next(sequences)) % 900, n) for _ in range(3)]
+        return page(fresh, f"{BASE}/query/n{next(links)}")
+
+    requests_mock.get(START_URL, json=answer)
+    requests_mock.get(NEXT, json=answer)
+    with caplog.at_level(logging.WARNING), pytest.raises(FatalAPIError, match="more pages than"):
+        read_all(make_client(max_restarts=1))
+    unavailable = [r.getMessage() for r in caplog.records if "count_unavailable" in r.getMessage()]
+    assert unavailable
+    assert "is not a number of events" in unavailable[0]
+    assert "max_pages=30" in unavailable[0]
+    assert next(links) < 3 * 30  # bounded by the fixed bound, not by the count's 2e15 pages
