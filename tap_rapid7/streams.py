@@ -29,6 +29,7 @@ from tap_rapid7.runner import WindowTask
 from tap_rapid7.sdk_hooks import StreamHooks
 from tap_rapid7.windows import (
     CURSOR_EMITTED_KEY,
+    CURSOR_FLOOR_KEY,
     CURSOR_MILLIS_KEY,
     CURSOR_SEQUENCE_KEY,
     MAX_EMITTED_IN_STATE,
@@ -182,6 +183,7 @@ class EventsStream(_TapStream):
         for log_id in task.log_ids:
             state = self._partition_state(log_id)
             state.pop(CURSOR_EMITTED_KEY, None)  # nothing emitted at the window's end yet
+            state.pop(CURSOR_FLOOR_KEY, None)
             state.update(Cursor(task.window.to_ms).state_fields())
         self.write_state_now()
 
@@ -233,6 +235,7 @@ class EventsStream(_TapStream):
         if timestamp != current:  # a new millisecond: only this one yet
             state[CURSOR_MILLIS_KEY] = timestamp
             state[CURSOR_EMITTED_KEY] = sequence
+            state.pop(CURSOR_FLOOR_KEY, None)
         elif CURSOR_EMITTED_KEY in state or not state.get(CURSOR_SEQUENCE_KEY):
             # one more identity of the same millisecond
             emitted = state.get(CURSOR_EMITTED_KEY, "")
@@ -243,11 +246,10 @@ class EventsStream(_TapStream):
                     self.logger, logging.WARNING, "tap_cursor_capped", log_id=log_id,
                     millis=timestamp, kept=MAX_EMITTED_IN_STATE,
                 )  # fmt: skip
-        else:  # a state from before the list, still in its millisecond: its floor, kept
-            # exact as that version was (ascending order); the list starts at the next one
-            floor = state.get(CURSOR_SEQUENCE_KEY)
-            if floor and int(floor) > int(sequence):
-                return True
+        else:  # a state from before the list, still in its millisecond: its floor is kept
+            # beside a new list (CURSOR_FLOOR_KEY), so what follows may come in any order
+            state[CURSOR_FLOOR_KEY] = state[CURSOR_SEQUENCE_KEY]
+            state[CURSOR_EMITTED_KEY] = sequence
         state[CURSOR_SEQUENCE_KEY] = sequence
         return True
 

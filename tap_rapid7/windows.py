@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "CURSOR_EMITTED_KEY",
+    "CURSOR_FLOOR_KEY",
     "CURSOR_MILLIS_KEY",
     "CURSOR_SEQUENCE_KEY",
     "MAX_EMITTED_IN_STATE",
@@ -41,6 +42,11 @@ CURSOR_EMITTED_KEY = "next_from_sequence_numbers_str"
 # At most this many identities are kept per log (about 20 KB of state). A millisecond holding
 # more keeps its most recent ones: a resume then re-emits (never loses) the older ones.
 MAX_EMITTED_IN_STATE = 1000
+# A state written before the list held only a floor (CURSOR_SEQUENCE_KEY: everything at the
+# millisecond up to it was emitted, exact for the ascending order that version assumed). A run
+# resuming from it keeps that floor here beside the list while it is still in that millisecond,
+# so a stop there is exact too whatever order the rest of the millisecond comes in.
+CURSOR_FLOOR_KEY = "next_from_sequence_floor_str"
 # More events than any log holds in any range: at the budget's best (3 M an hour) about 38,000
 # years of pulling. A count above it (or a negative one) is a broken answer, not a number.
 MAX_EVENTS = 10**15
@@ -114,12 +120,14 @@ class Cursor:
     ``sequence_number``: nothing emitted at ``millis`` (a window's end). ``None`` with one: a
     state written before the set existed, where ``sequence_number`` is a floor (everything at
     ``millis`` up to it was emitted), exact when the millisecond was served in ascending order,
-    as that version assumed. Alongside the set, ``sequence_number`` is the last one emitted.
+    as that version assumed. Alongside the set, ``sequence_number`` is the last one emitted,
+    and ``floor`` such an old state's floor when the run that wrote the set resumed from one.
     """
 
     millis: int
     sequence_number: int | None = None
     emitted: frozenset[int] | None = None
+    floor: int | None = None
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Cursor | None:
@@ -138,7 +146,13 @@ class Cursor:
                 msg = f"state {CURSOR_EMITTED_KEY}={listed!r} is not a comma-separated string"
                 raise ValueError(msg)
             emitted = frozenset(int(part) for part in listed.split(",") if part)
-        return cls(int(millis), int(sequence) if sequence is not None else None, emitted)
+        floor = state.get(CURSOR_FLOOR_KEY) or None
+        return cls(
+            int(millis),
+            int(sequence) if sequence is not None else None,
+            emitted,
+            int(floor) if floor is not None and emitted is not None else None,
+        )
 
     def state_fields(self) -> dict[str, int | str]:
         """The state entries for this cursor (ints and strings, never a float)."""
@@ -149,6 +163,8 @@ class Cursor:
         }
         if self.emitted is not None:
             fields[CURSOR_EMITTED_KEY] = ",".join(str(seq) for seq in sorted(self.emitted))
+            if self.floor is not None:
+                fields[CURSOR_FLOOR_KEY] = str(self.floor)
         return fields
 
     def already_emitted(self, timestamp: int, sequence_number: int) -> bool:
@@ -156,7 +172,8 @@ class Cursor:
         if timestamp != self.millis:
             return timestamp < self.millis
         if self.emitted is not None:
-            return sequence_number in self.emitted
+            below_floor = self.floor is not None and sequence_number <= self.floor
+            return below_floor or sequence_number in self.emitted
         return self.sequence_number is not None and sequence_number <= self.sequence_number
 
 

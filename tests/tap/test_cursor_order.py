@@ -278,6 +278,43 @@ def test_a_state_from_before_the_list_still_resumes_exactly(monkeypatch, request
     assert (result["missing"], result["duplicates"], result["extra"]) == (0, 0, 0), result
 
 
+@pytest.mark.parametrize("order", ORDERS.values(), ids=ORDERS.keys())
+def test_an_old_floor_then_any_order_stopped_at_every_boundary_is_exact(
+    monkeypatch, requests_mock, order
+):
+    """An old STATE (a floor of 5 in the burst's millisecond) resumed by a server that now
+    serves the rest of that millisecond in any order, stopped at every page boundary."""
+    api = OrderedLogSearch(served([5, *order]))
+    api.install(requests_mock)
+    earlier = {(ts, seq) for ts, seq in api.served if ts < BURST or (ts == BURST and seq <= 5)}
+    state: dict | None = {
+        "bookmarks": {
+            "events": {
+                "partitions": [
+                    {
+                        "context": {"log_id": LOG},
+                        "replication_key": "received_at",
+                        "replication_key_value": "2024-01-01T00:00:05.000+00:00",
+                        "next_from_millis": BURST,
+                        "next_from_sequence_number_str": "5",
+                    }
+                ]
+            }
+        }
+    }
+    runs: list[list[tuple[int, int]]] = [sorted(earlier)]
+    for _ in range(30):
+        messages, stopped = run(monkeypatch, state, stop_at_wait=4)
+        runs.append(records_of(messages))
+        state = last_state(messages, state)
+        if not stopped or at_the_end(state):
+            break
+    else:
+        pytest.fail("the runs never completed")
+    result = figures(runs, api.truth(T0, T0 + 20_000))
+    assert (result["missing"], result["duplicates"], result["extra"]) == (0, 0, 0), result
+
+
 def test_cursor_round_trip_with_the_emitted_list():
     cursor = Cursor.from_state(
         {
