@@ -65,6 +65,13 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "event_time_zone", th.StringType, default="UTC",
+        description=(
+            "IANA time zone (e.g. Europe/Berlin) of event times written without an offset; "
+            "times with an offset, and epoch numbers, are unaffected"
+        ),
+    ),
+    th.Property(
         "start_date", th.DateTimeType,
         description=(
             "Where the first sync starts (required without state): " + ACCEPTED_FORMATS
@@ -203,6 +210,7 @@ class TapSettings:
     log_ids: tuple[str, ...] = ()
     query: str | None = None
     event_time_fields: tuple[str, ...] = ()
+    event_time_zone: str = "UTC"
     start_date: str | None = None
     end_date: str | None = None
     lag_seconds: float = 300.0

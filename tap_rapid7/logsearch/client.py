@@ -95,6 +95,7 @@ class LogSearchClient:
             self.reader = WindowReader(
                 self.protocol,
                 event_time_fields=settings.event_time_fields,
+                event_time_zone=settings.event_time_zone,
                 max_message_bytes=settings.max_message_bytes,
                 oversized_messages=settings.oversized_messages,
             )

@@ -11,7 +11,8 @@ tap writes both: the receipt time as ``timestamp`` and, when configured, the eve
 
 Where the event time lives is the setting ``event_time_fields``: a list of entries tried in order,
 each either a JSON key / dotted path into nested objects, or ``re:<regex>`` for text messages. See
-:class:`EventTimeExtractor`.
+:class:`EventTimeExtractor`. A time written without an offset (``2020-02-29 20:53:34.530862``) is
+read in the zone of the setting ``event_time_zone`` (an IANA name, default ``UTC``).
 
 Speed matters: this runs for every event (hundreds of thousands per minute). JSON is decoded once
 per message with msgspec into a struct that holds only the configured keys (unknown keys are
@@ -24,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import zoneinfo
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -38,11 +40,14 @@ __all__ = [
     "EPOCH_SECONDS_BELOW",
     "REGEX_PREFIX",
     "SETTING",
+    "ZONE_SETTING",
     "EventTimeExtractor",
+    "resolve_zone",
     "to_millis",
 ]
 
 SETTING: Final = "event_time_fields"
+ZONE_SETTING: Final = "event_time_zone"
 REGEX_PREFIX: Final = "re:"
 
 # Epoch numbers carry no unit, so the unit is decided by magnitude (absolute value):
@@ -148,20 +153,74 @@ def _ms_date_to_millis(text: str) -> int | None:
     return millis if _MIN_MILLIS <= millis <= _MAX_MILLIS else None
 
 
-def _moment_to_millis(moment: dt.datetime) -> int | None:
+def _moment_to_millis(moment: dt.datetime, zone: dt.tzinfo | None = None) -> int | None:
+    """Epoch milliseconds of ``moment``; a naive one is in ``zone`` (None: UTC).
+
+    A local time that happens twice (the hour repeated when summer time ends) or never (the hour
+    skipped when it starts) is read with ``fold=0``, as :mod:`zoneinfo` does: the first of two,
+    and a skipped time with the offset in force before the change (Europe/Berlin's
+    ``02:30`` on the spring-forward day is ``01:30Z``, i.e. 03:30 summer time).
+    """
     # Subtracting (not astimezone) cannot overflow at the years 1 and 9999; the bounds check
     # rejects what falls outside once converted to UTC. Integer arithmetic, floored to the ms.
-    delta = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH)
+    if moment.tzinfo is not None:
+        delta = moment - _EPOCH
+    elif zone is None:
+        delta = moment - _EPOCH_NAIVE
+    else:
+        delta = moment.replace(tzinfo=zone) - _EPOCH
     millis = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     return millis if _MIN_MILLIS <= millis <= _MAX_MILLIS else None
 
 
-def _iso_to_millis(text: str) -> int | None:
+def _cim_to_millis(text: str) -> int | None:
+    """Epoch milliseconds of a WMI CIM datetime ``yyyymmddHHMMSS.mmmmmmsUUU``, else None.
+
+    ``sUUU`` is the offset from UTC in *minutes* with its sign (``-000``, ``+060``, ``-300``):
+    ``20210401000023.939620+060`` is 2021-03-31T23:00:23.939Z. Trailing ``*`` in the
+    microseconds (a precision below the microsecond: ``.939***``) count as zeros; any other
+    ``*`` wildcard (an unknown date or time field) is unparsable. The caller has checked the
+    length (25), the dot at 14 and the sign at 21.
+    """
+    digits = text[:14]
+    micros = text[15:21].rstrip("*")
+    offset = text[22:]
+    if not (
+        digits.isascii()
+        and digits.isdigit()
+        and offset.isascii()
+        and offset.isdigit()
+        and (not micros or (micros.isascii() and micros.isdigit()))
+    ):
+        return None
+    try:
+        moment = dt.datetime(
+            int(digits[:4]),
+            int(digits[4:6]),
+            int(digits[6:8]),
+            int(digits[8:10]),
+            int(digits[10:12]),
+            int(digits[12:14]),
+            int(micros.ljust(6, "0")) if micros else 0,
+        )
+    except ValueError:
+        return None
+    minutes = int(offset)
+    if minutes >= 24 * 60:  # a timezone must be within a day
+        return None
+    sign = -1 if text[21] == "-" else 1
+    return _moment_to_millis(
+        moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=sign * minutes)))
+    )
+
+
+def _iso_to_millis(text: str, zone: dt.tzinfo | None = None) -> int | None:
     """Epoch milliseconds of an ISO 8601 / RFC 3339 string, else None.
 
     ``datetime.fromisoformat`` (Python 3.11+) does the work in C: ``Z``, ``+hh:mm``, ``+hhmm``,
     ``T`` or space, any number of fractional digits (truncated to microseconds), date only, no zone
-    (taken as UTC). Lower-case ``z`` (allowed by RFC 3339) is retried in upper case.
+    (taken in ``zone``, None: UTC). Lower-case ``z`` (allowed by RFC 3339) is retried in upper
+    case.
     """
     try:
         moment = dt.datetime.fromisoformat(text)
@@ -172,10 +231,10 @@ def _iso_to_millis(text: str) -> int | None:
             moment = dt.datetime.fromisoformat(text[:-1] + "Z")
         except ValueError:
             return None
-    return _moment_to_millis(moment)
+    return _moment_to_millis(moment, zone)
 
 
-def _text_to_millis(text: str) -> int | None:
+def _text_to_millis(text: str, zone: dt.tzinfo | None = None) -> int | None:
     text = text.strip()
     if not text:
         return None
@@ -191,24 +250,29 @@ def _text_to_millis(text: str) -> int | None:
         # Only digits and dots: an epoch number, never a date (so "20261126" is 20261126 seconds,
         # not the basic-format date 2026-11-26 that fromisoformat would read).
         return _numeric_text_to_millis(text)
-    return _iso_to_millis(text)
+    if len(text) == 25 and text[14] == "." and text[21] in "+-":
+        return _cim_to_millis(text)
+    return _iso_to_millis(text, zone)
 
 
-def to_millis(value: object) -> int | None:
+def to_millis(value: object, zone: dt.tzinfo | None = None) -> int | None:
     """Epoch milliseconds (UTC) of one time value found in a message, or None when unparsable.
 
     Strings: ISO 8601 / RFC 3339, plain numeric strings as epoch numbers, Microsoft
-    ``/Date(ms)/``. JSON numbers: epoch numbers, unit by magnitude (see ``EPOCH_*_BELOW``); a float
-    is read through its shortest repr, so ``1605102271.671`` is 671 ms, not 670.999... Booleans,
-    objects, arrays, NaN, infinities and times outside the years 1..9999 are unparsable.
+    ``/Date(ms)/``, WMI CIM datetimes (``20210401000023.939620-000``, offset in minutes). An ISO
+    time without an offset is read in ``zone`` (None: UTC; see :func:`resolve_zone`); every other
+    form carries its offset or is UTC by definition. JSON numbers: epoch numbers, unit by
+    magnitude (see ``EPOCH_*_BELOW``); a float is read through its shortest repr, so
+    ``1605102271.671`` is 671 ms, not 670.999... Booleans, objects, arrays, NaN, infinities and
+    times outside the years 1..9999 are unparsable.
     """
     if type(value) is str:
         if value[4:5] == "-":  # the usual "YYYY-MM-DD...": straight to fromisoformat
             try:
-                return _moment_to_millis(dt.datetime.fromisoformat(value))
+                return _moment_to_millis(dt.datetime.fromisoformat(value), zone)
             except ValueError:
                 pass
-        return _text_to_millis(value)
+        return _text_to_millis(value, zone)
     if isinstance(value, bool):
         return None  # before int: True is an int to Python, never a time here
     if isinstance(value, int):
@@ -216,6 +280,31 @@ def to_millis(value: object) -> int | None:
     if isinstance(value, float):
         return _decimal_to_millis(repr(value)) if math.isfinite(value) else None
     return None  # None, dict, list, Struct
+
+
+def resolve_zone(name: object) -> dt.tzinfo | None:
+    """The zone of the setting ``event_time_zone``: None for ``UTC`` (no lookup), else a ZoneInfo.
+
+    Names are IANA's, looked up in the system's time zone database (or the ``tzdata`` package);
+    ``UTC`` needs neither. Anything else raises ``ValueError`` naming the setting, in one line.
+    """
+    if name == "UTC":
+        return None
+    if not isinstance(name, str) or not name.strip():
+        msg = (
+            f"{ZONE_SETTING} must be an IANA time zone name such as UTC or Europe/Berlin, "
+            f"got {name!r}"
+        )
+        raise ValueError(msg)
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as error:
+        # ValueError: not a relative key ("../x", "/etc/localtime"); OSError: unreadable file.
+        msg = (
+            f"{ZONE_SETTING} {name!r} is not a known IANA time zone name "
+            "(such as UTC, Europe/Berlin or America/New_York)"
+        )
+        raise ValueError(msg) from error
 
 
 # --- Lookups -----------------------------------------------------------------------------------
@@ -380,6 +469,9 @@ class EventTimeExtractor:
       ``<134>2026-11-26T07:08:43.123Z host sshd[1]: ...``.
 
     Values understood: see :func:`to_millis`. JSON null and empty strings count as absent.
+    ``zone`` is the setting ``event_time_zone``: the IANA zone a time without an offset is read in
+    (default ``UTC``); an unknown name raises ``ValueError`` naming the setting, even when
+    ``fields`` is empty.
 
     :meth:`extract` returns the time as ``millis_to_iso`` writes it
     (``YYYY-MM-DDTHH:MM:SS.mmm+00:00``), or None. Counters for the caller to log per window:
@@ -396,15 +488,19 @@ class EventTimeExtractor:
     __slots__ = (
         "_decoder",
         "_lookups",
+        "_zone",
         "enabled",
         "fields",
         "missing",
         "unparsable",
+        "zone",
     )
 
-    def __init__(self, fields: Sequence[str]) -> None:
+    def __init__(self, fields: Sequence[str], zone: str = "UTC") -> None:
         entries = fields if isinstance(fields, str | bytes) else tuple(fields)
         lookups = _parse_fields(entries)
+        self._zone = resolve_zone(zone)
+        self.zone = zone
         self.fields: tuple[str, ...] = tuple(entries)
         self.enabled: bool = bool(lookups)
         self.missing = 0
@@ -481,7 +577,7 @@ class EventTimeExtractor:
             if value is None or value == "":
                 continue
             found = True
-            millis = to_millis(value)
+            millis = to_millis(value, self._zone)
             if millis is not None:
                 return millis_to_iso(millis)
         if found:

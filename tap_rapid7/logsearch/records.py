@@ -163,6 +163,7 @@ class RecordBuilder:
         self,
         event_time_fields: tuple[str, ...] = (),
         *,
+        event_time_zone: str = "UTC",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         oversized_messages: str = "truncate",
         tally: OversizedTally | None = None,
@@ -176,7 +177,7 @@ class RecordBuilder:
         if max_message_bytes < MIN_MESSAGE_BYTES:
             msg = f"max_message_bytes must be at least {MIN_MESSAGE_BYTES}, got {max_message_bytes}"
             raise ValueError(msg)
-        self.event_time = EventTimeExtractor(event_time_fields)
+        self.event_time = EventTimeExtractor(event_time_fields, event_time_zone)
         self.max_message_bytes = max_message_bytes
         self.oversized_messages = oversized_messages
         self.tally = tally or _RUN_TALLY

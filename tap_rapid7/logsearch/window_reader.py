@@ -132,11 +132,13 @@ class WindowReader:
         protocol: QueryProtocol,
         *,
         event_time_fields: tuple[str, ...] = (),
+        event_time_zone: str = "UTC",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         oversized_messages: str = OVERSIZED_MESSAGES[0],
     ) -> None:
         self.protocol = protocol
         self.event_time_fields = event_time_fields
+        self.event_time_zone = event_time_zone
         self.max_message_bytes = max_message_bytes
         self.oversized_messages = oversized_messages
         self._record_builder()  # refuse bad record settings before any query
@@ -145,6 +147,7 @@ class WindowReader:
         """A window's record builder (one per window: its counts are per window)."""
         return RecordBuilder(
             self.event_time_fields,
+            event_time_zone=self.event_time_zone,
             max_message_bytes=self.max_message_bytes,
             oversized_messages=self.oversized_messages,
         )

@@ -402,3 +402,201 @@ def test_garbage_never_raises_and_output_is_always_canonical():
                 dt.datetime.fromisoformat(result)
     assert extractor.missing + extractor.unparsable == nones
     assert nones > 0
+
+
+# --- WMI CIM datetimes (offset in minutes) ---------------------------------------------------
+# Shaped like the Windows events Rapid7 stores from WMI collectors: the time is a CIM datetime
+# "yyyymmddHHMMSS.mmmmmmsUUU" inside source_json, where sUUU is the offset from UTC in MINUTES.
+
+
+def wmi_event(time_generated: str) -> str:
+    return json.dumps(
+        {
+            "sourceName": "Microsoft-Windows-Security-Auditing",
+            "source_json": {
+                "computerName": "WS-0042.corp.example.com",
+                "eventCode": 4688,
+                "sourceName": "Microsoft-Windows-Security-Auditing",
+                "timeGenerated": time_generated,
+                "timeWritten": time_generated,
+                "eventData": {"NewProcessName": "C:\\Windows\\System32\\cmd.exe"},
+            },
+        }
+    )
+
+
+WMI_FIELDS = ["source_json.timeGenerated"]
+
+
+@pytest.mark.parametrize(
+    ("cim", "expected"),
+    [
+        # -000: UTC itself.
+        ("20210401000023.939620-000", "2021-04-01T00:00:23.939+00:00"),
+        ("20210401000023.939620+000", "2021-04-01T00:00:23.939+00:00"),
+        # +060: 60 minutes ahead of UTC (not 60 hours, not +06:00): one hour earlier in UTC.
+        ("20210401000023.939620+060", "2021-03-31T23:00:23.939+00:00"),
+        # -300: five hours behind UTC (US Eastern standard time).
+        ("20210401000023.939620-300", "2021-04-01T05:00:23.939+00:00"),
+        # An offset that is not whole hours: +330 is India's +05:30.
+        ("20210401053023.939620+330", "2021-04-01T00:00:23.939+00:00"),
+        # Precision below the microsecond marked with *: the missing digits are zeros.
+        ("20210401000023.939***-000", "2021-04-01T00:00:23.939+00:00"),
+        ("20210401000023.******-000", "2021-04-01T00:00:23.000+00:00"),
+    ],
+)
+def test_wmi_cim_datetime_offset_is_in_minutes(cim, expected):
+    assert extract(WMI_FIELDS, wmi_event(cim)) == expected
+    assert extract(["timeGenerated"], json.dumps({"timeGenerated": cim})) == expected
+    # A CIM time carries its offset: event_time_zone does not change it.
+    assert EventTimeExtractor(WMI_FIELDS, "Europe/Berlin").extract(wmi_event(cim)) == expected
+
+
+def test_wmi_cim_through_a_regex_on_text():
+    line = "WMI: timeGenerated=20210401000023.939620+060 eventCode=4688 host=WS-0042"
+    assert extract([r"re:timeGenerated=(\S+)"], line) == "2021-03-31T23:00:23.939+00:00"
+
+
+def test_wmi_cim_wildcards_and_junk_are_unparsable():
+    extractor = EventTimeExtractor(WMI_FIELDS)
+    for junk in (
+        "********000023.939620-000",  # unknown date
+        "20210401******.******-000",  # unknown time of day
+        "2021040100002*.939620-000",
+        "20210401000023.939620-***",  # unknown offset
+        "20210401000023.9*9620-000",  # a wildcard before a digit
+        "20211301000023.939620-000",  # month 13
+        "20210401250023.939620-000",  # hour 25
+        "20210401000023.939620+1440",  # 26 characters
+        "20210401000023.939620:000",  # a CIM interval, not a time
+        "00000000000000.000000+000",  # year 0
+    ):
+        assert extractor.extract(wmi_event(junk)) is None, junk
+    assert extractor.reset_counts() == (0, 10)
+
+
+# --- event_time_zone: the zone of times written without an offset ------------------------------
+# Shaped like nginx/HTTP access events forwarded as JSON: "http.timestamp" is a flat key with a
+# dot, the time has microseconds and no offset.
+
+
+def http_event(timestamp: str) -> str:
+    return json.dumps(
+        {
+            "http.timestamp": timestamp,
+            "http.method": "GET",
+            "http.url": "/api/v1/health",
+            "http.status": 200,
+            "source.ip": "10.1.2.3",
+        }
+    )
+
+
+HTTP_FIELDS = ["http.timestamp"]
+
+
+def test_zone_less_time_is_utc_by_default():
+    expected = "2020-02-29T20:53:34.530+00:00"
+    assert extract(HTTP_FIELDS, http_event("2020-02-29 20:53:34.530862")) == expected
+    assert EventTimeExtractor(HTTP_FIELDS).zone == "UTC"
+    extractor = EventTimeExtractor(HTTP_FIELDS, "UTC")
+    assert extractor.extract(http_event("2020-02-29 20:53:34.530862")) == expected
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        # Winter: CET, UTC+1 (a leap day too).
+        ("2020-02-29 20:53:34.530862", "2020-02-29T19:53:34.530+00:00"),
+        ("2020-02-29T00:30:00", "2020-02-28T23:30:00.000+00:00"),
+        # Summer: CEST, UTC+2.
+        ("2020-07-01 20:53:34.530862", "2020-07-01T18:53:34.530+00:00"),
+        # The last second of winter time and the first of summer time (2020-03-29, 02:00 -> 03:00).
+        ("2020-03-29 01:59:59", "2020-03-29T00:59:59.000+00:00"),
+        ("2020-03-29 03:00:00", "2020-03-29T01:00:00.000+00:00"),
+        # A date alone is local midnight.
+        ("2020-07-01", "2020-06-30T22:00:00.000+00:00"),
+        # Nine fractional digits still work (truncated to the millisecond).
+        ("2020-07-01 20:53:34.530862999", "2020-07-01T18:53:34.530+00:00"),
+        ("2020-02-29T20:53:34.999999999", "2020-02-29T19:53:34.999+00:00"),
+    ],
+)
+def test_zone_less_time_is_read_in_event_time_zone(local, expected):
+    assert EventTimeExtractor(HTTP_FIELDS, "Europe/Berlin").extract(http_event(local)) == expected
+
+
+def test_nine_fractional_digits_under_utc():
+    assert extract(HTTP_FIELDS, http_event("2020-02-29 20:53:34.530862999")) == (
+        "2020-02-29T20:53:34.530+00:00"
+    )
+    assert extract(["t"], '{"t":"2020-02-29T20:53:34.123456789Z"}') == (
+        "2020-02-29T20:53:34.123+00:00"
+    )
+
+
+def test_skipped_and_repeated_local_hours_follow_fold_0():
+    berlin = EventTimeExtractor(HTTP_FIELDS, "Europe/Berlin")
+    # 2026-03-29 02:30 never happens in Berlin (02:00 -> 03:00): read with the offset before the
+    # change (+01:00), i.e. the instant 03:30 summer time.
+    assert berlin.extract(http_event("2026-03-29 02:30:00")) == "2026-03-29T01:30:00.000+00:00"
+    # 2026-10-25 02:30 happens twice (03:00 -> 02:00): the first one, still summer time (+02:00).
+    assert berlin.extract(http_event("2026-10-25 02:30:00")) == "2026-10-25T00:30:00.000+00:00"
+    assert berlin.extract(http_event("2026-10-25 03:30:00")) == "2026-10-25T02:30:00.000+00:00"
+
+
+def test_event_time_zone_leaves_offsets_and_epoch_numbers_alone():
+    eastern = EventTimeExtractor(["t"], "America/New_York")
+    assert eastern.extract('{"t":"2020-02-29T20:53:34.530Z"}') == "2020-02-29T20:53:34.530+00:00"
+    assert eastern.extract('{"t":"2020-02-29T21:53:34.530+01:00"}') == (
+        "2020-02-29T20:53:34.530+00:00"
+    )
+    assert eastern.extract('{"t":1583009614530}') == "2020-02-29T20:53:34.530+00:00"
+    assert eastern.extract('{"t":"1583009614.53"}') == "2020-02-29T20:53:34.530+00:00"
+    assert eastern.extract('{"t":"/Date(1583009614530)/"}') == "2020-02-29T20:53:34.530+00:00"
+    # A zone-less time in New York (EST, UTC-5), also when found by a regex in a text line.
+    assert eastern.extract('{"t":"2020-02-29 15:53:34.530"}') == "2020-02-29T20:53:34.530+00:00"
+    java = EventTimeExtractor([r"re:^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"], "America/New_York")
+    assert java.extract(JAVA_STACK) == utc(2026, 11, 26, 12, 8, 41, micro=250_000)
+
+
+def test_event_time_zone_at_the_year_range_edges():
+    # 0001-01-01 00:30 in Berlin (local mean time, +00:53:28) is in the year 0 in UTC.
+    assert EventTimeExtractor(["t"], "Europe/Berlin").extract('{"t":"0001-01-01T00:30:00"}') is None
+    new_york = EventTimeExtractor(["t"], "America/New_York")
+    assert new_york.extract('{"t":"9999-12-31T23:59:59"}') is None  # 10000-01-01 in UTC
+    assert new_york.extract('{"t":"9999-12-31T12:00:00"}') == "9999-12-31T17:00:00.000+00:00"
+    assert new_york.reset_counts() == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Mars/Olympus_Mons", "Europe", "utc", "Europe/Berlin ", "", "../etc/passwd", "/etc/UTC", 5],
+)
+def test_an_unknown_event_time_zone_is_refused_naming_the_setting(name):
+    with pytest.raises(ValueError, match="event_time_zone") as caught:
+        EventTimeExtractor(HTTP_FIELDS, name)
+    assert "\n" not in str(caught.value)
+    # Refused even when event_time_fields is empty (the feature off): a typo never waits.
+    with pytest.raises(ValueError, match="event_time_zone"):
+        EventTimeExtractor([], name)
+
+
+def test_an_unknown_event_time_zone_stops_the_client_at_start(make_client):
+    from singer_sdk.exceptions import FatalAPIError
+
+    with pytest.raises(FatalAPIError, match="event_time_zone 'Europe/Berln' is not a known"):
+        make_client(event_time_fields=["timestamp"], event_time_zone="Europe/Berln")
+    client = make_client(event_time_fields=["http.timestamp"], event_time_zone="Europe/Berlin")
+    builder = client.reader._record_builder()
+    record = builder({"message": http_event("2020-07-01 20:53:34.530862")}, "log-a", 1, 1, "1")
+    assert record["event_time"] == "2020-07-01T18:53:34.530+00:00"
+
+
+def test_the_setting_defaults_to_utc():
+    from tap_rapid7.settings import CONFIG_SCHEMA, TapSettings, config_from_env
+
+    assert TapSettings(api_key="k").event_time_zone == "UTC"
+    assert CONFIG_SCHEMA["properties"]["event_time_zone"]["default"] == "UTC"
+    assert config_from_env({"TAP_RAPID7_EVENT_TIME_ZONE": "Europe/Berlin"}) == {
+        "event_time_zone": "Europe/Berlin"
+    }
