@@ -14,6 +14,7 @@ as a string); JSON `[log_id, ts, "seq"]`.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import json
 import re
@@ -21,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -53,12 +55,23 @@ INVALID_WINDOW_CODE = 100001
 INVALID_PER_PAGE_CODE = 100003
 PER_PAGE_OVER_MAX_CODE = 100004
 INVALID_BODY_CODE = 100005
+INVALID_CONTINUATION_CODE = 100006
+UNSUPPORTED_MEDIA_CODE = 100007
 STATS_PER_PAGE_CODE = 101009
 
 NOT_FOUND = {"message": "HTTP 404 Not Found"}
 ORG_ID = "00000000-emulator-org"
-_TIME_RANGE = re.compile(r"^\s*last\s+(\d+)?\s*(minute|hour|day|week)s?\s*$", re.I)
-_UNIT_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 604_800_000}
+# Rapid7's `time_range` grammar: `today`, `yesterday`, or `last x timeunits` (x a positive
+# integer; units, case-insensitive: min(s)/minute(s), hr(s)/hour(s), day(s), week(s),
+# month(s), year(s)). Days are UTC days; months and years are calendar ones.
+_TIME_RANGE = re.compile(
+    r"^\s*last\s+(?P<n>[0-9]+)\s*"
+    r"(?P<unit>mins?|minutes?|hrs?|hours?|days?|weeks?|months?|years?)\s*$",
+    re.I,
+)
+_UNIT_MS = {"min": 60_000, "hr": 3_600_000, "hour": 3_600_000, "day": 86_400_000}
+_UNIT_MS |= {"minute": 60_000, "week": 604_800_000}
+DAY_MS = 86_400_000
 
 TruthKey = tuple[str, int, str]  # (log_id, timestamp, sequence_number_str)
 
@@ -202,10 +215,11 @@ class EmulatorApp:
             from_inclusive=True,
             to_inclusive=False,
         )
-        rel, base = self.rels()["Context"].encode(), base_url.encode()
+        rels = self.rels()
+        rel, self_rel, base = rels["Context"].encode(), rels["Self"].encode(), base_url.encode()
         now = self.now_ms()
         return [
-            json.loads(e.render(rel, base))
+            json.loads(e.render(rel, base, self_rel))
             for e in iter_matching(
                 self.data, spec, now, self.options.late_arrival_seconds, self.horizon_ms(now)
             )
@@ -371,7 +385,15 @@ class EmulatorApp:
                 self.family_stats[family]["rate_limited"] += 1
             return _rate_limited(decision)
         try:
-            response = self._route(method, path, params, body, base=base, href=href)
+            response = self._route(
+                method,
+                path,
+                params,
+                body,
+                base=base,
+                href=href,
+                content_type=headers.get("Content-Type"),
+            )
         except ApiError as exc:
             response = _json(exc.status, exc.body)
         response.headers.update(decision.headers())
@@ -387,15 +409,28 @@ class EmulatorApp:
         *,
         base: str,
         href: str,
+        content_type: str | None = None,
     ) -> Response:
         segments = [s for s in path.split("/") if s]
         data = self.data
+        if method == "GET" and body.strip() and not _is_json(body):
+            # Rapid7 documents 415 on every GET endpoint for a non-JSON body (none takes one).
+            raise ApiError(
+                415,
+                {"errorCode": UNSUPPORTED_MEDIA_CODE, "message": "Non-JSON request body was given"},
+            )
         if method == "GET" and segments[:1] == ["management"]:
             return self._management(segments[1:], base)
         if segments[:1] != ["query"]:
             raise ApiError(404, NOT_FOUND)
         rest = segments[1:]
         if method == "POST" and rest == ["logs"]:
+            if not _is_json_media_type(content_type):
+                # Rapid7: 415 "Data not specified as JSON" (JSON that does not parse is a 400).
+                raise ApiError(
+                    415,
+                    {"errorCode": UNSUPPORTED_MEDIA_CODE, "message": "Data not specified as JSON"},
+                )
             return self._start_post(params, body, base)
         if method != "GET":
             raise ApiError(404, NOT_FOUND)
@@ -421,7 +456,7 @@ class EmulatorApp:
         if len(rest) == 2 and rest[0] == "context":
             return self._context(rest[1], params, base)
         if len(rest) == 1:
-            return self._continue(rest[0], base)
+            return self._continue(rest[0], params, base)
         raise ApiError(404, NOT_FOUND)
 
     # ----------------------------------------------------------------- management
@@ -521,15 +556,17 @@ class EmulatorApp:
                 merged[name] = [str(during[name])]
         return self._start(tuple(indexes), leql.get("statement"), merged, base, None)
 
-    def _window(self, params: dict[str, list[str]]) -> tuple[int, int]:
+    def _window(self, params: dict[str, list[str]]) -> tuple[int, int, str | None]:
+        """(from, to, time_range as sent or None)."""
         raw_from, raw_to = _param(params, "from"), _param(params, "to")
         time_range = _param(params, "time_range")
-        if raw_from is None and raw_to is None and time_range:
-            match = _TIME_RANGE.match(time_range)
-            if not match:
-                raise _bad_request(INVALID_WINDOW_CODE, f"Unsupported time_range {time_range!r}")
-            now = self.now_ms()
-            return now - int(match.group(1) or 1) * _UNIT_MS[match.group(2).lower()], now
+        if time_range is not None:
+            if raw_from is not None or raw_to is not None:
+                raise _bad_request(
+                    INVALID_WINDOW_CODE, "Use either 'time_range' or 'from' and 'to', not both"
+                )
+            from_ms, to_ms = resolve_time_range(time_range, self.now_ms())
+            return from_ms, to_ms, time_range
         if raw_from is None or raw_to is None:
             raise _bad_request(
                 MISSING_WINDOW_CODE, "Both 'from' and 'to' (epoch milliseconds) are required"
@@ -542,7 +579,7 @@ class EmulatorApp:
             ) from exc
         if from_ms < 0 or to_ms < from_ms:
             raise _bad_request(INVALID_WINDOW_CODE, "'from' must be >= 0 and <= 'to'")
-        return from_ms, to_ms
+        return from_ms, to_ms, None
 
     def _spec(
         self,
@@ -593,7 +630,7 @@ class EmulatorApp:
     ) -> Response:
         """Start a query: a client's own, or a Next link (`next_page=true`)."""
         opts = self.options
-        from_ms, to_ms = self._window(params)
+        from_ms, to_ms, time_range = self._window(params)
         raw_per_page = _param(params, "per_page")
         per_page = opts.default_per_page
         if raw_per_page is not None:
@@ -628,6 +665,11 @@ class EmulatorApp:
             mrf=mrf,
             sequence_number=sequence_number,
         )
+        # Rapid7: `labels` (':'-separated UUIDs) takes precedence over `label`; both only
+        # filter event searches (a statistical query ignores them here).
+        raw_labels = _param(params, "labels") or _param(params, "label")
+        label_ids = frozenset(x for x in raw_labels.split(":") if x) if raw_labels else None
+        spec = dataclasses.replace(spec, time_range=time_range, label_ids=label_ids)
         if spec.statement.is_count and raw_per_page is not None and opts.reject_per_page_on_stats:
             raise _bad_request(
                 STATS_PER_PAGE_CODE, "per_page is not supported for statistical queries"
@@ -655,7 +697,7 @@ class EmulatorApp:
             return self._finished(entry, base)
         self.registry.add(entry, opts.link_ttl_seconds)
         response = _json(
-            202, running_body(spec, entry.id, 0, f"{base}/query/{entry.id}", self.rels())
+            202, running_body(spec, entry.id, 0, self._self_href(entry, base), self.rels())
         )
         return self._retention_headers(response, entry)
 
@@ -675,9 +717,23 @@ class EmulatorApp:
             )
         return response
 
+    @staticmethod
+    def _self_href(entry: Continuation, base: str) -> str:
+        """The polling link; it carries the query's `time_range`, as Rapid7's do (a poll only
+        echoes the `time_range` it is sent, as metadata)."""
+        href = f"{base}/query/{entry.id}"
+        if entry.spec.time_range is not None:
+            href += "?" + urlencode({"time_range": entry.spec.time_range})
+        return href
+
     # ----------------------------------------------------------------- polling
-    def _continue(self, entry_id: str, base: str) -> Response:
+    def _continue(self, entry_id: str, params: dict[str, list[str]], base: str) -> Response:
         opts = self.options
+        if not self.registry.is_valid_id(entry_id):
+            # Rapid7: 400 "Invalid Continuation ID" for an id it never issued (garbled,
+            # truncated, made up); 404 only for a real one it no longer knows (expired).
+            self._count("invalid_continuations")
+            raise _bad_request(INVALID_CONTINUATION_CODE, "Invalid Continuation ID")
         now = self.now_ms()
         entry, expired = self.registry.get(entry_id, now, opts.link_ttl_seconds)
         if entry is None:
@@ -685,6 +741,7 @@ class EmulatorApp:
                 self._count("expired_links")
             raise ApiError(404, NOT_FOUND)
         self.registry.touch(entry, now)  # a successful poll: the link lives another TTL
+        echoed = dataclasses.replace(entry.spec, time_range=_param(params, "time_range"))
         with self._lock:
             if not entry.ready:
                 entry.polls += 1
@@ -699,14 +756,23 @@ class EmulatorApp:
                     response = _json(
                         200,
                         running_body(
-                            entry.spec, entry.id, progress, f"{base}/query/{entry.id}", self.rels()
+                            echoed,
+                            entry.id,
+                            progress,
+                            self._self_href(entry, base),
+                            self.rels(),
                         ),
                     )
                     return self._retention_headers(response, entry)
-        return self._finished(entry, base)
+        return self._finished(entry, base, echoed)
 
-    def _finished(self, entry: Continuation, base: str) -> Response:
-        opts, spec, now = self.options, entry.spec, self.now_ms()
+    def _finished(
+        self, entry: Continuation, base: str, echoed: QuerySpec | None = None
+    ) -> Response:
+        """The finished answer; `echoed` is the spec as the answer describes it (a poll echoes
+        only the `time_range` it was sent)."""
+        opts, now = self.options, self.now_ms()
+        spec = entry.spec if echoed is None else echoed
         horizon = self.horizon_ms(now)
         if spec.statement.is_count:
             self._count("statistics_served")
@@ -775,6 +841,8 @@ class EmulatorApp:
         ]
         if spec.statement.text:
             params.append(("query", spec.statement.text))
+        if spec.label_ids is not None:
+            params.append(("labels", ":".join(sorted(spec.label_ids))))
         if spec.most_recent_first:
             params.append(("most_recent_first", "true"))
         return f"{base}/query/logs/{':'.join(spec.log_ids)}?" + urlencode(
@@ -816,6 +884,54 @@ class EmulatorApp:
             after[: half + 1] if kind != "BEFORE" else after[:1]
         )
         return Response(200, render_page(spec, picked, None, base, self.rels()))
+
+
+def resolve_time_range(time_range: str, now_ms: int) -> tuple[int, int]:
+    """Rapid7's relative `time_range` as (from, to) epoch ms at `now_ms` (400 if unsupported).
+
+    `today`: from the start of the UTC day to now; `yesterday`: the whole previous UTC day;
+    `last x units`: x units back from now (months and years on the calendar, the day clamped
+    to the month's length)."""
+    text = time_range.strip().lower()
+    if text in ("today", "yesterday"):
+        midnight = now_ms - now_ms % DAY_MS
+        return (midnight, now_ms) if text == "today" else (midnight - DAY_MS, midnight)
+    match = _TIME_RANGE.match(time_range)
+    count = int(match["n"]) if match else 0
+    if match is None or count < 1:
+        raise _bad_request(
+            INVALID_WINDOW_CODE,
+            f"Unsupported time_range {time_range!r}: use 'today', 'yesterday' or 'last x "
+            "min(s)|minute(s)|hr(s)|hour(s)|day(s)|week(s)|month(s)|year(s)' (x > 0)",
+        )
+    unit = match["unit"].lower().rstrip("s")
+    if unit in ("month", "year"):
+        months = count * (12 if unit == "year" else 1)
+        now = datetime.fromtimestamp(now_ms // 1000, tz=UTC)
+        total = now.year * 12 + now.month - 1 - months
+        year, month = divmod(total, 12)
+        if year < 1970:
+            return 0, now_ms
+        day = min(now.day, calendar.monthrange(year, month + 1)[1])
+        start = now.replace(year=year, month=month + 1, day=day)
+        return max(0, int(start.timestamp()) * 1000 + now_ms % 1000), now_ms
+    return max(0, now_ms - count * _UNIT_MS[unit]), now_ms
+
+
+def _is_json_media_type(content_type: str | None) -> bool:
+    """`application/json` or a `+json` type, parameters (charset) ignored."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
 
 
 def _param(params: dict[str, list[str]], name: str) -> str | None:

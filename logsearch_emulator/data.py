@@ -33,7 +33,6 @@ from __future__ import annotations
 import bisect
 import functools
 import heapq
-import json
 import math
 import random
 import threading
@@ -56,7 +55,12 @@ MAX_TIMESTAMP_MS = (1 << 41) - 1  # keeps every sequence number below 2^63 (year
 FRAGMENT_MID = b'","href":"'
 
 OUT_OF_ORDER_LABEL_ID = "00000000-0000-0000-0000-000000000006"
-LABELLED_JSON = json.dumps([{"id": OUT_OF_ORDER_LABEL_ID}], separators=(",", ":"))
+# Event labels are `[{"id", "links": [{"rel": "Self", "href": "<base>/management/labels/<id>"}]}]`
+# as in Rapid7's examples; the rel and base depend on the request, so a labelled event's JSON
+# has a second split point (see `Event`).
+LABELS_EMPTY_TAIL = b',"labels":[]}'
+LABELLED_TAIL = f',"labels":[{{"id":"{OUT_OF_ORDER_LABEL_ID}","links":[{{"rel":"'.encode()
+LABELLED_LABEL_TAIL = f'/management/labels/{OUT_OF_ORDER_LABEL_ID}"}}]}}]}}'.encode()
 LABELS = {
     OUT_OF_ORDER_LABEL_ID: {
         "id": OUT_OF_ORDER_LABEL_ID,
@@ -144,14 +148,19 @@ class Event(NamedTuple):
     message: str
     labelled: bool
     # The event's JSON as bytes, split where the Context rel and the base URL go (both depend
-    # on the request and options): head + rel + FRAGMENT_MID + base + tail.
+    # on the request and options): head + rel + FRAGMENT_MID + base + tail; a labelled event
+    # goes on with its label's Self link: + self_rel + FRAGMENT_MID + base + label_tail.
     head: bytes
     tail: bytes
     event_ms: int | None  # the time written into the message, epoch ms (None: it has none)
     kind: str  # the message shape, one of MESSAGE_KINDS
+    label_tail: bytes  # b"" when the event has no label
 
-    def render(self, rel: bytes, base: bytes) -> bytes:
-        return b"".join((self.head, rel, FRAGMENT_MID, base, self.tail))
+    def render(self, rel: bytes, base: bytes, self_rel: bytes = b"Self") -> bytes:
+        parts = [self.head, rel, FRAGMENT_MID, base, self.tail]
+        if self.label_tail:
+            parts += (self_rel, FRAGMENT_MID, base, self.label_tail)
+        return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -293,18 +302,28 @@ class SyntheticData:
         seq = self.sequence_number(log, ts, index_in_ms)
         message, event_ms, kind = _message(rng, ts)
         labelled = rng.random() < 0.03
-        labels = LABELLED_JSON if labelled else "[]"
         head = (
             f'{{"timestamp":{ts},"sequence_number":{seq},"sequence_number_str":"{seq}",'
             f'"log_id":"{log.id}","message":{encode_basestring(message)},'
-            f'"labels":{labels},"links":[{{"rel":"'
+            '"links":[{"rel":"'
         ).encode()
         tail = (
             f"/query/context/{seq}?per_page=50&timestamp={ts}&log_keys={log.id}"
-            '&context_type=SURROUND"}]}'
-        ).encode()
+            '&context_type=SURROUND"}]'
+        ).encode() + (LABELLED_TAIL if labelled else LABELS_EMPTY_TAIL)
+        label_tail = LABELLED_LABEL_TAIL if labelled else b""
         return Event(
-            ts, seq, log.index, rng.random(), message, labelled, head, tail, event_ms, kind
+            ts,
+            seq,
+            log.index,
+            rng.random(),
+            message,
+            labelled,
+            head,
+            tail,
+            event_ms,
+            kind,
+            label_tail,
         )
 
     # ----------------------------------------------------------------- iteration

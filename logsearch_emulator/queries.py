@@ -17,16 +17,22 @@ import hashlib
 import itertools
 import json
 import math
+import re
+import secrets
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from logsearch_emulator.data import FRAGMENT_MID, Event, SyntheticData
+from logsearch_emulator.data import FRAGMENT_MID, OUT_OF_ORDER_LABEL_ID, Event, SyntheticData
 from logsearch_emulator.leql import Statement
 
 REGISTRY_MAX_ENTRIES = 100_000
+_CONTINUATION_ID = re.compile(
+    r"^(?P<token>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r":(?P<n>[0-9]+):(?P<a>[0-9a-f]{40})::(?P<b>[0-9a-f]{40}):$"
+)
 STATS_SLICES = 10
 
 Position = tuple[int, int, int]  # (timestamp, sequence_number, log_index)
@@ -73,12 +79,14 @@ class QuerySpec:
     most_recent_first: bool
     lower: Position  # inclusive sort key: no entry before it
     upper: Position  # exclusive sort key: no entry at or after it
+    time_range: str | None = None  # echoed in `during` next to the bounds it resolved to
+    label_ids: frozenset[str] | None = None  # `label`/`labels` filter (event searches only)
 
     def leql(self) -> dict:
-        return {
-            "statement": self.statement.text,
-            "during": {"from": self.from_ms, "to": self.to_ms},
-        }
+        during: dict = {"from": self.from_ms, "to": self.to_ms}
+        if self.time_range is not None:
+            during["time_range"] = self.time_range
+        return {"statement": self.statement.text, "during": during}
 
 
 @dataclass
@@ -109,13 +117,27 @@ class Registry:
         self._entries: OrderedDict[str, Continuation] = OrderedDict()
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._counter = itertools.count(1)
+        self._secret = secrets.token_hex(16)  # ids of this registry only verify here
+
+    def _signatures(self, token: str, n: str) -> tuple[str, str]:
+        a = hashlib.sha1(f"{self._secret}:{token}:{n}:a".encode(), usedforsecurity=False)
+        b = hashlib.sha1(f"{self._secret}:{token}:{n}:b".encode(), usedforsecurity=False)
+        return a.hexdigest(), b.hexdigest()
 
     def new_id(self) -> str:
-        token = uuid.uuid4()
-        n = next(self._counter)
-        a = hashlib.sha1(f"{token}a".encode(), usedforsecurity=False).hexdigest()
-        b = hashlib.sha1(f"{token}b".encode(), usedforsecurity=False).hexdigest()
+        token = str(uuid.uuid4())
+        n = str(next(self._counter))
+        a, b = self._signatures(token, n)
         return f"{token}:{n}:{a}::{b}:"
+
+    def is_valid_id(self, entry_id: str) -> bool:
+        """Whether `entry_id` is an id this registry issued (well-formed, signatures match),
+        whether or not it is still live: Rapid7 answers 400 "Invalid Continuation ID" for one
+        that is not, and 404 for a valid one it no longer knows (expired)."""
+        match = _CONTINUATION_ID.match(entry_id)
+        if match is None:
+            return False
+        return (match["a"], match["b"]) == self._signatures(match["token"], match["n"])
 
     def add(self, entry: Continuation, ttl_seconds: float | None = None) -> None:
         """Store an entry; prune expired ones from the old end (least recently touched)."""
@@ -184,6 +206,9 @@ def iter_matching(
     lo = lo_ts if horizon_ms is None else max(lo_ts, horizon_ms)
     hi = min(hi_ts + 1 if check_hi else hi_ts, now_ms + 1)
     matches = spec.statement.matches
+    labelled_only = spec.label_ids is not None and not spec.statement.is_count
+    if labelled_only and OUT_OF_ORDER_LABEL_ID not in (spec.label_ids or ()):
+        return  # the only label events carry is not asked for
     for event in data.iter_logs(spec.log_indexes, lo, hi, spec.most_recent_first):
         ts = event.ts
         if check_lo and ts == lo_ts and (event.seq, event.log_index) < lo_rest:
@@ -193,6 +218,8 @@ def iter_matching(
         if not _visible(event, now_ms, late_ms):
             continue
         if matches is not None and not matches(event.message):
+            continue
+        if labelled_only and not event.labelled:
             continue
         yield event
 
@@ -222,12 +249,14 @@ def render_page(
     head = json.dumps({"logs": list(spec.log_ids), "leql": spec.leql()}, separators=(",", ":"))[
         :-1
     ].encode()
-    rel, base_bytes = rels["Context"].encode(), base.encode()
+    rel, self_rel, base_bytes = rels["Context"].encode(), rels["Self"].encode(), base.encode()
     parts = [head, b',"events":[']
     for i, event in enumerate(events):
         if i:
             parts.append(b",")
         parts += (event.head, rel, FRAGMENT_MID, base_bytes, event.tail)
+        if event.label_tail:
+            parts += (self_rel, FRAGMENT_MID, base_bytes, event.label_tail)
     parts.append(b"]")
     if next_href is not None:
         parts.append(b',"links":' + json.dumps([{"rel": rels["Next"], "href": next_href}]).encode())

@@ -101,7 +101,7 @@ def test_custom_api_key(emulator_factory):
         ("/query/logs/{log}:00000000-0000-0000-0000-00000000dead", WINDOW, 404, None),
         ("/query/logsets/nope", WINDOW, 404, None),
         ("/query/logsets", {**WINDOW, "logset_name": "No Such Set"}, 404, None),
-        ("/query/no:such:continuation:", {}, 404, None),
+        ("/query/no:such:continuation:", {}, 400, 100006),
         ("/management/logs/nope", {}, 404, None),
         ("/management/nothing", {}, 404, None),
         ("/management/labels/00000000-0000-0000-0000-000000000099", {}, 404, None),
@@ -150,7 +150,11 @@ def test_post_with_time_range(emu, session):
         "leql": {"statement": "", "during": {"time_range": "Last 10 Minutes"}},
     }
     page = session.post(f"{emu.base_url}/query/logs", json=body).json()
-    assert page["leql"]["during"] == {"from": NOW_MS - 10 * MINUTE_MS, "to": NOW_MS}
+    assert page["leql"]["during"] == {
+        "from": NOW_MS - 10 * MINUTE_MS,
+        "to": NOW_MS,
+        "time_range": "Last 10 Minutes",
+    }
     assert page["events"]
 
 

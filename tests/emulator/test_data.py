@@ -292,7 +292,12 @@ def test_labels_are_served_and_resolvable(emulator_factory):
         for e in emu.events(log_id, NOW_MS - HOUR_MS, NOW_MS - HOUR_MS + 10 * MINUTE_MS)
     ]
     label_sets = {json.dumps(e["labels"]) for e in events}
-    assert label_sets == {"[]", '[{"id": "00000000-0000-0000-0000-000000000006"}]'}
+    label_id = "00000000-0000-0000-0000-000000000006"
+    href = f"{emu.base_url}/management/labels/{label_id}"
+    assert label_sets == {
+        "[]",
+        json.dumps([{"id": label_id, "links": [{"rel": "Self", "href": href}]}]),
+    }
     response = requests.get(
         f"{emu.base_url}/management/labels/00000000-0000-0000-0000-000000000006",
         headers={"X-Api-Key": emu.api_key},
