@@ -11,7 +11,9 @@ BASE = "https://logs.test"
 API_KEY = "sekret-api-key-0123456789"
 LOG = "log-a"
 START_URL = f"{BASE}/query/logs/{LOG}"
-BIG = 3237201778429120512  # > 2**53: a double cannot hold it
+# Shaped like a real Rapid7 sequence number: above 2**53, a multiple of 4096 (so a double holds
+# it exactly; BIG + 1 it cannot, so the test of a float on the way uses BIG + 1)
+BIG = 3237201778429120512
 
 
 class FakeTime:

@@ -49,6 +49,20 @@ def test_202_then_running_200_then_page(requests_mock, make_client, fake_time):
     assert start.headers["X-Api-Key"] == API_KEY
 
 
+def test_a_sequence_number_no_double_can_hold_reaches_the_record_exactly(
+    requests_mock, make_client
+):
+    odd = BIG + 1
+    assert int(float(odd)) != odd  # the value a float on the way would change
+    requests_mock.get(
+        START_URL,
+        # raw text: the JSON number as Rapid7 writes it, no sequence_number_str to fall back on
+        text=f'{{"events": [{{"timestamp": 1500, "sequence_number": {odd}}}], "links": []}}',
+    )
+    records, _ = read_all(make_client())
+    assert [(r["sequence_number"], r["sequence_number_str"]) for r in records] == [(odd, str(odd))]
+
+
 def test_immediate_200_needs_no_poll(requests_mock, make_client, fake_time):
     requests_mock.get(START_URL, json=page([event(1500, BIG)]))
     records, _ = read_all(make_client())
