@@ -11,10 +11,8 @@ import signal
 import sys
 from collections.abc import Callable
 from functools import cached_property
-from types import TracebackType
 from typing import Any, ClassVar, NoReturn, TypeVar
 
-import click
 from singer_sdk import Stream
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import FatalAPIError
@@ -23,9 +21,9 @@ from singer_sdk.helpers.capabilities import (
     PluginCapabilities,
     TapCapabilities,
 )
-from singer_sdk.plugin_base import SingerCommand
 from singer_sdk.singerlib import Message, RecordMessage, StateMessage
 
+from plugin_io.cli_errors import OneLineFatalErrors
 from plugin_io.distribution import DISTRIBUTION
 from plugin_io.log_events import log_event, log_fatal_error
 from plugin_io.settings_types import secret_paths, secret_texts
@@ -69,7 +67,7 @@ class RecordBufferingWriter(MsgSpecWriter):
             self.last_state = bytes(line).strip()
 
 
-class TapRapid7(TapHooks):
+class TapRapid7(OneLineFatalErrors, TapHooks):
     """Singer tap for Rapid7 Log Search: events per log, plus logs and log sets."""
 
     name = PLUGIN_NAME
@@ -232,31 +230,9 @@ class TapRapid7(TapHooks):
         raise SystemExit(1)
 
     @classmethod
-    def log_unhandled(
-        cls,
-        exc_type: type[BaseException],
-        exc_value: BaseException,
-        exc_traceback: TracebackType | None,
-    ) -> None:
-        """Last resort for an error the run did not handle: one ERROR line, traceback at DEBUG.
-
-        Installed as the CLI's excepthook (``get_singer_command``); Python exits 1 after it.
-        """
-        if issubclass(exc_type, KeyboardInterrupt):
-            sys.__excepthook__(exc_type, exc_value, exc_traceback)
-            return
-        error = exc_value.with_traceback(exc_traceback)
-        log_fatal_error(cls.logger, error, secrets=TapRapid7.hidden_texts)
-
-    @classmethod
-    def get_singer_command(cls) -> click.Command:
-        """The SDK's command, with ``log_unhandled`` as its excepthook."""
-        command = super().get_singer_command()
-        if isinstance(command, SingerCommand):
-            # The SDK's excepthook logs the error's text with its whole traceback at ERROR
-            # (60 to 140 lines after the one that matters); ours keeps the frames for DEBUG.
-            command.excepthook = cls.log_unhandled  # type: ignore[method-assign]
-        return command
+    def fatal_error_secrets(cls) -> list[str]:
+        """The latest run's secret setting values (hidden in the fatal line and traceback)."""
+        return TapRapid7.hidden_texts
 
     def discover_streams(self) -> list[Stream]:
         """The events stream and the two management streams."""

@@ -44,7 +44,6 @@ import logging
 import os
 import secrets
 import signal
-import sys
 import threading
 import time
 import typing as t
@@ -55,10 +54,10 @@ from functools import cached_property
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.mapper import SameRecordTransform
-from singer_sdk.plugin_base import SingerCommand
 
+from plugin_io.cli_errors import OneLineFatalErrors
 from plugin_io.distribution import DISTRIBUTION, install_hint
-from plugin_io.log_events import log_event, log_fatal_error, redact
+from plugin_io.log_events import log_event, redact
 from plugin_io.settings_types import secret_paths, secret_texts
 from plugin_io.singer_lines import write_line
 from target_parquet_parts.errors import DescribedOSError, describe_os_error, explain_os_errors
@@ -78,9 +77,7 @@ from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir,
 from target_parquet_parts.version import PLUGIN_NAME
 
 if t.TYPE_CHECKING:
-    from types import FrameType, TracebackType
-
-    import click
+    from types import FrameType
 
     from target_parquet_parts.iceberg import IcebergWriter
 
@@ -123,7 +120,7 @@ def _iceberg_writer(settings: TargetSettings, run_id: str) -> IcebergWriter:
     return IcebergWriter(settings, run_id)
 
 
-class TargetParquetParts(TargetHooks):
+class TargetParquetParts(OneLineFatalErrors, TargetHooks):
     """Singer target that writes each batch as new, immutable Parquet part files."""
 
     name = PLUGIN_NAME
@@ -420,31 +417,9 @@ class TargetParquetParts(TargetHooks):
         super().invoke(*args, **kwargs)
 
     @classmethod
-    def log_unhandled(
-        cls,
-        exc_type: type[BaseException],
-        exc_value: BaseException,
-        exc_traceback: TracebackType | None,
-    ) -> None:
-        """Last resort for an error the run did not handle: one ERROR line, traceback at DEBUG.
-
-        Installed as the CLI's excepthook (``get_singer_command``); Python exits 1 after it.
-        """
-        if issubclass(exc_type, KeyboardInterrupt):
-            sys.__excepthook__(exc_type, exc_value, exc_traceback)
-            return
-        hidden = TargetParquetParts.last_hidden_texts
-        log_fatal_error(cls.logger, exc_value.with_traceback(exc_traceback), secrets=hidden)
-
-    @classmethod
-    def get_singer_command(cls) -> click.Command:
-        """The SDK's command (with ``--input``), with ``log_unhandled`` as its excepthook."""
-        command = super().get_singer_command()
-        if isinstance(command, SingerCommand):
-            # The SDK's excepthook logs the error's text with its whole traceback at ERROR
-            # (60 to 140 lines after the one that matters); ours keeps the frames for DEBUG.
-            command.excepthook = cls.log_unhandled  # type: ignore[method-assign]
-        return command
+    def fatal_error_secrets(cls) -> list[str]:
+        """The latest target's secret setting values (hidden in the fatal line and traceback)."""
+        return TargetParquetParts.last_hidden_texts
 
     def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM/SIGINT: only record the request (see the module docstring).
