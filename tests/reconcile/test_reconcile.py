@@ -281,7 +281,8 @@ def test_cli_exit_status_and_json(tmp_path, monkeypatch, capsys):
     assert "no events/ directory" in capsys.readouterr().err
 
 
-def test_cli_never_prints_the_api_key_on_failure(tmp_path, monkeypatch, capsys):
+def _an_api_that_fails_with_the_key(tmp_path, monkeypatch) -> list[str]:
+    """A dataset, a config with a key, and an API whose error quotes it: the CLI's arguments."""
     config = tmp_path / "tap.json"
     config.write_text(json.dumps({"api_key": "s3cret-key", "log_ids": LOGS}))
     write_parts(tmp_path / "lake", make_events())
@@ -293,7 +294,12 @@ def test_cli_never_prints_the_api_key_on_failure(tmp_path, monkeypatch, capsys):
         return count, lambda: LOGS, "http://api"
 
     monkeypatch.setattr(reconcile_cli, "_client_counter", failing)
-    assert reconcile_cli.main(["--config", str(config), "--dataset", str(tmp_path / "lake")]) == 2
+    return ["--config", str(config), "--dataset", str(tmp_path / "lake")]
+
+
+def test_cli_never_prints_the_api_key_on_failure(tmp_path, monkeypatch, capsys):
+    argv = _an_api_that_fails_with_the_key(tmp_path, monkeypatch)
+    assert reconcile_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "could not check" in err
     assert "s3cret-key" not in err
@@ -846,18 +852,7 @@ def test_cli_clocks_text_json_and_bad_durations(tmp_path, monkeypatch, capsys):
 
 
 def test_a_failure_traceback_only_at_debug_and_without_the_key(tmp_path, monkeypatch, capsys):
-    config = tmp_path / "tap.json"
-    config.write_text(json.dumps({"api_key": "s3cret-key", "log_ids": LOGS}))
-    write_parts(tmp_path / "lake", make_events())
-
-    def failing(cfg):
-        def count(*_):
-            raise RuntimeError(f"401 for key {cfg.api_key}")
-
-        return count, lambda: LOGS, "http://api"
-
-    monkeypatch.setattr(reconcile_cli, "_client_counter", failing)
-    argv = ["--config", str(config), "--dataset", str(tmp_path / "lake")]
+    argv = _an_api_that_fails_with_the_key(tmp_path, monkeypatch)
     assert reconcile_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -143,6 +143,34 @@ def figures(runs: list[list[tuple[int, int]]], truth: set[tuple[int, int]]) -> d
     }
 
 
+def runs_stopped_at_each_second_batch(
+    monkeypatch, state: dict | None
+) -> list[list[tuple[int, int]]]:
+    """Runs from ``state``, each stopped while it waits for its second batch (a page boundary
+    inside a burst) and resumed from its last STATE, until one completes; their records."""
+    runs: list[list[tuple[int, int]]] = []
+    for _ in range(30):
+        # waits: the plan, the runner, then one per batch: the 4th is the wait for batch 2
+        messages, stopped = run(monkeypatch, state, stop_at_wait=4)
+        runs.append(records_of(messages))
+        state = last_state(messages, state)
+        if not stopped or at_the_end(state):
+            return runs
+    pytest.fail("the runs never completed")
+
+
+def old_state(floor: int) -> dict:
+    """A STATE written before the list existed: the burst's millisecond up to ``floor``."""
+    partition = {
+        "context": {"log_id": LOG},
+        "replication_key": "received_at",
+        "replication_key_value": "2024-01-01T00:00:05.000+00:00",
+        "next_from_millis": BURST,
+        "next_from_sequence_number_str": str(floor),
+    }
+    return {"bookmarks": {"events": {"partitions": [partition]}}}
+
+
 @pytest.mark.parametrize("order", ORDERS.values(), ids=ORDERS.keys())
 def test_stopping_at_each_first_page_boundary_and_resuming_is_exact(
     monkeypatch, requests_mock, order
@@ -151,17 +179,7 @@ def test_stopping_at_each_first_page_boundary_and_resuming_is_exact(
     burst, as in the report) and the next resumes from its STATE, until one completes."""
     api = OrderedLogSearch(served(order))
     api.install(requests_mock)
-    state: dict | None = None
-    runs: list[list[tuple[int, int]]] = []
-    for _ in range(30):
-        # waits: the plan, the runner, then one per batch: the 4th is the wait for batch 2
-        messages, stopped = run(monkeypatch, state, stop_at_wait=4)
-        runs.append(records_of(messages))
-        state = last_state(messages, state)
-        if not stopped or at_the_end(state):
-            break
-    else:
-        pytest.fail("the runs never completed")
+    runs = runs_stopped_at_each_second_batch(monkeypatch, None)
     result = figures(runs, api.truth(T0, T0 + 20_000))
     print(order, result, file=sys.__stderr__)  # the figures for the report (-s)
     assert result["missing"] == 0
@@ -253,21 +271,7 @@ def test_a_state_from_before_the_list_still_resumes_exactly(monkeypatch, request
     api = OrderedLogSearch(served(ORDERS["ascending"]))
     api.install(requests_mock)
     earlier = {(ts, seq) for ts, seq in api.served if ts < BURST or (ts == BURST and seq <= floor)}
-    old = {
-        "bookmarks": {
-            "events": {
-                "partitions": [
-                    {
-                        "context": {"log_id": LOG},
-                        "replication_key": "received_at",
-                        "replication_key_value": "2024-01-01T00:00:05.000+00:00",
-                        "next_from_millis": BURST,
-                        "next_from_sequence_number_str": str(floor),
-                    }
-                ]
-            }
-        }
-    }
+    old = old_state(floor)
     # stopped right after its first batch, then resumed again from that STATE
     first, stopped = run(monkeypatch, old, stop_at_wait=4)
     assert stopped
@@ -287,30 +291,7 @@ def test_an_old_floor_then_any_order_stopped_at_every_boundary_is_exact(
     api = OrderedLogSearch(served([5, *order]))
     api.install(requests_mock)
     earlier = {(ts, seq) for ts, seq in api.served if ts < BURST or (ts == BURST and seq <= 5)}
-    state: dict | None = {
-        "bookmarks": {
-            "events": {
-                "partitions": [
-                    {
-                        "context": {"log_id": LOG},
-                        "replication_key": "received_at",
-                        "replication_key_value": "2024-01-01T00:00:05.000+00:00",
-                        "next_from_millis": BURST,
-                        "next_from_sequence_number_str": "5",
-                    }
-                ]
-            }
-        }
-    }
-    runs: list[list[tuple[int, int]]] = [sorted(earlier)]
-    for _ in range(30):
-        messages, stopped = run(monkeypatch, state, stop_at_wait=4)
-        runs.append(records_of(messages))
-        state = last_state(messages, state)
-        if not stopped or at_the_end(state):
-            break
-    else:
-        pytest.fail("the runs never completed")
+    runs = [sorted(earlier), *runs_stopped_at_each_second_batch(monkeypatch, old_state(5))]
     result = figures(runs, api.truth(T0, T0 + 20_000))
     assert (result["missing"], result["duplicates"], result["extra"]) == (0, 0, 0), result
 

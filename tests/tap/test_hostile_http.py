@@ -185,8 +185,9 @@ def test_server_wait_reports_what_it_ignored_and_cut():
 
 
 # ----------------------------------------------------------------------------- body sizes
-def _serve(head: list[str], body_chunks: Any) -> Any:
-    """A handler answering every request with ``head`` and the chunks ``body_chunks()`` yields."""
+def _serve(head: list[str], body_chunks: Any, status: str = "200 OK") -> Any:
+    """A handler answering every request with ``status``, ``head`` and the chunks
+    ``body_chunks()`` yields."""
 
     def handler(conn: socket.socket, server: LoopbackServer) -> None:
         while not server.stopped.is_set():
@@ -195,7 +196,7 @@ def _serve(head: list[str], body_chunks: Any) -> Any:
                 return
             server.record(raw)
             conn.sendall(
-                ("HTTP/1.1 200 OK\r\n" + "".join(h + "\r\n" for h in head) + "\r\n").encode()
+                (f"HTTP/1.1 {status}\r\n" + "".join(h + "\r\n" for h in head) + "\r\n").encode()
             )
             for chunk in body_chunks():
                 conn.sendall(chunk)
@@ -495,18 +496,7 @@ def test_cli_a_gzip_bomb_ends_the_run_with_one_line(tmp_path):
 
 def test_cli_retry_after_inf_backs_off_then_fails_with_one_line(tmp_path):
     head = ["Retry-After: inf", "Content-Type: text/plain", "Content-Length: 23"]
-
-    def handler(conn: socket.socket, server: LoopbackServer) -> None:
-        while not server.stopped.is_set():
-            raw = read_request(conn)
-            if not raw:
-                return
-            server.record(raw)
-            conn.sendall(
-                ("HTTP/1.1 429 Too Many Requests\r\n" + "\r\n".join(head) + "\r\n\r\n").encode()
-                + b"API rate limit exceeded"
-            )
-
+    handler = _serve(head, lambda: [b"API rate limit exceeded"], "429 Too Many Requests")
     with LoopbackServer(handler) as server:
         result = _run_tap(tmp_path, server.url)
         assert len(server.requests) == 3  # max_retries 2: waited between, never forever
