@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from plugin_io.log_events import add_log_level_argument
 from tap_rapid7.windows import MAX_EVENTS
 
 if TYPE_CHECKING:
@@ -245,13 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ID",
         help="only this log (repeatable; default: log_ids, else every log)",
     )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default="INFO",
-        help="DEBUG adds the traceback of a failure; default INFO",
-    )
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
     debug = args.log_level == "DEBUG"
     settings: TapSettings | None = None

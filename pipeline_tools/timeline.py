@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from plugin_io.distribution import install_hint
-from plugin_io.log_events import parse_fields
+from plugin_io.log_events import add_log_level_argument, parse_fields
 
 __all__ = [
     "LogEvent",
@@ -1044,13 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
         "timeline.png when reading stdin)",
     )
     parser.add_argument("--title", default="", help="title above the lanes")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default="INFO",
-        help="DEBUG adds the traceback of a failure; ERROR hides the notes on skipped lines",
-    )
+    add_log_level_argument(parser, more="; ERROR hides the notes on skipped lines")
     args = parser.parse_args(argv)
     debug = args.log_level == "DEBUG"
     try:

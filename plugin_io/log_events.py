@@ -18,7 +18,16 @@ import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["format_event", "log_event", "log_fatal_error", "one_line", "parse_fields", "redact"]
+__all__ = [
+    "LOG_LEVELS",
+    "add_log_level_argument",
+    "format_event",
+    "log_event",
+    "log_fatal_error",
+    "one_line",
+    "parse_fields",
+    "redact",
+]
 
 # How a user gets the traceback the fatal line leaves out: the SDK reads the level from these
 # variables (``<PLUGIN>_LOGLEVEL`` first; Meltano's ``--log-level`` sets ``LOGLEVEL``).
@@ -161,3 +170,18 @@ def log_fatal_error(
     logger.error("%s", text)
     frames = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     logger.debug("Traceback of the error above:\n%s", redact(frames.rstrip(), secrets))
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_level_argument(parser: Any, *, default: str = "INFO", more: str = "") -> None:
+    """The tools' ``--log-level`` option (an ``argparse`` parser): DEBUG adds the traceback of a
+    failure, which is otherwise one line. ``more`` adds what else the level changes."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=default,
+        help=f"DEBUG adds the traceback of a failure{more}; default {default}",
+    )

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from plugin_io.distribution import install_hint
+from plugin_io.log_events import add_log_level_argument
 from target_parquet_parts.settings import SettingError, TargetSettings, config_from_env
 
 if t.TYPE_CHECKING:
@@ -143,13 +144,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default="INFO",
-        help="DEBUG adds the traceback of a failure; default INFO",
-    )
+    add_log_level_argument(parser)
     return parser.parse_args(argv)
 
 

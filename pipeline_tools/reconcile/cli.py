@@ -52,7 +52,7 @@ from pipeline_tools.reconcile.iceberg_source import (
     detect_table_format,
 )
 from pipeline_tools.reconcile.report import Report, WindowResult, render_json, render_table
-from plugin_io.log_events import redact
+from plugin_io.log_events import add_log_level_argument, redact
 from tap_rapid7.logsearch.records import EVENTS_STREAM
 from tap_rapid7.settings import SettingError, TapSettings, config_from_env
 from tap_rapid7.windows import iso_to_millis
@@ -375,12 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the embedded SQLite catalog DATASET/catalog.db",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--log-level",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default="WARNING",
-        help="DEBUG adds the traceback of a failure (the API key hidden); default WARNING",
-    )
+    add_log_level_argument(parser, default="WARNING", more=" (the API key hidden)")
     return parser
 
 
