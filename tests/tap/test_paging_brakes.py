@@ -178,6 +178,10 @@ def test_a_window_within_its_count_reads_to_its_end(requests_mock, make_client):
     assert len(records) == 75
     assert report.restarts == 0
     assert report.pages == 25
+    # the budget: one count query for the whole window, the pages' queries unchanged
+    counts = [r for r in requests_mock.request_history if "calculate" in r.qs.get("query", [""])[0]]
+    assert len(counts) == 1
+    assert len(requests_mock.request_history) == 25 + 1
 
 
 @pytest.mark.parametrize(
