@@ -26,11 +26,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from logsearch_emulator import kvp
 from logsearch_emulator.data import LABELS, Event, SyntheticData, iso_ms
 from logsearch_emulator.faults import FaultInjector
 from logsearch_emulator.leql import INVALID_STATEMENT_CODE, StatementError, parse_statement
 from logsearch_emulator.options import DATA_FIELDS, EmulatorOptions
 from logsearch_emulator.queries import (
+    ContextSpec,
     Continuation,
     QuerySpec,
     Registry,
@@ -61,6 +63,14 @@ STATS_PER_PAGE_CODE = 101009
 
 NOT_FOUND = {"message": "HTTP 404 Not Found"}
 ORG_ID = "00000000-emulator-org"
+INVALID_CONTEXT_CODE = 100008
+CONTEXT_TYPES = ("BEFORE", "AFTER", "SURROUND")
+# Rapid7: a Context query's entries are those around the given one "until there is a gap of 60
+# seconds between log entries"; a page of N entries therefore spans at most N * 60 s each way.
+CONTEXT_GAP_MS = 60_000
+TOPKEYS_SAMPLE_MS = 3_600_000  # topkeys: the keys of the last hour of a log
+TOPKEYS_SAMPLE_EVENTS = 2_000  # ... at most this many entries (bounded per request)
+TOPKEYS_MAX = 10
 # Rapid7's `time_range` grammar: `today`, `yesterday`, or `last x timeunits` (x a positive
 # integer; units, case-insensitive: min(s)/minute(s), hr(s)/hour(s), day(s), week(s),
 # month(s), year(s)). Days are UTC days; months and years are calendar ones.
@@ -480,11 +490,11 @@ class EmulatorApp:
             "links": [{"rel": rel["Related"], "href": f"{base}/management/logs/{log.id}/topkeys"}],
             "retention_period": "default",
             "rrn": f"rrn:logsearch:us:{ORG_ID}:log:{log.id}",
-            "source_type": "token",
-            "structures": [],
+            "source_type": log.source_type,
+            "structures": [log.structure],
             "token_seed": None,
-            "tokens": [],
-            "user_data": {"platform_managed": "true"},
+            "tokens": [log.token] if log.token else [],
+            "user_data": {} if log.source_type == "internal" else {"platform_managed": "true"},
         }
 
     def _logset_json(self, index: int, base: str) -> dict:
@@ -524,12 +534,34 @@ class EmulatorApp:
             return _json(200, {"log": self._log_json(data.log_by_id[rest[1]].index, base)})
         if len(rest) == 2 and rest[0] == "logsets" and rest[1] in data.logset_by_id:
             return _json(200, {"logset": self._logset_json(data.logset_by_id[rest[1]].index, base)})
+        if len(rest) == 3 and rest[0] == "logs" and rest[2] == "topkeys":
+            log = data.log_by_id.get(rest[1])
+            if log is None:
+                raise ApiError(404, NOT_FOUND)
+            return _json(200, {"topkeys": self._topkeys(log.index)})
+        if rest == ["labels"]:
+            return _json(200, {"labels": list(LABELS.values())})
         if len(rest) == 2 and rest[0] == "labels":
             label = LABELS.get(rest[1])
             if label is None:
                 raise ApiError(404, {"code": 404, "message": "HTTP 404 Not Found"})
             return _json(200, {"label": label})
         raise ApiError(404, NOT_FOUND)
+
+    def _topkeys(self, log_index: int) -> list[dict]:
+        """`/management/logs/{id}/topkeys`: `[{"key", "weight"}]`, the keys most common in the
+        log's recent entries (`kvp_info` keys of the last hour, at most 2,000 entries), weight
+        = share of those entries carrying the key, most common first."""
+        now = self.now_ms()
+        counts: Counter[str] = Counter()
+        seen = 0
+        for event in self.data.iter_log(log_index, now - TOPKEYS_SAMPLE_MS, now + 1, True):
+            seen += 1
+            counts.update({pair[0] for pair in kvp.pairs(event.message)})
+            if seen >= TOPKEYS_SAMPLE_EVENTS:
+                break
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOPKEYS_MAX]
+        return [{"key": key, "weight": round(n / seen, 4)} for key, n in ranked]
 
     # ----------------------------------------------------------------- starting queries
     def _start_post(self, params: dict[str, list[str]], body: bytes, base: str) -> Response:
@@ -669,7 +701,10 @@ class EmulatorApp:
         # filter event searches (a statistical query ignores them here).
         raw_labels = _param(params, "labels") or _param(params, "label")
         label_ids = frozenset(x for x in raw_labels.split(":") if x) if raw_labels else None
-        spec = dataclasses.replace(spec, time_range=time_range, label_ids=label_ids)
+        kvp_info = (_param(params, "kvp_info") or "").lower() == "true"
+        spec = dataclasses.replace(
+            spec, time_range=time_range, label_ids=label_ids, kvp_info=kvp_info
+        )
         if spec.statement.is_count and raw_per_page is not None and opts.reject_per_page_on_stats:
             raise _bad_request(
                 STATS_PER_PAGE_CODE, "per_page is not supported for statistical queries"
@@ -753,17 +788,28 @@ class EmulatorApp:
                     entry.ready = True
                 else:
                     progress = min(99, 100 * entry.polls // max(1, opts.polls_before_ready))
-                    response = _json(
-                        200,
-                        running_body(
+                    if entry.context is not None:
+                        body = self._context_running_body(entry, progress, base)
+                    else:
+                        partial = None
+                        if echoed.statement.is_count:
+                            partial = statistics_body(
+                                self.data,
+                                echoed,
+                                now,
+                                opts.late_arrival_seconds,
+                                self.horizon_ms(now),
+                                progress=progress,
+                            )
+                        body = running_body(
                             echoed,
                             entry.id,
                             progress,
                             self._self_href(entry, base),
                             self.rels(),
-                        ),
-                    )
-                    return self._retention_headers(response, entry)
+                            partial=partial,
+                        )
+                    return self._retention_headers(_json(200, body), entry)
         return self._finished(entry, base, echoed)
 
     def _finished(
@@ -774,6 +820,8 @@ class EmulatorApp:
         opts, now = self.options, self.now_ms()
         spec = entry.spec if echoed is None else echoed
         horizon = self.horizon_ms(now)
+        if entry.context is not None:
+            return self._retention_headers(self._context_page(entry.context, base), entry)
         if spec.statement.is_count:
             self._count("statistics_served")
             response = _json(
@@ -806,8 +854,9 @@ class EmulatorApp:
         with self._lock:
             self.counters["pages_served"] += 1
             self.counters["events_served"] += len(events)
-        response = Response(200, render_page(spec, events, next_href, base, self.rels()))
-        return self._retention_headers(response, entry)
+        links = [("Next", next_href)] if next_href is not None else []
+        page = render_page(spec, events, links, base, self.rels(), kvp_shape=opts.kvp_shape)
+        return self._retention_headers(Response(200, page), entry)
 
     @staticmethod
     def _non_page_body(spec: QuerySpec, variant: int) -> dict:
@@ -843,6 +892,8 @@ class EmulatorApp:
             params.append(("query", spec.statement.text))
         if spec.label_ids is not None:
             params.append(("labels", ":".join(sorted(spec.label_ids))))
+        if spec.kvp_info:
+            params.append(("kvp_info", "true"))
         if spec.most_recent_first:
             params.append(("most_recent_first", "true"))
         return f"{base}/query/logs/{':'.join(spec.log_ids)}?" + urlencode(
@@ -850,40 +901,206 @@ class EmulatorApp:
         )
 
     def _context(self, raw_seq: str, params: dict[str, list[str]], base: str) -> Response:
-        """Entries around one entry of one log (the per-event Context link)."""
+        """Start a Context query (the per-event Context link, or a Context page's Prev/Next):
+        a query like any other, so it answers 202 with a Self link until it is ready (same
+        options as a search: `polls_before_ready`, `ready_after_seconds`), then the page.
+
+        Rapid7: 400 "Invalid Context Request" for a malformed request (missing or non-integer
+        `timestamp`, unknown `context_type`, bad `per_page`); 404 "Log not found, or invalid
+        sequence number" for an unknown log or an entry that is not in it."""
+        opts = self.options
         try:
             seq, ts = int(raw_seq), int(_param(params, "timestamp") or "")
-            log = self.data.log_by_id[_param(params, "log_keys") or ""]
-            per_page = min(self.options.max_per_page, int(_param(params, "per_page") or 50))
-        except (ValueError, KeyError) as exc:
-            raise ApiError(404, NOT_FOUND) from exc
-        kind = (_param(params, "context_type") or "SURROUND").upper()
-        half = per_page // 2 if kind == "SURROUND" else per_page
-        span = 3_600_000
-        before: list[Event] = []
-        after: list[Event] = []
-        now, late = self.now_ms(), self.options.late_arrival_seconds
+            per_page = int(_param(params, "per_page") or 50)
+        except ValueError as exc:
+            raise _bad_request(INVALID_CONTEXT_CODE, "Invalid Context Request") from exc
+        kind = (_param(params, "context_type") or "").upper()
+        if kind not in CONTEXT_TYPES or per_page < 1:
+            raise _bad_request(INVALID_CONTEXT_CODE, "Invalid Context Request")
+        log = self.data.log_by_id.get(_param(params, "log_keys") or "")
+        if log is None:
+            raise ApiError(404, NOT_FOUND)
+        context = ContextSpec(
+            log.index,
+            log.id,
+            seq,
+            ts,
+            kind,
+            min(per_page, opts.max_per_page),
+            (_param(params, "most_recent_first") or "").lower() == "true",
+            (_param(params, "kvp_info") or "").lower() == "true",
+        )
+        if self._context_entries(context) is None:
+            raise ApiError(404, NOT_FOUND)
         spec = self._spec(
             (log.index,),
             "",
-            from_ms=max(0, ts - span),
-            to_ms=ts + span,
-            per_page=per_page,
+            from_ms=ts,
+            to_ms=ts,
+            per_page=context.per_page,
+            mrf=context.most_recent_first,
+            from_inclusive=True,
+            to_inclusive=True,
+        )
+        now = self.now_ms()
+        horizon = self.horizon_ms(now)
+        self._count("queries_started")
+        self._count("context_queries_started")
+        entry = Continuation(
+            self.registry.new_id(),
+            dataclasses.replace(spec, kvp_info=context.kvp_info),
+            touched_ms=now,
+            started_ms=now,
+            beyond_retention=horizon is not None and ts < horizon,
+            context=context,
+        )
+        if opts.polls_before_ready == 0 and opts.ready_after_seconds == 0:
+            entry.ready = True
+            return self._finished(entry, base)
+        self.registry.add(entry, opts.link_ttl_seconds)
+        body = self._context_running_body(entry, 0, base)
+        return self._retention_headers(_json(202, body), entry)
+
+    def _context_running_body(self, entry: Continuation, progress: int, base: str) -> dict:
+        """Rapid7's ContextContinueResponse: logs, leql (statement null), progress, id, empty
+        events, the Self link."""
+        context = entry.context
+        assert context is not None
+        return {
+            "logs": [context.log_id],
+            "leql": {"statement": None, "during": {"from": context.ts, "to": context.ts}},
+            "progress": progress,
+            "id": entry.id,
+            "events": [],
+            "links": [{"rel": self.rels()["Self"], "href": self._self_href(entry, base)}],
+        }
+
+    def _context_entries(
+        self, context: ContextSpec
+    ) -> tuple[list[Event], Event, list[Event], bool, bool] | None:
+        """(entries before, newest first; the entry; entries after; more before; more after),
+        as many as the page needs, or None when the entry is not in the log (or not visible).
+
+        Entries are the log's, in (timestamp, sequence number) order, chained while two
+        neighbours are at most 60 s apart (Rapid7's gap rule); one extra entry each way tells
+        whether a Prev/Next link is due. Scans are bounded: N entries span at most N * 60 s."""
+        now, late = self.now_ms(), self.options.late_arrival_seconds
+        horizon = self.horizon_ms(now)
+        ts, seq = context.ts, context.seq
+        need = context.per_page + 1
+        reach = need * CONTEXT_GAP_MS + 1
+        base_spec = self._spec(
+            (context.log_index,),
+            "",
+            from_ms=max(0, ts - reach),
+            to_ms=ts + reach,
+            per_page=context.per_page,
             mrf=False,
             from_inclusive=True,
             to_inclusive=False,
         )
-        for event in iter_matching(self.data, spec, now, late, self.horizon_ms(now)):
-            if (event.ts, event.seq) < (ts, seq):
-                before.append(event)
-            elif len(after) < half + 1:
-                after.append(event)
-            else:
-                break
-        picked = (before[-half:] if kind != "AFTER" else []) + (
-            after[: half + 1] if kind != "BEFORE" else after[:1]
+        origin = None
+        for event in iter_matching(
+            self.data,
+            dataclasses.replace(base_spec, lower=(ts, seq, -1), upper=(ts, seq + 1, -1)),
+            now,
+            late,
+            horizon,
+        ):
+            origin = event
+        if origin is None:
+            return None
+
+        def chain(spec: QuerySpec) -> tuple[list[Event], bool]:
+            out: list[Event] = []
+            previous = origin.ts
+            for event in iter_matching(self.data, spec, now, late, horizon):
+                if abs(event.ts - previous) > CONTEXT_GAP_MS:
+                    break
+                out.append(event)
+                previous = event.ts
+                if len(out) >= need:
+                    break
+            return out[: need - 1], len(out) >= need
+
+        before, more_before = chain(
+            dataclasses.replace(base_spec, upper=(ts, seq, -1), most_recent_first=True)
         )
-        return Response(200, render_page(spec, picked, None, base, self.rels()))
+        after, more_after = chain(dataclasses.replace(base_spec, lower=(ts, seq + 1, -1)))
+        return before, origin, after, more_before, more_after
+
+    def _context_page(self, context: ContextSpec, base: str) -> Response:
+        """A finished Context page: BEFORE/AFTER give `per_page` entries before/after the entry
+        (without it), SURROUND (per_page - 1) // 2 before, the entry, and the rest after; oldest
+        first unless `most_recent_first`. `leql.during` holds the first and last timestamps of
+        the page; `Prev`/`Next` (each a new Context query, BEFORE the page's first entry / AFTER
+        its last) are there while the context goes on that way."""
+        found = self._context_entries(context)
+        if found is None:  # gone since it started (retention moved past it)
+            raise ApiError(404, NOT_FOUND)
+        before, origin, after, more_before, more_after = found
+        per_page = context.per_page
+        if context.context_type == "BEFORE":
+            shown_before, shown_after = before[:per_page], []
+            page = shown_before[::-1]
+            has_prev = len(before) > per_page or more_before
+            has_next = True  # the entry itself follows
+        elif context.context_type == "AFTER":
+            shown_after = after[:per_page]
+            page = shown_after
+            has_prev = True  # the entry itself precedes
+            has_next = len(after) > per_page or more_after
+        else:
+            n_before = (per_page - 1) // 2
+            shown_before = before[:n_before]
+            shown_after = after[: per_page - 1 - len(shown_before)]
+            page = [*shown_before[::-1], origin, *shown_after]
+            has_prev = len(before) > len(shown_before) or more_before
+            has_next = len(after) > len(shown_after) or more_after
+        first = page[0] if page else origin
+        last = page[-1] if page else origin
+        links: list[tuple[str, str]] = []
+        if has_prev:
+            links.append(("Prev", self._context_href(context, first, "BEFORE", base)))
+        if has_next:
+            links.append(("Next", self._context_href(context, last, "AFTER", base)))
+        spec = QuerySpec(
+            (context.log_index,),
+            (context.log_id,),
+            parse_statement(""),
+            first.ts,
+            last.ts,
+            per_page,
+            context.most_recent_first,
+            (first.ts, -1, -1),
+            (last.ts + 1, -1, -1),
+            kvp_info=context.kvp_info,
+        )
+        self._count("context_pages_served")
+        body = render_page(
+            spec,
+            page[::-1] if context.most_recent_first else page,
+            links,
+            base,
+            self.rels(),
+            kvp_shape=self.options.kvp_shape,
+            leql={"statement": None, "during": {"from": first.ts, "to": last.ts}},
+        )
+        return Response(200, body)
+
+    @staticmethod
+    def _context_href(context: ContextSpec, anchor: Event, kind: str, base: str) -> str:
+        params: list[tuple[str, object]] = [
+            ("per_page", context.per_page),
+            ("timestamp", anchor.ts),
+            ("log_keys", context.log_id),
+            ("context_type", kind),
+        ]
+        if context.kvp_info:
+            params.append(("kvp_info", "true"))
+        if context.most_recent_first:
+            params.append(("most_recent_first", "true"))
+        return f"{base}/query/context/{anchor.seq}?" + urlencode(params)
 
 
 def resolve_time_range(time_range: str, now_ms: int) -> tuple[int, int]:

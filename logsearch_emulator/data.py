@@ -7,23 +7,40 @@ plus pre-rendered JSON) keeps recently used buckets.
 
 An entry's identity is (log_id, timestamp, sequence_number): Rapid7 documents the sequence
 number only as "a unique identifier used to distinguish between log entries received in the
-same millisecond". Two layouts (option `sequence_numbers`), both always above 2^53 and never a
-multiple of 256 (every log has its own odd `seq_offset` < 4096, so a client that goes through
-a float visibly corrupts them, and two logs never share a number inside one millisecond):
+same millisecond". Two shapes (option `sequence_shape`) times two layouts (option
+`sequence_numbers`):
 
-    "unique":  seq = SEQ_BASE + slot(ts) * 2^21 + index_in_ms * 4096 + seq_offset
-    "per_ms":  seq = SEQ_BASE +                   index_in_ms * 4096 + seq_offset
+    shape "rapid7" (default), multiples of 4096 in [2^60, 3 * 2^60) = [1.15e18, 3.46e18):
+    "unique":  seq = 2^60 + band * 2^59 + slot(ts, log) * 2^21 + index_in_ms * 4096
+    "per_ms":  seq = 2^60 + band * 2^59 + log.shift     * 2^21 + index_in_ms * 4096
 
-"unique" numbers never repeat in a log: `slot(ts)` permutes the milliseconds inside each
-1024-ms block, so they step by 4096 inside a millisecond but are not monotonic across
-milliseconds, as in real samples. "per_ms" is a per-millisecond counter: the same numbers recur
-in every millisecond of a log, so only the full (log, timestamp, sequence number) is a key.
-Entries sort by (timestamp, sequence_number, log index) in both layouts.
+    shape "odd" (the emulator's older shape), about 4.9e18, never a multiple of 256:
+    "unique":  seq = 2^60 + slot(ts) * 2^21 + index_in_ms * 4096 + seq_offset
+    "per_ms":  seq = 2^60 +                   index_in_ms * 4096 + seq_offset
+
+"rapid7" is what real answers look like: Rapid7's fixtures show 1211198512587571200,
+3235937417370673152, 3237201778429120512 (three entries of one millisecond stepping by 8192
+and 4096 from there), the spec's context examples 3234729357719937024 and
+3237124846739517440, all multiples of 4096 between 1.2e18 and 3.3e18 (the spec's
+2234733321019952220 is hand-written: not a multiple of 4096). Such values are above 2^53 but
+exactly representable as doubles, so a client that goes through a float only loses them when it
+prints the float back. "odd" numbers are not representable at all (every log has its own odd
+`seq_offset` < 4096): a test that wants float-parsing bugs to show uses it.
+
+"unique" numbers never repeat in a log ("rapid7": within any 2^38 ms, 8.7 years; slots wrap
+after that): `slot` permutes the milliseconds inside each 1024-ms block, so numbers step by 4096
+inside a millisecond but are not monotonic across milliseconds, as in real samples. "per_ms" is
+a per-millisecond counter: the same numbers recur in every millisecond of a log, so only the
+full (log, timestamp, sequence number) is a key. In every combination two logs never share a
+number inside one millisecond ("rapid7": each log has its own `shift` of the slot, distinct
+across logs; "odd": its own offset), so a multi-log Next link resuming at one number skips no
+other log's entry. Entries sort by (timestamp, sequence_number, log index).
 
 `timestamp` is when Rapid7 *received* the entry. The message carries the event's own time,
 earlier: most by 1-25 s, about 5 % by 1-30 minutes (late forwarders), 0.5 % carry no time at
 all. Shapes: IDR-like JSON (`"timestamp":"<ISO>Z"`), Windows event JSON (`"timeGenerated"` with
-`Z` or `+00:00`, `EventID`, `Computer`), JSON with `"time": <epoch ms>`, syslog text, multi-line
+`Z` or `+00:00`, `EventID`, `Computer`), JSON with `"time": <epoch ms>`, syslog text (sshd, or
+a firewall's `key=value` pairs), multi-line
 Java text, malformed JSON, a few very long lines. `Event.event_ms` keeps the time written into
 the message (None if none) and `Event.kind` the shape, so tests can check a time extractor.
 """
@@ -51,16 +68,43 @@ SEQ_BASE = 1 << 60
 SEQ_STEP = 4096
 SLOT_WIDTH = SEQ_STEP * MAX_EVENTS_PER_MS  # 2^21
 MAX_TIMESTAMP_MS = (1 << 41) - 1  # keeps every sequence number below 2^63 (year 2039)
+# Shape "rapid7": four bands of 2^59 above 2^60; a slot is one of 2^38 (2^28 blocks of 1024).
+RAPID7_BAND = 1 << 59
+RAPID7_BANDS = 4
+RAPID7_BLOCKS = 1 << 28
 
 FRAGMENT_MID = b'","href":"'
 
 OUT_OF_ORDER_LABEL_ID = "00000000-0000-0000-0000-000000000006"
+OUT_OF_EVENTS_LABEL_ID = "00000000-0000-0000-0000-000000000007"
+# Two user labels (made up, shaped like the reserved ones; users create their own in the
+# console). Events carry at most one label: "Out of order entry" (3 %) or one of these (1.5 %
+# and 0.5 %); "Out of events" is reserved and carried by none.
+SUSPICIOUS_LABEL_ID = "6c1b8a4e-2f0d-4c55-9a7e-3e1f0b2d9c10"
+REVIEWED_LABEL_ID = "b4f2d7c1-8e3a-4b6f-a1d9-5c0e7f2a8b34"
 # Event labels are `[{"id", "links": [{"rel": "Self", "href": "<base>/management/labels/<id>"}]}]`
 # as in Rapid7's examples; the rel and base depend on the request, so a labelled event's JSON
 # has a second split point (see `Event`).
 LABELS_EMPTY_TAIL = b',"labels":[]}'
-LABELLED_TAIL = f',"labels":[{{"id":"{OUT_OF_ORDER_LABEL_ID}","links":[{{"rel":"'.encode()
-LABELLED_LABEL_TAIL = f'/management/labels/{OUT_OF_ORDER_LABEL_ID}"}}]}}]}}'.encode()
+
+
+def _labelled_tails(label_id: str) -> tuple[bytes, bytes]:
+    return (
+        f',"labels":[{{"id":"{label_id}","links":[{{"rel":"'.encode(),
+        f'/management/labels/{label_id}"}}]}}]}}'.encode(),
+    )
+
+
+LABELLED_TAILS = {
+    label_id: _labelled_tails(label_id)
+    for label_id in (OUT_OF_ORDER_LABEL_ID, SUSPICIOUS_LABEL_ID, REVIEWED_LABEL_ID)
+}
+# (upper bound of the event's label draw, label id): the first bound above the draw wins.
+EVENT_LABEL_SHARES = (
+    (0.03, OUT_OF_ORDER_LABEL_ID),
+    (0.045, SUSPICIOUS_LABEL_ID),
+    (0.05, REVIEWED_LABEL_ID),
+)
 LABELS = {
     OUT_OF_ORDER_LABEL_ID: {
         "id": OUT_OF_ORDER_LABEL_ID,
@@ -69,12 +113,26 @@ LABELS = {
         "color": "ff0000",
         "reserved": True,
     },
-    "00000000-0000-0000-0000-000000000007": {
-        "id": "00000000-0000-0000-0000-000000000007",
+    OUT_OF_EVENTS_LABEL_ID: {
+        "id": OUT_OF_EVENTS_LABEL_ID,
         "sn": 7,
         "name": "Out of events",
         "color": "ffa500",
         "reserved": True,
+    },
+    SUSPICIOUS_LABEL_ID: {
+        "id": SUSPICIOUS_LABEL_ID,
+        "sn": 1001,
+        "name": "Suspicious login",
+        "color": "9c27b0",
+        "reserved": False,
+    },
+    REVIEWED_LABEL_ID: {
+        "id": REVIEWED_LABEL_ID,
+        "sn": 1002,
+        "name": "Reviewed",
+        "color": "4caf50",
+        "reserved": False,
     },
 }
 
@@ -155,6 +213,7 @@ class Event(NamedTuple):
     event_ms: int | None  # the time written into the message, epoch ms (None: it has none)
     kind: str  # the message shape, one of MESSAGE_KINDS
     label_tail: bytes  # b"" when the event has no label
+    label_id: str  # "" when the event has no label
 
     def render(self, rel: bytes, base: bytes, self_rel: bytes = b"Self") -> bytes:
         parts = [self.head, rel, FRAGMENT_MID, base, self.tail]
@@ -171,6 +230,13 @@ class LogInfo:
     logset_index: int
     seq_offset: int  # odd, < 4096, unique per log: off float values, distinct across logs
     slot_key: int
+    band: int = 0  # shape "rapid7": which 2^59 band above 2^60 the log's numbers are in
+    shift: int = 0  # shape "rapid7": < 2^28, distinct across logs (see the module docstring)
+    # Management data, as in Rapid7's §7.1 sample: a log in the "Internal Logs" log set is
+    # `internal` (no token), every other one a `token` log with one token; each has a structure.
+    source_type: str = "token"
+    structure: str = ""
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -201,12 +267,16 @@ class SyntheticData:
         self.burst_size = options.burst_size
         self.cache_max_events = options.cache_max_events
         self.per_ms_sequence = options.sequence_numbers == "per_ms"
+        self.rapid7_sequence = options.sequence_shape == "rapid7"
         rng = random.Random(f"logs-{options.seed}")
         logset_ids = [
             str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(options.logset_count)
         ]
         self.logs: list[LogInfo] = []
         offsets: set[int] = set()
+        # Its own stream, so the log ids and events of a seed are the same in both shapes.
+        shift_rng = random.Random(f"sequence-shifts-{options.seed}")
+        shifts: set[int] = set()
         for i in range(options.log_count):
             log_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
             name = LOG_NAMES[i % len(LOG_NAMES)] + ("" if i < len(LOG_NAMES) else f" {i}")
@@ -214,6 +284,13 @@ class SyntheticData:
             while offset in offsets:  # no extra draw: the rest of the data stays the same
                 offset = (offset + 2) % SEQ_STEP
             offsets.add(offset)
+            shift = shift_rng.randrange(RAPID7_BLOCKS)
+            while shift in shifts:  # distinct across logs: no shared number inside one ms
+                shift = (shift + 1) % RAPID7_BLOCKS
+            shifts.add(shift)
+            internal = LOGSET_NAMES[(i % options.logset_count) % len(LOGSET_NAMES)]
+            source_type = "internal" if internal == "Internal Logs" else "token"
+            token = str(uuid.UUID(int=shift_rng.getrandbits(128), version=4))
             self.logs.append(
                 LogInfo(
                     index=i,
@@ -222,6 +299,11 @@ class SyntheticData:
                     logset_index=i % options.logset_count,
                     seq_offset=offset,
                     slot_key=rng.randrange(1024),
+                    band=shift_rng.randrange(RAPID7_BANDS),
+                    shift=shift,
+                    source_type=source_type,
+                    structure=str(uuid.UUID(int=shift_rng.getrandbits(128), version=4)),
+                    token=token if source_type == "token" else "",
                 )
             )
         self.logsets: list[LogsetInfo] = [
@@ -247,6 +329,14 @@ class SyntheticData:
 
     # ----------------------------------------------------------------- sequence numbers
     def sequence_number(self, log: LogInfo, ts: int, index_in_ms: int) -> int:
+        """The layouts of the module docstring; `index_in_ms` < MAX_EVENTS_PER_MS."""
+        if self.rapid7_sequence:
+            base = SEQ_BASE + log.band * RAPID7_BAND + index_in_ms * SEQ_STEP
+            if self.per_ms_sequence:
+                return base + log.shift * SLOT_WIDTH
+            block = ((ts >> 10) + log.shift) % RAPID7_BLOCKS
+            low = ((ts & 1023) * 661 + log.slot_key) & 1023
+            return base + ((block << 10) | low) * SLOT_WIDTH
         if self.per_ms_sequence:
             return SEQ_BASE + index_in_ms * SEQ_STEP + log.seq_offset
         low = ts & 1023
@@ -301,7 +391,13 @@ class SyntheticData:
     def _event(self, rng: random.Random, log: LogInfo, ts: int, index_in_ms: int) -> Event:
         seq = self.sequence_number(log, ts, index_in_ms)
         message, event_ms, kind = _message(rng, ts)
-        labelled = rng.random() < 0.03
+        draw = rng.random()
+        label_id = ""
+        for bound, candidate in EVENT_LABEL_SHARES:
+            if draw < bound:
+                label_id = candidate
+                break
+        label_head, label_tail = LABELLED_TAILS[label_id] if label_id else (LABELS_EMPTY_TAIL, b"")
         head = (
             f'{{"timestamp":{ts},"sequence_number":{seq},"sequence_number_str":"{seq}",'
             f'"log_id":"{log.id}","message":{encode_basestring(message)},'
@@ -310,20 +406,20 @@ class SyntheticData:
         tail = (
             f"/query/context/{seq}?per_page=50&timestamp={ts}&log_keys={log.id}"
             '&context_type=SURROUND"}]'
-        ).encode() + (LABELLED_TAIL if labelled else LABELS_EMPTY_TAIL)
-        label_tail = LABELLED_LABEL_TAIL if labelled else b""
+        ).encode() + label_head
         return Event(
             ts,
             seq,
             log.index,
             rng.random(),
             message,
-            labelled,
+            bool(label_id),
             head,
             tail,
             event_ms,
             kind,
             label_tail,
+            label_id,
         )
 
     # ----------------------------------------------------------------- iteration
@@ -417,6 +513,15 @@ def _message(rng: random.Random, ts: int) -> tuple[str, int | None, str]:
             f'"args":["-c", "x",, ],"user":"{user}",\t"cmd":"unterminated}}',
             event_ms,
             KIND_MALFORMED_JSON,
+        )
+    if kind < 0.04:  # syslog text with key=value pairs (a firewall), same draws as sshd's
+        host, pid = int(r() * 100), int(r() * 9999)
+        return (
+            f"<134>{iso_ms(event_ms)} fw-{host} filterlog[{pid}]: "
+            f"action={'block' if pid % 5 == 0 else 'allow'} proto=tcp src={ip} "
+            f'dport={1024 + pid} user={user} rule="inbound {host}"',
+            event_ms,
+            KIND_SYSLOG,
         )
     if kind < 0.07:  # plain syslog text
         return (

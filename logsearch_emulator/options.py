@@ -18,10 +18,12 @@ from dataclasses import dataclass
 # this many 4096-steps per millisecond (see data.py), so a burst can never be bigger.
 MAX_EVENTS_PER_MS = 512
 
-# Every log gets its own odd offset below 4096 (data.py), so at most this many logs.
+# Every log gets its own odd offset below 4096 (data.py, shape "odd"), so at most this many logs.
 MAX_LOGS = 2048
 
 SEQUENCE_NUMBER_LAYOUTS = ("unique", "per_ms")
+SEQUENCE_SHAPES = ("rapid7", "odd")
+KVP_SHAPES = ("flat", "nested_value")
 
 # Fields that shape the synthetic data; changing one rebuilds the data model.
 DATA_FIELDS = frozenset(
@@ -33,6 +35,7 @@ DATA_FIELDS = frozenset(
         "burst_probability",
         "burst_size",
         "sequence_numbers",
+        "sequence_shape",
     }
 )
 
@@ -63,7 +66,13 @@ class EmulatorOptions:
     stepping by 4096 inside a millisecond, not monotonic across milliseconds. "per_ms": a
     per-millisecond counter, so the same numbers recur in every millisecond of a log (the
     spec only promises they tell apart entries received in the same millisecond); logs still
-    never share a number inside one millisecond. Both stay above 2^53 and off float values."""
+    never share a number inside one millisecond. Both stay above 2^53."""
+    sequence_shape: str = "rapid7"
+    """Values of sequence numbers (see data.py). "rapid7": multiples of 4096 between 2^60 and
+    3 * 2^60 (1.15e18-3.46e18), like every real value in Rapid7's fixtures (1.2e18-3.2e18):
+    above 2^53, yet exactly representable as doubles. "odd": the emulator's older shape, about
+    4.9e18 with an odd per-log offset, so no value is representable as a double and a client
+    that parses them as floats visibly corrupts them (tests of float-parsing bugs use it)."""
     late_arrival_seconds: float = 0.0
     """An event becomes visible up to this long after its timestamp (ingestion lag)."""
     cache_max_events: int = 100_000
@@ -97,6 +106,10 @@ class EmulatorOptions:
     &sequence_number=<last seq>&next_page=true`, as Rapid7 documents); following it answers
     202 and needs polling like any start. False: it answers 200 with the page at once. Either
     way it counts in `queries_started`."""
+    kvp_shape: str = "flat"
+    """Shape of `kvp_info` items (only sent with `kvp_info=true`). "flat": `{"key": {"text",
+    "start", "end"}, "value": {...}}`, as the spec's schema and first example. "nested_value":
+    `{"key": {"text", "start", "end", "value": {...}}}`, as the spec's second example reads."""
     lowercase_rels: bool = False
     """Emit `self`/`next`/`context` instead of `Self`/`Next`/`Context`."""
     default_per_page: int = 50
@@ -181,6 +194,11 @@ class EmulatorOptions:
                 self.sequence_numbers in SEQUENCE_NUMBER_LAYOUTS,
                 "sequence_numbers must be 'unique' or 'per_ms'",
             ),
+            (
+                self.sequence_shape in SEQUENCE_SHAPES,
+                "sequence_shape must be 'rapid7' or 'odd'",
+            ),
+            (self.kvp_shape in KVP_SHAPES, "kvp_shape must be 'flat' or 'nested_value'"),
             (
                 self.retention_days is None or self.retention_days > 0,
                 "retention_days must be > 0 or None",

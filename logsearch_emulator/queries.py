@@ -25,7 +25,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from logsearch_emulator.data import FRAGMENT_MID, OUT_OF_ORDER_LABEL_ID, Event, SyntheticData
+from logsearch_emulator import kvp
+from logsearch_emulator.data import FRAGMENT_MID, LABELLED_TAILS, Event, SyntheticData
 from logsearch_emulator.leql import Statement
 
 REGISTRY_MAX_ENTRIES = 100_000
@@ -34,6 +35,10 @@ _CONTINUATION_ID = re.compile(
     r":(?P<n>[0-9]+):(?P<a>[0-9a-f]{40})::(?P<b>[0-9a-f]{40}):$"
 )
 STATS_SLICES = 10
+# The end of every event's Context href; with `kvp_info=true` the href carries it too, as in
+# Rapid7's examples.
+CONTEXT_HREF_END = b'&context_type=SURROUND"}]'
+CONTEXT_HREF_END_KVP = b'&context_type=SURROUND&kvp_info=true"}]'
 
 Position = tuple[int, int, int]  # (timestamp, sequence_number, log_index)
 _EDGE = (-1, -1)  # (seq, log_index) below every entry: (ts, -1, -1) is the start of ms `ts`
@@ -81,6 +86,7 @@ class QuerySpec:
     upper: Position  # exclusive sort key: no entry at or after it
     time_range: str | None = None  # echoed in `during` next to the bounds it resolved to
     label_ids: frozenset[str] | None = None  # `label`/`labels` filter (event searches only)
+    kvp_info: bool = False  # `kvp_info=true`: events carry `kvp_info`, Next links keep it
 
     def leql(self) -> dict:
         during: dict = {"from": self.from_ms, "to": self.to_ms}
@@ -102,6 +108,21 @@ class Continuation:
     followed_href: str | None = None  # the Next href (next_page=true) that started it
     beyond_retention: bool = False  # its `from` was older than the retention horizon
     non_page_served: bool = False  # a non-page body was answered once: the next is the page
+    context: ContextSpec | None = None  # a Context query (`/query/context/{seq}`), not a search
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """A Context query: entries around one entry (`seq` at `ts`) of one log."""
+
+    log_index: int
+    log_id: str
+    seq: int
+    ts: int
+    context_type: str  # BEFORE, AFTER or SURROUND
+    per_page: int
+    most_recent_first: bool
+    kvp_info: bool
 
 
 class Registry:
@@ -206,9 +227,9 @@ def iter_matching(
     lo = lo_ts if horizon_ms is None else max(lo_ts, horizon_ms)
     hi = min(hi_ts + 1 if check_hi else hi_ts, now_ms + 1)
     matches = spec.statement.matches
-    labelled_only = spec.label_ids is not None and not spec.statement.is_count
-    if labelled_only and OUT_OF_ORDER_LABEL_ID not in (spec.label_ids or ()):
-        return  # the only label events carry is not asked for
+    label_ids = spec.label_ids if not spec.statement.is_count else None
+    if label_ids is not None and label_ids.isdisjoint(LABELLED_TAILS):
+        return  # no event carries any of the labels asked for
     for event in data.iter_logs(spec.log_indexes, lo, hi, spec.most_recent_first):
         ts = event.ts
         if check_lo and ts == lo_ts and (event.seq, event.log_index) < lo_rest:
@@ -219,7 +240,7 @@ def iter_matching(
             continue
         if matches is not None and not matches(event.message):
             continue
-        if labelled_only and not event.labelled:
+        if label_ids is not None and event.label_id not in label_ids:
             continue
         yield event
 
@@ -243,30 +264,65 @@ def page_events(
 
 
 def render_page(
-    spec: QuerySpec, events: list[Event], next_href: str | None, base: str, rels: dict[str, str]
+    spec: QuerySpec,
+    events: list[Event],
+    links: list[tuple[str, str]],
+    base: str,
+    rels: dict[str, str],
+    *,
+    kvp_shape: str = "flat",
+    leql: dict | None = None,
 ) -> bytes:
-    """The finished page body; event JSON comes pre-rendered from the data cache."""
-    head = json.dumps({"logs": list(spec.log_ids), "leql": spec.leql()}, separators=(",", ":"))[
-        :-1
-    ].encode()
+    """The finished page body; event JSON comes pre-rendered from the data cache.
+
+    `links` are (rel, href) pairs (a search's Next; a Context page's Prev/Next). Only with
+    `spec.kvp_info` does an event gain `kvp_info` (computed here, per served event: the cached
+    JSON and the fast path stay as they are without it)."""
+    head = json.dumps(
+        {"logs": list(spec.log_ids), "leql": spec.leql() if leql is None else leql},
+        separators=(",", ":"),
+    )[:-1].encode()
     rel, self_rel, base_bytes = rels["Context"].encode(), rels["Self"].encode(), base.encode()
     parts = [head, b',"events":[']
-    for i, event in enumerate(events):
-        if i:
-            parts.append(b",")
-        parts += (event.head, rel, FRAGMENT_MID, base_bytes, event.tail)
-        if event.label_tail:
-            parts += (self_rel, FRAGMENT_MID, base_bytes, event.label_tail)
+    if not spec.kvp_info:
+        for i, event in enumerate(events):
+            if i:
+                parts.append(b",")
+            parts += (event.head, rel, FRAGMENT_MID, base_bytes, event.tail)
+            if event.label_tail:
+                parts += (self_rel, FRAGMENT_MID, base_bytes, event.label_tail)
+    else:
+        for i, event in enumerate(events):
+            if i:
+                parts.append(b",")
+            tail = event.tail.replace(CONTEXT_HREF_END, CONTEXT_HREF_END_KVP, 1)
+            kvp_tail = b',"kvp_info":' + kvp.render(event.message, kvp_shape) + b"}"
+            if event.label_tail:
+                parts += (event.head, rel, FRAGMENT_MID, base_bytes, tail)
+                parts += (self_rel, FRAGMENT_MID, base_bytes, event.label_tail[:-1], kvp_tail)
+            else:
+                parts += (event.head, rel, FRAGMENT_MID, base_bytes, tail[:-1], kvp_tail)
     parts.append(b"]")
-    if next_href is not None:
-        parts.append(b',"links":' + json.dumps([{"rel": rels["Next"], "href": next_href}]).encode())
+    if links:
+        parts.append(
+            b',"links":'
+            + json.dumps([{"rel": rels.get(r, r), "href": href} for r, href in links]).encode()
+        )
     parts.append(b"}")
     return b"".join(parts)
 
 
 def running_body(
-    spec: QuerySpec, entry_id: str, progress: int, self_href: str, rels: dict[str, str]
+    spec: QuerySpec,
+    entry_id: str,
+    progress: int,
+    self_href: str,
+    rels: dict[str, str],
+    *,
+    partial: dict | None = None,
 ) -> dict:
+    """A running query's body (202 at the start, 200 on polls). A statistical one carries
+    `partial`: the full `statistics` shape with the counts so far (see `statistics_body`)."""
     body: dict = {
         "logs": list(spec.log_ids),
         "leql": spec.leql(),
@@ -276,8 +332,34 @@ def running_body(
         "links": [{"rel": rels["Self"], "href": self_href}],
     }
     if spec.statement.is_count:
-        body["partial"] = {"type": "count", "count": 0, "status": 200}
+        body["partial"] = partial if partial is not None else empty_partial(spec)
     return body
+
+
+def empty_partial(spec: QuerySpec) -> dict:
+    """A running statistical query before anything matched: Rapid7's fixture answers inner
+    `status` 204 with empty `stats` and `timeseries`."""
+    span = _stats_span(spec)[1]
+    return {
+        "cardinality": 0,
+        "granularity": math.ceil(span / STATS_SLICES),
+        "from": spec.from_ms,
+        "to": spec.to_ms,
+        "type": "count",
+        "stats": {},
+        "groups": [],
+        "others": {},
+        "status": 204,
+        "timeseries": {},
+        "groups_timeseries": [],
+        "all_exact_result": None,
+        "count": 0,
+    }
+
+
+def _stats_span(spec: QuerySpec) -> tuple[int, int]:
+    first_ts = spec.lower[0]
+    return first_ts, max(1, spec.upper[0] + (1 if spec.upper[1:] != _EDGE else 0) - first_ts)
 
 
 def statistics_body(
@@ -286,16 +368,25 @@ def statistics_body(
     now_ms: int,
     late_arrival_seconds: float,
     horizon_ms: int | None = None,
+    *,
+    progress: int | None = None,
 ) -> dict:
     """The §3.4 `statistics` + `search_stats` answer of `calculate(count)`: exact counts of the
-    entries the same query would page through (same bounds, same retention)."""
-    first_ts = spec.lower[0]
-    span = max(1, spec.upper[0] + (1 if spec.upper[1:] != _EDGE else 0) - first_ts)
+    entries the same query would page through (same bounds, same retention).
+
+    With `progress` (0-99) it is a running query's `partial` instead: the statistics block
+    alone, counting only the first `progress` percent of the window (the part scanned so far),
+    inner `status` 200, or Rapid7's 204 with empty stats while nothing matched yet."""
+    first_ts, span = _stats_span(spec)
     granularity = math.ceil(span / STATS_SLICES)
     slices = [0] * STATS_SLICES
     unfiltered = dataclasses.replace(
         spec, statement=Statement("", None, True), most_recent_first=False
     )
+    if progress is not None:
+        cut = first_ts + span * progress // 100
+        if cut < unfiltered.upper[0]:
+            unfiltered = dataclasses.replace(unfiltered, upper=(cut, *_EDGE))
     matches = spec.statement.matches
     checked = matched = 0
     for event in iter_matching(data, unfiltered, now_ms, late_arrival_seconds, horizon_ms):
@@ -303,24 +394,27 @@ def statistics_body(
         if matches is None or matches(event.message):
             matched += 1
             slices[max(0, min(STATS_SLICES - 1, (event.ts - first_ts) // granularity))] += 1
+    statistics = {
+        "type": "count",
+        "from": spec.from_ms,
+        "to": spec.to_ms,
+        "granularity": granularity,
+        "count": matched,
+        "cardinality": 0,
+        "stats": {"global_timeseries": {"count": matched}},
+        "timeseries": {"global_timeseries": [{"count": c} for c in slices]},
+        "groups": [],
+        "groups_timeseries": [],
+        "others": {},
+        "status": 200,
+        "all_exact_result": None,
+    }
+    if progress is not None:
+        return statistics if matched else empty_partial(spec)
     return {
         "logs": list(spec.log_ids),
         "leql": spec.leql(),
-        "statistics": {
-            "type": "count",
-            "from": spec.from_ms,
-            "to": spec.to_ms,
-            "granularity": granularity,
-            "count": matched,
-            "cardinality": 0,
-            "stats": {"global_timeseries": {"count": matched}},
-            "timeseries": {"global_timeseries": [{"count": c} for c in slices]},
-            "groups": [],
-            "groups_timeseries": [],
-            "others": {},
-            "status": 200,
-            "all_exact_result": None,
-        },
+        "statistics": statistics,
         "search_stats": {
             "events_matched": matched,
             "events_checked": checked,

@@ -13,7 +13,7 @@ import requests
 
 from logsearch_emulator import EmulatorOptions
 from logsearch_emulator.app import EmulatorApp
-from logsearch_emulator.data import MESSAGE_KINDS
+from logsearch_emulator.data import MESSAGE_KINDS, REVIEWED_LABEL_ID, SUSPICIOUS_LABEL_ID
 from tests.emulator.conftest import HOUR_MS, NOW_MS
 from tests.emulator.plain_client import pull
 
@@ -93,8 +93,11 @@ def test_a_burst_straddles_page_boundaries(emulator_factory):
     assert straddling >= 1
 
 
-def test_sequence_numbers_exact_above_2_53_stepping_and_not_monotonic(emulator_factory):
-    emu = emulator_factory(fixed_now_ms=NOW_MS, polls_before_ready=0, burst_probability=1.0)
+@pytest.mark.parametrize("shape", ["odd", "rapid7"])
+def test_sequence_numbers_exact_above_2_53_stepping_and_not_monotonic(emulator_factory, shape):
+    emu = emulator_factory(
+        fixed_now_ms=NOW_MS, polls_before_ready=0, burst_probability=1.0, sequence_shape=shape
+    )
     result = pull(
         emu.base_url,
         emu.api_key,
@@ -108,7 +111,12 @@ def test_sequence_numbers_exact_above_2_53_stepping_and_not_monotonic(emulator_f
         seq = event["sequence_number"]
         assert isinstance(seq, int)
         assert seq == int(event["sequence_number_str"]) > 2**53
-        assert int(float(seq)) != seq, "a value a float can hold would hide precision bugs"
+        if shape == "odd":
+            assert int(float(seq)) != seq, "a value a float can hold would hide precision bugs"
+        else:
+            assert seq % 4096 == 0
+            assert int(float(seq)) == seq, "Rapid7's values are doubles"
+            assert str(float(seq)) != str(seq), "...that a float still prints wrongly"
         by_ms[event["timestamp"]].append(seq)
     assert len({e["sequence_number"] for e in events}) == len(events), "unique per log"
     steps = {b - a for seqs in by_ms.values() for a, b in itertools.pairwise(seqs)}
@@ -119,9 +127,14 @@ def test_sequence_numbers_exact_above_2_53_stepping_and_not_monotonic(emulator_f
     assert 0 < drops < len(firsts) - 1, "neither monotonic nor monotonically decreasing"
 
 
-def test_per_ms_sequence_numbers_recur_across_milliseconds(emulator_factory):
+@pytest.mark.parametrize("shape", ["odd", "rapid7"])
+def test_per_ms_sequence_numbers_recur_across_milliseconds(emulator_factory, shape):
     emu = emulator_factory(
-        fixed_now_ms=NOW_MS, polls_before_ready=0, burst_probability=1.0, sequence_numbers="per_ms"
+        fixed_now_ms=NOW_MS,
+        polls_before_ready=0,
+        burst_probability=1.0,
+        sequence_numbers="per_ms",
+        sequence_shape=shape,
     )
     window = {"from": NOW_MS - HOUR_MS, "to": NOW_MS - HOUR_MS + 3 * MINUTE_MS, "per_page": 500}
     result = pull(emu.base_url, emu.api_key, "/query/logsets/" + emu.logsets[0]["id"], window)
@@ -131,7 +144,7 @@ def test_per_ms_sequence_numbers_recur_across_milliseconds(emulator_factory):
     for event in events:
         seq = event["sequence_number"]
         assert seq == int(event["sequence_number_str"]) > 2**53
-        assert int(float(seq)) != seq
+        assert (int(float(seq)) != seq) == (shape == "odd")
         by_log_ms[(event["log_id"], event["timestamp"])].append(seq)
     for seqs in by_log_ms.values():
         assert all(b - a == 4096 for a, b in itertools.pairwise(seqs))
@@ -154,8 +167,8 @@ def test_per_ms_sequence_numbers_recur_across_milliseconds(emulator_factory):
     assert len({e["log_id"] for e in events}) == 2
     order = [(e["timestamp"], e["sequence_number"]) for e in events]
     assert order == sorted(order)
-    unique = _app(burst_probability=1.0)
-    per_ms = _app(burst_probability=1.0, sequence_numbers="per_ms")
+    unique = _app(burst_probability=1.0, sequence_shape=shape)
+    per_ms = _app(burst_probability=1.0, sequence_numbers="per_ms", sequence_shape=shape)
     span = (NOW_MS - HOUR_MS, NOW_MS - HOUR_MS + MINUTE_MS)
     assert [(k[0], k[1]) for k in unique.truth(*span)] == [
         (k[0], k[1]) for k in per_ms.truth(*span)
@@ -172,6 +185,8 @@ def test_every_log_has_its_own_sequence_offset():
         EmulatorOptions(log_count=2049).validate()
     with pytest.raises(ValueError, match="sequence_numbers"):
         EmulatorOptions(sequence_numbers="random").validate()
+    with pytest.raises(ValueError, match="sequence_shape"):
+        EmulatorOptions(sequence_shape="even").validate()
 
 
 def test_sequence_numbers_are_exact_in_the_raw_json(emulator_factory):
@@ -292,19 +307,37 @@ def test_labels_are_served_and_resolvable(emulator_factory):
         for e in emu.events(log_id, NOW_MS - HOUR_MS, NOW_MS - HOUR_MS + 10 * MINUTE_MS)
     ]
     label_sets = {json.dumps(e["labels"]) for e in events}
-    label_id = "00000000-0000-0000-0000-000000000006"
-    href = f"{emu.base_url}/management/labels/{label_id}"
+    carried = [
+        "00000000-0000-0000-0000-000000000006",  # reserved: "Out of order entry"
+        SUSPICIOUS_LABEL_ID,  # user labels
+        REVIEWED_LABEL_ID,
+    ]
     assert label_sets == {
         "[]",
-        json.dumps([{"id": label_id, "links": [{"rel": "Self", "href": href}]}]),
+        *(
+            json.dumps(
+                [
+                    {
+                        "id": i,
+                        "links": [{"rel": "Self", "href": f"{emu.base_url}/management/labels/{i}"}],
+                    }
+                ]
+            )
+            for i in carried
+        ),
     }
-    response = requests.get(
-        f"{emu.base_url}/management/labels/00000000-0000-0000-0000-000000000006",
-        headers={"X-Api-Key": emu.api_key},
-        timeout=10,
-    )
-    assert response.status_code == 200
-    assert response.json()["label"]["name"] == "Out of order entry"
+    shares = Counter(e["labels"][0]["id"] if e["labels"] else "" for e in events)
+    assert shares[carried[0]] > shares[carried[1]] > shares[carried[2]] > 0
+    names = []
+    for label_id in carried:
+        response = requests.get(
+            f"{emu.base_url}/management/labels/{label_id}",
+            headers={"X-Api-Key": emu.api_key},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        names.append(response.json()["label"]["name"])
+    assert names == ["Out of order entry", "Suspicious login", "Reviewed"]
 
 
 def test_data_covers_any_time_range_but_nothing_after_now():
