@@ -54,8 +54,22 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Logs to read; empty means every log /management/logs lists",
     ),
     th.Property(
+        "logsets", th.ArrayType(th.StringType), title="Log Sets",
+        description=(
+            "Log sets to read, by name (exact, case-sensitive) or id, resolved each run "
+            "through /management/logsets; their logs are added to log_ids"
+        ),
+    ),
+    th.Property(
         "query", th.StringType,
         description="LEQL statement applied to every window, e.g. where(...)",
+    ),
+    th.Property(
+        "kvp_info", th.BooleanType, default=False, title="KVP Info",
+        description=(
+            "Ask Rapid7 for the key/value pairs it parsed from each entry (kvp_info=true) "
+            "and keep them as the column kvp, a list of {key, value} texts"
+        ),
     ),
     th.Property(
         "event_time_fields", th.ArrayType(th.StringType),
@@ -208,7 +222,9 @@ class TapSettings:
     region: str = "us"
     base_url: str | None = None
     log_ids: tuple[str, ...] = ()
+    logsets: tuple[str, ...] = ()
     query: str | None = None
+    kvp_info: bool = False
     event_time_fields: tuple[str, ...] = ()
     event_time_zone: str = "UTC"
     start_date: str | None = None
@@ -239,6 +255,9 @@ class TapSettings:
     def from_config(cls, config: Mapping[str, Any]) -> TapSettings:
         """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
         values = _TYPES.values(config)
+        for name in _BOOLEANS:
+            if config.get(name) is not None:
+                values[name] = _boolean(name, config[name])
         if "api_key" not in values:
             values["api_key"] = ""
         return cls(**values)
@@ -250,17 +269,50 @@ class TapSettings:
 
 
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Number settings given as text (Meltano's kind-less settings), as numbers."""
-    return _TYPES.numbers_from_text(config)
+    """Number settings given as text (Meltano's kind-less settings), as numbers; booleans
+    given as text (``"true"``, ``"false"``) as booleans."""
+    converted = _TYPES.numbers_from_text(config)
+    for name in _BOOLEANS:
+        if isinstance(config.get(name), str):
+            try:
+                converted[name] = _boolean(name, config[name])
+            except SettingError:
+                continue  # left for the schema check to refuse, naming the setting
+    return converted
 
 
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """The tap's settings from ``TAP_RAPID7_*`` variables, typed by ``CONFIG_SCHEMA``.
 
     Arrays: a JSON array (as Meltano passes them), else comma-separated ``log_ids``;
-    ``event_time_fields`` is a single entry when not JSON (a regex may hold commas).
+    ``event_time_fields`` is a single entry when not JSON (a regex may hold commas); booleans
+    are ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
     """
-    return _TYPES.from_env(environ)
+    config = _TYPES.from_env(environ)
+    for name in _BOOLEANS.intersection(config):
+        key = ENV_PREFIX + name.upper()
+        config[name] = _boolean(name, environ[key], source=key)
+    return config
+
+
+_TRUE_TEXTS = frozenset(("true", "1", "yes", "on"))
+_FALSE_TEXTS = frozenset(("false", "0", "no", "off"))
+
+
+def _boolean(name: str, raw: Any, *, source: str | None = None) -> bool:
+    """A boolean setting from JSON (``true``) or text (``"true"``, as environments give it).
+
+    Here, not in ``plugin_io.settings_types``, because ``kvp_info`` is the only boolean yet.
+    """
+    if isinstance(raw, bool):
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if text in _TRUE_TEXTS:
+        return True
+    if text in _FALSE_TEXTS:
+        return False
+    msg = f"{source or f'setting {name}'}: expected a boolean (true or false), got {raw!r}"
+    raise SettingError(msg)
 
 
 _TYPES = SettingTypes(
@@ -269,3 +321,4 @@ _TYPES = SettingTypes(
     env_prefix=ENV_PREFIX,
     single_entry={"event_time_fields"},
 )
+_BOOLEANS = frozenset(name for name in _TYPES.fields if _TYPES.kind(name) == "boolean")

@@ -1,4 +1,4 @@
-"""Streams of tap-rapid7: ``events`` (one partition per log), ``logs`` and ``logsets``.
+"""Streams of tap-rapid7: ``events`` (one partition per log), ``logs``, ``logsets``, ``labels``.
 
 The streams hold no HTTP policy: they ask ``LogSearchClient`` (through the tap) for windows of
 records and turn the per-log cursor into SDK state. The cursor is updated right after each
@@ -24,6 +24,7 @@ from tap_rapid7.logsearch.records import (
     EVENTS_KEY_PROPERTIES,
     EVENTS_REPLICATION_KEY,
     EVENTS_SCHEMA,
+    events_schema,
 )
 from tap_rapid7.runner import WindowTask
 from tap_rapid7.sdk_hooks import StreamHooks
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
     from tap_rapid7.tap import TapRapid7
 
-__all__ = ["EventsStream", "LogsStream", "LogsetsStream"]
+__all__ = ["EventsStream", "LabelsStream", "LogsStream", "LogsetsStream"]
 
 _LINK = th.ObjectType(th.Property("rel", th.StringType), th.Property("href", th.StringType))
 _REF = th.ObjectType(
@@ -81,10 +82,12 @@ class EventsStream(_TapStream):
     # Records are built with the schema's exact types (logsearch.records), so the SDK's
     # per-record conformance pass (a third of the tap's CPU) has nothing to do.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
-    schema = EVENTS_SCHEMA
+    schema = EVENTS_SCHEMA  # with kvp_info on, the instance's has the kvp column too
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.rapid7.settings.kvp_info:
+            self.schema = events_schema(kvp_info=True)
         every = self.rapid7.settings.state_every_records
         if every > 0:  # the SDK's periodic STATE interval (records), per instance
             self.STATE_MSG_FREQUENCY = every
@@ -309,3 +312,27 @@ class LogsetsStream(_TapStream):
     def get_records(self, context: Context | None) -> Iterator[dict]:
         """One record per log set."""
         yield from self.rapid7.wait_for_api(self.rapid7.client.list_logsets)
+
+
+class LabelsStream(_TapStream):
+    """Labels from ``/management/labels``, the names behind the events' label ids.
+
+    The same read as the events' ``label_names`` (``LabelNames``: once per run). A key that may
+    not read labels gives an empty stream and one WARNING, not a failed run.
+    """
+
+    name = "labels"
+    primary_keys = ("id",)
+    schema = th.PropertiesList(
+        th.Property("id", th.StringType, required=True),
+        th.Property("sn", th.IntegerType),
+        th.Property("name", th.StringType),
+        th.Property("color", th.StringType, description="Hex colour, as the API names it"),
+        th.Property("reserved", th.BooleanType, description="Read-only (Rapid7's own)"),
+    ).to_dict()
+
+    def get_records(self, context: Context | None) -> Iterator[dict]:
+        """One record per label (one with no usable id is skipped: the key is ``id``)."""
+        for label in self.rapid7.wait_for_api(self.rapid7.client.list_labels):
+            if isinstance(label.get("id"), str) and label["id"]:
+                yield label

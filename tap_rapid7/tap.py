@@ -29,12 +29,13 @@ from plugin_io.log_events import log_event, log_fatal_error
 from plugin_io.settings_types import secret_paths, secret_texts
 from plugin_io.singer_lines import write_line
 from tap_rapid7.config_dates import check_dates
+from tap_rapid7.log_selection import select_logs, state_log_ids
 from tap_rapid7.logsearch import LogSearchClient
 from tap_rapid7.runner import ConcurrentRunner, SequentialRunner, WindowRunner, WindowTask
 from tap_rapid7.sdk_hooks import TapHooks
 from tap_rapid7.settings import CONFIG_SCHEMA, SettingError, TapSettings, numbers_from_text
 from tap_rapid7.stopping import StopRequested, StopSignal
-from tap_rapid7.streams import EventsStream, LogsetsStream, LogsStream
+from tap_rapid7.streams import EventsStream, LabelsStream, LogsetsStream, LogsStream
 from tap_rapid7.version import PLUGIN_NAME
 
 T = TypeVar("T")
@@ -68,7 +69,7 @@ class RecordBufferingWriter(MsgSpecWriter):
 
 
 class TapRapid7(OneLineFatalErrors, TapHooks):
-    """Singer tap for Rapid7 Log Search: events per log, plus logs and log sets."""
+    """Singer tap for Rapid7 Log Search: events per log, plus logs, log sets and labels."""
 
     name = PLUGIN_NAME
     # --about's version and Python support: the one distribution's metadata (public SDK attribute)
@@ -235,8 +236,8 @@ class TapRapid7(OneLineFatalErrors, TapHooks):
         return TapRapid7.hidden_texts
 
     def discover_streams(self) -> list[Stream]:
-        """The events stream and the two management streams."""
-        return [EventsStream(self), LogsStream(self), LogsetsStream(self)]
+        """The events stream and the three management streams."""
+        return [EventsStream(self), LogsStream(self), LogsetsStream(self), LabelsStream(self)]
 
     @cached_property
     def settings(self) -> TapSettings:
@@ -253,10 +254,11 @@ class TapRapid7(OneLineFatalErrors, TapHooks):
 
     @cached_property
     def log_ids(self) -> list[str]:
-        """``log_ids`` from config, or every log the API key can see."""
-        if self.settings.log_ids:
-            return self.settings.logs
-        return self.client.list_log_ids()
+        """The logs of this run (``log_selection``: ``log_ids``, ``logsets``, else every log).
+
+        Read before the events stream adds partitions, so the STATE's are the incoming ones.
+        """
+        return select_logs(self.settings, self.client, state_log_ids(self.state))
 
     def window_runner(self, plan: list[WindowTask]) -> WindowRunner:
         """The runner for this sync's windows (built once per run)."""

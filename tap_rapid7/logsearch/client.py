@@ -15,6 +15,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from tap_rapid7.logsearch.budget import BudgetPacer
 from tap_rapid7.logsearch.http import InvalidPageError, LogSearchHttp
+from tap_rapid7.logsearch.labels import LabelNames
 from tap_rapid7.logsearch.query import Page, QueryProtocol
 from tap_rapid7.logsearch.window_reader import WindowReader, WindowReport
 from tap_rapid7.settings import REGIONS, SettingError, TapSettings
@@ -90,7 +91,10 @@ class LogSearchClient:
             poll_interval_max_seconds=poll_interval_max_seconds,
             poll_timeout_seconds=settings.poll_timeout_seconds,
             max_restarts=settings.max_restarts,
+            kvp_info=settings.kvp_info,
         )
+        # read once per run, shared by the labels stream and every window's records
+        self.label_names = LabelNames(self.http)
         try:
             self.reader = WindowReader(
                 self.protocol,
@@ -98,6 +102,8 @@ class LogSearchClient:
                 event_time_zone=settings.event_time_zone,
                 max_message_bytes=settings.max_message_bytes,
                 oversized_messages=settings.oversized_messages,
+                label_names=self.label_names,
+                kvp_info=settings.kvp_info,
             )
         except ValueError as exc:
             raise FatalAPIError(str(exc)) from exc
@@ -156,6 +162,10 @@ class LogSearchClient:
     def list_logsets(self) -> list[dict]:
         """Every log set (``/management/logsets``)."""
         return self._listing("/management/logsets", "logsets")
+
+    def list_labels(self) -> list[dict]:
+        """Every label (``/management/labels``), read once per run (see ``LabelNames``)."""
+        return self.label_names.labels()
 
     def _listing(self, path: str, key: str) -> list[dict]:
         body = self.http.get_json(path)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 from singer_sdk.exceptions import FatalAPIError
 
@@ -34,6 +34,7 @@ __all__ = [
     "beyond_retention",
     "is_running",
     "page_problem",
+    "with_query_param",
 ]
 
 # Empty pages in a row that still carry a Next link before the query is restarted from the
@@ -44,6 +45,7 @@ MAX_EMPTY_PAGES_WITH_NEXT = 3
 # (max_restarts + 1) x poll_timeout_seconds, an hour with the defaults; now 2 x, 20 minutes.
 MAX_POLL_TIMEOUTS = 2
 BEYOND_RETENTION_HEADER = "x-beyond-retention"
+KVP_INFO_PARAM = "kvp_info"
 BEYOND_RETENTION_MESSAGE_HEADER = "x-beyond-retention-message"
 
 logger = logging.getLogger("tap_rapid7.logsearch")
@@ -108,6 +110,23 @@ def link_href(body: Any, rel: str) -> Any:
     return None
 
 
+def with_query_param(url: str, name: str, value: str) -> str:
+    """``url`` with ``name=value`` in its query string, whatever it held for ``name`` before.
+
+    For the parameters a ``Next`` link must keep (``kvp_info``): Rapid7's own example of a
+    ``Next`` link drops it. The rest of the query string is kept byte for byte (re-encoding it
+    could change the LEQL statement the link carries).
+    """
+    parts = urlsplit(url)
+    kept = [
+        item
+        for item in parts.query.split("&")
+        if item and unquote_plus(item.split("=", 1)[0]) != name
+    ]
+    kept.append(f"{quote(name, safe='')}={quote(value, safe='')}")
+    return urlunsplit(parts._replace(query="&".join(kept)))
+
+
 def is_running(status_code: int, body: Any) -> bool:
     """A 202, or a body that names itself (``Self``) without a ``Next``: poll it again."""
     if status_code == 202:
@@ -163,9 +182,11 @@ class QueryProtocol:
         poll_interval_max_seconds: float = 5.0,
         poll_timeout_seconds: float = 600.0,
         max_restarts: int = 5,
+        kvp_info: bool = False,
     ) -> None:
         self.http = http
         self.per_page = per_page
+        self.kvp_info = kvp_info  # event queries (and their Next pages) ask for kvp_info
         self.poll_interval_seconds = poll_interval_seconds
         self.poll_interval_max_seconds = max(poll_interval_seconds, poll_interval_max_seconds)
         self.poll_timeout_seconds = poll_timeout_seconds
@@ -224,6 +245,8 @@ class QueryProtocol:
         http = self.http
         window = f"[{from_ms},{to_ms})"
         params: dict[str, Any] = {"per_page": self.per_page}
+        if self.kvp_info:  # a query parameter for the POST of several logs too (OpenAPI)
+            params[KVP_INFO_PARAM] = "true"
         request_body: dict[str, Any] | None = None
         if isinstance(log_id, str):
             url = http.url(f"/query/logs/{quote(log_id, safe='')}")
@@ -262,6 +285,8 @@ class QueryProtocol:
                 next_href = http.link_url(
                     next_href, rel="Next", reply=reply, log_id=log_id, window=window
                 )
+                if self.kvp_info:  # the Next query is a new query: it must ask again
+                    next_href = with_query_param(next_href, KVP_INFO_PARAM, "true")
             events = body["events"]
             yield Page(
                 events=events,

@@ -21,6 +21,7 @@ and one record of hundreds of megabytes would otherwise travel whole to the targ
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from plugin_io.log_events import log_event
 from tap_rapid7.logsearch.event_time import EventTimeExtractor
+from tap_rapid7.logsearch.labels import LabelNames
 from tap_rapid7.windows import millis_to_iso
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "EVENTS_SCHEMA",
     "EVENTS_STREAM",
     "EVENT_TIME",
+    "KVP",
+    "KVP_PROPERTY",
     "LOG_ID",
     "MAX_MESSAGE_BYTES",
     "OVERSIZED_MESSAGES",
@@ -50,6 +54,8 @@ __all__ = [
     "OversizedMessageError",
     "OversizedTally",
     "RecordBuilder",
+    "events_schema",
+    "kvp_of",
     "labels_of",
 ]
 
@@ -96,7 +102,37 @@ EVENTS_SCHEMA = th.PropertiesList(
     ),
     th.Property("message", th.StringType, description="Raw log line, never re-encoded"),
     th.Property("labels", th.ArrayType(th.ObjectType(th.Property("id", th.StringType)))),
+    th.Property(
+        "label_names", th.ArrayType(th.StringType(nullable=True)),
+        description=(
+            "Names of `labels`, in the same order (/management/labels); null where a name "
+            "cannot be had"
+        ),
+    ),
 ).to_dict()  # fmt: skip
+
+# The column `kvp`, only in the schema (and the records) when the setting kvp_info is on.
+KVP = "kvp"
+KVP_PROPERTY: dict[str, Any] = th.Property(
+    KVP,
+    th.ArrayType(
+        th.ObjectType(th.Property("key", th.StringType), th.Property("value", th.StringType))
+    ),
+    description=(
+        "Key/value pairs Rapid7 parsed from the entry (kvp_info), as texts; null when the API "
+        "sent none"
+    ),
+).to_dict()  # fmt: skip
+
+
+def events_schema(*, kvp_info: bool = False) -> dict[str, Any]:
+    """The ``events`` schema: ``EVENTS_SCHEMA`` itself when ``kvp_info`` is off (nothing
+    changes for a user who does not ask for it), else a copy with the ``kvp`` column."""
+    if not kvp_info:
+        return EVENTS_SCHEMA
+    schema = copy.deepcopy(EVENTS_SCHEMA)
+    schema["properties"].update(copy.deepcopy(KVP_PROPERTY))
+    return schema
 
 
 def labels_of(labels: Any) -> list[dict]:
@@ -104,6 +140,58 @@ def labels_of(labels: Any) -> list[dict]:
     if not labels or not isinstance(labels, list):
         return []
     return [{"id": label.get("id")} for label in labels if isinstance(label, dict)]
+
+
+def _span_text(span: Any) -> str | None:
+    """A kvp span's ``text`` as a string: Rapid7's own examples send numbers (``text: 899``)."""
+    text = span.get("text") if isinstance(span, Mapping) else None
+    if isinstance(text, str):
+        return text
+    if isinstance(text, bool):
+        return "true" if text else "false"  # as the message spells it (JSON)
+    if isinstance(text, int | float):
+        return str(text)
+    return None
+
+
+def kvp_of(kvp_info: Any) -> tuple[list[dict] | None, int, str | None]:
+    """``(kvp, items dropped, first problem)`` of an event's ``kvp_info``.
+
+    Each item is ``{"key": {"text", "start", "end"}, "value": {...}}``; Rapid7's OpenAPI example
+    also nests ``value`` inside ``key``, and both readings are taken. An item without a key or
+    value text is dropped and counted, not fatal: the pairs are Rapid7's parse of the message,
+    which the record keeps whole, and never part of the event's identity. No ``kvp_info`` at all
+    is null (the API sent none), an empty list is an empty list.
+    """
+    if kvp_info is None:
+        return None, 0, None
+    if not isinstance(kvp_info, list):
+        return None, 1, f"kvp_info is a {type(kvp_info).__name__}, not a list"
+    pairs: list[dict] = []
+    dropped = 0
+    problem: str | None = None
+    for index, item in enumerate(kvp_info):
+        try:  # the well-formed case, in as few steps as possible (it runs per pair)
+            key = item["key"]
+            key_text, value_text = key["text"], item["value"]["text"]
+            if type(key_text) is str and type(value_text) is str:
+                pairs.append({"key": key_text, "value": value_text})
+                continue
+        except (TypeError, KeyError):
+            pass
+        key = item.get("key") if isinstance(item, Mapping) else None
+        value = item.get("value") if isinstance(item, Mapping) else None
+        if value is None and isinstance(key, Mapping):
+            value = key.get("value")
+        key_text, value_text = _span_text(key), _span_text(value)
+        if key_text is None or value_text is None:
+            dropped += 1
+            if problem is None:
+                missing = "key.text" if key_text is None else "value.text"
+                problem = f"kvp_info[{index}] has no usable {missing}"
+            continue
+        pairs.append({"key": key_text, "value": value_text})
+    return pairs, dropped, problem
 
 
 class OversizedMessageError(FatalAPIError):
@@ -154,9 +242,10 @@ def _cut_utf8(message: str, encoded: bytes, keep: int) -> str:
 class RecordBuilder:
     """Builds ``events`` records; one per window reader (the extractor's counts are per window).
 
-    ``max_message_bytes`` and ``oversized_messages`` are the settings of the same names; their
-    defaults are the settings' defaults. ``tally`` counts truncations per log across builders
-    (default: one for the process, i.e. the run).
+    ``max_message_bytes``, ``oversized_messages`` and ``kvp_info`` are the settings of the same
+    names; their defaults are the settings' defaults. ``tally`` counts truncations per log across
+    builders (default: one for the process, i.e. the run). ``label_names`` names the labels
+    (shared by the run's builders); without it ``label_names`` holds nulls.
     """
 
     def __init__(
@@ -167,6 +256,8 @@ class RecordBuilder:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         oversized_messages: str = "truncate",
         tally: OversizedTally | None = None,
+        label_names: LabelNames | None = None,
+        kvp_info: bool = False,
     ) -> None:
         if oversized_messages not in OVERSIZED_MESSAGES:
             msg = (
@@ -182,6 +273,9 @@ class RecordBuilder:
         self.oversized_messages = oversized_messages
         self.tally = tally or _RUN_TALLY
         self.truncated = 0  # by this builder (its window)
+        self.label_names = label_names
+        self.kvp_info = kvp_info
+        self.kvp_dropped = 0  # malformed kvp_info items dropped by this builder (its window)
 
     def __call__(
         self, event: Mapping[str, Any], log_id: str, timestamp: int, seq: int, seq_str: str
@@ -196,7 +290,8 @@ class RecordBuilder:
         # A character is at most 4 UTF-8 bytes: only long messages are encoded to be measured.
         if message is not None and len(message) * 4 > self.max_message_bytes:
             message = self._bounded(message, log_id, timestamp, seq_str)
-        return {
+        labels = labels_of(event.get("labels"))
+        record = {
             "log_id": log_id,
             "timestamp": timestamp,
             "received_at": millis_to_iso(timestamp),
@@ -204,8 +299,31 @@ class RecordBuilder:
             "sequence_number": seq,
             "sequence_number_str": seq_str,
             "message": message,
-            "labels": labels_of(event.get("labels")),
+            "labels": labels,
+            "label_names": self._label_names(labels) if labels else [],
         }
+        if self.kvp_info:
+            record[KVP] = self._kvp(event.get("kvp_info"), log_id, timestamp, seq_str)
+        return record
+
+    def _label_names(self, labels: list[dict]) -> list[str | None]:
+        ids = [label["id"] for label in labels]
+        if self.label_names is None:
+            return [None] * len(ids)
+        return self.label_names.names(ids)
+
+    def _kvp(self, kvp_info: Any, log_id: str, timestamp: int, seq_str: str) -> list[dict] | None:
+        """The event's ``kvp``; malformed items dropped, counted, the window's first one warned."""
+        pairs, dropped, problem = kvp_of(kvp_info)
+        if dropped:
+            if not self.kvp_dropped:
+                log_event(
+                    logger, logging.WARNING, "logsearch_kvp_malformed", log_id=log_id,
+                    timestamp=timestamp, sequence_number=seq_str, problem=problem,
+                    effect="dropped from kvp; counted in kvp_dropped of the window",
+                )  # fmt: skip
+            self.kvp_dropped += dropped
+        return pairs
 
     def _bounded(self, message: str, log_id: str, timestamp: int, seq_str: str) -> str:
         """``message``, or its start plus a marker when above ``max_message_bytes``."""

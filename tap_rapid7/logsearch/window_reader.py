@@ -23,6 +23,7 @@ from singer_sdk.exceptions import FatalAPIError
 
 from plugin_io.log_events import log_event
 from tap_rapid7.logsearch.http import InvalidPageError, QueryRestartNeeded
+from tap_rapid7.logsearch.labels import LabelNames
 from tap_rapid7.logsearch.query import (
     MAX_POLL_TIMEOUTS,
     Page,
@@ -67,6 +68,7 @@ class WindowReport:
     event_time_missing: int = 0
     event_time_unparsable: int = 0
     messages_truncated: int = 0
+    kvp_dropped: int = 0
     beyond_retention: bool = False
     page_sizes: list[int] = field(default_factory=list)
 
@@ -135,8 +137,12 @@ class WindowReader:
         event_time_zone: str = "UTC",
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         oversized_messages: str = OVERSIZED_MESSAGES[0],
+        label_names: LabelNames | None = None,
+        kvp_info: bool = False,
     ) -> None:
         self.protocol = protocol
+        self.label_names = label_names
+        self.kvp_info = kvp_info
         self.event_time_fields = event_time_fields
         self.event_time_zone = event_time_zone
         self.max_message_bytes = max_message_bytes
@@ -150,6 +156,8 @@ class WindowReader:
             event_time_zone=self.event_time_zone,
             max_message_bytes=self.max_message_bytes,
             oversized_messages=self.oversized_messages,
+            label_names=self.label_names,
+            kvp_info=self.kvp_info,
         )
 
     def _start(
@@ -505,6 +513,8 @@ class WindowReader:
         report.event_time_missing = build.event_time.missing
         report.event_time_unparsable = build.event_time.unparsable
         report.messages_truncated = build.truncated
+        report.kvp_dropped = build.kvp_dropped
+        kvp = {"kvp_dropped": build.kvp_dropped} if build.kvp_info else {}
         report.elapsed_seconds = self.protocol.http.clock() - state.started
         log_event(
             logger, logging.INFO, "logsearch_window_complete", log_id=state.log_id,
@@ -516,7 +526,7 @@ class WindowReader:
             event_time_unparsable=report.event_time_unparsable,
             messages_truncated=report.messages_truncated,
             beyond_retention=report.beyond_retention,
-            elapsed_seconds=round(report.elapsed_seconds, 3),
+            elapsed_seconds=round(report.elapsed_seconds, 3), **kvp,
         )  # fmt: skip
 
     @classmethod

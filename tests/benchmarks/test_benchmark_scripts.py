@@ -46,6 +46,7 @@ def ratios(output: str) -> dict[str, float]:
         ("target_throughput.py", "target_over_baseline"),
         ("target_memory.py", "peak_rss_4x_over_1x"),
         ("tap_cpu.py", "tap_over_raw_cpu"),
+        ("kvp_cost.py", "kvp_on_over_off_records_per_s"),
         ("pipeline.py", "pipeline_over_sum_of_parts"),
         ("object_storage.py", "s3_over_local"),
         ("iceberg_vs_parts.py", "iceberg_over_parts"),

@@ -11,6 +11,11 @@ import threading
 from urllib.parse import parse_qs, urlparse
 
 BASE = "https://fake.logsearch"
+# /management/labels as Rapid7's OpenAPI document shapes it
+LABELS = [
+    {"id": "00000000-0000-0000-0000-000000000006", "sn": 6, "name": "Out of order entry",
+     "color": "e0e000", "reserved": True},
+]  # fmt: skip
 
 
 class FakeLogSearch:
@@ -45,6 +50,8 @@ class FakeLogSearch:
                 ]
             },
         )
+
+        requests_mock.get(f"{BASE}/management/labels", json={"labels": LABELS})
 
     def truth(self, log: str, from_ms: int, to_ms: int) -> list[tuple[int, int]]:
         return [e for e in self.events[log] if from_ms <= e[0] < to_ms]

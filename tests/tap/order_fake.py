@@ -24,6 +24,7 @@ class OrderedLogSearch:
         requests_mock.get(re.compile(re.escape(f"{BASE}/query/logs/{LOG}")), json=self._query)
         requests_mock.get(f"{BASE}/management/logs", json={"logs": [{"id": LOG, "name": LOG}]})
         requests_mock.get(f"{BASE}/management/logsets", json={"logsets": []})
+        requests_mock.get(f"{BASE}/management/labels", json={"labels": []})
 
     def truth(self, from_ms: int, to_ms: int) -> set[tuple[int, int]]:
         return {e for e in self.served if from_ms <= e[0] < to_ms}

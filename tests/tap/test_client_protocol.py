@@ -359,11 +359,14 @@ def test_sequence_numbers_stay_exact_above_2_53(requests_mock, make_client):
         '"message":"not json"}]}'
     )
     requests_mock.get(START_URL, text=text)
+    label = {"id": "00000000-0000-0000-0000-000000000006", "name": "Out of order entry"}
+    requests_mock.get(f"{BASE}/management/labels", json={"labels": [label]})
     records, _ = read_all(make_client())
     assert records[0]["sequence_number"] == 3235937417370673152
     assert records[0]["sequence_number_str"] == "3235937417370673152"
     assert records[0]["message"] == '{"a":1}'
     assert records[0]["labels"] == [{"id": "00000000-0000-0000-0000-000000000006"}]
+    assert records[0]["label_names"] == ["Out of order entry"]
     assert records[0]["received_at"] == "1970-01-01T00:00:01.001+00:00"
     assert records[0]["event_time"] is None  # event_time_fields not set
     assert records[1]["sequence_number"] == 2**63 - 1

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from logsearch_emulator.data import LABELS
 from pipeline_tools.timeline import build_timeline, main, parse_line, parse_lines
 from plugin_io.log_events import format_event, parse_fields
 
@@ -239,7 +240,8 @@ def test_png_from_a_real_tap_and_target_run(tmp_path, emulator_factory):
     assert timeline.counts["logsearch_retry"] >= 1  # the forced 429
     assert timeline.counts["flush_complete"] >= 2
     events = len(emu.truth(end - 600_000, end))
-    assert timeline.target_rows[-1][1] == events + len(emu.log_ids) + len(emu.logsets)
+    dimensions = len(emu.log_ids) + len(emu.logsets) + len(LABELS)  # logs, logsets, labels
+    assert timeline.target_rows[-1][1] == events + dimensions
     out = tmp_path / "real.png"
     assert main([str(log), "-o", str(out)]) == 0
     assert out.read_bytes().startswith(PNG_MAGIC)
