@@ -2,9 +2,10 @@
 
 * **Every part is a new object, never overwritten.** Its name holds 128 random bits, and on S3 it
   is created with ``PutObject`` + ``If-None-Match: *``: the store refuses (412) to replace an
-  existing key. pyarrow's filesystems expose no conditional write, so S3 goes through boto3
-  (the ``s3`` extra). GCS and Azure go through pyarrow's filesystems: there the
-  random name is the only guard (a check-then-write, not atomic).
+  existing key; on GCS with ``ifGenerationMatch=0`` (``gcs_store.py``), on Azure with
+  ``If-None-Match: *`` (``azure_store.py``). pyarrow's filesystems expose no conditional write,
+  so each cloud goes through its own client (the ``s3``, ``gcs`` and ``azure`` extras); pyarrow
+  only reads (``arrow_filesystem_for``: reconcile, readers).
 * **No partial or temporary object is ever visible.** The part is encoded in memory, its footer
   read back (a part that would not open is never uploaded), then uploaded with one PUT straight
   to its final key. An object store shows an object only once its upload has completed, whole;
@@ -51,7 +52,6 @@ from __future__ import annotations
 import abc
 import datetime
 import email.utils
-import hashlib
 import json
 import logging
 import math
@@ -104,6 +104,7 @@ MAX_LEASE_SECONDS = 3600.0
 # the lease (request_timeouts), and below it they would be too short for any store to answer.
 MIN_LEASE_SECONDS = 3.0
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+_GCS_RETRY_SECONDS = 20.0  # pyarrow's GcsFileSystem (readers): retries end after this
 # Every request has a deadline: a store that accepts connections but never answers fails the
 # request after at most _ATTEMPTS x (_CONNECT_TIMEOUT + _READ_TIMEOUT) seconds (a stalled send or
 # read counts), not after the SDK's default 60 s per read and 5 attempts.
@@ -371,98 +372,6 @@ class S3ObjectStore(ObjectStore):
             raise self._fail("DeleteObject (If-Match)", key, exc) from exc
 
 
-class ArrowObjectStore(ObjectStore):
-    """GCS and Azure through pyarrow's filesystems: no conditional requests (check, then write).
-
-    ETags are content hashes. Part names stay unique (128 random bits), but two runs started at
-    the same instant could both take the lock: the run lock is advisory here.
-    """
-
-    conditional = False
-
-    def __init__(self, location: Location, filesystem: pafs.FileSystem | None = None) -> None:
-        self.location = location
-        self._fs = filesystem or arrow_filesystem_for(location)
-
-    def _path(self, key: str) -> str:
-        return f"{self.location.bucket}/{key}"
-
-    def _fail(self, operation: str, key: str, exc: Exception) -> ObjectStoreError:
-        msg = (
-            f"output_dir {self.location.uri!r}: {operation} of '{self.where(key)}' failed: "
-            f"{type(exc).__name__}: {exc}"
-        )
-        return ObjectStoreError(msg)
-
-    def _write(self, key: str, data: bytes) -> str:
-        try:
-            with self._fs.open_output_stream(self._path(key)) as out:
-                out.write(data)
-        except (OSError, pa.ArrowException) as exc:
-            raise self._fail("write", key, exc) from exc
-        return hashlib.sha256(data).hexdigest()
-
-    def put_new(self, key: str, data: bytes) -> str:
-        try:
-            info = self._fs.get_file_info(self._path(key))
-        except (OSError, pa.ArrowException) as exc:
-            raise self._fail("stat", key, exc) from exc
-        if info.type != pafs.FileType.NotFound:
-            raise ObjectExistsError(key)
-        return self._write(key, data)
-
-    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        current = self.get(key)
-        if current is None or current.etag != etag:
-            raise PreconditionError(key)
-        return self._write(key, data)
-
-    def get(self, key: str) -> StoredObject | None:
-        try:
-            with self._fs.open_input_stream(self._path(key)) as handle:
-                data = handle.read()
-            info = self._fs.get_file_info(self._path(key))
-        except FileNotFoundError:
-            return None
-        except (OSError, pa.ArrowException) as exc:
-            raise self._fail("read", key, exc) from exc
-        modified = info.mtime or _utcnow()
-        if modified.tzinfo is None:
-            modified = modified.replace(tzinfo=datetime.UTC)
-        return StoredObject(data, hashlib.sha256(data).hexdigest(), modified, _utcnow())
-
-    def exists(self, key: str) -> bool:
-        try:
-            info = self._fs.get_file_info(self._path(key))
-        except (OSError, pa.ArrowException) as exc:
-            raise self._fail("stat", key, exc) from exc
-        return bool(info.type == pafs.FileType.File)
-
-    def list_keys(self, prefix: str) -> list[str]:
-        base = self._path(prefix).rstrip("/")
-        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-        try:
-            infos = self._fs.get_file_info(selector)
-        except (OSError, pa.ArrowException) as exc:
-            raise self._fail("list", prefix, exc) from exc
-        skip = len(self.location.bucket) + 1
-        return [i.path[skip:] for i in infos if i.type == pafs.FileType.File]
-
-    def delete(self, keys: list[str]) -> None:
-        for key in keys:
-            try:
-                self._fs.delete_file(self._path(key))
-            except FileNotFoundError:
-                continue
-            except (OSError, pa.ArrowException) as exc:
-                raise self._fail("delete", key, exc) from exc
-
-    def delete_if_match(self, key: str, etag: str) -> None:
-        current = self.get(key)
-        if current is not None and current.etag == etag:
-            self.delete([key])
-
-
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.UTC)
 
@@ -488,23 +397,17 @@ def arrow_filesystem_for(location: Location) -> pafs.FileSystem:
             kwargs["region"] = region
         return pafs.S3FileSystem(**kwargs)
     if location.scheme == "gs":
-        return pafs.GcsFileSystem()
-    account = location.account or (
-        os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")
-    )
-    if not account:
-        msg = (
-            f"output_dir {location.uri!r}: no Azure storage account: set "
-            "AZURE_STORAGE_ACCOUNT_NAME, or use abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/..."
-        )
-        raise ObjectStoreError(msg)
-    azure: dict[str, t.Any] = {"account_name": account}
-    key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or os.environ.get("AZURE_STORAGE_KEY")
-    if key:
-        azure["account_key"] = key
-    elif os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
-        azure["sas_token"] = os.environ["AZURE_STORAGE_SAS_TOKEN"]
-    return pafs.AzureFileSystem(**azure)
+        # never pyarrow's default 15-minute retry (a run without credentials looked hung)
+        gcs: dict[str, t.Any] = {"retry_time_limit": datetime.timedelta(seconds=_GCS_RETRY_SECONDS)}
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:  # an emulator (fake-gcs-server): plain HTTP, no credentials
+            parts = urlsplit(emulator if "://" in emulator else f"http://{emulator}")
+            gcs.update(endpoint_override=parts.netloc, scheme=parts.scheme, anonymous=True)
+        return pafs.GcsFileSystem(**gcs)
+    # az://, abfs[s]://: the account, key or SAS token, and a connection string's endpoint
+    from target_parquet_parts.azure_store import arrow_azure_options  # noqa: PLC0415  (cycle)
+
+    return pafs.AzureFileSystem(**arrow_azure_options(location))
 
 
 # -- the run lock --------------------------------------------------------------------------
@@ -949,17 +852,20 @@ class ObjectStorage(Storage):
         included) then ends within 80% of it, when ``ObjectRunLock.check`` would stop the run.
         """
         store: ObjectStore
+        budget = None if lease_seconds is None else 0.8 * check_lease(lease_seconds)
         if location.scheme == "s3":
-            budget = None if lease_seconds is None else 0.8 * check_lease(lease_seconds)
             store = S3ObjectStore(location, request_budget_seconds=budget)
-        else:
-            store = ArrowObjectStore(location)
-            logger.warning(
-                "output_dir '%s': %s:// has no conditional create through pyarrow, so the run "
-                "lock is a check-then-create (advisory): never start two runs on one output_dir",
-                location.uri,
-                location.scheme,
-            )
+        elif location.scheme == "gs":
+            from target_parquet_parts.gcs_store import GcsObjectStore  # noqa: PLC0415  ([gcs])
+
+            store = GcsObjectStore(location, request_budget_seconds=budget)
+        elif location.scheme in ("az", "abfs", "abfss"):
+            from target_parquet_parts.azure_store import AzureObjectStore  # noqa: PLC0415  ([azure])
+
+            store = AzureObjectStore(location, request_budget_seconds=budget)
+        else:  # storage.parse_location refuses every other scheme, naming output_dir
+            msg = f"output_dir {location.uri!r}: no object store for {location.scheme}://"
+            raise ObjectStoreError(msg)
         return cls(location, store)
 
     def lock(self, run_id: str, lease_seconds: float | None = None) -> RunLockLike:

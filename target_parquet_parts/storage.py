@@ -21,6 +21,7 @@ Credentials, region and endpoint come from each cloud's standard configuration (
 from __future__ import annotations
 
 import abc
+import importlib.util
 import logging
 import os
 import re
@@ -165,15 +166,34 @@ def parse_location(output_dir: str) -> Location | None:
     return Location(uri=output_dir, scheme=scheme, bucket=netloc, prefix=prefix, account=account)
 
 
+# scheme -> (the module its conditional writes need, its package, the extra that brings it)
+_STORE_CLIENTS = {
+    "s3": ("boto3", "boto3", "s3"),
+    "gs": ("google.cloud.storage", "google-cloud-storage", "gcs"),
+    "az": ("azure.storage.blob", "azure-storage-blob", "azure"),
+    "abfs": ("azure.storage.blob", "azure-storage-blob", "azure"),
+    "abfss": ("azure.storage.blob", "azure-storage-blob", "azure"),
+}
+
+
 def check_output_dir(output_dir: str) -> None:
-    """Refuse an unusable ``output_dir`` early (at start, before any input is read)."""
+    """Refuse an unusable ``output_dir`` early (at start, before any input is read): an object
+    store whose client (an optional extra) is not installed."""
     location = parse_location(output_dir)
-    if location is not None and location.scheme == "s3":
-        try:
-            import boto3  # noqa: F401, PLC0415  (optional: the [s3] extra)
-        except ImportError:
-            msg = f"output_dir {output_dir!r} needs boto3 (conditional PUTs): {install_hint('s3')}"
-            raise UnsupportedOutputDirError(msg) from None
+    if location is None or location.scheme not in _STORE_CLIENTS:
+        return
+    module, package, extra = _STORE_CLIENTS[location.scheme]
+    if not _installed(module):
+        msg = f"output_dir {output_dir!r} needs {package} (conditional PUTs): {install_hint(extra)}"
+        raise UnsupportedOutputDirError(msg)
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (its parents only)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 class Storage(abc.ABC):

@@ -32,7 +32,6 @@ from target_parquet_parts.columns import build_table
 from target_parquet_parts.journal import Journal
 from target_parquet_parts.lock import OutputDirInUseError
 from target_parquet_parts.objectstore import (
-    ArrowObjectStore,
     LockLostError,
     ObjectExistsError,
     ObjectRunLock,
@@ -121,6 +120,28 @@ def test_unusable_output_dir_refused_at_start_naming_the_setting(tmp_path, monke
     assert says in error
     assert isinstance(raised.value.__cause__, UnsupportedOutputDirError)
     assert list(tmp_path.iterdir()) == []  # no local folder named 's3:' or 'hdfs:'
+
+
+@pytest.mark.parametrize(
+    ("uri", "module", "says"),
+    [
+        ("s3://lake/data", "boto3", "needs boto3 (conditional PUTs): install the 's3' extra"),
+        ("gs://lake/data", "google.cloud.storage", "needs google-cloud-storage"),
+        ("az://lake/data", "azure.storage.blob", "needs azure-storage-blob"),
+        ("abfss://lake@acct.dfs.core.windows.net/d", "azure.storage.blob", "'azure' extra"),
+    ],
+)
+def test_an_object_store_without_its_client_is_refused_at_start_naming_the_extra(
+    tmp_path, monkeypatch, uri, module, says
+):
+    """Before any input is read, not at the first flush."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    with pytest.raises(ConfigValidationError) as raised:
+        TargetParquetParts(config={"output_dir": uri})
+    (error,) = raised.value.errors
+    assert error.startswith("output_dir: ")
+    assert says in error
 
 
 def test_unusable_output_dir_is_one_line_from_the_command(tmp_path):
@@ -403,27 +424,6 @@ def test_journal_reads_the_newest_generation_with_a_base(s3_bucket):
     log.rewrite("compact\n")  # a new generation, then the older objects go
     assert s3_bucket.keys("data/_journal/") == ["data/_journal/0000000004-d/0000000000.jsonl"]
     assert storage.journal_log("e").read() == "compact\n"
-
-
-# -- the generic path (GCS, Azure): pyarrow filesystems, no conditional requests ------------
-def test_arrow_object_store_against_s3(s3_bucket):
-    location = parse_location(s3_bucket.uri())
-    assert location is not None
-    store = ArrowObjectStore(location, arrow_filesystem(s3_bucket.uri())[0])
-    assert not store.conditional
-    etag = store.put_new("data/x", b"one")
-    with pytest.raises(ObjectExistsError):
-        store.put_new("data/x", b"two")
-    found = store.get("data/x")
-    assert found is not None
-    assert (found.data, found.etag) == (b"one", etag)
-    assert store.get("data/missing") is None
-    assert store.list_keys("data") == ["data/x"]
-    with pytest.raises(objectstore.PreconditionError):
-        store.put_if_match("data/x", b"three", "stale")
-    store.put_if_match("data/x", b"three", etag)
-    store.delete(["data/x", "data/missing"])
-    assert store.list_keys("data") == []
 
 
 def test_arrow_filesystem_reads_what_the_target_wrote(s3_bucket, monkeypatch):
