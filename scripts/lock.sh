@@ -10,7 +10,7 @@ trap 'rm -rf "$tmp"' EXIT
 "$PYTHON_BIN" -m venv "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$tmp/venv/bin/python" -m pip install -q --disable-pip-version-check \
-  -e '.[s3,iceberg,plot]' --group dev
+  -e ".[$DEV_EXTRAS]" --group dev
 {
   echo "# Pinned versions for reproducible installs (scripts/lock.sh writes this file)."
   "$tmp/venv/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check \
