@@ -311,6 +311,9 @@ def print_header(title: str, details: dict[str, Any]) -> None:
 def print_ratio(name: str, value: float, goal: str, met: bool) -> None:
     """The line the smoke test and the README look for: ``RATIO name=value goal=... met=...``."""
     print(f"RATIO {name}={value:.3f} goal={goal} met={'yes' if met else 'no'}", flush=True)
+    # the load when the ratio was taken (the header has it at the start): a shared machine
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"context: {name} loadavg_1m_5m_15m={load}", flush=True)
 
 
 def profiled(argv: Sequence[str], profile_path: Path) -> list[str]:

@@ -10,7 +10,8 @@ process reading that file:
 
 Both times include starting the interpreter and importing libraries, as a user would see them.
 Every output is checked: the row count written must equal N. The goal is target / baseline
->= 0.5 in records per second.
+>= 1.0 in records per second: the target writes each part on a worker while it reads the next
+batch (``overlap_writes``), so on two cores it can beat the single-threaded loop.
 
 Run: ``.venv/bin/python benchmarks/target_throughput.py [--quick] [--records N] [--profile]``.
 """
@@ -30,7 +31,7 @@ import benchlib
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
-GOAL = 0.5
+GOAL = 1.0
 SCHEMA_SAMPLE = "target-schema-sample.parquet"
 
 

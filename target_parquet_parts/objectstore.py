@@ -77,6 +77,7 @@ from target_parquet_parts.parts import WrittenPart
 from target_parquet_parts.settings import DEFAULT_LOCK_LEASE_SECONDS
 from target_parquet_parts.storage import Location, PartWriterLike, RunLockLike, Storage
 from target_parquet_parts.threads import leave_stop_signals_to_main_thread
+from target_parquet_parts.writes import BackgroundCall
 
 if t.TYPE_CHECKING:
     from target_parquet_parts.journal import JournalLog
@@ -768,7 +769,7 @@ class ObjectPartWriter:
         location = self._storage.location
         where = location.url(relative)
         self._storage.check_lock()
-        journal = _Background(before_publish, relative) if before_publish else None
+        journal = BackgroundCall(before_publish, relative) if before_publish else None
         try:
             data = self._encode(table, where)
         except BaseException:
@@ -809,30 +810,6 @@ class ObjectPartWriter:
             )
             raise UnreadablePartError(msg)
         return data
-
-
-class _Background:
-    """``function(argument)`` on its own thread; ``wait()`` joins it and re-raises its error."""
-
-    def __init__(self, function: Callable[[str], None], argument: str) -> None:
-        self._function = function
-        self._argument = argument
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="target-parquet-parts-journal")
-        self._thread.start()
-
-    def _run(self) -> None:
-        leave_stop_signals_to_main_thread()
-        try:
-            self._function(self._argument)
-        except BaseException as exc:  # handed to the writer's thread by wait()
-            self._error = exc
-
-    def wait(self, *, raise_error: bool = True) -> None:
-        self._thread.join()
-        if self._error is not None and raise_error:
-            error, self._error = self._error, None
-            raise error
 
 
 class ObjectStorage(Storage):

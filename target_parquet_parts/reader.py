@@ -110,6 +110,7 @@ class LineNumberingReader(ReaderHooks):
         self.idle_callback: t.Callable[[], None] | None = None
         self.idle_interval = 1.0
         self._turn = threading.Lock()
+        self._watcher: _IdleWatcher | None = None
         self._idle_error: BaseException | None = None
         self.stop_signal: int | None = None
         # Run when reading fails (a bad line, a handler's error): the target unlocks output_dir
@@ -127,6 +128,14 @@ class LineNumberingReader(ReaderHooks):
             self.stop_signal = signum
         if frame is not None and frame.f_code is _READ_LOOP_CODE:
             raise _StopReading
+
+    def wake(self) -> None:
+        """Run the idle callback now rather than at the next interval (any thread; the
+        target's part writer calls it when a part became durable, so a STATE waiting for it
+        goes out while the tap is quiet). Without a watcher, a no-op."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.wake()
 
     @property
     def default_input(self) -> t.IO[t.Any]:  # type: ignore[override]
@@ -174,6 +183,7 @@ class LineNumberingReader(ReaderHooks):
                 pass  # a stop request while waiting for input (see request_stop)
             finally:
                 if watcher is not None:
+                    self._watcher = None
                     watcher.stop()
             self._raise_idle_error()
         except BaseException:
@@ -266,6 +276,7 @@ class LineNumberingReader(ReaderHooks):
             return None
         watcher = _IdleWatcher(self, self.idle_interval)
         watcher.start()
+        self._watcher = watcher
         return watcher
 
     def _run_idle_callback(self) -> None:
@@ -308,19 +319,29 @@ _READ_LOOP_CODE = LineNumberingReader._read_loop.__code__
 
 
 class _IdleWatcher(threading.Thread):
-    """Calls the reader's idle callback every ``interval`` seconds until stopped."""
+    """Calls the reader's idle callback every ``interval`` seconds, or when woken, until
+    stopped."""
 
     def __init__(self, reader: LineNumberingReader, interval: float) -> None:
         super().__init__(name="target-idle-watcher", daemon=True)
         self._reader = reader
         self._interval = interval
         self._stopped = threading.Event()
+        self._woken = threading.Event()
 
     def run(self) -> None:
         leave_stop_signals_to_main_thread()
-        while not self._stopped.wait(self._interval):
+        while True:
+            self._woken.wait(self._interval)
+            self._woken.clear()
+            if self._stopped.is_set():
+                return
             self._reader._run_idle_callback()
+
+    def wake(self) -> None:
+        self._woken.set()
 
     def stop(self) -> None:
         self._stopped.set()
+        self._woken.set()
         self.join()

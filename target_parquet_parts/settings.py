@@ -89,6 +89,15 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         ),
     ),
     th.Property(
+        "overlap_writes",
+        th.BooleanType,
+        default=True,
+        description=(
+            "Write each part (encode, compress, fsync or upload) on a worker while the next "
+            "records are read; STATE still waits for it. false: write on the reading thread"
+        ),
+    ),
+    th.Property(
         "lock_lease_seconds",
         th.NumberType,
         default=DEFAULT_LOCK_LEASE_SECONDS,
@@ -135,6 +144,7 @@ class TargetSettings:
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     partition_date_field: str | None = None
     state_max_lag_seconds: float = DEFAULT_STATE_MAX_LAG_SECONDS
+    overlap_writes: bool = True
     lock_lease_seconds: float = DEFAULT_LOCK_LEASE_SECONDS
     table_format: str = "parquet"
     # a catalog's properties may hold credentials: a repr (a log, a traceback) never shows them
@@ -149,6 +159,9 @@ class TargetSettings:
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
         """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
         values = _TYPES.values(config)
+        for name in _BOOLEANS:
+            if config.get(name) is not None:
+                values[name] = _boolean(name, config[name])
         if "output_dir" not in values:
             values["output_dir"] = ""
         return cls(**values)
@@ -173,16 +186,49 @@ def check_retention(settings: TargetSettings) -> None:
 
 
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Number settings given as text (Meltano's kind-less settings), as numbers."""
-    return _TYPES.numbers_from_text(config)
+    """Number settings given as text (Meltano's kind-less settings), as numbers; booleans
+    given as text (``"true"``, ``"false"``) as booleans."""
+    converted = _TYPES.numbers_from_text(config)
+    for name in _BOOLEANS:
+        if isinstance(config.get(name), str):
+            try:
+                converted[name] = _boolean(name, config[name])
+            except SettingError:
+                continue  # left for the schema check to refuse, naming the setting
+    return converted
 
 
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """The target's settings from ``TARGET_PARQUET_PARTS_*`` variables, typed by the schema.
 
-    ``iceberg_catalog`` is a JSON object (as Meltano passes objects).
+    ``iceberg_catalog`` is a JSON object (as Meltano passes objects); booleans are
+    ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
     """
-    return _TYPES.from_env(environ)
+    config = _TYPES.from_env(environ)
+    for name in _BOOLEANS.intersection(config):
+        key = ENV_PREFIX + name.upper()
+        config[name] = _boolean(name, environ[key], source=key)
+    return config
+
+
+# Boolean settings: ``plugin_io.settings_types`` has no boolean kind (the tap converts its own
+# the same way, in ``tap_rapid7/settings.py``; the plugins never import each other).
+_BOOLEANS = frozenset({"overlap_writes"})
+_TRUE_TEXTS = frozenset(("true", "1", "yes", "on"))
+_FALSE_TEXTS = frozenset(("false", "0", "no", "off"))
+
+
+def _boolean(name: str, raw: Any, *, source: str | None = None) -> bool:
+    """A boolean setting from JSON (``true``) or text (``"true"``, as environments give it)."""
+    if isinstance(raw, bool):
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if text in _TRUE_TEXTS:
+        return True
+    if text in _FALSE_TEXTS:
+        return False
+    msg = f"{source or f'setting {name}'}: expected a boolean (true or false), got {raw!r}"
+    raise SettingError(msg)
 
 
 _TYPES = SettingTypes(

@@ -26,6 +26,7 @@ from target_parquet_parts.settings import DEFAULT_MAX_BATCH_BYTES
 if t.TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+    from target_parquet_parts.journal import Journal
     from target_parquet_parts.storage import PartWriterLike
     from target_parquet_parts.target import TargetParquetParts
 
@@ -260,7 +261,7 @@ class ParquetPartsSink(SinkHooks):
             self._write_batch(context)
 
     def _write_batch(self, context: dict) -> None:
-        """Write the batch as new part(s); return only when they are durable and visible."""
+        """Build the batch's table here, hand its write to the part writer (``writes.py``)."""
         records = context.get("records") or []
         if not records:
             return
@@ -301,8 +302,28 @@ class ParquetPartsSink(SinkHooks):
                     rows=dropped,
                 )
         built = time.perf_counter()
-        written: list[WrittenPart] = []
         state_index = target.states_received
+        build_ms = (built - started) * 1000
+
+        def write_parts() -> None:
+            with explain_os_errors(target.settings.output_dir):
+                self._write_parts(table, journal, state_index, build_ms)
+
+        # On the part writer (``writes.py``): encoded, made durable and logged while the next
+        # records are read; STATE waits for it (``target.py``).
+        target.writes.submit(write_parts)
+        self.count_flush(rows_in)
+
+    def _write_parts(
+        self, table: pa.Table, journal: Journal | None, state_index: int, build_ms: float
+    ) -> None:
+        """Write the batch's table as new part(s); return once they are durable and visible.
+
+        Runs on the part writer's thread (or the reading thread without ``overlap_writes``):
+        it touches only this batch's table, the sink's writer and the journal (which locks).
+        """
+        started = time.perf_counter()
+        written: list[WrittenPart] = []
         for directory, split_table in self._split(table):
             before = None
             part_table = split_table
@@ -332,7 +353,7 @@ class ParquetPartsSink(SinkHooks):
                 bytes=part.bytes,
                 mode="part",
             )
-        finished = time.perf_counter()
+        write_ms = (time.perf_counter() - started) * 1000
         paths = [str(p.path) for p in written]
         log_event(
             self.logger,
@@ -342,14 +363,17 @@ class ParquetPartsSink(SinkHooks):
             rows=table.num_rows,
             bytes=sum(p.bytes for p in written),
             path=paths[0] if len(paths) == 1 else (paths or None),
-            dataframe_build_ms=round((built - started) * 1000, 3),
-            parquet_write_ms=round((finished - built) * 1000, 3),
-            flush_total_ms=round((finished - started) * 1000, 3),
+            dataframe_build_ms=round(build_ms, 3),
+            parquet_write_ms=round(write_ms, 3),
+            flush_total_ms=round(build_ms + write_ms, 3),
         )
-        self.count_flush(rows_in)
 
     def count_flush(self, rows_in: int) -> None:
-        """A flush is durable (parts renamed, or the Iceberg commit done): count it, tell."""
+        """A flush is handed to the part writer (or committed, Iceberg): count it, tell.
+
+        ``flush_count`` counts flushes started, in the order the part writer makes them
+        durable; a STATE also waits for the writer to finish them (``target.py``).
+        """
         if self._fast_uncounted:
             # Only records that bypassed the SDK's per-record counter: BATCH-file records
             # reach process_batch already counted (Sink.process_batch_files).

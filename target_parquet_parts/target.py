@@ -16,6 +16,16 @@ renamed, fsynced part, and never earlier:
   early. ``0`` flushes at every STATE (smallest redo after a crash,
   more and smaller parts).
 
+Parts are written behind the reader (``writes.py``, ``overlap_writes``): a flush builds the
+batch's Arrow table on the reading thread and hands the rest (encoding, compression, journal
+line, fsync and rename, or upload) to one part writer, which runs one batch at a time, in order,
+while the next records are read. ``flush_count`` counts flushes handed over; a STATE whose
+sinks have all flushed since it arrived waits, in ``_awaiting``, until the writer has made
+durable every batch handed over by then (``writes.done``), and is written by the reading thread
+(at its next message) or by the idle watcher, which the writer wakes. ``drain_all``'s STATE
+waits for the writer first. A failed write raises its own error at the next hand-off, STATE
+check or at the end; no STATE goes out after it.
+
 SIGTERM and SIGINT (what Meltano and schedulers send on cancel): the handler only records the
 request (``on_stop_signal``). The reader stops between two messages (a flush in progress
 always finishes; see ``reader.py``), the idle watcher is stopped, then the end of input is
@@ -75,6 +85,7 @@ from target_parquet_parts.settings import (
 from target_parquet_parts.sinks import ParquetPartsSink
 from target_parquet_parts.storage import RunLockLike, Storage, check_output_dir, open_storage
 from target_parquet_parts.version import PLUGIN_NAME
+from target_parquet_parts.writes import PartWrites
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -171,6 +182,9 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self.stream_directories = StreamDirectories()
         self._records_since_check = 0
+        # STATEs whose records were all handed to the part writer, each with the number of
+        # batches the writer must have made durable first (oldest first; see _emit_safe_states).
+        self._awaiting: list[tuple[int, _PendingState]] = []
         self.iceberg: IcebergWriter | None = None
         settings = self.settings
         # Settings that cannot work end the run here with one line naming the setting: the
@@ -198,11 +212,23 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             raise ConfigValidationError(msg, errors=[msg])
         self._state_max_lag = settings.state_max_lag_seconds
         self._lag = max(self._state_max_lag, 0.0)
-        if self._lag > 0 and isinstance(self.message_reader, LineNumberingReader):
+        # Parts are written on a worker while the next records are read (writes.py); Iceberg
+        # commits stay on the reading thread (iceberg.py).
+        self.writes = PartWrites(
+            overlap=settings.overlap_writes and self.iceberg is None,
+            on_done=self._part_durable,
+            check=self._check_lease,
+        )
+        if (self._lag > 0 or self.writes.overlap) and isinstance(
+            self.message_reader, LineNumberingReader
+        ):
             # A tap can go quiet for minutes (a query still running, a 429 wait): the lag
-            # bound must hold then too, not only when the next message arrives.
+            # bound must hold then too, not only when the next message arrives; and a STATE
+            # whose part the writer finishes then goes out at once (the writer wakes it).
             self.message_reader.idle_callback = self._check_state_lag
-            self.message_reader.idle_interval = min(max(self._lag / 4, 0.05), 1.0)
+            self.message_reader.idle_interval = (
+                min(max(self._lag / 4, 0.05), 1.0) if self._lag > 0 else 1.0
+            )
         if isinstance(self.message_reader, LineNumberingReader):
             self.message_reader.on_failure = self.release_after_failure
         if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
@@ -251,8 +277,25 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             self.journal.fence(sink.stream_name, sink.spec.arrow_schema)
 
     def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
-        """A part landed (possibly in a drain thread): re-check pending STATEs soon."""
+        """A flush was handed to the part writer (possibly in a drain thread): re-check
+        pending STATEs soon."""
         self._state_check_needed = True
+
+    def _part_durable(self) -> None:
+        """The part writer finished a batch (its thread): STATEs waiting for it may go out.
+
+        Only flags it: the reading thread checks at its next record, and the idle watcher,
+        woken here, checks at once when the tap is quiet (STATE is never written from the
+        writer's thread, which must not wait for the reader's turn).
+        """
+        self._state_check_needed = True
+        if isinstance(self.message_reader, LineNumberingReader):
+            self.message_reader.wake()
+
+    def _check_lease(self) -> None:
+        """While waiting for the part writer: an object store's lost lease stops the run."""
+        if self._run_lock is not None:
+            self._run_lock.check()
 
     def _records_received(self) -> int:
         return sum(s.rows_flushed + s.current_size for s in self._sinks)
@@ -376,16 +419,40 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
                 break  # a later STATE cannot be safe while an earlier one is not
             safe = position
         if safe >= 0:
+            # Every record before it is handed to the part writer: it goes out once the writer
+            # has made durable every batch handed over so far (in order, so its own too).
             chosen = self._pending[safe]
             del self._pending[: safe + 1]
+            needed = self.writes.submitted
+            if self._awaiting and self._awaiting[-1][0] == needed:
+                self._awaiting[-1] = (needed, chosen)  # the newer STATE says the same, and more
+            else:
+                self._awaiting.append((needed, chosen))
+        self._emit_durable_states()
+
+    def _emit_durable_states(self) -> None:
+        """Emit the newest STATE whose batches the part writer has all made durable."""
+        done = self.writes.done
+        ready = -1
+        for position, (needed, _) in enumerate(self._awaiting):
+            if needed > done:
+                break
+            ready = position
+        if ready >= 0:
+            chosen = self._awaiting[ready][1]
+            del self._awaiting[: ready + 1]
             self._emit(chosen.value, chosen.index)
 
     def write_state_message(self, state: dict) -> None:
-        """Called by ``drain_all`` after every sink was drained: the latest STATE is safe."""
+        """Called by ``drain_all`` after every sink was drained: the latest STATE is safe once
+        the part writer has finished (bounded: see ``writes.py``)."""
+        self.writes.wait()
         self._pending.clear()
+        self._awaiting.clear()
         self._emit(state, self.states_received)
 
     def _emit(self, state: t.Any, index: int) -> None:
+        self.writes.raise_if_failed()  # a part write failed: no STATE after it, ever
         line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
         if line != self._last_state_line:
             if self._run_lock is not None:
@@ -465,6 +532,7 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         handler keeps this instance alive, so no finalizer would ever unlock). Nothing is
         settled: the next run resumes from the last emitted STATE and needs every entry.
         """
+        self.writes.close()  # the part in flight lands (journaled) before the journal closes
         journal, self._journal = self._journal, None
         lock, self._run_lock = self._run_lock, None
         try:
@@ -478,6 +546,8 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         """Drain and emit the final STATE, then settle the bookkeeping and unlock."""
         with explain_os_errors(self.settings.output_dir):
             super().process_endofpipe()
+            self.writes.wait()  # drain_all emits no STATE when none came: wait here too
+            self.writes.close()
             # What may come again is kept unless this run completed (journal.py, iceberg_ledger.py)
             completed = self._stop_signal is None
             all_covered = (

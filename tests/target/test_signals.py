@@ -54,8 +54,15 @@ def test_signal_during_a_flush_lets_it_finish_then_exits_128_plus_signal(
     tmp_path, monkeypatch, signum
 ):
     out = tmp_path / "out"
+    # The signal lands in the reading thread's flush; with overlap_writes the part is written
+    # on the part writer while reading goes on (test_overlap.py sends it then).
     target = TargetParquetParts(
-        config={"output_dir": str(out), "batch_size_rows": 100, "state_max_lag_seconds": 3600}
+        config={
+            "output_dir": str(out),
+            "batch_size_rows": 100,
+            "state_max_lag_seconds": 3600,
+            "overlap_writes": False,
+        }
     )
     real_write = PartWriter.write
     writes = []

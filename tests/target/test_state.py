@@ -82,6 +82,7 @@ def test_state_comes_out_as_soon_as_its_records_are_in_a_part(tmp_path, monkeypa
         on_state=record_progress,
         batch_size_rows=100,
         state_max_lag_seconds=3600,
+        overlap_writes=False,  # the exact line: the part is durable when the flush returns
     )
 
     def line_of_record(i: int) -> int:
@@ -142,7 +143,10 @@ def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
         "handle_record_message",
         lambda self, m: original(self, advance_clock(m)),
     )
-    run_target(out, lines, monkeypatch, on_state=on_state, state_max_lag_seconds=5)
+    # The exact record: the part is durable when the flush returns (overlap: test_overlap.py)
+    run_target(
+        out, lines, monkeypatch, on_state=on_state, state_max_lag_seconds=5, overlap_writes=False
+    )
     # No sink was ever full (batch 10,000): without the lag only the end would emit STATE.
     # The first STATE (after record 9) waits 5 s = 320 records of fake time: record 329
     # crosses the limit, flushes, and lets the newest STATE out (the one after record 319).
@@ -205,10 +209,14 @@ def test_a_large_state_taken_by_stdout_in_pieces_comes_out_whole(tmp_path, monke
 
 
 @pytest.mark.e2e
-def test_state_comes_out_while_the_tap_is_silent(tmp_path):
-    """A quiet tap (query still running, 429 wait) must not hold a STATE past the lag bound."""
+@pytest.mark.parametrize("lag", [0.2, 0])
+def test_state_comes_out_while_the_tap_is_silent(tmp_path, lag):
+    """A quiet tap (query still running, 429 wait) must not hold a STATE past the lag bound.
+
+    With lag 0 the part is handed to the part writer at the STATE; the writer wakes the idle
+    watcher when it landed, which writes the STATE while no input comes."""
     out = tmp_path / "out"
-    with start_target_process(out, batch_size_rows=10_000, state_max_lag_seconds=0.2) as proc:
+    with start_target_process(out, batch_size_rows=10_000, state_max_lag_seconds=lag) as proc:
         try:
             assert proc.stdin is not None
             assert proc.stdout is not None

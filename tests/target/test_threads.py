@@ -10,7 +10,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from target_parquet_parts import objectstore, reader
+from target_parquet_parts import objectstore, reader, writes
 from target_parquet_parts.threads import STOP_SIGNALS
 
 
@@ -78,5 +78,20 @@ def test_the_journal_writer_leaves_them_to_the_main_thread() -> None:
     def write(_: str) -> None:
         seen.append(_blocks_the_stop_signals(threading.get_native_id()))
 
-    objectstore._Background(write, "line").wait()
+    writes.BackgroundCall(write, "line").wait()
+    assert seen == [True]
+
+
+def test_the_part_writer_leaves_them_to_the_main_thread() -> None:
+    seen: list[bool] = []
+
+    def write() -> None:
+        seen.append(_blocks_the_stop_signals(threading.get_native_id()))
+
+    worker = writes.PartWrites(overlap=True)
+    try:
+        worker.submit(write)
+        worker.wait()
+    finally:
+        worker.close()
     assert seen == [True]
