@@ -56,7 +56,7 @@ import typing as t
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pydantic
@@ -129,6 +129,13 @@ _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss
 CREATE_ATTEMPTS = 3
 # Tries to open the catalog when other writers race to create a SQL catalog's own tables.
 CATALOG_OPEN_ATTEMPTS = 5
+# What a lost race to create a SQL catalog's own tables says (SQLite, PostgreSQL); any other
+# database error (a refused or timed-out connection, a wrong password) is not retried.
+_CATALOG_RACE_SIGNS = ("already exists", "duplicate key", "database is locked")
+# libpq's connect_timeout for a PostgreSQL catalog whose URI sets none: without it, a server
+# that accepts the connection and never answers holds the run forever, deaf to SIGTERM (the
+# wait is inside libpq). libpq tries SSL, then plain: at most twice this.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 
 class IcebergSchemaError(ValueError):
@@ -177,6 +184,8 @@ def catalog_properties(settings: TargetSettings) -> dict[str, str]:
         if properties.get("type") in _LOCATION_CATALOGS:
             # Catalogs that take the warehouse as a location; a REST server names its own.
             properties.setdefault("warehouse", _warehouse_uri(output_dir))
+        if properties.get("type") == "sql" and "uri" in properties:
+            properties["uri"] = _with_connect_timeout(properties["uri"])
         return properties
     if output_dir.startswith(_URI_SCHEMES) and not output_dir.startswith("file://"):
         msg = (
@@ -196,6 +205,26 @@ def catalog_properties(settings: TargetSettings) -> dict[str, str]:
     }
 
 
+def _with_connect_timeout(uri: str) -> str:
+    """A PostgreSQL URI with ``connect_timeout`` (``POSTGRES_CONNECT_TIMEOUT_SECONDS``) unless
+    it sets one; any other URI as it is."""
+    parts = urlsplit(uri)
+    if not parts.scheme.startswith("postgresql"):
+        return uri
+    if any(key == "connect_timeout" for key, _ in parse_qsl(parts.query)):
+        return uri
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(
+        parts._replace(query=f"{query}connect_timeout={POSTGRES_CONNECT_TIMEOUT_SECONDS}")
+    )
+
+
+def _lost_catalog_race(error: BaseException) -> bool:
+    """Whether opening a SQL catalog failed because another writer created its tables first."""
+    text = str(error).lower()
+    return any(sign in text for sign in _CATALOG_RACE_SIGNS)
+
+
 def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
     """The pyiceberg catalog the target's settings name.
 
@@ -211,7 +240,7 @@ def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
         try:
             return load_catalog(name, **properties)
         except database_error as exc:
-            if attempt == CATALOG_OPEN_ATTEMPTS:
+            if attempt == CATALOG_OPEN_ATTEMPTS or not _lost_catalog_race(exc):
                 raise
             log_event(
                 logger,
@@ -836,9 +865,15 @@ class IcebergWriter:
         cause = getattr(exc, "orig", None) or exc
         text = f"{type(cause).__name__}: {_one_line(cause)}"
         catalog = self.catalog_text()
-        if isinstance(exc, sqlalchemy_errors("OperationalError")):
+        sqlite = catalog.startswith("SQLite catalog file")
+        if isinstance(exc, sqlalchemy_errors("OperationalError")) and sqlite:
             advice = "check that it can be read and written, and by this user"
-        elif catalog.startswith("SQLite catalog file"):
+        elif isinstance(exc, sqlalchemy_errors("OperationalError")):
+            advice = (
+                "check that the server is up and reachable from here, and iceberg_catalog's "
+                "uri: host, port, database, user and password"
+            )
+        elif sqlite:
             advice = (
                 "the file is damaged: restore it from a backup, or move it away (a run then "
                 "starts a new catalog and names, for each table whose folder has metadata, the "

@@ -26,7 +26,12 @@ from typing import Any
 import duckdb
 import pytest
 
-from target_parquet_parts.iceberg import describe_catalog, load_iceberg_catalog
+from target_parquet_parts import iceberg
+from target_parquet_parts.iceberg import (
+    POSTGRES_CONNECT_TIMEOUT_SECONDS,
+    describe_catalog,
+    load_iceberg_catalog,
+)
 from target_parquet_parts.settings import TargetSettings
 from tests.postgres_fixtures import PostgresDatabase
 from tests.s3_fixtures import S3Bucket
@@ -301,8 +306,10 @@ def test_an_unreachable_postgres_catalog_fails_fast_in_one_line_without_its_pass
     port = closed_port()
     uri = f"postgresql+psycopg2://app:pw-hidden-4720@127.0.0.1:{port}/lake"
     error, output, elapsed = run_failing_catalog(tmp_path, uri, level)
-    assert f"Iceberg SQL catalog 'postgresql+psycopg2://app:***@127.0.0.1:{port}/lake'" in error
+    catalog = f"Iceberg SQL catalog 'postgresql+psycopg2://app:***@127.0.0.1:{port}/lake"
+    assert catalog in error  # with the connect_timeout the target adds
     assert "Connection refused" in error
+    assert "check that the server is up and reachable from here" in error
     assert "pw-hidden-4720" not in output
     assert elapsed < 20, f"{elapsed:.1f} s"
 
@@ -312,8 +319,46 @@ def test_a_wrong_postgres_password_is_one_line_without_it(tmp_path, postgres_dat
     uri = server.url(postgres_database.name).replace(server.password, "pw-wrong-4722")
     error, output, elapsed = run_failing_catalog(tmp_path, uri, "DEBUG")
     where = f"{server.user}:***@{server.host}:{server.port}/{postgres_database.name}"
-    assert f"Iceberg SQL catalog 'postgresql+psycopg2://{where}'" in error
+    assert f"Iceberg SQL catalog 'postgresql+psycopg2://{where}?connect_timeout=" in error
     assert "password authentication failed" in error
     assert "pw-wrong-4722" not in output
     assert server.password not in output
     assert elapsed < 20, f"{elapsed:.1f} s"
+
+
+def test_a_postgres_catalog_that_never_answers_fails_within_its_connect_timeout(tmp_path):
+    """A server that accepts the connection and never answers (a stalled proxy, a hung host):
+    libpq gives up after ``connect_timeout`` (for SSL, then plain), and the target fails in one
+    line naming the catalog, without retrying what is not a race between writers."""
+    with socket.create_server(
+        ("127.0.0.1", 0), backlog=8
+    ) as silent:  # never accepts, never answers
+        port = silent.getsockname()[1]
+        uri = f"postgresql+psycopg2://app:pw-hidden-4723@127.0.0.1:{port}/lake?connect_timeout=1"
+        error, output, _ = run_failing_catalog(tmp_path, uri, "default")
+    assert f"SQL catalog 'postgresql+psycopg2://app:***@127.0.0.1:{port}/lake" in error
+    assert "timeout expired" in error
+    assert "iceberg_catalog_retry" not in output  # a connection failure is not a lost race
+    assert "pw-hidden-4723" not in output
+
+
+def test_a_postgres_catalog_gets_a_connect_timeout_unless_its_uri_sets_one(tmp_path):
+    def uri_of(uri: str) -> str:
+        settings = TargetSettings(
+            output_dir=str(tmp_path), iceberg_catalog={"type": "sql", "uri": uri}
+        )
+        return iceberg.catalog_properties(settings)["uri"]
+
+    default = f"connect_timeout={POSTGRES_CONNECT_TIMEOUT_SECONDS}"
+    assert (
+        uri_of("postgresql+psycopg2://app:pw@db/lake")
+        == f"postgresql+psycopg2://app:pw@db/lake?{default}"
+    )
+    assert (
+        uri_of("postgresql://db/lake?sslmode=require")
+        == f"postgresql://db/lake?sslmode=require&{default}"
+    )
+    assert (
+        uri_of("postgresql://db/lake?connect_timeout=3") == "postgresql://db/lake?connect_timeout=3"
+    )
+    assert uri_of("sqlite:////tmp/c.db") == "sqlite:////tmp/c.db"
