@@ -454,7 +454,10 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
     def _emit(self, state: t.Any, index: int) -> None:
         self.writes.raise_if_failed()  # a part write failed: no STATE after it, ever
         line = _json_encoder.encode(state)  # Decimal-aware (SDK issue 3787)
-        if line != self._last_state_line:
+
+        def write_state() -> None:
+            if line == self._last_state_line:
+                return
             if self._run_lock is not None:
                 self._run_lock.check()  # an object-store lease lost: no STATE, stop
             self.logger.debug("Emitting completed target state %s", line.decode())
@@ -464,8 +467,11 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
                 msg = f"cannot write STATE to standard output: {describe_os_error(exc)}"
                 raise DescribedOSError(msg) from exc
             self._last_state_line = line
+
         if self._journal is not None:
-            self._journal.covered(index)
+            self._journal.emit_covered(index, write_state)
+        else:
+            write_state()
         if self.iceberg is not None:
             self.iceberg.states_emitted = index
 

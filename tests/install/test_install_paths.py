@@ -351,7 +351,7 @@ def test_a_users_own_meltano_project_adds_installs_and_runs_both_plugins(
         "TAP_RAPID7_END_DATE": _iso(end),
         "TAP_RAPID7_POLL_INTERVAL_SECONDS": "0.01",  # numbers as text, as Meltano passes them
         "TAP_RAPID7_POLL_INTERVAL_MAX_SECONDS": "0.05",
-        "TAP_RAPID7_STREAM_MAPS": '{"logs": null}',
+        "TAP_RAPID7_STREAM_MAPS": '{"logs": null, "labels": null}',
         "TARGET_PARQUET_PARTS_OUTPUT_DIR": str(dataset),
     }
     _run([MELTANO, "run", "tap-rapid7", "target-parquet-parts"], cwd=project, env=run_env)
@@ -359,7 +359,7 @@ def test_a_users_own_meltano_project_adds_installs_and_runs_both_plugins(
     assert sorted(dataset_keys(dataset)) == sorted(truth)
     assert len(truth) > 100
     streams = sorted(path.name for path in dataset.iterdir() if not path.name.startswith("_"))
-    assert streams == ["events"]  # logs dropped by the tap's map, logsets by the target's
+    assert streams == ["events"]  # logs, labels dropped by the tap's map, logsets by the target's
 
     state = json.loads(
         _run(
