@@ -44,6 +44,7 @@ its ``n``-th commit, ``point`` ``before_commit`` (data files written, catalog no
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -125,6 +126,8 @@ _TEST_KILL_ENV = "TARGET_PARQUET_PARTS_TEST_KILL"
 _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "file://")
 
 
+# Commits between two collections of the cycles commits leave (IcebergWriter._collect_cycles).
+COLLECT_EVERY_COMMITS = 50
 # Tries to create a stream's namespace and table when other writers race to create them too.
 CREATE_ATTEMPTS = 3
 # Tries to open the catalog when other writers race to create a SQL catalog's own tables.
@@ -535,8 +538,8 @@ class StreamTable:
         except NoSuchTableError:
             found = self._existing_table_of_folder(catalog)
             if found is not None:  # created by another writer since the first look
-                self.table = found
-                return found
+                self.table = self._with_table_properties(found)
+                return self.table
             table = self._create(arrow_schema, partition_field)
             log_event(
                 logger,
@@ -547,7 +550,38 @@ class StreamTable:
                 location=table.location(),
                 partition_field=partition_field,
             )
-        self.table = table
+        self.table = self._with_table_properties(table)
+        return self.table
+
+    def _with_table_properties(self, table: Table) -> Table:
+        """An existing table, given the ``MANIFEST_TABLE_PROPERTIES`` it does not have yet.
+
+        A table created by an earlier version of the target, or by another tool, would otherwise
+        merge every manifest into one that grows with the table, and keep a metadata file per
+        commit (``iceberg_commits.py``): a long run's memory and disk would grow with each flush.
+        One metadata-only commit, once; a value the owner set, even a different one, is kept.
+        """
+        missing = sorted(set(MANIFEST_TABLE_PROPERTIES) - set(table.properties))
+        if not missing:
+            return table
+
+        def stage(transaction: Transaction) -> None:
+            current = transaction.table_metadata.properties
+            todo = {k: MANIFEST_TABLE_PROPERTIES[k] for k in missing if k not in current}
+            if todo:
+                transaction.set_properties(todo)
+
+        table, _ = commit_with_retry(
+            table, stage, rng=self.writer.rng, log=logger, stream=self.stream_name
+        )
+        log_event(
+            logger,
+            logging.INFO,
+            "iceberg_table_properties_set",
+            stream=self.stream_name,
+            table=self.name,
+            properties={k: table.properties.get(k) for k in missing},
+        )
         return table
 
     def _existing_table_of_folder(self, catalog: Catalog) -> Table | None:
@@ -789,6 +823,7 @@ class IcebergWriter:
         self._tables: dict[tuple[str, ...], StreamTable] = {}
         self._lock = threading.RLock()
         self._commits = 0
+        self._uncollected = 0
 
     @property
     def catalog(self) -> Catalog:
@@ -888,6 +923,21 @@ class IcebergWriter:
         self._commits += 1
         return self._commits
 
+    def _collect_cycles(self) -> None:
+        """Every ``COLLECT_EVERY_COMMITS`` commits, collect the young generations (0 and 1).
+
+        Each commit through pyiceberg's SQL catalog leaves reference cycles (SQLAlchemy
+        expression objects, about 7 per commit) that only the cyclic collector frees. The CLI
+        runs it rarely (``gc.freeze()`` and raised thresholds, ``TargetParquetParts.invoke``),
+        and a flush leaves too few objects to trigger it: a long run kept every commit's cycles,
+        its RSS growing with each. A young collection scans only what was allocated since the
+        last one (neither the frozen nor the old heap), once per that many commits.
+        """
+        self._uncollected += 1
+        if self._uncollected >= COLLECT_EVERY_COMMITS:
+            self._uncollected = 0
+            gc.collect(1)
+
     def stream_table(self, stream_name: str) -> StreamTable:
         """The table of a stream (one object per table, shared by its successive sinks)."""
         identifier = table_identifier(self.settings, stream_name)
@@ -920,6 +970,7 @@ class IcebergWriter:
         if files:
             with self._lock, self._explained(table):
                 snapshot, attempts = table.commit(files, state_index)
+                self._collect_cycles()
         committed = time.perf_counter()
         result = {
             "table": table.name,

@@ -12,10 +12,22 @@ registering for it): one loop, ours, with the landed check and the log events.
 Manifests. An append that adds one manifest per commit makes every later commit and every
 reader's planning read one more manifest, forever: a target flushing every few seconds lists
 thousands. So appends are merge appends: they merge manifests when the table's
-``commit.manifest-merge.enabled`` is true (``MANIFEST_TABLE_PROPERTIES``, set on every table the
-target creates; Java Iceberg's default, pyiceberg's is false), once there are
-``commit.manifest.min-count-to-merge`` (100) of them. A table whose owner set it false keeps one
-manifest per commit.
+``commit.manifest-merge.enabled`` is true (``MANIFEST_TABLE_PROPERTIES``; Java Iceberg's
+default, pyiceberg's is false), once there are ``commit.manifest.min-count-to-merge`` (100) of them.
+A table whose owner set it false keeps one manifest per commit.
+
+Bounded per commit. With Iceberg's default ``commit.manifest.target-size-bytes`` (8 MiB) every
+merge rewrites one manifest holding every data file of the table (about 40,000 of them before it
+reaches 8 MiB): each merge read and decoded all of them at once (about 3 KB of Python objects
+each), so a writer's peak memory, and the RSS a long run kept from it, grew with every appended
+file, as did the time of a merge. ``MANIFEST_TARGET_BYTES`` caps what one merge reads; a full
+manifest is left as it is and the table gains one manifest per that many bytes of entries.
+And pyiceberg writes a new metadata file at every commit and deletes none unless
+``write.metadata.delete-after-commit.enabled``: one file per commit (each listing every kept
+snapshot) forever; with it, the newest ``write.metadata.previous-versions-max`` (100) stay.
+
+``MANIFEST_TABLE_PROPERTIES`` is set on every table the target creates, and on an existing table
+each one it does not have yet (``StreamTable``): a value the table's owner set is kept.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from plugin_io.log_events import log_event
 __all__ = [
     "COMMIT_ATTEMPTS",
     "MANIFEST_TABLE_PROPERTIES",
+    "MANIFEST_TARGET_BYTES",
     "CommitConflictError",
     "commit_with_retry",
     "module_errors",
@@ -48,8 +61,15 @@ __all__ = [
 ]
 
 COMMIT_ATTEMPTS = 12
-# Set on the tables the target creates (see Manifests above).
-MANIFEST_TABLE_PROPERTIES = {TableProperties.MANIFEST_MERGE_ENABLED: "true"}
+# What one manifest merge may rewrite (see "Bounded per commit" above): about 1,300 entries of a
+# narrow table's manifest, a few MB of Python objects while merging.
+MANIFEST_TARGET_BYTES = 256 * 1024
+# Set on the tables the target creates, and when missing on the tables it writes (see above).
+MANIFEST_TABLE_PROPERTIES = {
+    TableProperties.MANIFEST_MERGE_ENABLED: "true",
+    TableProperties.MANIFEST_TARGET_SIZE_BYTES: str(MANIFEST_TARGET_BYTES),
+    TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
+}
 _RETRY_BASE_SECONDS = 0.02
 _RETRY_CAP_SECONDS = 2.0
 

@@ -20,12 +20,19 @@ import logging
 import random
 import time
 import typing as t
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from pyiceberg.manifest import ManifestFile
+from pyiceberg.avro.file import AvroFile
+from pyiceberg.manifest import (
+    DEFAULT_READ_VERSION,
+    MANIFEST_ENTRY_SCHEMAS,
+    ManifestEntryStatus,
+    ManifestFile,
+)
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.table.update.snapshot import ExpireSnapshots
+from pyiceberg.typedef import Record
 
 from plugin_io.log_events import log_event
 from target_parquet_parts.iceberg_commits import (
@@ -46,28 +53,66 @@ _MAX_INTERVAL_SECONDS = 900.0
 _MIN_INTERVAL_SECONDS = 1.0
 
 
-def _reachable(
-    table: Table, snapshots: Sequence[Snapshot], manifests: dict[str, list[str]]
-) -> set[str]:
-    """Every manifest list, manifest and data file path the snapshots reference."""
-    paths: set[str] = set()
+# Manifest entries are read as plain records in pyiceberg's own read schema (the one
+# ``fetch_manifest_entry`` uses, for every format version): the positions of what the cleanup needs.
+_ENTRY_SCHEMA = MANIFEST_ENTRY_SCHEMAS[DEFAULT_READ_VERSION]
+_STATUS = _ENTRY_SCHEMA.fields.index(_ENTRY_SCHEMA.find_field(0))
+_DATA_FILE = _ENTRY_SCHEMA.fields.index(_ENTRY_SCHEMA.find_field(2))
+_FILE_PATH = [f.field_id for f in _ENTRY_SCHEMA.find_type(2).fields].index(100)  # type: ignore[attr-defined]
+_DELETED = ManifestEntryStatus.DELETED.value
+
+
+def _live_paths(table: Table, manifest: ManifestFile) -> Iterator[str]:
+    """The data file paths of ``manifest``'s live entries, one entry decoded at a time.
+
+    Live entries only: a DELETED entry (a compaction's record of the files it replaced) is not
+    read by anyone reading that snapshot, so it must not keep the file alive.
+    """
+    with AvroFile[Record](table.io.new_input(manifest.manifest_path), _ENTRY_SCHEMA) as reader:
+        for entry in reader:
+            if entry[_STATUS] != _DELETED:
+                yield entry[_DATA_FILE][_FILE_PATH]
+
+
+def _manifests_of(table: Table, snapshots: Iterable[Snapshot]) -> dict[str, ManifestFile]:
+    """Every manifest the snapshots reference, by path (first seen first)."""
+    manifests: dict[str, ManifestFile] = {}
     for snapshot in snapshots:
-        paths.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(table.io):
-            paths.add(manifest.manifest_path)
-            if manifest.manifest_path not in manifests:
-                manifests[manifest.manifest_path] = _files_of(table, manifest)
-            paths.update(manifests[manifest.manifest_path])
-    return paths
+            manifests.setdefault(manifest.manifest_path, manifest)
+    return manifests
 
 
-def _files_of(table: Table, manifest: ManifestFile) -> list[str]:
-    # Live entries only: a DELETED entry (a compaction's record of the files it replaced) is
-    # not read by anyone reading that snapshot, so it must not keep the file alive.
-    return [
-        entry.data_file.file_path
-        for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
-    ]
+def _unreferenced(table: Table, kept: Sequence[Snapshot], expired: Sequence[Snapshot]) -> set[str]:
+    """The manifest lists, manifests and data files the expired snapshots referenced and no kept
+    snapshot does.
+
+    Only a manifest no kept snapshot references can hold such a data file: its live entries
+    are the candidates, and the kept manifests are then streamed, the current snapshot's first,
+    only until every candidate was found live in one of them (nothing is read when no manifest
+    became unreferenced). Memory: the candidates, not the table. Building the set of every
+    path of every kept snapshot instead held every live entry of the table, fully decoded, at
+    each expiry: a peak that grew with every appended file (about 3 KB each; the long-running
+    writer's RSS followed it), and a time that grew with it too.
+    """
+    current = table.current_snapshot()
+    order = sorted(kept, key=lambda s: current is None or s.snapshot_id != current.snapshot_id)
+    kept_manifests = _manifests_of(table, order)
+    gone_manifests = {
+        path: manifest
+        for path, manifest in _manifests_of(table, expired).items()
+        if path not in kept_manifests
+    }
+    candidates: set[str] = set()
+    for manifest in gone_manifests.values():
+        candidates.update(_live_paths(table, manifest))
+    for manifest in kept_manifests.values():
+        if not candidates:
+            break
+        candidates.difference_update(_live_paths(table, manifest))
+    kept_lists = {s.manifest_list for s in kept}
+    lists = {s.manifest_list for s in expired if s.manifest_list not in kept_lists}
+    return lists | set(gone_manifests) | candidates
 
 
 def expire_table(
@@ -110,11 +155,9 @@ def expire_table(
         )
     except retryable_commit_errors() as exc:
         raise CommitConflictError(name, "expiry", attempts) from exc
-    manifests: dict[str, list[str]] = {}
-    keep = _reachable(table, table.metadata.snapshots, manifests)
-    gone = _reachable(table, [before[i] for i in expired], manifests)
+    gone = _unreferenced(table, table.metadata.snapshots, [before[i] for i in expired])
     deleted = 0
-    for path in sorted(gone - keep):
+    for path in sorted(gone):
         try:
             table.io.delete(path)
         except FileNotFoundError:
