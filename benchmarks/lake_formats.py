@@ -16,14 +16,27 @@ format's start-up (a run of one record: imports, catalog, the table's creation) 
 with it taken out: what a long run, whose start-up is paid once, converges to. The per-format
 scripts (object_storage.py, iceberg_vs_parts.py) hold the helpers and more context figures.
 
-Run: ``.venv/bin/python benchmarks/lake_formats.py [--quick] [--records N] [--repeat R]``.
+``--profile-startup`` adds where Iceberg's start-up goes: two more one-record Iceberg runs, one
+under ``-X importtime`` (``PROFILE import`` lines: each big package's own import time) and one
+under cProfile on every thread, the SDK's drain threads included (``PROFILE phase`` lines:
+import of ``iceberg.py``, catalog open, table open, commits, end marker; ``PROFILE cum`` lines:
+the top cumulative entries of the target's and pyiceberg's catalog functions). These runs are
+slower than unprofiled ones: the shares matter, not the seconds.
+
+Run: ``.venv/bin/python benchmarks/lake_formats.py [--quick] [--records N] [--repeat R]
+[--profile-startup]``.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import os
+import pstats
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +46,61 @@ from object_storage import BUCKET, flush_ms, make_bucket, moto_server, s3_check
 
 GOAL = 0.8
 KINDS = ("parts", "s3", "iceberg")
+PROFILE_FLAG = "--profile-startup"
+IMPORT_PACKAGES = (
+    "pyiceberg",
+    "sqlalchemy",
+    "pydantic",
+    "pydantic_core",
+    "pyarrow",
+    "numpy",
+    "singer_sdk",
+    "joblib",
+    "target_parquet_parts",
+)
+# (label, function name, file suffix): the start-up's phases, by cumulative time
+PHASES = (
+    ("import_iceberg_module", "<module>", "target_parquet_parts/iceberg.py"),
+    ("catalog_open", "load_iceberg_catalog", "target_parquet_parts/iceberg.py"),
+    ("of_which_import_sqlalchemy", "<module>", "sqlalchemy/__init__.py"),
+    ("of_which_import_sql_catalog", "<module>", "pyiceberg/catalog/sql.py"),
+    ("sqlcatalog_create_tables", "create_tables", "pyiceberg/catalog/sql.py"),
+    ("table_open_or_create", "_open", "target_parquet_parts/iceberg.py"),
+    ("first_commit", "commit", "target_parquet_parts/iceberg.py"),
+    ("end_marker_commit", "finish", "target_parquet_parts/iceberg.py"),
+    ("flush_total", "write_batch", "target_parquet_parts/iceberg.py"),
+)
+CUM_FILTER = re.compile(r"target_parquet_parts/|pyiceberg/catalog/|sqlalchemy/sql/schema\.py")
+# The target's CLI under cProfile on every thread (the SDK drains sinks on worker threads).
+PROFILER = """
+import cProfile, pstats, sys, threading
+out, sys.argv = sys.argv[1], ["target-parquet-parts", *sys.argv[2:]]
+done = []
+_run = threading.Thread.run
+def run(self):
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        _run(self)
+    finally:
+        profile.disable()
+        done.append(profile)
+threading.Thread.run = run
+main = cProfile.Profile()
+main.enable()
+code = 0
+try:
+    from target_parquet_parts.target import TargetParquetParts
+    TargetParquetParts.cli()
+except SystemExit as exc:
+    code = exc.code
+main.disable()
+stats = pstats.Stats(main)
+for profile in done:
+    stats.add(profile)
+stats.dump_stats(out)
+sys.exit(code)
+"""
 
 
 def run(
@@ -68,8 +136,79 @@ def run(
     return result, timings, files, (local if kind != "s3" else None)
 
 
+def _iceberg_config(workdir: Path, tag: str) -> Path:
+    config = workdir / f"profile-{tag}.json"
+    settings = {
+        "output_dir": str(workdir / f"profile-{tag}"),
+        "partition_date_field": "received_at",
+        "table_format": "iceberg",
+    }
+    config.write_text(json.dumps(settings))
+    return config
+
+
+def import_times(stderr: str) -> dict[str, float]:
+    """``-X importtime`` output: own import time (ms) per top-level package."""
+    own: collections.Counter[str] = collections.Counter()
+    for match in re.finditer(r"^import time:\s+(\d+) \|\s+\d+ \| +(\S+)$", stderr, re.MULTILINE):
+        own[match[2].split(".")[0]] += int(match[1]) / 1000
+    return dict(own)
+
+
+def profile_startup(workdir: Path, one_record: Path) -> None:
+    """Where a one-record Iceberg run's time goes: imports, then phases and top entries."""
+    target = benchlib.venv_bin("target-parquet-parts")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"PROFILE iceberg_startup one-record run, loadavg_1m_5m_15m={load}")
+    config = _iceberg_config(workdir, "imports")
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", target, "--config", str(config)],
+        input=one_record.read_bytes(),
+        capture_output=True,
+        check=True,
+        env=benchlib.CHILD_ENV,
+    )
+    own = import_times(completed.stderr.decode(errors="replace"))
+    print(
+        f"PROFILE import total_ms={sum(own.values()):.0f} "
+        + " ".join(f"{name}_ms={own.get(name, 0.0):.0f}" for name in IMPORT_PACKAGES)
+    )
+    config = _iceberg_config(workdir, "cprofile")
+    stats_path = workdir / "startup.prof"
+    argv = [sys.executable, "-c", PROFILER, str(stats_path), "--config", str(config)]
+    subprocess.run(
+        argv, input=one_record.read_bytes(), capture_output=True, check=True, env=benchlib.CHILD_ENV
+    )
+    stats = pstats.Stats(str(stats_path))
+    entries: dict[tuple[str, int, str], tuple[int, float]] = {
+        key: (value[1], value[3])
+        for key, value in stats.stats.items()  # type: ignore[attr-defined]
+    }
+    for label, function, suffix in PHASES:
+        found = [
+            (calls, cum)
+            for (path, _, name), (calls, cum) in entries.items()
+            if name == function and path.endswith(suffix)
+        ]
+        calls, cum = max(found, key=lambda entry: entry[1], default=(0, 0.0))  # the outer one
+        print(f"PROFILE phase {label} cum_ms={cum * 1000:.1f} calls={calls}")
+    ranked = sorted(
+        (
+            (cum, calls, f"{path.split('site-packages/')[-1].split('/main/')[-1]}:{line}({name})")
+            for (path, line, name), (calls, cum) in entries.items()
+            if CUM_FILTER.search(path)
+        ),
+        reverse=True,
+    )
+    for cum, calls, where in ranked[:15]:
+        print(f"PROFILE cum cum_ms={cum * 1000:.1f} calls={calls} {where}")
+
+
 def main() -> None:
     """Parse arguments, run the three formats alternately, print figures and ratios."""
+    profile = PROFILE_FLAG in sys.argv
+    if profile:  # benchlib's parser knows only the common flags
+        sys.argv.remove(PROFILE_FLAG)
     records, repeat = benchlib.parse_run_sizes(__doc__.splitlines()[0], 300_000)
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
         workdir = Path(tmp)
@@ -136,6 +275,8 @@ def main() -> None:
         )
         assert last_iceberg is not None
         compact(workdir, last_iceberg, records)
+        if profile:
+            profile_startup(workdir, one_record)
 
 
 if __name__ == "__main__":

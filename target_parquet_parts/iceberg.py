@@ -51,6 +51,7 @@ import os
 import random
 import re
 import signal
+import sys
 import threading
 import time
 import typing as t
@@ -238,12 +239,18 @@ def load_iceberg_catalog(settings: TargetSettings) -> Catalog:
     """
     properties = catalog_properties(settings)
     name = properties.pop("name", "default")
-    database_error = sqlalchemy_errors("DBAPIError")
     for attempt in range(1, CATALOG_OPEN_ATTEMPTS + 1):
         try:
             return load_catalog(name, **properties)
-        except database_error as exc:
-            if attempt == CATALOG_OPEN_ATTEMPTS or not _lost_catalog_race(exc):
+        except Exception as exc:
+            # SQLAlchemy's errors looked up only on an error, and only if it is loaded (an error
+            # SQLAlchemy raised): opening a REST or Glue catalog does not import it
+            database_error = sqlalchemy_errors("DBAPIError") if "sqlalchemy" in sys.modules else ()
+            if (
+                attempt == CATALOG_OPEN_ATTEMPTS
+                or not isinstance(exc, database_error)
+                or not _lost_catalog_race(exc)
+            ):
                 raise
             log_event(
                 logger,
