@@ -103,11 +103,14 @@ class SettingTypes:
                 if not isinstance(raw, Mapping):
                     raise TypeError(raw)
                 return dict(raw)
+            if kind == "boolean":
+                return _boolean(raw)
         except (TypeError, ValueError) as exc:
             where = source or f"setting {name}"
             # a secret, or a free-form object (a catalog's credentials), is named, never shown
             shown = _type_name(raw) if name in self.secrets or kind == "object" else repr(raw)
-            msg = f"{where}: expected {_ARTICLES.get(kind, 'a')} {kind}, got {shown}"
+            wanted = "boolean (true or false)" if kind == "boolean" else kind
+            msg = f"{where}: expected {_ARTICLES.get(kind, 'a')} {wanted}, got {shown}"
             raise SettingError(msg) from exc
         return str(getattr(raw, "value", raw))  # an SDK enum (load_method) as its value
 
@@ -120,7 +123,8 @@ class SettingTypes:
         }
 
     def numbers_from_text(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Number and integer settings given as text (``"0.5"``), as numbers; others untouched.
+        """Number, integer and boolean settings given as text (``"0.5"``, ``"true"``), typed;
+        others untouched.
 
         Meltano passes a setting without a ``kind`` as text when it comes from an environment
         variable or ``meltano config set``; fractional settings cannot have a ``kind`` (Meltano
@@ -131,7 +135,7 @@ class SettingTypes:
         for name, raw in config.items():
             if name not in self.fields or not isinstance(raw, str):
                 continue
-            if self.kind(name) in {"number", "integer"}:
+            if self.kind(name) in {"number", "integer", "boolean"}:
                 try:
                     converted[name] = self.convert(name, raw)
                 except SettingError:
@@ -165,6 +169,23 @@ class SettingTypes:
                 value = [text] if single else [i.strip() for i in text.split(",") if i.strip()]
             config[name] = self.convert(name, value, source=key)
         return config
+
+
+_TRUE_TEXTS = frozenset(("true", "1", "yes", "on"))
+_FALSE_TEXTS = frozenset(("false", "0", "no", "off"))
+
+
+def _boolean(raw: Any) -> bool:
+    """A boolean from JSON (``true``) or text (``"true"``, ``"0"``, ``"yes"``, as environments
+    and ``meltano config set`` give it)."""
+    if isinstance(raw, bool):
+        return raw
+    text = raw.strip().lower() if isinstance(raw, str) else None
+    if text in _TRUE_TEXTS:
+        return True
+    if text in _FALSE_TEXTS:
+        return False
+    raise ValueError(raw)
 
 
 def _type_name(value: Any) -> str:

@@ -255,9 +255,6 @@ class TapSettings:
     def from_config(cls, config: Mapping[str, Any]) -> TapSettings:
         """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
         values = _TYPES.values(config)
-        for name in _BOOLEANS:
-            if config.get(name) is not None:
-                values[name] = _boolean(name, config[name])
         if "api_key" not in values:
             values["api_key"] = ""
         return cls(**values)
@@ -271,14 +268,7 @@ class TapSettings:
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
     """Number settings given as text (Meltano's kind-less settings), as numbers; booleans
     given as text (``"true"``, ``"false"``) as booleans."""
-    converted = _TYPES.numbers_from_text(config)
-    for name in _BOOLEANS:
-        if isinstance(config.get(name), str):
-            try:
-                converted[name] = _boolean(name, config[name])
-            except SettingError:
-                continue  # left for the schema check to refuse, naming the setting
-    return converted
+    return _TYPES.numbers_from_text(config)
 
 
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -288,31 +278,7 @@ def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     ``event_time_fields`` is a single entry when not JSON (a regex may hold commas); booleans
     are ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
     """
-    config = _TYPES.from_env(environ)
-    for name in _BOOLEANS.intersection(config):
-        key = ENV_PREFIX + name.upper()
-        config[name] = _boolean(name, environ[key], source=key)
-    return config
-
-
-_TRUE_TEXTS = frozenset(("true", "1", "yes", "on"))
-_FALSE_TEXTS = frozenset(("false", "0", "no", "off"))
-
-
-def _boolean(name: str, raw: Any, *, source: str | None = None) -> bool:
-    """A boolean setting from JSON (``true``) or text (``"true"``, as environments give it).
-
-    Here, not in ``plugin_io.settings_types``, because ``kvp_info`` is the only boolean yet.
-    """
-    if isinstance(raw, bool):
-        return raw
-    text = raw.strip().lower() if isinstance(raw, str) else None
-    if text in _TRUE_TEXTS:
-        return True
-    if text in _FALSE_TEXTS:
-        return False
-    msg = f"{source or f'setting {name}'}: expected a boolean (true or false), got {raw!r}"
-    raise SettingError(msg)
+    return _TYPES.from_env(environ)
 
 
 _TYPES = SettingTypes(
@@ -321,4 +287,3 @@ _TYPES = SettingTypes(
     env_prefix=ENV_PREFIX,
     single_entry={"event_time_fields"},
 )
-_BOOLEANS = frozenset(name for name in _TYPES.fields if _TYPES.kind(name) == "boolean")

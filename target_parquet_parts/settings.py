@@ -159,9 +159,6 @@ class TargetSettings:
     def from_config(cls, config: Mapping[str, Any]) -> TargetSettings:
         """Typed settings from a config dict (unknown keys, e.g. Meltano's extras, ignored)."""
         values = _TYPES.values(config)
-        for name in _BOOLEANS:
-            if config.get(name) is not None:
-                values[name] = _boolean(name, config[name])
         if "output_dir" not in values:
             values["output_dir"] = ""
         return cls(**values)
@@ -188,14 +185,7 @@ def check_retention(settings: TargetSettings) -> None:
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
     """Number settings given as text (Meltano's kind-less settings), as numbers; booleans
     given as text (``"true"``, ``"false"``) as booleans."""
-    converted = _TYPES.numbers_from_text(config)
-    for name in _BOOLEANS:
-        if isinstance(config.get(name), str):
-            try:
-                converted[name] = _boolean(name, config[name])
-            except SettingError:
-                continue  # left for the schema check to refuse, naming the setting
-    return converted
+    return _TYPES.numbers_from_text(config)
 
 
 def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -204,31 +194,7 @@ def config_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     ``iceberg_catalog`` is a JSON object (as Meltano passes objects); booleans are
     ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
     """
-    config = _TYPES.from_env(environ)
-    for name in _BOOLEANS.intersection(config):
-        key = ENV_PREFIX + name.upper()
-        config[name] = _boolean(name, environ[key], source=key)
-    return config
-
-
-# Boolean settings: ``plugin_io.settings_types`` has no boolean kind (the tap converts its own
-# the same way, in ``tap_rapid7/settings.py``; the plugins never import each other).
-_BOOLEANS = frozenset({"overlap_writes"})
-_TRUE_TEXTS = frozenset(("true", "1", "yes", "on"))
-_FALSE_TEXTS = frozenset(("false", "0", "no", "off"))
-
-
-def _boolean(name: str, raw: Any, *, source: str | None = None) -> bool:
-    """A boolean setting from JSON (``true``) or text (``"true"``, as environments give it)."""
-    if isinstance(raw, bool):
-        return raw
-    text = raw.strip().lower() if isinstance(raw, str) else None
-    if text in _TRUE_TEXTS:
-        return True
-    if text in _FALSE_TEXTS:
-        return False
-    msg = f"{source or f'setting {name}'}: expected a boolean (true or false), got {raw!r}"
-    raise SettingError(msg)
+    return _TYPES.from_env(environ)
 
 
 _TYPES = SettingTypes(
