@@ -38,7 +38,7 @@ from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR
 
 from target_parquet_parts.arrow_schema import TIMESTAMP_TYPE, FieldSpec, Kind, StreamSpec
 
-__all__ = ["ColumnError", "build_table"]
+__all__ = ["ColumnError", "build_table", "first_outside_range"]
 
 NoneType = type(None)
 _UTC = datetime.UTC
@@ -191,9 +191,9 @@ def _json_text_checked(values: list[Any], spec: FieldSpec, path: str) -> pa.Arra
     return pa.array([None if v is None else encode(v).decode() for v in values], type=pa.string())
 
 
-def _first_outside(array: pa.Array, spec: FieldSpec) -> int | None:
+def first_outside_range(array: pa.Array, arrow_type: pa.DataType) -> int | None:
     """Row of the first date or timestamp outside what readers can hold, if any."""
-    low, high = _RANGES[spec.arrow_type]
+    low, high = _RANGES[arrow_type]
     extremes = pc.min_max(array)
     if extremes["min"].is_valid and (
         pc.less(extremes["min"], low).as_py() or pc.greater(extremes["max"], high).as_py()
@@ -204,7 +204,7 @@ def _first_outside(array: pa.Array, spec: FieldSpec) -> int | None:
 
 
 def _checked_range(array: pa.Array, values: list[Any], spec: FieldSpec, path: str) -> pa.Array:
-    row = _first_outside(array, spec)
+    row = first_outside_range(array, spec.arrow_type)
     if row is not None:
         kind = "date" if spec.kind == Kind.DATE else "date-time"
         raise ColumnError(

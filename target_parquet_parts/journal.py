@@ -574,6 +574,10 @@ class Journal:
         replay = self._replay.get(stream)
         return None if replay is None else replay.keys()
 
+    def replays(self, stream: str) -> bool:
+        """Whether ``drop_replayed`` may drop rows of ``stream`` (a part of it is journaled)."""
+        return self._replay.get(stream) is not None
+
     def drop_replayed(self, stream: str, table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
         """Remove rows already in a journaled part (same key and content); (table, dropped).
 

@@ -34,10 +34,11 @@ from singer_sdk.exceptions import RecordsWithoutSchemaException
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_parquet_parts.errors import DescribedOSError, describe_os_error
+from target_parquet_parts.record_lines import RECORD_LINE_PREFIXES, record_line_stream
 from target_parquet_parts.sdk_hooks import ReaderHooks
 from target_parquet_parts.threads import leave_stop_signals_to_main_thread
 
-__all__ = ["LineNumberingReader"]
+__all__ = ["LineNumberingReader", "decode_line"]
 
 
 def _excerpt(line: str | bytes, limit: int = 200) -> str:
@@ -92,6 +93,28 @@ def shape_problem(message: dict) -> str | None:
     return None
 
 
+def decode_line(line: bytes | str, line_number: int | None) -> dict:
+    """One input line as a Singer message, or an error naming the line and what is wrong."""
+    try:
+        message = decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        msg = f"input line {line_number} is not valid JSON ({exc}): {_excerpt(line)}"
+        raise InvalidInputLine(msg) from None
+    except RecursionError:
+        msg = (
+            f"input line {line_number} is nested too deeply to decode (arrays or "
+            f"objects beyond the decoder's recursion limit): {_excerpt(line)}"
+        )
+        raise InvalidInputLine(msg) from None
+    if type(message) is not dict or type(message.get("type")) is not str:
+        msg = (
+            f"input line {line_number} is not a Singer message (a JSON object with "
+            f"a string 'type'): {_excerpt(line)}"
+        )
+        raise InvalidInputLine(msg)
+    return message
+
+
 class LineNumberingReader(ReaderHooks):
     """``MsgSpecReader`` (msgspec decoding, floats as Decimal) plus a line counter.
 
@@ -113,6 +136,8 @@ class LineNumberingReader(ReaderHooks):
         self._watcher: _IdleWatcher | None = None
         self._idle_error: BaseException | None = None
         self.stop_signal: int | None = None
+        # The target's line path: takes a RECORD line undecoded (True) or declines it.
+        self.take_record_line: t.Callable[[bytes], bool] | None = None
         # Run when reading fails (a bad line, a handler's error): the target unlocks output_dir
         # there, since an in-process caller may keep the failed target alive.
         self.on_failure: t.Callable[[], None] | None = None
@@ -144,24 +169,7 @@ class LineNumberingReader(ReaderHooks):
 
     def deserialize_json(self, line: t.Any) -> dict:
         """Decode one line (does not count it: ``process_lines`` does)."""
-        try:
-            message = decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            msg = f"input line {self.line_number} is not valid JSON ({exc}): {_excerpt(line)}"
-            raise InvalidInputLine(msg) from None
-        except RecursionError:
-            msg = (
-                f"input line {self.line_number} is nested too deeply to decode (arrays or "
-                f"objects beyond the decoder's recursion limit): {_excerpt(line)}"
-            )
-            raise InvalidInputLine(msg) from None
-        if type(message) is not dict or type(message.get("type")) is not str:
-            msg = (
-                f"input line {self.line_number} is not a Singer message (a JSON object with "
-                f"a string 'type'): {_excerpt(line)}"
-            )
-            raise InvalidInputLine(msg)
-        return message
+        return decode_line(line, self.line_number)
 
     def process_lines(
         self,
@@ -225,6 +233,21 @@ class LineNumberingReader(ReaderHooks):
         get_callback: t.Callable[[str], t.Callable[[dict], None] | None],
     ) -> str:
         self.line_bytes = len(line)
+        take_line = self.take_record_line
+        if take_line is not None and line.startswith(RECORD_LINE_PREFIXES):
+            try:
+                if take_line(line):
+                    return "RECORD"
+            except Exception as exc:
+                try:
+                    message = decode(line)
+                except Exception:  # the line is described here, not decoded
+                    stream = (record_line_stream(line) or b"").decode("utf-8", "replace")
+                    message = {"type": "RECORD", "stream": stream, "record": {}}
+                explained = self._explain(exc, message, line)
+                if explained is None:
+                    raise
+                raise explained from exc
         try:
             message = decode(line)
             message_type = message["type"]

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from singer_sdk.contrib.msgspec import encoder as _json_encoder
 from singer_sdk.exceptions import InvalidRecord, MissingKeyPropertiesError
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from plugin_io.log_events import log_event
 from target_parquet_parts.arrow_schema import Kind, needs_record_validator, stream_spec
@@ -20,6 +21,8 @@ from target_parquet_parts.errors import UnreadablePartError, explain_os_errors
 from target_parquet_parts.journal import ARRIVAL_COLUMN, segments_of
 from target_parquet_parts.naming import sanitize_stream_name
 from target_parquet_parts.parts import WrittenPart
+from target_parquet_parts.reader import decode_line
+from target_parquet_parts.record_lines import LineConverter
 from target_parquet_parts.sdk_hooks import SinkHooks
 from target_parquet_parts.settings import DEFAULT_MAX_BATCH_BYTES
 
@@ -33,6 +36,12 @@ if t.TYPE_CHECKING:
 __all__ = ["ParquetPartsSink"]
 
 HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _undecoded(context: dict) -> int:
+    """How many of the batch's records are undecoded lines (a BATCH file's are all dicts)."""
+    records = context.get("records") or ()
+    return len(records) - context.get("decoded", len(records))
 
 
 class _LineInfo(t.Protocol):
@@ -95,6 +104,8 @@ class ParquetPartsSink(SinkHooks):
         self._batch_bytes = 0
         self.fast_path = False  # set by the target when records bypass the SDK pipeline
         self._fast_uncounted = 0  # fast-path records not yet in the record_count metric
+        # RECORD lines buffered undecoded convert in one pass at flush (record_lines.py).
+        self._line_converter = LineConverter.for_stream(self.spec, self.key_properties or ())
         target.register_sink(self)
 
     def _resolve_partition_field(self) -> str | None:
@@ -137,9 +148,10 @@ class ParquetPartsSink(SinkHooks):
     # -- buffering ------------------------------------------------------------------------
     def start_batch(self, context: dict) -> None:
         """A new batch: an empty record list, its input line numbers, no bytes yet."""
-        context["records"] = []
+        context["records"] = []  # decoded records (dicts) and undecoded lines (bytes)
         context["lines"] = []
         context["state_marks"] = []
+        context["decoded"] = 0  # how many records are dicts; the rest are lines (record_lines)
         self._batch_bytes = 0
 
     def process_record(self, record: dict, context: dict) -> None:
@@ -168,6 +180,21 @@ class ParquetPartsSink(SinkHooks):
         self._fast_uncounted += 1
         return self._buffer(record, context, size)
 
+    def buffer_line(self, line: bytes) -> bool:
+        """Target's line path: buffer one RECORD line undecoded (``record_lines.py``); True
+        when full. Counted like ``buffer_fast``; decoded, checked and converted at flush."""
+        size = len(line)
+        if self._batch_bytes and self._batch_bytes + size > self._max_bytes:
+            self._write_before(size)
+        context = self.pending_batch or self.new_batch_context({})
+        self.tally_record_read()
+        self._fast_uncounted += 1
+        records = context["records"]  # _buffer, inlined: this runs once per record
+        records.append(line)
+        context["lines"].append(self._reader.line_number)
+        self._batch_bytes += size
+        return self._batch_bytes >= self._max_bytes or len(records) >= self._max_rows
+
     def _size_of(self, record: dict) -> int:
         """The record's input line (it holds the record as buffered), or the record encoded."""
         size = self._reader.line_bytes
@@ -188,6 +215,7 @@ class ParquetPartsSink(SinkHooks):
     def _buffer(self, record: dict, context: dict, size: int) -> bool:
         records = context["records"]
         records.append(record)
+        context["decoded"] += 1
         context["lines"].append(self._reader.line_number)
         self._batch_bytes += size
         return self._batch_bytes >= self._max_bytes or len(records) >= self._max_rows
@@ -265,18 +293,15 @@ class ParquetPartsSink(SinkHooks):
         records = context.get("records") or []
         if not records:
             return
-        if not self._outside_fields_told:
-            self._tell_fields_outside_schema(records)
         target = self._parts_target
         rows_in = len(records)
         started = time.perf_counter()
         log_event(self.logger, logging.INFO, "flush_start", stream=self.stream_name, rows=rows_in)
-        try:
-            table = build_table(records, self.spec)
-        except ColumnError as exc:
-            raise self._invalid_record(exc, records, context.get("lines")) from None
-        self._check_key_properties(records, table, context.get("lines"))
-        # The Arrow table holds everything now: let the record dicts go before the write.
+        if self._converts_on_writer(context):
+            self._hand_over_lines(context, started)
+            return
+        table = self._table_of(context)
+        # The Arrow table holds everything now: let the records go before the write.
         context["records"] = []
         context["lines"] = []
         del records
@@ -313,6 +338,115 @@ class ParquetPartsSink(SinkHooks):
         # records are read; STATE waits for it (``target.py``).
         target.writes.submit(write_parts)
         self.count_flush(rows_in)
+
+    def _converts_on_writer(self, context: dict) -> bool:
+        """Whether the batch's lines convert on the part writer, behind the reader.
+
+        Only plain parts, a batch of undecoded lines only, and no journaled part of the stream
+        to drop replayed rows against (that check needs the table on the reading thread, in
+        arrival order); otherwise the conversion runs here first, as ``_table_of`` does.
+        """
+        target = self._parts_target
+        if (
+            self._line_converter is None
+            or target.iceberg is not None
+            or not target.writes.overlap
+            or _undecoded(context) != len(context["records"])
+        ):
+            return False
+        return not self.key_properties or not target.journal.replays(self.stream_name)
+
+    def _hand_over_lines(self, context: dict, started: float) -> None:
+        """Hand the batch's lines to the part writer: converted, checked and written there.
+
+        A line the exact path refuses fails the write with the message it gives here (naming
+        the line and field); ``writes.py`` raises it on the reading thread before any STATE.
+        """
+        target = self._parts_target
+        records: list = context["records"]
+        lines: list = context["lines"]
+        rows = len(records)
+        data = b"".join(records)
+        journal = target.journal if self.key_properties else None
+        state_index = target.states_received
+        arrival = self._arrival_labels(context, rows, state_index) if journal else None
+        context["records"] = []
+        context["lines"] = []
+        del records
+        handed = time.perf_counter()
+
+        def write_parts() -> None:
+            converting = time.perf_counter()
+            table = self._table_of_lines(data, rows, lines)
+            if arrival is not None:
+                table = table.append_column(ARRIVAL_COLUMN, arrival)
+            build_ms = (handed - started + time.perf_counter() - converting) * 1000
+            with explain_os_errors(target.settings.output_dir):
+                self._write_parts(table, journal, state_index, build_ms)
+
+        target.writes.submit(write_parts)
+        self.count_flush(rows)
+
+    def _table_of(self, context: dict) -> pa.Table:
+        """The batch's Arrow table, built on the reading thread."""
+        records: list = context["records"]
+        lines: list | None = context.get("lines")
+        undecoded = _undecoded(context)
+        if undecoded and undecoded == len(records) and self._line_converter is not None:
+            data = b"".join(records)
+            records.clear()  # the joined bytes hold the lines now: one copy, not two
+            return self._table_of_lines(data, undecoded, lines)
+        if undecoded:
+            records = [self._decoded(r, lines, row) for row, r in enumerate(records)]
+        return self._table_of_records(records, lines)
+
+    def _table_of_lines(self, data: bytes, rows: int, lines: list | None) -> pa.Table:
+        """``rows`` undecoded RECORD lines (joined) in one C++ pass when they convert exactly
+        (``record_lines.py``); else decoded and built by the exact path, which names the line
+        and field at fault."""
+        assert self._line_converter is not None
+        table = self._line_converter.convert(data, rows)
+        if table is not None:
+            return table
+        self.logger.debug(
+            "stream '%s': a batch of %d lines takes the exact path (%s)",
+            self.stream_name,
+            rows,
+            self._line_converter.last_refusal,
+        )
+        split = data.split(b"\n")[:rows]
+        del data
+        records = [self._decoded(line, lines, row) for row, line in enumerate(split)]
+        return self._table_of_records(records, lines)
+
+    def _table_of_records(self, records: list[dict], lines: list | None) -> pa.Table:
+        """Decoded records checked column-wise and converted (``columns.py``)."""
+        if not self._outside_fields_told:
+            self._tell_fields_outside_schema(records)
+        try:
+            table = build_table(records, self.spec)
+        except ColumnError as exc:
+            raise self._invalid_record(exc, records, lines) from None
+        self._check_key_properties(records, table, lines)
+        return table
+
+    def _decoded(self, record: dict | bytes, lines: list | None, row: int) -> dict:
+        """A buffered record as a dict: an undecoded line decoded, naming it if it is bad."""
+        if type(record) is dict:
+            return record
+        number = lines[row] if lines and row < len(lines) else None
+        message = decode_line(t.cast("bytes", record), number)
+        if (
+            message.get("type") != "RECORD"
+            or message.get("stream") != self.stream_name
+            or type(message.get("record")) is not dict
+        ):
+            msg = (
+                f"input line {number}: a RECORD line that names its 'type', 'stream' or "
+                "'record' more than once: which one counts is ambiguous"
+            )
+            raise InvalidInputLine(msg)
+        return message["record"]
 
     def _write_parts(
         self, table: pa.Table, journal: Journal | None, state_index: int, build_ms: float

@@ -75,6 +75,7 @@ from target_parquet_parts.journal import Journal
 from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.objectstore import check_lease
 from target_parquet_parts.reader import LineNumberingReader
+from target_parquet_parts.record_lines import record_line_stream, stream_key
 from target_parquet_parts.sdk_hooks import TargetHooks
 from target_parquet_parts.settings import (
     CONFIG_SCHEMA,
@@ -180,6 +181,7 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         self._storage: Storage | None = None
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
+        self._line_sinks: dict[bytes, ParquetPartsSink] = {}  # by stream_key (record_lines)
         self.stream_directories = StreamDirectories()
         self._records_since_check = 0
         # STATEs whose records were all handed to the part writer, each with the number of
@@ -231,6 +233,7 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             )
         if isinstance(self.message_reader, LineNumberingReader):
             self.message_reader.on_failure = self.release_after_failure
+            self.message_reader.take_record_line = self.take_record_line
         if self._stop_signal is not None and isinstance(self.message_reader, LineNumberingReader):
             self.message_reader.stop_signal = self._stop_signal  # a signal during __init__
 
@@ -318,6 +321,9 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             self._emit_safe_states()
         stream_name = message_dict["stream"]
         self._fast_sinks.pop(stream_name, None)
+        line_key = stream_key(stream_name)
+        if line_key is not None:
+            self._line_sinks.pop(line_key, None)
         maps = self.mapper.stream_maps.get(stream_name) or []
         if len(maps) != 1 or type(maps[0]) is not SameRecordTransform:
             return
@@ -332,6 +338,20 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         ):
             sink.fast_path = True
             self._fast_sinks[stream_name] = sink
+            if line_key is not None:
+                self._line_sinks[line_key] = sink
+
+    def take_record_line(self, line: bytes) -> bool:
+        """The reader's line path: a RECORD line of a fast-path stream, buffered undecoded.
+
+        Why: decoding is most of a record's cost; ``record_lines.py`` converts a whole batch
+        of lines in C++ at flush. False: not such a line, the reader decodes it as usual.
+        """
+        sink = self._line_sinks.get(record_line_stream(line))  # type: ignore[arg-type]
+        if sink is None:
+            return False
+        self._after_fast_record(sink, sink.buffer_line(line))
+        return True
 
     def handle_record_message(self, message_dict: dict) -> None:
         """A RECORD: the fast path when its stream has one, else the SDK's pipeline."""
@@ -342,20 +362,7 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         sink = self._fast_sinks.get(message_dict.get("stream"))  # type: ignore[arg-type]
         record = message_dict.get("record")
         if sink is not None and type(record) is dict:
-            if sink.buffer_fast(record):
-                self.logger.info(
-                    "Target sink for '%s' is full. Current size is '%s'. Draining...",
-                    sink.stream_name,
-                    sink.current_size,
-                )
-                self.drain_one(sink)
-            self._records_since_check += 1
-            if (
-                self._state_check_needed
-                or not self._records_since_check & 255  # the SDK's 5-minute age check
-                or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
-            ):
-                self.handle_max_record_age()
+            self._after_fast_record(sink, sink.buffer_fast(record))
             return
         try:
             super().handle_record_message(message_dict)
@@ -363,6 +370,23 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             line = getattr(self.message_reader, "line_number", None)
             msg = f"input line {line}: {exc}" if line else str(exc)
             raise RecordsWithoutSchemaException(msg) from None
+
+    def _after_fast_record(self, sink: ParquetPartsSink, full: bool) -> None:
+        """After a fast-path record: drain a full sink; the STATE and record-age checks."""
+        if full:
+            self.logger.info(
+                "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                sink.stream_name,
+                sink.current_size,
+            )
+            self.drain_one(sink)
+        self._records_since_check += 1
+        if (
+            self._state_check_needed
+            or not self._records_since_check & 255  # the SDK's 5-minute age check
+            or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
+        ):
+            self.handle_max_record_age()
 
     def handle_state_message(self, message_dict: dict) -> None:
         """A STATE: tracked until every record received before it is durable, then emitted."""

@@ -143,6 +143,12 @@ def test_lagging_state_flushes_sinks_that_are_not_full(tmp_path, monkeypatch):
         "handle_record_message",
         lambda self, m: original(self, advance_clock(m)),
     )
+    original_line = TargetParquetParts.take_record_line  # RECORD lines taken undecoded
+    monkeypatch.setattr(
+        TargetParquetParts,
+        "take_record_line",
+        lambda self, line: original_line(self, advance_clock(line)),
+    )
     # The exact record: the part is durable when the flush returns (overlap: test_overlap.py)
     run_target(
         out, lines, monkeypatch, on_state=on_state, state_max_lag_seconds=5, overlap_writes=False
