@@ -366,7 +366,7 @@ class ParquetPartsSink(SinkHooks):
         records: list = context["records"]
         lines: list = context["lines"]
         rows = len(records)
-        data = b"".join(records)
+        joined = [b"".join(records)]  # the job takes it out: freed once converted
         journal = target.journal if self.key_properties else None
         state_index = target.states_received
         arrival = self._arrival_labels(context, rows, state_index) if journal else None
@@ -377,7 +377,7 @@ class ParquetPartsSink(SinkHooks):
 
         def write_parts() -> None:
             converting = time.perf_counter()
-            table = self._table_of_lines(data, rows, lines)
+            table = self._table_of_lines(joined.pop(), rows, lines)
             if arrival is not None:
                 table = table.append_column(ARRIVAL_COLUMN, arrival)
             build_ms = (handed - started + time.perf_counter() - converting) * 1000
