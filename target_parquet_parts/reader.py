@@ -232,7 +232,6 @@ class LineNumberingReader(ReaderHooks):
         decode: t.Callable[[bytes], t.Any],
         get_callback: t.Callable[[str], t.Callable[[dict], None] | None],
     ) -> str:
-        self.line_bytes = len(line)
         take_line = self.take_record_line
         if take_line is not None and line.startswith(RECORD_LINE_PREFIXES):
             try:
@@ -248,6 +247,7 @@ class LineNumberingReader(ReaderHooks):
                 if explained is None:
                     raise
                 raise explained from exc
+        self.line_bytes = len(line)
         try:
             message = decode(line)
             message_type = message["type"]

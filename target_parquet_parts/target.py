@@ -350,7 +350,10 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         sink = self._line_sinks.get(record_line_stream(line))  # type: ignore[arg-type]
         if sink is None:
             return False
-        self._after_fast_record(sink, sink.buffer_line(line))
+        full = sink.buffer_line(line)
+        self._records_since_check += 1
+        if full or self._state_check_needed or self._pending or not self._records_since_check & 255:
+            self._after_fast_record(sink, full, counted=True)
         return True
 
     def handle_record_message(self, message_dict: dict) -> None:
@@ -371,7 +374,9 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             msg = f"input line {line}: {exc}" if line else str(exc)
             raise RecordsWithoutSchemaException(msg) from None
 
-    def _after_fast_record(self, sink: ParquetPartsSink, full: bool) -> None:
+    def _after_fast_record(
+        self, sink: ParquetPartsSink, full: bool, *, counted: bool = False
+    ) -> None:
         """After a fast-path record: drain a full sink; the STATE and record-age checks."""
         if full:
             self.logger.info(
@@ -380,7 +385,8 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
                 sink.current_size,
             )
             self.drain_one(sink)
-        self._records_since_check += 1
+        if not counted:
+            self._records_since_check += 1
         if (
             self._state_check_needed
             or not self._records_since_check & 255  # the SDK's 5-minute age check
