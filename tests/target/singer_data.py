@@ -77,3 +77,14 @@ def events_lines(
         yield record_message(event(i), stream)
         if state_every and (i + 1) % state_every == 0:
             yield state_message({"bookmarks": {stream: {"last": i}}})
+
+
+def changed(record: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``record`` with ``change`` applied (a value of ``...`` removes the field)."""
+    result = dict(record)
+    for key, value in change.items():
+        if value is ...:
+            del result[key]
+        else:
+            result[key] = value
+    return result

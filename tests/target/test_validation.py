@@ -17,6 +17,7 @@ from tests.target.conftest import run_target
 from tests.target.singer_data import (
     EVENTS_KEYS,
     EVENTS_SCHEMA,
+    changed,
     event,
     record_message,
     schema_message,
@@ -97,13 +98,7 @@ BAD_SYNTAX = {  # the SDK refuses these when it parses date-times (ERROR treatme
 
 
 def _record(change: dict) -> dict:
-    record = dict(GOOD)
-    for key, value in change.items():
-        if value is ...:
-            del record[key]
-        else:
-            record[key] = value
-    return record
+    return changed(GOOD, change)
 
 
 def test_good_record_passes_both():
