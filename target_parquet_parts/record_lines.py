@@ -4,8 +4,8 @@ Why: decoding each RECORD line into a Python dict, then pulling every column bac
 dicts (``columns.py``), is most of the target's time, and it holds the GIL. A RECORD line of a
 stream on the target's fast path (no stream map, no flattening, no record metadata, no
 per-record validator) is instead kept as the bytes read; at flush, pyarrow's JSON reader parses
-the batch's lines against the stream's Arrow schema in C++ (releasing the GIL, so the part
-writer encodes the previous batch meanwhile).
+the batch's lines against the stream's Arrow schema in C++, without the GIL (on the part writer
+with ``overlap_writes``, while the reader goes on with the next batch: ``sinks.py``).
 
 The result must be the table ``columns.build_table`` would build from the same records, or
 nothing: ``LineConverter.convert`` returns None whenever it cannot prove that, and the caller
@@ -13,9 +13,9 @@ decodes the lines and takes the exact path, which names the line and field at fa
 parse with an explicit schema and ``unexpected_field_behavior="error"`` refuses what the exact
 path refuses for types (a number in a string field, ``1.5`` or ``true`` in an integer field,
 int64 overflow, ``1e400``, an object where a list goes), duplicate keys, fields the schema
-lacks and lone surrogates; invalid UTF-8 it copies as it is, and a full validation of the parsed
-table refuses it. What it would accept differently is checked here and
-sent to the exact path: a null (or a missing field, which reads as null) where the schema
+lacks and lone surrogates; invalid UTF-8 it copies as it is, and a full validation of the
+parsed table refuses it. What it would accept differently is checked here and sent to the exact
+path: a null (or a missing field, which reads as null) where the schema
 requires the field or forbids null, or in a key property; a date or date-time that Arrow's cast
 refuses or that lies outside the years 1 to 9999; a line holding more than one JSON value.
 Streams with JSON-text columns or ``format: time`` fields, whose conversion is Python's, always
