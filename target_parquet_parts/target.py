@@ -352,7 +352,12 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             return False
         full = sink.buffer_line(line)
         self._records_since_check += 1
-        if full or self._state_check_needed or self._pending or not self._records_since_check & 255:
+        if (
+            full
+            or self._state_check_needed
+            or not self._records_since_check & 255  # the SDK's 5-minute age check
+            or (self._pending and _clock() - self._pending[0].received_at >= self._lag)
+        ):
             self._after_fast_record(sink, full, counted=True)
         return True
 
