@@ -6,6 +6,7 @@ import decimal
 import json
 import logging
 import random
+import threading
 from typing import Any
 
 import msgspec
@@ -294,13 +295,19 @@ def _spellings() -> list[str]:
     return lines
 
 
+converting_threads: list[str] = []
+
+
 @pytest.fixture
 def converted(monkeypatch) -> list[int]:
-    """Rows of each batch the line converter turned into a table (0: it declined)."""
+    """Rows of each batch the line converter turned into a table (0: it declined); the
+    thread each conversion ran on is in ``converting_threads``."""
     tables: list[int] = []
+    converting_threads.clear()
     real_convert = LineConverter.convert
 
     def counting(self, data, rows):
+        converting_threads.append(threading.current_thread().name)
         table = real_convert(self, data, rows)
         tables.append(0 if table is None else table.num_rows)
         return table
@@ -335,11 +342,18 @@ def test_the_line_path_writes_what_the_decoded_path_writes(
     assert all(converted)
 
 
-def test_batches_of_encoder_lines_convert_in_one_pass(tmp_path, monkeypatch, converted):
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "no-overlap"])
+def test_batches_of_encoder_lines_convert_in_one_pass(tmp_path, monkeypatch, converted, overlap):
     lines = [schema_message()] + [record_message(event(i)) for i in range(250)]
     lines.append(state_message({"last": 249}))
-    _, capture = run_target(tmp_path / "out", lines, monkeypatch, batch_size_rows=100)
+    _, capture = run_target(
+        tmp_path / "out", lines, monkeypatch, batch_size_rows=100, overlap_writes=overlap
+    )
     assert converted == [100, 100, 50]
+    # With the overlap, behind the reader on the part writer; else where the flush runs (the
+    # reading thread, or the SDK's drain threads at the end).
+    writer = "target-parquet-parts-writer"
+    assert (set(converting_threads) == {writer}) is overlap
     assert capture.states == [{"last": 249}]
     rows = read_rows(tmp_path / "out")
     assert sorted(r["sequence_number_str"] for r in rows) == sorted(
