@@ -345,12 +345,18 @@ class ParquetPartsSink(SinkHooks):
         Only plain parts, a batch of undecoded lines only, and no journaled part of the stream
         to drop replayed rows against (that check needs the table on the reading thread, in
         arrival order); otherwise the conversion runs here first, as ``_table_of`` does.
+
+        And only while the writer is idle: when it is still writing the previous batch, the
+        reader would wait for it anyway (one batch in flight), so it converts this batch itself
+        meanwhile. Small batches (many parts, each with its fsyncs or uploads) keep the writer
+        busy and the conversion moves to the reader; large ones leave it behind the reader.
         """
         target = self._parts_target
         if (
             self._line_converter is None
             or target.iceberg is not None
             or not target.writes.overlap
+            or not target.writes.idle
             or _undecoded(context) != len(context["records"])
         ):
             return False
