@@ -157,18 +157,24 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     assert proc.stdout is not None
     seen: list[str] = []
     endpoint = ""
+    pending = b""
     deadline = time.monotonic() + 60
+    # os.read, not readline: a buffered readline may take several lines from the pipe at once,
+    # and select would then wait for more output that azurite never writes.
     while not endpoint and time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
         if not ready:
             break
-        line = proc.stdout.readline().decode(errors="replace")
-        if not line:
+        chunk = os.read(proc.stdout.fileno(), 1 << 16)
+        if not chunk:
             break
-        seen.append(line.rstrip())
-        found = re.search(r"listens on (http://127\.0\.0\.1:\d+)", line)
-        if found:
-            endpoint = f"{found[1]}/{ACCOUNT}"
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            seen.append(line.rstrip())
+            found = re.search(r"listens on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                endpoint = f"{found[1]}/{ACCOUNT}"
     if not endpoint:
         proc.kill()
         proc.wait()
