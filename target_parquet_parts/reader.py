@@ -30,7 +30,11 @@ from types import FrameType
 
 import msgspec
 from singer_sdk.contrib.msgspec import decoder
-from singer_sdk.exceptions import RecordsWithoutSchemaException
+from singer_sdk.exceptions import (
+    InvalidRecord,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_parquet_parts.errors import DescribedOSError, describe_os_error
@@ -240,7 +244,13 @@ class LineNumberingReader(ReaderHooks):
                 return
 
     def _explain_line_error(self, exc: Exception, line: bytes) -> Exception | None:
-        """``_explain`` for an error the line path raised (the line may not even be JSON)."""
+        """``_explain`` for an error the line path raised (the line may not even be JSON).
+
+        An error that names its own input line (a buffered line flushed now) is kept as it is:
+        the current line, which only triggered the flush, is not at fault.
+        """
+        if isinstance(exc, (InvalidInputLine, InvalidRecord, MissingKeyPropertiesError)):
+            return None
         try:
             message = decoder.decode(line)
         except Exception:  # the line is described here, not decoded

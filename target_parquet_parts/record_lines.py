@@ -15,9 +15,11 @@ path refuses for types (a number in a string field, ``1.5`` or ``true`` in an in
 int64 overflow, ``1e400``, an object where a list goes), duplicate keys, fields the schema
 lacks and lone surrogates; invalid UTF-8 it copies as it is, and a full validation of the
 parsed table refuses it. What it would accept differently is checked here and sent to the exact
-path: a null (or a missing field, which reads as null) where the schema
-requires the field or forbids null, or in a key property; a date or date-time that Arrow's cast
-refuses or that lies outside the years 1 to 9999; a line holding more than one JSON value.
+path: a null (or a missing field, which reads as null) where the schema requires the field or
+forbids null, or in a key property; a date or date-time that Arrow's cast refuses or that lies
+outside the years 1 to 9999; ``NaN`` or ``Infinity`` (Arrow's parser takes them); a negative
+zero in a number field (``-0``, which msgspec reads as the integer 0); a line holding more than
+one JSON value. A stream whose batches keep being refused stops trying (``REFUSALS_TO_GIVE_UP``).
 Streams with JSON-text columns or ``format: time`` fields, whose conversion is Python's, always
 take the exact path.
 
@@ -43,7 +45,13 @@ if t.TYPE_CHECKING:
 
     from target_parquet_parts.arrow_schema import FieldSpec, StreamSpec
 
-__all__ = ["RECORD_LINE_PREFIXES", "LineConverter", "record_line_stream", "stream_key"]
+__all__ = [
+    "RECORD_LINE_PREFIXES",
+    "REFUSALS_TO_GIVE_UP",
+    "LineConverter",
+    "record_line_stream",
+    "stream_key",
+]
 
 _COMPACT = b'{"type":"RECORD","stream":"'
 _SPACED = b'{"type": "RECORD", "stream": "'
@@ -58,6 +66,9 @@ _ENVELOPE_FIELDS = (
     pa.field("time_extracted", pa.string()),
     pa.field("version", pa.int64()),
 )
+# Batches refused in a row after which a stream's lines go to the exact path untried (records
+# that always carry a field the schema lacks, naive date-times...: a parse each would be waste).
+REFUSALS_TO_GIVE_UP = 3
 _BLOCK_BYTES = 1 << 20  # pyarrow's default; a longer line needs a block of its own size
 _PARSED_AS_STRING = (Kind.TIMESTAMP, Kind.DATE)  # then cast, as columns.py casts them
 _CONVERTIBLE = frozenset({Kind.INT, Kind.FLOAT, Kind.STR, Kind.BOOL, Kind.LIST, Kind.STRUCT})
@@ -128,7 +139,12 @@ def _acceptable(
     if kind in _PARSED_AS_STRING:
         return first_outside_range(array, spec.arrow_type) is None
     if kind == Kind.FLOAT:
-        return len(array) == 0 or pc.all(pc.is_finite(array)).as_py() is not False
+        # NaN and Infinity: Arrow's parser takes them, JSON (and msgspec) does not. -0: msgspec
+        # reads the integer 0, so the exact path stores 0.0 where Arrow keeps -0.0.
+        if not len(array) or pc.all(pc.is_finite(array)).as_py() is False:
+            return not len(array)
+        zeros = pc.filter(array, pc.equal(array, 0.0))
+        return not len(zeros) or not pc.any(pc.less(pc.divide(1.0, zeros), 0.0)).as_py()
     if kind == Kind.LIST:  # the items of the lists that are there
         return _acceptable(pc.list_flatten(array), spec.item, present=False)
     if kind == Kind.STRUCT:
@@ -152,6 +168,7 @@ class LineConverter:
             unexpected_field_behavior="error",
         )
         self.last_refusal = ""  # why the last batch took the exact path (DEBUG logs)
+        self._refusals = 0  # batches refused in a row
 
     @classmethod
     def for_stream(cls, spec: StreamSpec, key_properties: Sequence[str]) -> LineConverter | None:
@@ -169,6 +186,8 @@ class LineConverter:
         The table's columns keep the parse's chunks (one per block of input), which saves a
         copy of the batch; Parquet writes them as it would one array.
         """
+        if self._refusals >= REFUSALS_TO_GIVE_UP:
+            return None  # this stream's batches keep being refused: not worth a parse each
         if not data.endswith(b"\n"):  # the input's last line may lack its newline
             data += b"\n"
         try:
@@ -180,16 +199,13 @@ class LineConverter:
                 # A line longer than a block: parse again with blocks that hold the longest.
                 parsed = self._parse(data, max(map(len, data.split(b"\n"))) + 2)
         except (pa.ArrowException, UnicodeDecodeError) as exc:
-            self.last_refusal = f"parse: {str(exc).splitlines()[0][:200]}"
-            return None
+            return self._refuse(f"parse: {str(exc).splitlines()[0][:200]}")
         if parsed.num_rows != rows:
-            self.last_refusal = "a line holds more than one JSON value"
-            return None
+            return self._refuse("a line holds more than one JSON value")
         try:
             parsed.validate(full=True)  # the parser copies string bytes without checking UTF-8
         except pa.ArrowInvalid as exc:
-            self.last_refusal = f"parse: {str(exc).splitlines()[0][:200]}"
-            return None
+            return self._refuse(f"parse: {str(exc).splitlines()[0][:200]}")
         columns: list[pa.ChunkedArray] = []
         for parsed_column, spec in zip(
             parsed.column("record").flatten(), self._spec.fields, strict=True
@@ -199,13 +215,20 @@ class LineConverter:
                 try:
                     column = pc.cast(column, spec.arrow_type)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    self.last_refusal = f"field '{spec.name}': a value Arrow's cast refuses"
-                    return None
+                    return self._refuse(f"field '{spec.name}': a value Arrow's cast refuses")
             if not _acceptable(column, spec, spec.name in self._present):
-                self.last_refusal = f"field '{spec.name}': nulls, infinities or out-of-range"
-                return None
+                return self._refuse(f"field '{spec.name}': nulls, infinities or out-of-range")
             columns.append(column)
+        self._refusals = 0
         return pa.Table.from_arrays(columns, schema=self._spec.arrow_schema)
+
+    def _refuse(self, reason: str) -> pa.Table | None:
+        """Note why the batch takes the exact path; None, for ``convert`` to return."""
+        self._refusals += 1
+        if self._refusals == REFUSALS_TO_GIVE_UP:
+            reason += "; the stream's next batches are not tried"
+        self.last_refusal = reason
+        return None
 
     def _parse(self, data: bytes, block_bytes: int) -> pa.Table:
         return pa_json.read_json(

@@ -438,6 +438,9 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         super().handle_max_record_age()
 
     def _emit_safe_states(self) -> None:
+        # A failed write (a batch converted on the part writer refused, say) ends the run here,
+        # at the next STATE or check after it, not at the next hand-over or the end of input.
+        self.writes.raise_if_failed()
         if self._pending:
             # Piggyback: once one sink the newest STATE waits for has flushed (it was full),
             # flush the others it waits for too, so a small or slow stream never holds the

@@ -6,6 +6,7 @@ import decimal
 import json
 import logging
 import random
+import sys
 import threading
 from typing import Any
 
@@ -18,10 +19,15 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_parquet_parts.arrow_schema import stream_spec
 from target_parquet_parts.columns import ColumnError, build_table
-from target_parquet_parts.record_lines import LineConverter, record_line_stream, stream_key
+from target_parquet_parts.record_lines import (
+    REFUSALS_TO_GIVE_UP,
+    LineConverter,
+    record_line_stream,
+    stream_key,
+)
 from target_parquet_parts.target import TargetParquetParts
 from target_parquet_parts.writes import PartWrites
-from tests.target.conftest import read_rows, run_target
+from tests.target.conftest import StateCapture, read_rows, run_target
 from tests.target.singer_data import (
     changed,
     event,
@@ -154,6 +160,8 @@ def test_fields_outside_the_schema_leave_the_batch_to_the_exact_path(change):
         b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1,"s":"\xff"}}\n',  # not UTF-8
         b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1,"a":["\xc3"]}}\n',
         b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1,"s":"\\ud800"}}\n',  # lone
+        b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1,"n":NaN}}\n',  # not JSON
+        b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1,"n":-Infinity}}\n',
         b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1},"unknown_envelope":1}\n',
         b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1},"time_extracted":5}\n',
         b'{"type":"RECORD","stream":"s","record":{"nn":"v","i":1}\n',  # truncated
@@ -173,6 +181,41 @@ def test_envelope_fields_of_the_singer_spec_are_accepted():
     table = _converted([_line(GOOD), line])
     assert table is not None
     assert table.column("i").to_pylist() == [1, 7]
+
+
+@pytest.mark.parametrize(
+    ("field", "negative", "positive"),
+    [("n", "-0", "0"), ("n", "-0e0", "0e0"), ("ln", "[-0]", "[0]")],
+)
+def test_negative_zero_numbers_take_the_exact_path(field, negative, positive):
+    """msgspec reads ``-0`` as the integer 0 (the exact path stores 0.0), Arrow as -0.0: a row
+    must not depend on which path its batch took (replay digests compare contents)."""
+    listed = {"type": ["array", "null"], "items": {"type": "number"}}
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "ln": listed}}
+    converter = LineConverter.for_stream(stream_spec(schema), KEYS)
+    assert converter is not None
+    line = '{"type":"RECORD","stream":"s","record":{"nn":"v","i":1,"%s":%s}}\n'
+    assert converter.convert((line % (field, negative)).encode(), 1) is None
+    assert converter.convert((line % (field, positive)).encode(), 1) is not None
+
+
+def test_a_stream_whose_batches_keep_being_refused_is_not_parsed_again():
+    converter = LineConverter.for_stream(stream_spec(SCHEMA), KEYS)
+    assert converter is not None
+    refused = _line(_record({"extra": 1}))
+    for _ in range(REFUSALS_TO_GIVE_UP):
+        assert converter.convert(refused, 1) is None
+    assert "not tried" in converter.last_refusal
+    assert converter.convert(_line(GOOD), 1) is None  # given up: the exact path from now on
+
+
+def test_a_refused_batch_between_good_ones_does_not_give_up():
+    converter = LineConverter.for_stream(stream_spec(SCHEMA), KEYS)
+    assert converter is not None
+    for _ in range(2 * REFUSALS_TO_GIVE_UP):
+        for _ in range(REFUSALS_TO_GIVE_UP - 1):
+            assert converter.convert(_line(_record({"extra": 1})), 1) is None
+        assert converter.convert(_line(GOOD), 1) is not None
 
 
 def test_a_line_longer_than_a_parse_block_converts():
@@ -383,6 +426,43 @@ def test_a_bad_value_in_a_line_names_its_line_and_field(tmp_path, monkeypatch, o
     lines.append(state_message({"last": 39}))
     with pytest.raises(InvalidRecord, match=r"input line 32, field 'timestamp': expected integer"):
         run_target(tmp_path / "out", lines, monkeypatch, overlap_writes=overlap)
+
+
+def test_a_refused_batch_on_the_part_writer_stops_the_run_at_the_next_state(tmp_path):
+    """The writer's error is raised at the next STATE, not at the next hand-over or the end."""
+    failed = threading.Event()
+    real_tell = PartWrites._tell
+
+    def tell(self):
+        real_tell(self)
+        if self.failed:
+            failed.set()
+
+    bad = event(4)
+    bad["timestamp"] = "soon"
+    records = [record_message(bad if i == 4 else event(i)) for i in range(10)]  # lines 2-11
+    consumed: list[str] = []
+
+    def lines():
+        for line in [schema_message(), *records]:
+            consumed.append(line)
+            yield (line + "\n").encode()
+        # The batch of 10 was handed over at line 11; once the writer refused it, one STATE.
+        assert failed.wait(30), "the part writer did not fail"
+        for i in range(1000):
+            consumed.append("STATE")
+            yield (state_message({"n": i}) + "\n").encode()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PartWrites, "_tell", tell)
+        patch.setattr(PartWrites, "idle", property(lambda self: True))
+        target = TargetParquetParts(
+            config={"output_dir": str(tmp_path / "out"), "batch_size_rows": 10}
+        )
+        patch.setattr(sys, "stdout", StateCapture())
+        with pytest.raises(InvalidRecord, match=r"input line 6, field 'timestamp'"):
+            target.listen(file_input=lines())
+    assert consumed.count("STATE") == 1  # the first STATE after the failure ended the run
 
 
 def test_a_line_that_is_not_json_fails_naming_it(tmp_path, monkeypatch):
