@@ -399,9 +399,9 @@ class ParquetPartsSink(SinkHooks):
         lines: list | None = context.get("lines")
         undecoded = _undecoded(context)
         if undecoded and undecoded == len(records) and self._line_converter is not None:
-            data = b"".join(records)
+            joined = [b"".join(records)]
             records.clear()  # the joined bytes hold the lines now: one copy, not two
-            return self._table_of_lines(data, undecoded, lines)
+            return self._table_of_lines(joined.pop(), undecoded, lines)  # it frees them
         if undecoded:
             records = [self._decoded(r, lines, row) for row, r in enumerate(records)]
         return self._table_of_records(records, lines)
