@@ -231,8 +231,12 @@ class LineConverter:
         return None
 
     def _parse(self, data: bytes, block_bytes: int) -> pa.Table:
+        # Threads only when there are blocks to share: with use_threads, each call starts a
+        # thread (a flush per STATE of a few records would start one per flush).
         return pa_json.read_json(
             pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(block_size=block_bytes),
+            read_options=pa_json.ReadOptions(
+                use_threads=len(data) > block_bytes, block_size=block_bytes
+            ),
             parse_options=self._parse_options,
         )
