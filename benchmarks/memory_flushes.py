@@ -5,9 +5,10 @@ apply) is fed SCHEMA, then ``--records-per-flush`` RECORD lines and a STATE, ove
 ``state_max_lag_seconds: 0``: every STATE flushes the stream (one new part), then is emitted. The
 feeder stops at each checkpoint (1k, 2k, 5k, 10k, ... flushes) until the target has emitted that
 many STATE lines; the target is then idle, waiting for input, and its current RSS (``VmRSS``) is
-read from /proc. Whatever a flush leaves behind (a reference cycle the rarely run cyclic GC does
-not free, a cache that only grows) shows as RSS growing with the flushes: the goal is
-RSS(last) / RSS(first checkpoint) <= 1.1.
+read from /proc, printed with its parts ``RssAnon`` (heaps) and ``RssFile`` (mapped libraries)
+and the thread count. Whatever a flush leaves behind (a reference cycle the rarely run cyclic GC
+does not free, a cache that only grows, a thread pool that gains a thread now and then) shows as
+RSS growing with the flushes: the goal is RSS(last) / RSS(first checkpoint) <= 1.1.
 
 Checked: the target emitted one STATE per flush, the last one the last sent; it wrote one part
 per flush (one commit into an Iceberg table) and as many rows as records sent.
@@ -44,12 +45,21 @@ import pyarrow.dataset as ds
 GOAL = 1.1
 
 
-def current_rss_mib(pid: int) -> float:
-    """The process's resident set now (``VmRSS``), in MiB."""
+def current_memory(pid: int) -> dict[str, float]:
+    """The process's resident set now, in MiB: ``VmRSS`` (the goal's measure) and its parts
+    ``RssAnon`` (heaps: what the process allocated) and ``RssFile`` (mapped files: library code
+    and data pages, faulted in as code paths first run); and its ``Threads`` (a count: each
+    thread keeps its own allocator caches)."""
+    values: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit(f"no VmRSS for process {pid}: did it exit?")
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            values[key] = int(value.split()[0]) / 1024
+        elif key == "Threads":
+            values[key] = int(value)
+    if "VmRSS" not in values:
+        raise SystemExit(f"no VmRSS for process {pid}: did it exit?")
+    return values
 
 
 def checkpoints(early: int, flushes: int) -> list[int]:
@@ -169,10 +179,13 @@ def run(
             last_state = json.loads(line)
             if pending and states == pending[0]:
                 point = pending.pop(0)
-                rss[point] = current_rss_mib(process.pid)
+                now = current_memory(process.pid)
+                rss[point] = now["VmRSS"]
                 elapsed = time.perf_counter() - segment_started
                 print(
-                    f"checkpoint: flushes={point} rss_mib={rss[point]:.1f} segment_s={elapsed:.1f}",
+                    f"checkpoint: flushes={point} rss_mib={rss[point]:.1f} "
+                    f"anon_mib={now.get('RssAnon', 0):.1f} file_mib={now.get('RssFile', 0):.1f} "
+                    f"threads={now.get('Threads', 0):.0f} segment_s={elapsed:.1f}",
                     flush=True,
                 )
                 segment_started = time.perf_counter()

@@ -78,6 +78,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import IcebergType, ListType, MapType, StructType
+from pyiceberg.utils.concurrent import ExecutorFactory
 
 from plugin_io.log_events import log_event
 from target_parquet_parts.iceberg_commits import (
@@ -129,6 +130,9 @@ _URI_SCHEMES = ("s3://", "s3a://", "gs://", "gcs://", "az://", "abfs://", "abfss
 
 # Commits between two collections of the cycles commits leave (IcebergWriter._collect_cycles).
 COLLECT_EVERY_COMMITS = 50
+# Threads of pyiceberg's worker pool unless its max-workers is set (bound_pyiceberg_workers):
+# the three manifest tasks every commit runs at once.
+PYICEBERG_WORKERS = 3
 # Tries to create a stream's namespace and table when other writers race to create them too.
 CREATE_ATTEMPTS = 3
 # Tries to open the catalog when other writers race to create a SQL catalog's own tables.
@@ -813,6 +817,30 @@ class StreamTable:
         )
 
 
+def bound_pyiceberg_workers() -> None:
+    """Give pyiceberg's process-wide worker pool ``PYICEBERG_WORKERS`` threads, unless the
+    user set its size (``max-workers``: ``PYICEBERG_MAX_WORKERS`` or ``.pyiceberg.yaml``).
+
+    pyiceberg runs a commit's manifest tasks and the data file writes on one
+    ``ThreadPoolExecutor``, by default of ``os.cpu_count() + 4`` threads (6 on 2 CPUs, 20 on
+    16). The executor starts a thread only when a task finds none idle: the first commit's three
+    manifest tasks (added, deleted, existing: all at once) start three; the others start one by
+    one, whenever a manifest merge or a write finds those busy, later and later as a long run
+    goes on. Each new thread keeps its own allocator caches (a glibc arena, a mimalloc heap of
+    Arrow's writes), about 3 MB of RSS that was not there at the first commit: a target
+    committing at every STATE grew by 11% between its 1,000th and its 100,000th commit, 3 more
+    threads (``benchmarks/memory_flushes.py --output iceberg``), and would grow more on a
+    machine with more CPUs. A pool no larger than what every commit uses is full from the first
+    commit; commits are no slower (a flush writes one data file per partition, on 2 CPUs).
+
+    pyiceberg 0.12 sizes its pool only from that process-wide setting, read when the pool is
+    made: this sets it (pyiceberg's own environment variable, its public configuration) when
+    the user did not. A pool pyiceberg already made in this process is left as it is.
+    """
+    if ExecutorFactory.max_workers() is None:
+        os.environ["PYICEBERG_MAX_WORKERS"] = str(PYICEBERG_WORKERS)
+
+
 class IcebergWriter:
     """The target's Iceberg side: the catalog, one ``StreamTable`` per table, the run id.
 
@@ -831,6 +859,7 @@ class IcebergWriter:
         self._lock = threading.RLock()
         self._commits = 0
         self._uncollected = 0
+        bound_pyiceberg_workers()
 
     @property
     def catalog(self) -> Catalog:

@@ -4,24 +4,30 @@ A target flushing at every STATE commits thousands of times. Each commit used to
 that grew with the run: a metadata file kept forever (``write.metadata.delete-after-commit``), a
 merge that rewrote one manifest holding every data file of the table (its peak memory growing
 with every appended file: ``commit.manifest.target-size-bytes``), and an in-run expiry that
-decoded every live entry of every kept snapshot each time it ran. These tests check the table
-properties the target sets (on new tables, and when missing on existing ones, keeping an owner's
-values), that old metadata files are deleted, and that expiring appends reads no manifest entry
-at all. No timing, no RSS: ``benchmarks/memory_flushes.py --output iceberg`` measures those.
+decoded every live entry of every kept snapshot each time it ran, and pyiceberg's worker pool
+that gained threads (each keeping its allocator caches) over hours of commits. These tests check
+the table properties the target sets (on new tables, and when missing on existing ones, keeping
+an owner's values), that old metadata files are deleted, that expiring appends reads no manifest
+entry at all, and the pool's size. No timing, no RSS: ``benchmarks/memory_flushes.py --output
+iceberg`` measures those.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyiceberg.manifest import ManifestFile
 from pyiceberg.table import TableProperties
+from pyiceberg.utils.concurrent import ExecutorFactory
 
 from target_parquet_parts import iceberg_expiry
+from target_parquet_parts.iceberg import PYICEBERG_WORKERS
 from target_parquet_parts.iceberg_commits import MANIFEST_TABLE_PROPERTIES, MANIFEST_TARGET_BYTES
 from target_parquet_parts.iceberg_expiry import expire_table
 from tests.target.conftest import run_target
@@ -138,3 +144,52 @@ def test_expiring_appends_reads_no_manifest_entry(
     assert deleted == expired  # their manifest lists only
     monkeypatch.undo()
     assert len(scan(tmp_path)) == commits
+
+
+@pytest.fixture
+def fresh_pyiceberg_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], ThreadPoolExecutor]]:
+    """As in a new process: no pyiceberg pool yet, no max-workers in the environment or in a
+    ``.pyiceberg.yaml``; yields a getter of the pool the run used, shut down afterwards."""
+    monkeypatch.setattr(ExecutorFactory, "_instance", None)
+    monkeypatch.setattr(ExecutorFactory, "_instance_pid", None)
+    monkeypatch.delenv("PYICEBERG_MAX_WORKERS", raising=False)
+    monkeypatch.delenv("PYICEBERG_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    def pool() -> ThreadPoolExecutor:
+        executor = ExecutorFactory.get_or_create()
+        assert isinstance(executor, ThreadPoolExecutor)
+        return executor
+
+    yield pool
+    if ExecutorFactory._instance is not None:
+        ExecutorFactory._instance.shutdown()
+
+
+def test_pyiceberg_pool_has_the_threads_every_commit_uses(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_pyiceberg_pool: Callable[[], ThreadPoolExecutor],
+) -> None:
+    """pyiceberg's default (CPUs + 4 threads, started one at a time when a task finds none
+    idle) grew over a long run, each new thread with its own allocator caches."""
+    _run(tmp_path / "out", monkeypatch, 0, 3)
+    pool = fresh_pyiceberg_pool()
+    assert pool._max_workers == PYICEBERG_WORKERS
+    # each commit's three manifest tasks run at once: the pool is full from the start
+    assert PYICEBERG_WORKERS == 3
+    assert len(scan(tmp_path / "out")) == 3
+
+
+def test_a_users_pyiceberg_max_workers_is_kept(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_pyiceberg_pool: Callable[[], ThreadPoolExecutor],
+) -> None:
+    monkeypatch.setenv("PYICEBERG_MAX_WORKERS", "5")
+    _run(tmp_path / "out", monkeypatch, 0, 2)
+    assert fresh_pyiceberg_pool()._max_workers == 5
+    assert len(scan(tmp_path / "out")) == 2
