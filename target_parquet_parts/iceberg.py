@@ -1056,21 +1056,21 @@ class IcebergWriter:
                 close()
 
     def flush_sink(
-        self, sink: ParquetPartsSink, batch: pa.Table, rows_in: int, started: float
+        self, sink: ParquetPartsSink, batch: pa.Table, state_index: int, build_ms: float
     ) -> None:
-        """A sink's flush in Iceberg mode (called from ``ParquetPartsSink._write_batch``).
+        """A sink's flush in Iceberg mode, on the part writer (``ParquetPartsSink``).
 
         Does for a commit what the parts path does for parts: the same ``flush_complete``
-        event (``path`` lists the new data files), the sink's counters, then tells the target.
+        event (``path`` lists the new data files). ``state_index``: the STATEs received when
+        the batch was handed over (the reading thread counted the flush then).
         """
-        target = sink._parts_target
-        built = time.perf_counter()
+        started = time.perf_counter()
         result = self.write_batch(
             sink.stream_name,
             batch,
             keys=list(sink.key_properties or ()),
             partition_field=sink._partition_field,
-            state_index=target.states_received,
+            state_index=state_index,
         )
         if result["dropped"]:
             sink.tally_duplicate_merged(result["dropped"])
@@ -1092,11 +1092,10 @@ class IcebergWriter:
             rows=result["rows"],
             bytes=result["bytes"],
             path=paths[0] if len(paths) == 1 else (paths or None),
-            dataframe_build_ms=round((built - started) * 1000, 3),
+            dataframe_build_ms=round(build_ms, 3),
             parquet_write_ms=result["write_ms"],
-            flush_total_ms=round((finished - started) * 1000, 3),
+            flush_total_ms=round(build_ms + (finished - started) * 1000, 3),
             table=result["table"],
             snapshot_id=result["snapshot_id"],
             commit_ms=result["commit_ms"],
         )
-        sink.count_flush(rows_in)

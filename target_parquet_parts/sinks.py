@@ -306,7 +306,17 @@ class ParquetPartsSink(SinkHooks):
         context["lines"] = []
         del records
         if target.iceberg is not None:  # table_format: iceberg: one commit per flush
-            target.iceberg.flush_sink(self, table, rows_in, started)
+            iceberg = target.iceberg
+            state_index = target.states_received
+            build_ms = (time.perf_counter() - started) * 1000
+
+            def commit() -> None:
+                with explain_os_errors(target.settings.output_dir):
+                    iceberg.flush_sink(self, table, state_index, build_ms)
+
+            # On the part writer too: data files written and committed behind the reader.
+            target.writes.submit(commit)
+            self.count_flush(rows_in)
             return
         journal = target.journal if self.key_properties else None
         dropped = 0
@@ -342,9 +352,10 @@ class ParquetPartsSink(SinkHooks):
     def _converts_on_writer(self, context: dict) -> bool:
         """Whether the batch's lines convert on the part writer, behind the reader.
 
-        Only plain parts, a batch of undecoded lines only, and no journaled part of the stream
-        to drop replayed rows against (that check needs the table on the reading thread, in
-        arrival order); otherwise the conversion runs here first, as ``_table_of`` does.
+        Only a batch of undecoded lines, and no journaled part of the stream to drop replayed
+        rows against (that check needs the table on the reading thread, in arrival order; an
+        Iceberg table drops its replayed rows inside the commit, on the writer); otherwise the
+        conversion runs here first, as ``_table_of`` does.
 
         And only while the writer is idle: when it is still writing the previous batch, the
         reader would wait for it anyway (one batch in flight), so it converts this batch itself
@@ -354,13 +365,14 @@ class ParquetPartsSink(SinkHooks):
         target = self._parts_target
         if (
             self._line_converter is None
-            or target.iceberg is not None
             or not target.writes.overlap
             or not target.writes.idle
             or _undecoded(context) != len(context["records"])
         ):
             return False
-        return not self.key_properties or not target.journal.replays(self.stream_name)
+        if target.iceberg is not None or not self.key_properties:
+            return True
+        return not target.journal.replays(self.stream_name)
 
     def _hand_over_lines(self, context: dict, started: float) -> None:
         """Hand the batch's lines to the part writer: converted, checked and written there.
@@ -373,7 +385,8 @@ class ParquetPartsSink(SinkHooks):
         lines: list = context["lines"]
         rows = len(records)
         joined = [b"".join(records)]  # the job takes it out: freed once converted
-        journal = target.journal if self.key_properties else None
+        iceberg = target.iceberg
+        journal = target.journal if self.key_properties and iceberg is None else None
         state_index = target.states_received
         arrival = self._arrival_labels(context, rows, state_index) if journal else None
         context["records"] = []
@@ -388,7 +401,10 @@ class ParquetPartsSink(SinkHooks):
                 table = table.append_column(ARRIVAL_COLUMN, arrival)
             build_ms = (handed - started + time.perf_counter() - converting) * 1000
             with explain_os_errors(target.settings.output_dir):
-                self._write_parts(table, journal, state_index, build_ms)
+                if iceberg is not None:
+                    iceberg.flush_sink(self, table, state_index, build_ms)
+                else:
+                    self._write_parts(table, journal, state_index, build_ms)
 
         target.writes.submit(write_parts)
         self.count_flush(rows)

@@ -18,7 +18,8 @@ renamed, fsynced part, and never earlier:
 
 Parts are written behind the reader (``writes.py``, ``overlap_writes``): a flush builds the
 batch's Arrow table on the reading thread and hands the rest (encoding, compression, journal
-line, fsync and rename, or upload) to one part writer, which runs one batch at a time, in order,
+line, fsync and rename, or upload; with Iceberg the data files and the commit) to one part
+writer, which runs one batch at a time, in order,
 while the next records are read. ``flush_count`` counts flushes handed over; a STATE whose
 sinks have all flushed since it arrived waits, in ``_awaiting``, until the writer has made
 durable every batch handed over by then (``writes.done``), and is written by the reading thread
@@ -218,10 +219,10 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             raise ConfigValidationError(msg, errors=[msg])
         self._state_max_lag = settings.state_max_lag_seconds
         self._lag = max(self._state_max_lag, 0.0)
-        # Parts are written on a worker while the next records are read (writes.py); Iceberg
-        # commits stay on the reading thread (iceberg.py).
+        # Parts are written, and Iceberg batches committed, on a worker while the next records
+        # are read (writes.py).
         self.writes = PartWrites(
-            overlap=settings.overlap_writes and self.iceberg is None,
+            overlap=settings.overlap_writes,
             on_done=self._part_durable,
             check=self._check_lease,
         )
