@@ -59,8 +59,10 @@ Crash points (``kill -9`` at any instant):
 4. After the STATE is written to stdout, before the ``covered`` line: the rows stay. Harmless
    for correctness (they only drop records that really are in a part), but the rerun starts
    after them, so they stay until a run ends cleanly: the one case (a window of microseconds
-   per STATE) where the journal keeps rows from before the last STATE. Writing ``covered``
-   first would be worse: a crash before the STATE line would forget rows that come again.
+   per STATE on disk; on object storage until the next part's entry, which carries the
+   ``covered`` line in its object: ``objectstore.ObjectJournalLog``) where the journal keeps
+   rows from before the last STATE. Writing ``covered`` first would be worse: a crash before
+   the STATE line would forget rows that come again.
 5. During a journal append: a torn last line is ignored on load (and the journal rewritten
    without it); its part was not renamed yet (the rename happens after the append's fsync), so
    nothing is lost.
@@ -330,7 +332,11 @@ class JournalLog(Protocol):
         ...
 
     def append(self, line: str, *, sync: bool) -> None:
-        """Add one line; with ``sync`` it survives a power cut once this returns."""
+        """Add one line; with ``sync`` it survives a power cut once this returns.
+
+        Without ``sync`` a crash may lose the line (a file's write not fsynced; on object
+        storage it waits for the next synced line or ``close``: ``objectstore.py``).
+        """
         ...
 
     def rewrite(self, text: str) -> None:

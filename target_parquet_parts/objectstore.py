@@ -670,7 +670,16 @@ class ObjectJournalLog:
     too, then deletes the older objects (lines first, then the bases): a crash at any point
     leaves the newest journal readable, or, at worst, an older one whose rows only ever drop
     records that really are in a part. Every object is created with a conditional PUT and never
-    rewritten; a PUT that returned is durable (``sync`` changes nothing); objects cannot be torn.
+    rewritten; a PUT that returned is durable; objects cannot be torn.
+
+    A line appended without ``sync`` (``covered`` and ``consumed``: losing one only keeps rows
+    a little longer, ``journal.py``) is not a request of its own: it waits in memory and goes
+    in the same object as the next synced line (the next part's entry), or is superseded by a
+    rewrite. Why: the ``covered`` line is appended when a STATE is emitted, on the reading
+    thread and under the journal's lock, and a PUT there (a round trip per STATE) held up the
+    reading; on disk the same line is a write without fsync. A crash loses at most the lines
+    since the last part's entry (crash point 4 of ``journal.py``: those rows stay until a run
+    ends cleanly).
     """
 
     _NAME = re.compile(r"^(\d{10})-([^/]+)/(\d{10})\.jsonl$")
@@ -686,6 +695,7 @@ class ObjectJournalLog:
         self._has_base = False  # this run has started its own generation
         self._text = ""  # the journal as read: the base of this run's first generation
         self._keys: list[tuple[int, int, str]] = []  # (generation, sequence, key) in the bucket
+        self._unsynced: list[str] = []  # lines appended without sync, not yet in an object
 
     def _key(self, generation: int, sequence: int) -> str:
         return f"{self._prefix}{generation:010d}-{self._run_id}/{sequence:010d}.jsonl"
@@ -712,16 +722,20 @@ class ObjectJournalLog:
         return self._text
 
     def append(self, line: str, *, sync: bool) -> None:
-        del sync  # a PUT that returned is durable
+        if not sync:  # goes with the next synced line (class docstring)
+            self._unsynced.append(line)
+            return
         if not self._has_base:
             self._start_generation(self._text, keep_empty=True)
         self._storage.check_lock()
         self._sequence += 1
         key = self._key(self._generation, self._sequence)
-        self._store.put_new(key, line.encode("utf-8"))
+        self._store.put_new(key, "".join((*self._unsynced, line)).encode("utf-8"))
+        self._unsynced.clear()
         self._keys.append((self._generation, self._sequence, key))
 
     def rewrite(self, text: str) -> None:
+        self._unsynced.clear()  # the rewritten journal holds their effect
         self._start_generation(text, keep_empty=False)
 
     def _start_generation(self, text: str, *, keep_empty: bool) -> None:
@@ -740,7 +754,16 @@ class ObjectJournalLog:
         self._store.delete([key for _, sequence, key in older if not sequence])
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Write the lines still unsynced (a run that failed on its input, say, keeps its
+        ``covered`` lines), as one more object; if that fails too, they are lost, which only
+        keeps rows a little longer (class docstring): the run's own error is the one to see."""
+        if not self._unsynced:
+            return
+        lines, self._unsynced = self._unsynced, []
+        try:
+            self.append("".join(lines), sync=True)
+        except Exception as exc:  # best effort, explained above
+            logger.debug("journal: %d unsynced line(s) not written at close: %s", len(lines), exc)
 
 
 # -- parts -----------------------------------------------------------------------------------

@@ -416,6 +416,66 @@ def test_journal_lines_are_objects_and_a_clean_end_leaves_none(s3_bucket):
     assert all(len(v) == 1 for v in s3_bucket.versions("data/_journal/0").values())
 
 
+def test_a_covered_line_costs_no_request_and_rides_with_the_next_entry(s3_bucket, monkeypatch):
+    """A STATE's ``covered`` line (appended on the reading thread, under the journal's lock)
+    makes no PUT: it goes in the next part entry's object; ``close`` writes what is left."""
+    storage = storage_of(s3_bucket)
+    journal = Journal(storage, "run1")
+    puts: list[str] = []
+    real_put = type(storage.store).put_new
+
+    def put_new(self, key, data):
+        puts.append(key)
+        return real_put(self, key, data)
+
+    monkeypatch.setattr(type(storage.store), "put_new", put_new)
+
+    def read(key: str) -> str:
+        return s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read().decode()
+
+    journal.record("events", "events/part-a.parquet", EVENTS_KEYS, 0)
+    assert len(puts) == 2  # the generation's base, then the entry
+    journal.covered(1)  # STATE #1 emitted: the first one also writes the stateful marker
+    assert len(puts) == 3
+    assert json.loads(read(puts[-1])) == {"stateful": True}  # synced: its own object
+    journal.covered(1)  # nothing new to cover: no line at all
+    journal.record("events", "events/part-b.parquet", EVENTS_KEYS, 1)
+    assert len(puts) == 4  # the covered line made no request: it rode with part-b's entry
+    covered, entry = read(puts[-1]).splitlines()
+    assert json.loads(covered) == {"covered": 1, "run": "run1"}
+    assert json.loads(entry)["part"] == "events/part-b.parquet"
+    journal.covered(2)  # covers part-b: waits in memory
+    written = len(puts)
+    journal.close()  # a run that stops here (a failure on its input) still writes it
+    assert len(puts) == written + 1
+    assert json.loads(read(puts[-1])) == {"covered": 2, "run": "run1"}
+    assert journal_entries(s3_bucket) == []  # the next run sees both parts covered
+
+
+def test_a_covered_line_lost_in_a_crash_only_keeps_rows_a_little_longer(s3_bucket):
+    """kill -9 after a STATE, before the next entry: its ``covered`` line is lost (crash point
+    4 of journal.py): the part stays in the journal, and the next run drops only records
+    that really are in it, writing the others."""
+    storage = storage_of(s3_bucket)
+    writer = storage.part_writer("zstd", None)
+    crashed = Journal(storage, "run1")
+    table = pa.table({"log_id": ["l"], "sequence_number_str": ["1"]})
+    part = writer.write(
+        table, ("events",), lambda rel: crashed.record("events", rel, EVENTS_KEYS, 0)
+    )
+    crashed.covered(1)  # the STATE went out; the process dies before anything else:
+    crashed._log._unsynced.clear()  # what kill -9 loses (the bucket never saw it) ...
+    crashed.close()  # ... and its lock is released here as a dead process's would be taken
+    [entry] = journal_entries(s3_bucket)
+    assert entry.part == str(part.path).split("/data/", 1)[1]
+    rerun = Journal(storage_of(s3_bucket), "run2")
+    incoming = pa.table({"log_id": ["l", "l"], "sequence_number_str": ["1", "2"]})
+    kept, dropped = rerun.drop_replayed("events", incoming, EVENTS_KEYS)
+    assert (dropped, kept.column("sequence_number_str").to_pylist()) == (1, ["2"])
+    rerun.finish(completed=True, all_covered=True)
+    assert s3_bucket.journal_remembers() == []
+
+
 def test_journal_reads_the_newest_generation_with_a_base(s3_bucket):
     """A crash during a rewrite leaves older generations: the newest complete one wins."""
     storage = storage_of(s3_bucket)
