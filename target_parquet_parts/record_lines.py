@@ -49,6 +49,7 @@ __all__ = [
     "RECORD_LINE_PREFIXES",
     "REFUSALS_TO_GIVE_UP",
     "LineConverter",
+    "record_line_head",
     "record_line_stream",
     "stream_key",
 ]
@@ -74,8 +75,13 @@ _PARSED_AS_STRING = (Kind.TIMESTAMP, Kind.DATE)  # then cast, as columns.py cast
 _CONVERTIBLE = frozenset({Kind.INT, Kind.FLOAT, Kind.STR, Kind.BOOL, Kind.LIST, Kind.STRUCT})
 
 
-def record_line_stream(line: bytes) -> bytes | None:
-    """The stream name as spelled in ``line`` if it begins like an encoder's RECORD, else None."""
+def record_line_head(line: bytes) -> tuple[bytes, bytes] | None:
+    """(the stream name as spelled, the line's head up to the record's ``{``) if ``line``
+    begins like an encoder's RECORD, else None.
+
+    Every line that starts with the same head names the same stream the same way (the name
+    holds no quote), so one ``startswith`` recognises the next lines of that stream.
+    """
     if line.startswith(_COMPACT):
         start, record = len(_COMPACT), _COMPACT_RECORD
     elif line.startswith(_SPACED):
@@ -83,7 +89,15 @@ def record_line_stream(line: bytes) -> bytes | None:
     else:
         return None
     end = line.find(b'"', start)
-    return line[start:end] if end > 0 and line.startswith(record, end) else None
+    if end > 0 and line.startswith(record, end):
+        return line[start:end], line[: end + len(record)]
+    return None
+
+
+def record_line_stream(line: bytes) -> bytes | None:
+    """The stream name as spelled in ``line`` if it begins like an encoder's RECORD, else None."""
+    head = record_line_head(line)
+    return None if head is None else head[0]
 
 
 def stream_key(stream_name: str) -> bytes | None:

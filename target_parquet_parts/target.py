@@ -76,7 +76,7 @@ from target_parquet_parts.journal import Journal
 from target_parquet_parts.naming import StreamDirectories
 from target_parquet_parts.objectstore import check_lease
 from target_parquet_parts.reader import LineNumberingReader
-from target_parquet_parts.record_lines import record_line_stream, stream_key
+from target_parquet_parts.record_lines import record_line_head, stream_key
 from target_parquet_parts.sdk_hooks import TargetHooks
 from target_parquet_parts.settings import (
     CONFIG_SCHEMA,
@@ -186,6 +186,10 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         self._journal_lock = threading.Lock()
         self._fast_sinks: dict[str, ParquetPartsSink] = {}
         self._line_sinks: dict[bytes, ParquetPartsSink] = {}  # by stream_key (record_lines)
+        # The head of the last RECORD line taken and its sink: the next lines of the same
+        # stream are recognised by one startswith (take_record_line). Reset at every SCHEMA.
+        self._line_head: bytes | None = None
+        self._line_head_sink: ParquetPartsSink | None = None
         self.stream_directories = StreamDirectories()
         self._records_since_check = 0
         self._flushes_uncollected = 0  # flushes since the last young collection
@@ -338,6 +342,7 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         if archived:
             self._emit_safe_states()
         stream_name = message_dict["stream"]
+        self._line_head = self._line_head_sink = None  # the sinks may change below
         self._fast_sinks.pop(stream_name, None)
         line_key = stream_key(stream_name)
         if line_key is not None:
@@ -365,9 +370,18 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         Why: decoding is most of a record's cost; ``record_lines.py`` converts a whole batch
         of lines in C++ at flush. False: not such a line, the reader decodes it as usual.
         """
-        sink = self._line_sinks.get(record_line_stream(line))  # type: ignore[arg-type]
-        if sink is None:
-            return False
+        head = self._line_head
+        if head is not None and line.startswith(head):
+            sink = self._line_head_sink
+        else:
+            found = record_line_head(line)
+            if found is None:
+                return False
+            sink = self._line_sinks.get(found[0])
+            if sink is None:
+                return False
+            self._line_head, self._line_head_sink = found[1], sink
+        assert sink is not None
         full = sink.buffer_line(line)
         self._records_since_check += 1
         if (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import decimal
 import json
 import logging
@@ -29,6 +30,7 @@ from target_parquet_parts.target import TargetParquetParts
 from target_parquet_parts.writes import PartWrites
 from tests.target.conftest import StateCapture, read_rows, run_target
 from tests.target.singer_data import (
+    EVENTS_SCHEMA,
     changed,
     event,
     record_message,
@@ -384,6 +386,39 @@ def test_the_line_path_writes_what_the_decoded_path_writes(
     # The compact and spaced blocks converted in one pass; mixed batches were decoded.
     assert sum(converted) == 200
     assert all(converted)
+
+
+def test_interleaved_streams_and_a_new_schema_reach_the_right_sink(tmp_path, monkeypatch):
+    """The target recognises the next line of the last stream by its head alone: lines of
+    two streams (one name a prefix of the other) interleaved in both spellings, and a SCHEMA
+    that adds a field midway (a new sink), land exactly as the decoded path lands them."""
+    wider = copy.deepcopy(EVENTS_SCHEMA)
+    wider["properties"]["extra"] = {"type": ["string", "null"]}
+    lines = [schema_message("ev"), schema_message("events")]
+    for i in range(300):
+        if i == 152:  # between two lines of "events"
+            lines.append(schema_message("events", wider))
+        stream = "ev" if i % 3 == 0 else "events"
+        record = event(i) | ({"extra": f"x{i}"} if i >= 152 and stream == "events" else {})
+        message = {"type": "RECORD", "stream": stream, "record": record}
+        spaced = (i // 7) % 2 == 1
+        lines.append(json.dumps(message) if spaced else msgspec.json.encode(message).decode())
+        if i % 40 == 39:
+            lines.append(state_message({"last": i}))
+    _, capture = run_target(tmp_path / "lines", lines, monkeypatch, batch_size_rows=50)
+    monkeypatch.setattr(TargetParquetParts, "take_record_line", lambda self, line: False)
+    _, decoded = run_target(tmp_path / "decoded", lines, monkeypatch, batch_size_rows=50)
+    assert capture.states == decoded.states
+    for stream in ("ev", "events"):
+        rows = sorted(read_rows(tmp_path / "lines", stream), key=lambda r: r["timestamp"])
+        expected = sorted(read_rows(tmp_path / "decoded", stream), key=lambda r: r["timestamp"])
+        assert rows == expected
+    events = read_rows(tmp_path / "lines", "events")
+    assert len(events) == 200
+    assert len(read_rows(tmp_path / "lines", "ev")) == 100
+    assert {r["extra"] for r in events if r.get("extra")} == {
+        f"x{i}" for i in range(152, 300) if i % 3
+    }
 
 
 @pytest.mark.parametrize(
