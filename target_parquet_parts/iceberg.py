@@ -870,6 +870,10 @@ class IcebergWriter:
                     self._catalog = load_iceberg_catalog(self.settings)
             return self._catalog
 
+    def open_catalog(self) -> None:
+        """Open the catalog now (the target does it on the part writer at the first SCHEMA)."""
+        self.catalog  # noqa: B018 - the property opens it
+
     def catalog_text(self) -> str:
         """How messages name this run's catalog (``describe_catalog``)."""
         try:

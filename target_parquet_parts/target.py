@@ -281,7 +281,12 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
         if self.iceberg is not None:
-            return  # Iceberg: several writers share a table (and output_dir): no lock, no journal
+            # Iceberg: several writers share a table (and output_dir): no lock, no journal.
+            if len(self._sinks) == 1 and self.writes.overlap:
+                # Open the catalog (SQLAlchemy's import, the SQL catalog's tables: a third of a
+                # second) on the part writer while the first batch is read, not at its flush.
+                self.writes.submit(self.iceberg.open_catalog)
+            return
         self._lock_output_dir()  # every run, whatever the streams' keys
         if sink.key_properties:
             # Load the replay keys, and settle parts of earlier runs that may still land, before

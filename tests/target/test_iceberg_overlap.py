@@ -16,10 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from target_parquet_parts.iceberg import IcebergTableError, StreamTable
+from target_parquet_parts import iceberg as iceberg_module
+from target_parquet_parts.iceberg import IcebergCatalogError, IcebergTableError, StreamTable
 from target_parquet_parts.iceberg_ledger import STATE_INDEX, STATES_EMITTED
 from target_parquet_parts.record_lines import LineConverter
 from target_parquet_parts.target import TargetParquetParts
+from target_parquet_parts.writes import PartWrites
 from tests.target.conftest import StateCapture, run_target
 from tests.target.iceberg_helpers import ICEBERG, scan, summaries
 from tests.target.singer_data import BASE_SEQUENCE, events_lines
@@ -65,6 +67,9 @@ def test_commits_run_on_the_part_writer_and_each_state_follows_its_commit(tmp_pa
 
     monkeypatch.setattr(StreamTable, "commit", commit)
     monkeypatch.setattr(LineConverter, "convert", convert)
+    # Whether the writer is still busy at a hand-over depends on timing (busy: the reader
+    # converts the batch itself, test_record_lines.py); here it is taken as idle.
+    monkeypatch.setattr(PartWrites, "idle", property(lambda self: True))
     uncovered: list[dict] = []
 
     def on_state(state):
@@ -81,7 +86,7 @@ def test_commits_run_on_the_part_writer_and_each_state_follows_its_commit(tmp_pa
         **ICEBERG,
     )
     assert commit_threads == {_WRITER}
-    assert _WRITER in convert_threads
+    assert convert_threads == {_WRITER}
     assert uncovered == []
     assert capture.states[-1] == {"bookmarks": {"events": {"last": 599}}}
     assert _committed(out) == set(range(600))
@@ -252,3 +257,50 @@ def test_overlap_writes_false_commits_on_the_reading_thread(tmp_path, monkeypatc
     )
     assert not target.writes.overlap
     assert threads == {threading.current_thread().name}
+
+
+def test_the_catalog_opens_on_the_part_writer_while_the_first_batch_is_read(tmp_path, monkeypatch):
+    """At the first SCHEMA the catalog's opening (SQLAlchemy's import, its tables) is handed
+    to the writer: held there until the reader has read records of the first batch."""
+    out = tmp_path / "out"
+    target = _target(out, batch_size_rows=100)
+    opening = threading.Event()
+    reading = threading.Event()
+    opened_on: list[str] = []
+    real_load = iceberg_module.load_iceberg_catalog
+
+    def load(settings):
+        opened_on.append(threading.current_thread().name)
+        opening.set()
+        assert reading.wait(_WAIT), "the reader did not read on while the catalog opened"
+        return real_load(settings)
+
+    monkeypatch.setattr(iceberg_module, "load_iceberg_catalog", load)
+
+    def lines():
+        for number, line in enumerate(events_lines(300, state_every=50)):
+            yield line
+            if number == 50:  # half of the first batch read: the catalog is opening already
+                assert opening.wait(_WAIT), "the catalog waited for the first flush"
+                reading.set()
+
+    capture = StateCapture()
+    _listen(target, lines(), capture)
+    assert opened_on == [_WRITER]
+    assert capture.states[-1] == {"bookmarks": {"events": {"last": 299}}}
+    assert _committed(out) == set(range(300))
+
+
+def test_a_catalog_that_cannot_open_ends_the_run_before_any_state(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    target = _target(out, batch_size_rows=100)
+
+    def load(settings):
+        msg = "Iceberg SQLite catalog file '/nowhere' cannot be used: OperationalError (test)"
+        raise IcebergCatalogError(msg)
+
+    monkeypatch.setattr(iceberg_module, "load_iceberg_catalog", load)
+    capture = StateCapture()
+    with pytest.raises(IcebergCatalogError, match="cannot be used"):
+        _listen(target, events_lines(300, state_every=50), capture)
+    assert capture.states == []
