@@ -8,7 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from target_parquet_parts.target import TargetParquetParts
+from tests.target.singer_data import events_lines
 
 TARGET_BIN = str(Path(sys.executable).with_name("target-parquet-parts"))
 
@@ -129,3 +131,49 @@ def start_target_process(output_dir: Path, **config: Any) -> subprocess.Popen:
             stdout=subprocess.PIPE,
             stderr=stderr,
         )
+
+
+def listen_lazily(target: TargetParquetParts, lines: Iterable[str], capture: StateCapture) -> None:
+    """Feed the lines lazily (a generator runs on the reading thread, between messages)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", capture)
+        target.listen(file_input=((line + "\n").encode("utf-8") for line in lines))
+
+
+def stopped_by_sigterm_at_batch_two(
+    target: TargetParquetParts,
+    in_flight: threading.Event,
+    signalled: threading.Event,
+    *,
+    wait: float,
+) -> tuple[StateCapture, list[Any]]:
+    """Run ``target`` over 1000 events (a STATE every 50; batches of 100): once record 199
+    handed batch 2 over and the writer holds it (``in_flight``), a SIGTERM as Python runs its
+    handler (on the reading thread, between two messages), then ``signalled``. Returns the
+    STATEs written and those sent; the run must end with exit code 143."""
+    capture = StateCapture()
+    sent: list[Any] = []
+
+    def lines() -> Iterator[str]:
+        for number, line in enumerate(events_lines(1000, state_every=50)):
+            if '"STATE"' in line:
+                sent.append(json.loads(line)["value"])
+            yield line
+            if number == 200 + 3:  # record 199 (line 200 + 3 STATEs) handed batch 2 over
+                assert in_flight.wait(wait)
+                target._handle_termination(signal.SIGTERM, None)
+                signalled.set()
+
+    with pytest.raises(SystemExit) as exited:
+        listen_lazily(target, lines(), capture)
+    assert exited.value.code == 143
+    return capture, sent
+
+
+def events_then_set(moved_on: threading.Event, *, after: str) -> Iterator[str]:
+    """1000 events with a STATE every 50, setting ``moved_on`` once the line holding
+    ``after`` was read (the reader is then past a given batch's hand-over)."""
+    for line in events_lines(1000, state_every=50):
+        yield line
+        if after in line:
+            moved_on.set()

@@ -8,11 +8,7 @@ which STATEs it wrote, what the table held at each, what it raised. Waits are bo
 
 from __future__ import annotations
 
-import json
-import signal
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,7 +18,13 @@ from target_parquet_parts.iceberg_ledger import STATE_INDEX, STATES_EMITTED
 from target_parquet_parts.record_lines import LineConverter
 from target_parquet_parts.target import TargetParquetParts
 from target_parquet_parts.writes import PartWrites
-from tests.target.conftest import StateCapture, run_target
+from tests.target.conftest import (
+    StateCapture,
+    events_then_set,
+    listen_lazily,
+    run_target,
+    stopped_by_sigterm_at_batch_two,
+)
 from tests.target.iceberg_helpers import ICEBERG, scan, summaries
 from tests.target.singer_data import BASE_SEQUENCE, events_lines
 
@@ -34,13 +36,6 @@ def _target(out, **config) -> TargetParquetParts:
     return TargetParquetParts(
         config={"output_dir": str(out), "state_max_lag_seconds": 3600, **ICEBERG, **config}
     )
-
-
-def _listen(target: TargetParquetParts, lines: Iterator[str], capture: StateCapture) -> None:
-    """Feed the lines lazily (the generator runs on the reading thread, between messages)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "stdout", capture)
-        target.listen(file_input=((line + "\n").encode("utf-8") for line in lines))
 
 
 def _committed(out) -> set[int]:
@@ -129,7 +124,7 @@ def test_the_reader_reads_on_while_a_commit_is_held_and_no_state_passes_it(tmp_p
                 assert held.wait(_WAIT)
                 release.set()
 
-    _listen(target, lines(), capture)
+    listen_lazily(target, lines(), capture)
     # The reader went on while the commit was held: records and STATEs after batch 2.
     assert sum('"STATE"' in line for line in read_while_held) >= 3
     # None of those STATEs (nor batch 2's own) went out before its commit landed.
@@ -164,14 +159,8 @@ def test_a_failed_commit_after_the_reader_moved_on_ends_the_run_with_no_later_st
     states_after_failure: list[bool] = []
     capture = StateCapture(on_state=lambda s: states_after_failure.append(failed.is_set()))
 
-    def lines():
-        for line in events_lines(1000, state_every=50):
-            yield line
-            if '"last": 249' in line:
-                moved_on.set()
-
     with pytest.raises(IcebergTableError, match=r"singer\.events: its metadata file is missing"):
-        _listen(target, lines(), capture)
+        listen_lazily(target, events_then_set(moved_on, after='"last": 249'), capture)
     assert len(commits) == 2  # nothing was committed after the failed one
     assert True not in states_after_failure
     assert capture.states[-1] == {"bookmarks": {"events": {"last": 99}}}
@@ -196,22 +185,7 @@ def test_a_sigterm_while_a_commit_is_in_flight_ends_with_state_at_the_last_commi
         return real_commit(self, data_files, state_index)
 
     monkeypatch.setattr(StreamTable, "commit", commit)
-    capture = StateCapture()
-    sent: list[dict] = []
-
-    def lines():
-        for number, line in enumerate(events_lines(1000, state_every=50)):
-            if '"STATE"' in line:
-                sent.append(json.loads(line)["value"])
-            yield line
-            if number == 200 + 3:  # record 199 (line 200 + 3 STATEs) handed batch 2 over
-                assert in_flight.wait(_WAIT)
-                target._handle_termination(signal.SIGTERM, None)
-                signalled.set()
-
-    with pytest.raises(SystemExit) as exited:
-        _listen(target, lines(), capture)
-    assert exited.value.code == 143
+    capture, sent = stopped_by_sigterm_at_batch_two(target, in_flight, signalled, wait=_WAIT)
     committed = _committed(out)
     assert committed == set(range(max(committed) + 1))  # what was read is committed, no gap
     assert max(committed) >= 199  # the commit in flight landed
@@ -285,7 +259,7 @@ def test_the_catalog_opens_on_the_part_writer_while_the_first_batch_is_read(tmp_
                 reading.set()
 
     capture = StateCapture()
-    _listen(target, lines(), capture)
+    listen_lazily(target, lines(), capture)
     assert opened_on == [_WRITER]
     assert capture.states[-1] == {"bookmarks": {"events": {"last": 299}}}
     assert _committed(out) == set(range(300))
@@ -302,5 +276,5 @@ def test_a_catalog_that_cannot_open_ends_the_run_before_any_state(tmp_path, monk
     monkeypatch.setattr(iceberg_module, "load_iceberg_catalog", load)
     capture = StateCapture()
     with pytest.raises(IcebergCatalogError, match="cannot be used"):
-        _listen(target, events_lines(300, state_every=50), capture)
+        listen_lazily(target, events_lines(300, state_every=50), capture)
     assert capture.states == []

@@ -8,11 +8,7 @@ Waits on events are bounded (``_WAIT``): a hang fails the test instead of stalli
 from __future__ import annotations
 
 import errno
-import json
-import signal
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +17,15 @@ from target_parquet_parts.errors import OutputDirError
 from target_parquet_parts.parts import PartWriter
 from target_parquet_parts.target import TargetParquetParts
 from target_parquet_parts.writes import PartWrites
-from tests.target.conftest import StateCapture, read_rows, run_target, temp_files
+from tests.target.conftest import (
+    StateCapture,
+    events_then_set,
+    listen_lazily,
+    read_rows,
+    run_target,
+    stopped_by_sigterm_at_batch_two,
+    temp_files,
+)
 from tests.target.singer_data import (
     BASE_SEQUENCE,
     event,
@@ -31,13 +35,6 @@ from tests.target.singer_data import (
 )
 
 _WAIT = 30.0  # seconds: far beyond any real step, only a hang reaches it
-
-
-def _listen(target: TargetParquetParts, lines: Iterator[str], capture: StateCapture) -> None:
-    """Feed the lines lazily (the generator runs on the reading thread, between messages)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "stdout", capture)
-        target.listen(file_input=((line + "\n").encode("utf-8") for line in lines))
 
 
 def _on_disk(out) -> set[int]:
@@ -97,7 +94,7 @@ def test_the_reader_blocks_rather_than_queue_a_second_batch(tmp_path, monkeypatc
 
     releaser = threading.Thread(target=hold_then_release)
     releaser.start()
-    _listen(target, lines(), StateCapture())
+    listen_lazily(target, lines(), StateCapture())
     releaser.join(_WAIT)
     # Line 0 is the SCHEMA; the second batch is full at record 2 * size - 1 (line 2 * size):
     # the reader stopped right there while the first batch was being written.
@@ -131,14 +128,10 @@ def test_a_failed_write_after_the_reader_moved_on_ends_the_run_with_its_error_an
     states_after_failure = []
     capture = StateCapture(on_state=lambda s: states_after_failure.append(failed.is_set()))
 
-    def lines():
-        for line in events_lines(1000, state_every=50):
-            yield line
-            if '"last": 249' in line:
-                moved_on.set()  # records and STATEs after the second batch's hand-over
-
+    # Records and STATEs after the second batch's hand-over.
+    lines = events_then_set(moved_on, after='"last": 249')
     with pytest.raises(OutputDirError) as raised:
-        _listen(target, lines(), capture)
+        listen_lazily(target, lines, capture)
     message = str(raised.value)
     assert "\n" not in message
     assert ".part-" in message
@@ -173,24 +166,9 @@ def test_a_sigterm_while_a_part_is_in_flight_ends_with_state_at_the_last_durable
         return real_write(self, table, directory, before_publish)
 
     monkeypatch.setattr(PartWriter, "write", write)
-    capture = StateCapture()
-    last_state_sent = []
-
-    def lines():
-        for number, line in enumerate(events_lines(1000, state_every=50)):
-            if '"STATE"' in line:
-                last_state_sent.append(json.loads(line)["value"])
-            yield line
-            if number == 200 + 3:  # record 199 (line 200 + 3 STATEs) handed part 2 over
-                assert in_flight.wait(_WAIT)
-                # On the reading thread, between two messages, part 2 being written: as
-                # Python runs a real SIGTERM's handler.
-                target._handle_termination(signal.SIGTERM, None)
-                signalled.set()
-
-    with pytest.raises(SystemExit) as exited:
-        _listen(target, lines(), capture)
-    assert exited.value.code == 143
+    capture, last_state_sent = stopped_by_sigterm_at_batch_two(
+        target, in_flight, signalled, wait=_WAIT
+    )
     received = _on_disk(out)
     last_record = max(received)
     assert received == set(range(last_record + 1))  # what was read is written, no gap
@@ -295,14 +273,8 @@ def test_a_failed_upload_after_the_reader_moved_on_names_the_object_and_stops_st
     states_after_failure = []
     capture = StateCapture(on_state=lambda s: states_after_failure.append(failed.is_set()))
 
-    def lines():
-        for line in events_lines(1000, state_every=50):
-            yield line
-            if '"last": 249' in line:
-                moved_on.set()
-
     with pytest.raises(objectstore.ObjectStoreError) as raised:
-        _listen(target, lines(), capture)
+        listen_lazily(target, events_then_set(moved_on, after='"last": 249'), capture)
     message = str(raised.value)
     assert "\n" not in message
     assert f"s3://{s3_bucket.name}/{puts[1]}" in message  # names the part's object
