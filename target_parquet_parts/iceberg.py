@@ -103,7 +103,6 @@ from target_parquet_parts.settings import DEFAULT_NAMESPACE
 
 if t.TYPE_CHECKING:
     from target_parquet_parts.settings import TargetSettings
-    from target_parquet_parts.sinks import ParquetPartsSink
 
 __all__ = [
     "IcebergCatalogError",
@@ -1058,48 +1057,3 @@ class IcebergWriter:
             close = getattr(catalog, "close", None)
             if close is not None:
                 close()
-
-    def flush_sink(
-        self, sink: ParquetPartsSink, batch: pa.Table, state_index: int, build_ms: float
-    ) -> None:
-        """A sink's flush in Iceberg mode, on the part writer (``ParquetPartsSink``).
-
-        Does for a commit what the parts path does for parts: the same ``flush_complete``
-        event (``path`` lists the new data files). ``state_index``: the STATEs received when
-        the batch was handed over (the reading thread counted the flush then).
-        """
-        started = time.perf_counter()
-        result = self.write_batch(
-            sink.stream_name,
-            batch,
-            keys=list(sink.key_properties or ()),
-            partition_field=sink._partition_field,
-            state_index=state_index,
-        )
-        if result["dropped"]:
-            sink.tally_duplicate_merged(result["dropped"])
-            log_event(
-                sink.logger,
-                logging.INFO,
-                "iceberg_duplicates_dropped",
-                stream=sink.stream_name,
-                table=result["table"],
-                rows=result["dropped"],
-            )
-        finished = time.perf_counter()
-        paths = result["files"]
-        log_event(
-            sink.logger,
-            logging.INFO,
-            "flush_complete",
-            stream=sink.stream_name,
-            rows=result["rows"],
-            bytes=result["bytes"],
-            path=paths[0] if len(paths) == 1 else (paths or None),
-            dataframe_build_ms=round(build_ms, 3),
-            parquet_write_ms=result["write_ms"],
-            flush_total_ms=round(build_ms + (finished - started) * 1000, 3),
-            table=result["table"],
-            snapshot_id=result["snapshot_id"],
-            commit_ms=result["commit_ms"],
-        )

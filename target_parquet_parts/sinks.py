@@ -29,6 +29,7 @@ from target_parquet_parts.settings import DEFAULT_MAX_BATCH_BYTES
 if t.TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+    from target_parquet_parts.iceberg import IcebergWriter
     from target_parquet_parts.journal import Journal
     from target_parquet_parts.storage import PartWriterLike
     from target_parquet_parts.target import TargetParquetParts
@@ -312,7 +313,7 @@ class ParquetPartsSink(SinkHooks):
 
             def commit() -> None:
                 with explain_os_errors(target.settings.output_dir):
-                    iceberg.flush_sink(self, table, state_index, build_ms)
+                    self._commit(iceberg, table, state_index, build_ms)
 
             # On the part writer too: data files written and committed behind the reader.
             target.writes.submit(commit)
@@ -402,7 +403,7 @@ class ParquetPartsSink(SinkHooks):
             build_ms = (handed - started + time.perf_counter() - converting) * 1000
             with explain_os_errors(target.settings.output_dir):
                 if iceberg is not None:
-                    iceberg.flush_sink(self, table, state_index, build_ms)
+                    self._commit(iceberg, table, state_index, build_ms)
                 else:
                     self._write_parts(table, journal, state_index, build_ms)
 
@@ -522,6 +523,51 @@ class ParquetPartsSink(SinkHooks):
             dataframe_build_ms=round(build_ms, 3),
             parquet_write_ms=round(write_ms, 3),
             flush_total_ms=round(build_ms + write_ms, 3),
+        )
+
+    def _commit(
+        self, iceberg: IcebergWriter, batch: pa.Table, state_index: int, build_ms: float
+    ) -> None:
+        """The batch as one Iceberg commit, on the part writer (``table_format: iceberg``).
+
+        Does for a commit what ``_write_parts`` does for parts: the same ``flush_complete``
+        event (``path`` lists the new data files). ``state_index``: the STATEs received when
+        the batch was handed over (the reading thread counted the flush then).
+        """
+        started = time.perf_counter()
+        result = iceberg.write_batch(
+            self.stream_name,
+            batch,
+            keys=list(self.key_properties or ()),
+            partition_field=self._partition_field,
+            state_index=state_index,
+        )
+        if result["dropped"]:
+            self.tally_duplicate_merged(result["dropped"])
+            log_event(
+                self.logger,
+                logging.INFO,
+                "iceberg_duplicates_dropped",
+                stream=self.stream_name,
+                table=result["table"],
+                rows=result["dropped"],
+            )
+        finished = time.perf_counter()
+        paths = result["files"]
+        log_event(
+            self.logger,
+            logging.INFO,
+            "flush_complete",
+            stream=self.stream_name,
+            rows=result["rows"],
+            bytes=result["bytes"],
+            path=paths[0] if len(paths) == 1 else (paths or None),
+            dataframe_build_ms=round(build_ms, 3),
+            parquet_write_ms=result["write_ms"],
+            flush_total_ms=round(build_ms + (finished - started) * 1000, 3),
+            table=result["table"],
+            snapshot_id=result["snapshot_id"],
+            commit_ms=result["commit_ms"],
         )
 
     def count_flush(self, rows_in: int) -> None:
