@@ -173,7 +173,7 @@ def _warehouse_uri(output_dir: str) -> str:
     return Path(os.path.abspath(output_dir)).as_uri()
 
 
-_LOCATION_CATALOGS = frozenset({"sql", "glue", "hive", "dynamodb", "in-memory"})
+_LOCATION_CATALOGS = frozenset({"sql", "glue", "hive", "dynamodb"})
 
 
 def _property_text(value: t.Any) -> str:
@@ -869,9 +869,16 @@ class IcebergWriter:
                     self._catalog = load_iceberg_catalog(self.settings)
             return self._catalog
 
-    def open_catalog(self) -> None:
-        """Open the catalog now (the target does it on the part writer at the first SCHEMA)."""
-        self.catalog  # noqa: B018 - the property opens it
+    def open_catalog_ahead(self) -> None:
+        """Open the catalog before a flush needs it: a speed-up only (the target runs this
+        on the part writer while its first batch is read). A failure is left to the first
+        flush, which opens the catalog again and names the fault with its context."""
+        try:
+            self.catalog  # noqa: B018 - the property opens it
+        except Exception as exc:  # the first flush raises it again, explained
+            logger.debug(
+                "Iceberg catalog not opened ahead of the first flush: %s", type(exc).__name__
+            )
 
     def catalog_text(self) -> str:
         """How messages name this run's catalog (``describe_catalog``)."""

@@ -182,6 +182,21 @@ def check_retention(settings: TargetSettings) -> None:
         raise ValueError(msg)
 
 
+def check_catalog(settings: TargetSettings) -> None:
+    """``ValueError`` for an ``iceberg_catalog`` that lives in memory (``type: in-memory``, a
+    ``:memory:`` SQLite uri): it would end with the run, its tables with it, while the data
+    files stay; and each thread would see a database of its own (the commits run on the part
+    writer, the end markers on the reading thread)."""
+    catalog = settings.iceberg_catalog or {}
+    if str(catalog.get("type", "")) == "in-memory" or ":memory:" in str(catalog.get("uri", "")):
+        msg = (
+            "an in-memory catalog ends with the run, and the tables it records with it: use "
+            "a file (the default embedded SQLite catalog, or a sql catalog's sqlite:///path uri) "
+            "or a catalog server"
+        )
+        raise ValueError(msg)
+
+
 def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
     """Number settings given as text (Meltano's kind-less settings), as numbers; booleans
     given as text (``"true"``, ``"false"``) as booleans."""

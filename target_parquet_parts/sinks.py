@@ -154,6 +154,7 @@ class ParquetPartsSink(SinkHooks):
         context["state_marks"] = []
         context["decoded"] = 0  # how many records are dicts; the rest are lines (record_lines)
         self._batch_bytes = 0
+        self._parts_target.on_batch_started()
 
     def process_record(self, record: dict, context: dict) -> None:
         """SDK path (stream maps, flattening, metadata...): buffer the record."""

@@ -81,6 +81,7 @@ from target_parquet_parts.sdk_hooks import TargetHooks
 from target_parquet_parts.settings import (
     CONFIG_SCHEMA,
     TargetSettings,
+    check_catalog,
     check_retention,
     numbers_from_text,
 )
@@ -197,6 +198,7 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         # batches the writer must have made durable first (oldest first; see _emit_safe_states).
         self._awaiting: list[tuple[int, _PendingState]] = []
         self.iceberg: IcebergWriter | None = None
+        self._catalog_asked = False  # on_batch_started
         settings = self.settings
         # Settings that cannot work end the run here with one line naming the setting: the
         # SDK's CLI prints a ConfigValidationError's errors without a traceback.
@@ -214,6 +216,8 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
             check_lease(settings.lock_lease_seconds)
         with _refused_as("iceberg_snapshot_retention_hours"):
             check_retention(settings)
+        with _refused_as("iceberg_catalog", self.hidden_texts):
+            check_catalog(settings)
         load_method = settings.load_method or "append-only"
         if load_method != "append-only":
             msg = (
@@ -281,17 +285,23 @@ class TargetParquetParts(OneLineFatalErrors, TargetHooks):
         """Every sink ever created (archived ones too: they can hold records)."""
         self._sinks.append(sink)
         if self.iceberg is not None:
-            # Iceberg: several writers share a table (and output_dir): no lock, no journal.
-            if len(self._sinks) == 1 and self.writes.overlap:
-                # Open the catalog (SQLAlchemy's import, the SQL catalog's tables: a third of a
-                # second) on the part writer while the first batch is read, not at its flush.
-                self.writes.submit(self.iceberg.open_catalog)
-            return
+            return  # Iceberg: several writers share a table (and output_dir): no lock, no journal
         self._lock_output_dir()  # every run, whatever the streams' keys
         if sink.key_properties:
             # Load the replay keys, and settle parts of earlier runs that may still land, before
             # the stream's first flush.
             self.journal.fence(sink.stream_name, sink.spec.arrow_schema)
+
+    def on_batch_started(self) -> None:
+        """A sink started a batch (its first record arrived). With Iceberg, the first one hands
+        the catalog's opening (SQLAlchemy's import, the SQL catalog's tables: a fifth to a third
+        of a second) to the part writer, while the batch is read, instead of at its flush. No
+        STATE waits for it, and its failure is the first flush's to report: a run without
+        records never opens the catalog, as before."""
+        if self._catalog_asked or self.iceberg is None or not self.writes.overlap:
+            return
+        self._catalog_asked = True
+        self.writes.submit(self.iceberg.open_catalog_ahead, counts=False)
 
     def on_sink_flushed(self, sink: ParquetPartsSink) -> None:
         """A flush was handed to the part writer (possibly in a drain thread): re-check

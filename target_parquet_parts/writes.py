@@ -70,15 +70,18 @@ class PartWrites:
         self._check = check
         self._cond = threading.Condition()
         self._job: Callable[[], None] | None = None  # handed over, not finished
+        self._job_counts = True  # the job is a batch a STATE may wait for (submit)
         self._error: BaseException | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
 
     # -- the caller's side --------------------------------------------------------------------
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[], None], *, counts: bool = True) -> None:
         """Hand ``job`` (write one batch's parts) over; wait while the previous one runs.
 
         Without overlap, ``job`` runs here. Raises the error of an earlier write, if any.
+        ``counts=False``: a job no STATE waits for, as it writes nothing (opening a catalog
+        ahead of its first use): not in ``submitted`` nor ``done``, in order all the same.
         """
         if not self.overlap:
             self.raise_if_failed()
@@ -96,7 +99,9 @@ class PartWrites:
             self._wait_until(lambda: self._job is None)
             self._raise_error()
             self._job = job
-            self.submitted += 1
+            self._job_counts = counts
+            if counts:
+                self.submitted += 1
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="target-parquet-parts-writer", daemon=True
@@ -168,6 +173,7 @@ class PartWrites:
                 job = self._job
                 if job is None:
                     return
+                counts = self._job_counts
             try:
                 job()
             except BaseException as exc:  # handed to the caller by submit / wait
@@ -178,10 +184,12 @@ class PartWrites:
                 self._tell()  # wake the STATE check, which raises the error
                 return  # nothing after a failed write is written
             with self._cond:
-                self.done += 1
+                if counts:
+                    self.done += 1
                 self._job = None
                 self._cond.notify_all()
-            self._tell()
+            if counts:
+                self._tell()
 
     def _tell(self) -> None:
         if self._on_done is not None:

@@ -193,3 +193,18 @@ def test_a_retention_that_cannot_work_is_refused(
     (error,) = raised.value.errors
     assert error.startswith("iceberg_snapshot_retention_hours: ")
     assert expected in error
+
+
+@pytest.mark.parametrize(
+    "catalog",
+    [{"type": "in-memory"}, {"type": "sql", "uri": "sqlite:///:memory:"}],
+    ids=["in-memory", "sqlite-memory"],
+)
+def test_an_in_memory_catalog_is_refused_at_start(tmp_path: Path, catalog: dict) -> None:
+    """It would end with the run (its tables with it), and each thread would see its own."""
+    with pytest.raises(ConfigValidationError) as raised:
+        TargetParquetParts(
+            config={"output_dir": str(tmp_path), **ICEBERG, "iceberg_catalog": catalog}
+        )
+    (error,) = raised.value.errors
+    assert error.startswith("iceberg_catalog: an in-memory catalog ends with the run")

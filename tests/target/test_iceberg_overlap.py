@@ -234,7 +234,7 @@ def test_overlap_writes_false_commits_on_the_reading_thread(tmp_path, monkeypatc
 
 
 def test_the_catalog_opens_on_the_part_writer_while_the_first_batch_is_read(tmp_path, monkeypatch):
-    """At the first SCHEMA the catalog's opening (SQLAlchemy's import, its tables) is handed
+    """At the first record the catalog's opening (SQLAlchemy's import, its tables) is handed
     to the writer: held there until the reader has read records of the first batch."""
     out = tmp_path / "out"
     target = _target(out, batch_size_rows=100)
@@ -265,16 +265,43 @@ def test_the_catalog_opens_on_the_part_writer_while_the_first_batch_is_read(tmp_
     assert _committed(out) == set(range(300))
 
 
-def test_a_catalog_that_cannot_open_ends_the_run_before_any_state(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    target = _target(out, batch_size_rows=100)
+def _failing_catalog(monkeypatch) -> list[str]:
+    """Every catalog open fails; returns the thread of each attempt."""
+    attempts: list[str] = []
 
     def load(settings):
+        attempts.append(threading.current_thread().name)
         msg = "Iceberg SQLite catalog file '/nowhere' cannot be used: OperationalError (test)"
         raise IcebergCatalogError(msg)
 
     monkeypatch.setattr(iceberg_module, "load_iceberg_catalog", load)
+    return attempts
+
+
+def test_a_catalog_that_cannot_open_is_named_by_the_first_flush_and_no_state_passes(
+    tmp_path, monkeypatch
+):
+    """The opening ahead fails quietly (a speed-up only); the first flush opens again and
+    ends the run with the catalog's own one line, before any STATE."""
+    attempts = _failing_catalog(monkeypatch)
+    target = _target(tmp_path / "out", batch_size_rows=100)
     capture = StateCapture()
     with pytest.raises(IcebergCatalogError, match="cannot be used"):
         listen_lazily(target, events_lines(300, state_every=50), capture)
+    assert attempts == [_WRITER, _WRITER]  # ahead, then at the first flush
     assert capture.states == []
+
+
+@pytest.mark.parametrize("catalog", ["failing", "embedded"])
+def test_a_run_without_records_never_opens_the_catalog(tmp_path, monkeypatch, catalog):
+    """An incremental run with nothing new (SCHEMA, STATE) passes its STATE on, whether the
+    catalog is down or not, and leaves no catalog file behind."""
+    attempts = _failing_catalog(monkeypatch) if catalog == "failing" else []
+    out = tmp_path / "out"
+    target = _target(out, batch_size_rows=100)
+    capture = StateCapture()
+    lines = [*events_lines(0), '{"type": "STATE", "value": {"bookmarks": {"events": 7}}}']
+    listen_lazily(target, lines, capture)
+    assert capture.states == [{"bookmarks": {"events": 7}}]
+    assert attempts == []
+    assert not out.exists()

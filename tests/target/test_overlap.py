@@ -282,3 +282,25 @@ def test_a_failed_upload_after_the_reader_moved_on_names_the_object_and_stops_st
     assert capture.states == [{"bookmarks": {"events": {"last": 99}}}]
     assert len(s3_bucket.keys("data/events/")) == 1  # nothing after the failed part
     assert not [k for k in s3_bucket.keys("data/_journal/") if k.endswith("/lock")]  # unlocked
+
+
+def test_a_job_no_state_waits_for_is_run_in_order_and_not_counted():
+    """``counts=False`` (the Iceberg catalog opened ahead): run on the writer in hand-over
+    order, but neither ``submitted`` nor ``done`` counts it, so no STATE waits for it."""
+    ran: list[str] = []
+    told: list[int] = []
+    writes = PartWrites(overlap=True, on_done=lambda: told.append(1))
+    held = threading.Event()
+
+    def ahead() -> None:
+        assert held.wait(_WAIT)
+        ran.append("ahead")
+
+    writes.submit(ahead, counts=False)
+    assert (writes.submitted, writes.done) == (0, 0)
+    held.set()
+    writes.submit(lambda: ran.append("batch"))
+    writes.wait()
+    writes.close()
+    assert ran == ["ahead", "batch"]
+    assert (writes.submitted, writes.done, len(told)) == (1, 1, 1)
