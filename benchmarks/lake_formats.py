@@ -16,6 +16,12 @@ format's start-up (a run of one record: imports, catalog, the table's creation) 
 with it taken out: what a long run, whose start-up is paid once, converges to. The per-format
 scripts (object_storage.py, iceberg_vs_parts.py) hold the helpers and more context figures.
 
+``--minimal`` adds two more processes to the alternation (``lake_minimal_loads.py``): a
+minimal hand-written Iceberg load and S3 load of the same input, one Python process each on
+the same libraries (no journal, lock, ledger, STATE or overlap), and prints
+``iceberg_minimal_over_parts`` and ``s3_minimal_over_parts`` against the same goal, and the
+target over each: how far the plainest implementation gets on this machine.
+
 ``--profile-startup`` adds where Iceberg's start-up goes: two more one-record Iceberg runs, one
 under ``-X importtime`` (``PROFILE import`` lines: each big package's own import time) and one
 under cProfile on every thread, the SDK's drain threads included (``PROFILE phase`` lines:
@@ -24,7 +30,7 @@ the top cumulative entries of the target's and pyiceberg's catalog functions). T
 slower than unprofiled ones: the shares matter, not the seconds.
 
 Run: ``.venv/bin/python benchmarks/lake_formats.py [--quick] [--records N] [--repeat R]
-[--profile-startup]``.
+[--minimal] [--profile-startup]``.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ from object_storage import BUCKET, flush_ms, make_bucket, moto_server, s3_check
 
 GOAL = 0.8
 KINDS = ("parts", "s3", "iceberg")
+MINIMAL = ("iceberg_minimal", "s3_minimal")  # lake_minimal_loads.py, with --minimal
+MINIMAL_SCRIPT = Path(__file__).with_name("lake_minimal_loads.py")
 PROFILE_FLAG = "--profile-startup"
+MINIMAL_FLAG = "--minimal"
 IMPORT_PACKAGES = (
     "pyiceberg",
     "sqlalchemy",
@@ -108,7 +117,7 @@ def run(
 ) -> tuple[benchlib.ChildResult, list[float], int, Path | None]:
     """One target run; (result, flush or commit ms per flush, files written, local output)."""
     local = workdir / f"{kind}-{tag}"
-    output_dir = f"s3://{BUCKET}/{kind}-{tag}" if kind == "s3" else str(local)
+    output_dir = f"s3://{BUCKET}/{kind}-{tag}" if kind.startswith("s3") else str(local)
     settings: dict[str, object] = {"output_dir": output_dir, "partition_date_field": "received_at"}
     if kind == "iceberg":
         settings["table_format"] = "iceberg"
@@ -117,12 +126,16 @@ def run(
     stderr_path = workdir / f"{kind}-{tag}.stderr"
     argv = [benchlib.venv_bin("target-parquet-parts"), "--config", str(config)]
     argv += ["--input", str(input_path)]
+    if kind == "iceberg_minimal":
+        argv = [sys.executable, str(MINIMAL_SCRIPT), "iceberg", str(input_path), str(local)]
+    elif kind == "s3_minimal":
+        argv = [sys.executable, str(MINIMAL_SCRIPT), "s3", str(input_path), BUCKET, f"{kind}-{tag}"]
     with (workdir / f"{kind}-{tag}.stdout").open("wb") as out, stderr_path.open("wb") as err:
         result = benchlib.run_child(argv, stdout=out, stderr=err, env={**benchlib.CHILD_ENV, **env})
     benchlib.fail_unless_ok(f"target-parquet-parts ({kind})", result, stderr_path)
-    if kind == "s3":
+    if kind.startswith("s3"):
         rows, files = s3_check(env, f"{kind}-{tag}")
-    elif kind == "iceberg":
+    elif kind.startswith("iceberg"):
         rows, files = iceberg_rows(local), sum(1 for _ in local.rglob("data/**/*.parquet"))
     else:
         rows, files = parts_rows(local), sum(1 for _ in local.rglob("*.parquet"))
@@ -133,7 +146,7 @@ def run(
         timings = [float(v) for v in re.findall(r"flush_complete .*?commit_ms=([0-9.]+)", text)]
     else:
         timings = flush_ms(stderr_path)
-    return result, timings, files, (local if kind != "s3" else None)
+    return result, timings, files, (None if kind.startswith("s3") else local)
 
 
 def _iceberg_config(workdir: Path, tag: str) -> Path:
@@ -207,8 +220,11 @@ def profile_startup(workdir: Path, one_record: Path) -> None:
 def main() -> None:
     """Parse arguments, run the three formats alternately, print figures and ratios."""
     profile = PROFILE_FLAG in sys.argv
-    if profile:  # benchlib's parser knows only the common flags
-        sys.argv.remove(PROFILE_FLAG)
+    minimal = MINIMAL_FLAG in sys.argv
+    for flag in (PROFILE_FLAG, MINIMAL_FLAG):  # benchlib's parser knows only the common flags
+        if flag in sys.argv:
+            sys.argv.remove(flag)
+    kinds = KINDS + MINIMAL if minimal else KINDS
     records, repeat = benchlib.parse_run_sizes(__doc__.splitlines()[0], 300_000)
     with tempfile.TemporaryDirectory(prefix="bench-lake-") as tmp:
         workdir = Path(tmp)
@@ -228,13 +244,13 @@ def main() -> None:
         )
         best: dict[str, benchlib.ChildResult] = {}
         startup: dict[str, float] = {}
-        timings: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        timings: dict[str, list[float]] = {kind: [] for kind in kinds}
         last_iceberg: Path | None = None
         with moto_server(workdir) as moto_env:
             make_bucket(moto_env)
             for attempt in range(repeat):
-                for kind in KINDS:
-                    env = moto_env if kind == "s3" else {}
+                for kind in kinds:
+                    env = moto_env if kind.startswith("s3") else {}
                     result, ms, files, local = run(
                         workdir, input_path, records, kind=kind, tag=str(attempt), env=env
                     )
@@ -244,22 +260,30 @@ def main() -> None:
                         best[kind] = result
                     if kind == "iceberg":
                         last_iceberg = local
+                    if kind in MINIMAL:
+                        continue  # their start-up is not looked at
                     tiny, _, _, _ = run(
                         workdir, one_record, 1, kind=kind, tag=f"startup-{attempt}", env=env
                     )
                     startup[kind] = min(startup.get(kind, tiny.wall_seconds), tiny.wall_seconds)
-        rates = {kind: benchlib.rate(records, best[kind].wall_seconds) for kind in KINDS}
+        rates = {kind: benchlib.rate(records, best[kind].wall_seconds) for kind in kinds}
         print(
             f"best of {repeat}: "
-            + " ".join(f"{kind}_records_per_s={rates[kind]:.0f}" for kind in KINDS)
+            + " ".join(f"{kind}_records_per_s={rates[kind]:.0f}" for kind in kinds)
         )
         for kind, label in (("parts", "flush"), ("s3", "flush"), ("iceberg", "commit")):
             values = timings[kind]
             median = statistics.median(values) if values else 0.0
             print(f"context: {kind} {label}_ms_per_flush median={median:.1f} n={len(values)}")
-        for kind in ("s3", "iceberg"):
+        for kind in kinds[1:]:
             ratio = rates[kind] / rates["parts"]
             benchlib.print_ratio(f"{kind}_over_parts", ratio, f">={GOAL}", ratio >= GOAL)
+        if minimal:
+            print(
+                "context: the target over the minimal load of its format "
+                f"iceberg={rates['iceberg'] / rates['iceberg_minimal']:.3f} "
+                f"s3={rates['s3'] / rates['s3_minimal']:.3f}"
+            )
         # Start-up is paid once per run: without it, the per-record cost a long run converges to.
         # (n/a when the input is too small for the run to outlast its start-up: --quick.)
         steady = {kind: best[kind].wall_seconds - startup[kind] for kind in KINDS}

@@ -116,3 +116,12 @@ def test_memory_flushes_runs_on_s3_and_iceberg(kind):
     assert ratios(output)[f"rss_last_over_first_{kind}"] > 0, output
     assert "checked: states=60" in output
     assert "checked: parts=60 rows=60" in output
+
+
+def test_lake_formats_runs_the_minimal_loads_beside_the_target():
+    """``--minimal``: the hand-written Iceberg and S3 loads, rows checked by the script."""
+    output = run_benchmark("lake_formats.py", "--minimal")
+    found = ratios(output)
+    assert found["iceberg_minimal_over_parts"] > 0, output
+    assert found["s3_minimal_over_parts"] > 0, output
+    assert "the target over the minimal load of its format iceberg=" in output
