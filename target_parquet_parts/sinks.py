@@ -512,18 +512,40 @@ class ParquetPartsSink(SinkHooks):
                 mode="part",
             )
         write_ms = (time.perf_counter() - started) * 1000
-        paths = [str(p.path) for p in written]
+        self._tell_flushed(
+            table.num_rows,
+            sum(p.bytes for p in written),
+            [str(p.path) for p in written],
+            build_ms=build_ms,
+            write_ms=write_ms,
+            total_ms=build_ms + write_ms,
+        )
+
+    def _tell_flushed(
+        self,
+        rows: int,
+        size: int,
+        paths: list[str],
+        *,
+        build_ms: float,
+        write_ms: float,
+        total_ms: float,
+        **more: t.Any,
+    ) -> None:
+        """The ``flush_complete`` event of a batch made durable (parts) or committed (Iceberg:
+        ``paths`` are its new data files, ``more`` its table and snapshot)."""
         log_event(
             self.logger,
             logging.INFO,
             "flush_complete",
             stream=self.stream_name,
-            rows=table.num_rows,
-            bytes=sum(p.bytes for p in written),
+            rows=rows,
+            bytes=size,
             path=paths[0] if len(paths) == 1 else (paths or None),
             dataframe_build_ms=round(build_ms, 3),
             parquet_write_ms=round(write_ms, 3),
-            flush_total_ms=round(build_ms + write_ms, 3),
+            flush_total_ms=round(total_ms, 3),
+            **more,
         )
 
     def _commit(
@@ -553,19 +575,13 @@ class ParquetPartsSink(SinkHooks):
                 table=result["table"],
                 rows=result["dropped"],
             )
-        finished = time.perf_counter()
-        paths = result["files"]
-        log_event(
-            self.logger,
-            logging.INFO,
-            "flush_complete",
-            stream=self.stream_name,
-            rows=result["rows"],
-            bytes=result["bytes"],
-            path=paths[0] if len(paths) == 1 else (paths or None),
-            dataframe_build_ms=round(build_ms, 3),
-            parquet_write_ms=result["write_ms"],
-            flush_total_ms=round(build_ms + (finished - started) * 1000, 3),
+        self._tell_flushed(
+            result["rows"],
+            result["bytes"],
+            result["files"],
+            build_ms=build_ms,
+            write_ms=result["write_ms"],
+            total_ms=build_ms + (time.perf_counter() - started) * 1000,
             table=result["table"],
             snapshot_id=result["snapshot_id"],
             commit_ms=result["commit_ms"],
