@@ -93,8 +93,9 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         th.BooleanType,
         default=True,
         description=(
-            "Write each part (encode, compress, fsync or upload) on a worker while the next "
-            "records are read; STATE still waits for it. false: write on the reading thread"
+            "Write each part (encode, compress, fsync or upload; with Iceberg, the data files "
+            "and the commit) on a worker while the next records are read; STATE still waits "
+            "for it. false: write on the reading thread"
         ),
     ),
     th.Property(
@@ -118,7 +119,10 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
         "iceberg_catalog",
         th.ObjectType(additional_properties=True),
-        description=("pyiceberg catalog properties; unset: SQLite `{output_dir}/catalog.db`"),
+        description=(
+            "pyiceberg catalog properties; unset: SQLite `{output_dir}/catalog.db`. A catalog "
+            "in memory is refused: it would end with the run"
+        ),
     ),
     th.Property(
         "iceberg_namespace",
